@@ -1,0 +1,16 @@
+// Subcommands of the `cohort` command. Each takes argv with argv[0] set to
+// "cohort <name>" and returns the process exit code.
+#ifndef COHORT_CLI_COMMANDS_H_
+#define COHORT_CLI_COMMANDS_H_
+
+namespace cohort::cli {
+
+int RunMain(int argc, char** argv);          // run_cmd.cc
+int ConfigMain(int argc, char** argv);       // config_cmd.cc
+int TokenizeMain(int argc, char** argv);     // tokenize_cmd.cc
+int RewardMain(int argc, char** argv);       // reward_cmd.cc
+int InitModelMain(int argc, char** argv);    // init_model_cmd.cc (LibTorch)
+
+}  // namespace cohort::cli
+
+#endif  // COHORT_CLI_COMMANDS_H_
