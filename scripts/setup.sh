@@ -11,7 +11,7 @@ PACKAGES=(
   libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev
   libyaml-cpp-dev nlohmann-json3-dev libcpp-httplib-dev
   libpcre2-dev libutf8proc-dev bubblewrap
-  prometheus nodejs npm
+  prometheus
 )
 
 SUDO=""
@@ -33,7 +33,7 @@ if [[ ${#missing[@]} -gt 0 ]]; then
   echo "setup.sh: installing ${#missing[@]} packages: ${missing[*]}"
   log=$(mktemp)
   export DEBIAN_FRONTEND=noninteractive
-  if ! { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >"$log" 2>&1; then
+  if ! { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${missing[@]}"; } >"$log" 2>&1; then
     cat "$log" >&2
     echo "setup.sh: apt-get failed" >&2
     exit 1
