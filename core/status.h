@@ -41,7 +41,8 @@ inline absl::Status Annotate(const absl::Status& status,
                              std::string_view context) {
   if (status.ok()) return status;
   return absl::Status(status.code(),
-                      absl::StrCat(context, ": ", status.message()));
+                      absl::StrCat(absl::string_view(context.data(), context.size()),
+                                   ": ", status.message()));
 }
 
 }  // namespace cohort
