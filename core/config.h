@@ -159,8 +159,8 @@ std::string ConfigToYaml(const RunConfig& config);
 // Range, enum and cross-field checks (e.g. TLS cert without key).
 absl::Status ValidateConfig(const RunConfig& config);
 
-// Reference table of every key: "section.key", type, default, help. Used
-// by `cohort config keys` and docs/config.md.
+// Reference table of every key: path, type, default and constraint. Used by
+// `cohort config keys` and docs/config.md.
 struct ConfigKeyInfo {
   std::string path;      // e.g. "sampling.temperature"; map entries appear
                          // as "reward.tasks.<name>.verifier"
