@@ -1,0 +1,295 @@
+#include "core/service.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <utility>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "core/logging.h"
+#include "core/metrics.h"
+#include "core/rpc.h"
+#include "core/status.h"
+
+namespace cohort {
+namespace {
+
+std::string Errno(int err) { return std::strerror(err); }
+
+}  // namespace
+
+absl::Status WritePortFile(const std::string& path, const PortFile& ports) {
+  nlohmann::json j = {{"grpc_port", ports.grpc_port},
+                      {"metrics_port", ports.metrics_port},
+                      {"pid", ports.pid}};
+  std::string text = j.dump() + "\n";
+  std::string tmp = absl::StrCat(path, ".tmp.", ::getpid());
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot write port file ", tmp, ": ", Errno(errno)));
+  }
+  ssize_t n = ::write(fd, text.data(), text.size());
+  int err = errno;
+  if (::close(fd) != 0 && n >= 0) {
+    n = -1;
+    err = errno;
+  }
+  if (n != static_cast<ssize_t>(text.size())) {
+    ::unlink(tmp.c_str());
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot write port file ", tmp, ": ", Errno(err)));
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    err = errno;
+    ::unlink(tmp.c_str());
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot rename ", tmp, " to ", path, ": ", Errno(err)));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<PortFile> ReadPortFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) {
+    return absl::NotFoundError(absl::StrCat("no port file ", path));
+  }
+  std::stringstream text;
+  text << in.rdbuf();
+  nlohmann::json j = nlohmann::json::parse(text.str(), nullptr,
+                                           /*allow_exceptions=*/false);
+  auto port_field = [&j](const char* key, int64_t max, int64_t* out) {
+    if (!j.is_object() || !j.contains(key) ||
+        !j[key].is_number_integer()) {
+      return false;
+    }
+    *out = j[key].get<int64_t>();
+    return *out >= 0 && *out <= max;
+  };
+  int64_t grpc_port = 0, metrics_port = 0, pid = 0;
+  if (!port_field("grpc_port", 65535, &grpc_port) ||
+      !port_field("metrics_port", 65535, &metrics_port) ||
+      !port_field("pid", INT32_MAX, &pid)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": expected {\"grpc_port\":N,\"metrics_port\":M,\"pid\":P}, got ",
+        text.str().substr(0, 200)));
+  }
+  PortFile ports;
+  ports.grpc_port = static_cast<int>(grpc_port);
+  ports.metrics_port = static_cast<int>(metrics_port);
+  ports.pid = static_cast<pid_t>(pid);
+  return ports;
+}
+
+absl::StatusOr<int> BlockStopSignals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  int err = ::pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  if (err != 0) {
+    return absl::InternalError(absl::StrCat("pthread_sigmask: ", Errno(err)));
+  }
+  int fd = ::signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+  if (fd < 0) {
+    return absl::InternalError(absl::StrCat("signalfd: ", Errno(errno)));
+  }
+  return fd;
+}
+
+int ReadStopSignal(int signal_fd) {
+  struct signalfd_siginfo info;
+  ssize_t n;
+  do {
+    n = ::read(signal_fd, &info, sizeof(info));
+  } while (n < 0 && errno == EINTR);
+  if (n != static_cast<ssize_t>(sizeof(info))) return 0;
+  return static_cast<int>(info.ssi_signo);
+}
+
+ServiceMain::ServiceMain(std::string role, std::string program,
+                         std::string description)
+    : role_(std::move(role)),
+      flags_(std::move(program), std::move(description)) {
+  flags_.String("config", &config_path_,
+                "Run config (YAML). Every role of a run reads the same file; "
+                "empty uses the built-in defaults.");
+  flags_.StringList("set", &overrides_,
+                    "Config override section.key=value, applied after the "
+                    "file, in order (repeatable), e.g. --set run.seed=3.");
+  flags_.String("host", &host_,
+                "Address to listen on for gRPC and /metrics, e.g. 127.0.0.1 "
+                "or 0.0.0.0 (all interfaces); empty uses the config (" +
+                    role_ + ".host, else 127.0.0.1).");
+  flags_.Int("port", &port_,
+             "gRPC port; 0 picks a free one (see --port_file); -1 uses the "
+             "config (" + role_ + ".port, else 0).");
+  flags_.Int("metrics_port", &metrics_port_,
+             "HTTP port of /metrics (Prometheus) and /healthz; 0 picks a "
+             "free one; -1 uses the config (" +
+                 role_ + ".metrics_port).");
+  flags_.String("port_file", &port_file_,
+                "If set, once serving, atomically write "
+                "{\"grpc_port\":N,\"metrics_port\":M,\"pid\":P} to this "
+                "file (how `cohort run` learns ports picked with 0).");
+  flags_.String("log_level", &log_level_,
+                "debug | info | warning | error; empty uses the config "
+                "(run.log_level).");
+}
+
+ServiceMain::~ServiceMain() {
+  if (signal_fd_ >= 0) ::close(signal_fd_);
+}
+
+bool ServiceMain::Init(int argc, char** argv) {
+  // Before anything can start a thread: every thread inherits the mask.
+  absl::StatusOr<int> fd = BlockStopSignals();
+  if (!fd.ok()) {
+    std::fprintf(stderr, "%s: %s\n", argv[0], std::string(fd.status().message()).c_str());
+    return false;
+  }
+  signal_fd_ = *fd;
+  std::vector<std::string> positional = ParseFlagsOrExit(flags_, argc, argv);
+  InitLogging(role_);
+  if (!positional.empty()) {
+    LOG(ERROR) << "unexpected argument '" << positional[0]
+               << "' (see --help)";
+    return false;
+  }
+  absl::StatusOr<RunConfig> config =
+      config_path_.empty() ? ParseConfig("", overrides_, "<defaults>")
+                           : LoadConfig(config_path_, overrides_);
+  if (!config.ok()) {
+    LOG(ERROR) << "bad config: " << config.status().message();
+    return false;
+  }
+  config_ = *std::move(config);
+  std::string level_text =
+      log_level_.empty() ? config_.run.log_level : log_level_;
+  LogLevel level;
+  if (!ParseLogLevel(level_text, &level)) {
+    LOG(ERROR) << "--log_level: expected debug, info, warning or error, got \""
+               << level_text << "\"";
+    return false;
+  }
+  InitLogging(role_, level);
+  if (port_ < -1 || port_ > 65535 || metrics_port_ < -1 ||
+      metrics_port_ > 65535) {
+    LOG(ERROR) << "--port and --metrics_port: expected -1 (config), 0 (free "
+                  "port) or 1..65535, got "
+               << port_ << " and " << metrics_port_;
+    return false;
+  }
+  return true;
+}
+
+int ServiceMain::Serve(const std::vector<grpc::Service*>& services,
+                       Hooks hooks) {
+  // Defaults from the role's config section; flags win.
+  std::string host = "127.0.0.1";
+  int port = 0, metrics_port = 0;
+  if (role_ == "learner") {
+    host = config_.learner.host;
+    port = config_.learner.port;
+    metrics_port = config_.learner.metrics_port;
+  } else if (role_ == "reward") {
+    host = config_.reward.host;
+    port = config_.reward.port;
+    metrics_port = config_.reward.metrics_port;
+  } else if (role_ == "actor") {
+    metrics_port = config_.actor.metrics_port;
+  }
+  if (!host_.empty()) host = host_;
+  if (port_ >= 0) port = static_cast<int>(port_);
+  if (metrics_port_ >= 0) metrics_port = static_cast<int>(metrics_port_);
+
+  absl::StatusOr<ServerOptions> options =
+      ServerOptionsFromConfig(config_.security, host, port);
+  if (!options.ok()) {
+    LOG(ERROR) << "security config: " << options.status().message();
+    return 1;
+  }
+  options->serving_at_start = false;
+  absl::StatusOr<std::unique_ptr<RpcServer>> server =
+      RpcServer::Start(*options, services);
+  if (!server.ok()) {
+    LOG(ERROR) << "cannot start the gRPC server on " << host << ":" << port
+               << ": " << server.status().message();
+    return 1;
+  }
+  MetricsRegistry* registry = MetricsRegistry::Default();
+  absl::StatusOr<std::unique_ptr<MetricsServer>> metrics =
+      MetricsServer::Start(host, metrics_port, registry);
+  if (!metrics.ok()) {
+    LOG(ERROR) << "cannot start the metrics server on " << host << ":"
+               << metrics_port << ": " << metrics.status().message();
+    (*server)->Shutdown(absl::Seconds(1));
+    return 1;
+  }
+  absl::Duration stop_deadline =
+      absl::Seconds(config_.supervisor.stop_timeout_seconds);
+  auto shutdown = [&] {
+    (*server)->SetServing(false);
+    // Leave a little of the deadline for the metrics server and exit.
+    (*server)->Shutdown(stop_deadline * 0.8);
+    (*metrics)->Stop();
+  };
+  if (!port_file_.empty()) {
+    absl::Status s = WritePortFile(
+        port_file_, {(*server)->port(), (*metrics)->port(), ::getpid()});
+    if (!s.ok()) {
+      LOG(ERROR) << s.message();
+      shutdown();
+      return 1;
+    }
+  }
+  if (hooks.on_serving) {
+    absl::Status s = hooks.on_serving();
+    if (!s.ok()) {
+      LOG(ERROR) << "start-up failed: " << s.message();
+      if (hooks.on_stopping) hooks.on_stopping();
+      shutdown();
+      return 1;
+    }
+  }
+  (*server)->SetServing(true);
+  LOG(INFO) << role_ << " serving on " << (*server)->address()
+            << ", metrics on :" << (*metrics)->port() << " (pid " << ::getpid()
+            << ")";
+
+  int sig = 0;
+  while (sig == 0) {
+    struct pollfd p = {signal_fd_, POLLIN, 0};
+    int n = ::poll(&p, 1, -1);
+    if (n < 0 && errno != EINTR) {
+      LOG(ERROR) << "poll on the signal fd failed: " << Errno(errno)
+                 << "; stopping";
+      break;
+    }
+    if (n > 0) sig = ReadStopSignal(signal_fd_);
+  }
+  absl::Time stop_start = absl::Now();
+  const char* name = sig != 0 ? sigabbrev_np(sig) : nullptr;
+  LOG(INFO) << role_ << " stopping (SIG" << (name != nullptr ? name : "?")
+            << "), deadline " << absl::FormatDuration(stop_deadline);
+  (*server)->SetServing(false);
+  if (hooks.on_stopping) hooks.on_stopping();
+  shutdown();
+  LOG(INFO) << role_ << " stopped in "
+            << absl::FormatDuration(absl::Trunc(absl::Now() - stop_start,
+                                                absl::Milliseconds(1)));
+  return 0;
+}
+
+}  // namespace cohort
