@@ -112,7 +112,16 @@ void Scan(std::string_view s, std::string* out, int depth) {
             while (i < s.size() && s[i] == ' ') ++i;
           }
           break;
-        case ',': case ';': case ':': case ' ': case '>':
+        case ',':
+          // A thin space between digit groups is a thousands separator.
+          if (!out->empty() && IsDigit(out->back()) && i + 3 <= s.size() &&
+              IsDigit(s[i]) && IsDigit(s[i + 1]) && IsDigit(s[i + 2]) &&
+              (i + 3 == s.size() || !IsDigit(s[i + 3]))) {
+            break;
+          }
+          out->push_back(' ');
+          break;
+        case ';': case ':': case ' ': case '>':
           out->push_back(' ');
           break;
         case '%':

@@ -178,12 +178,11 @@ void StripUnits(std::string* s) {
     } else if (j >= 2 && IsDigit(v[j - 1]) && v[j - 2] == '^') {
       j -= 2;
     }
-    std::size_t word_end = j;
+    while (j > 0 && v[j - 1] == ' ') --j;
     while (j > 0 && v[j - 1] == '.') --j;
     std::size_t dot_end = j;
     while (j > 0 && IsAlpha(v[j - 1])) --j;
     std::string_view word = v.substr(j, dot_end - j);
-    (void)word_end;
     if (word.empty()) return;
     if (j > 0 && v[j - 1] == '\\') return;  // a command
     if (j > 0 && v[j - 1] != ' ' && !IsDigit(v[j - 1])) return;
