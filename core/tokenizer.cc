@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <climits>
 #include <cstring>
 #include <deque>
@@ -352,11 +353,15 @@ class Normalizer {
  public:
   virtual ~Normalizer() = default;
   virtual void Apply(std::string* s) const = 0;
+  // True when Apply would certainly leave `s` as it is (lets callers skip a
+  // copy); false when unsure.
+  virtual bool Unchanged(std::string_view s) const { return false; }
 };
 
 class UnicodeNormalizer : public Normalizer {
  public:
   explicit UnicodeNormalizer(int options) : options_(options) {}
+  bool Unchanged(std::string_view s) const override { return AllAscii(s); }
   void Apply(std::string* s) const override {
     if (AllAscii(*s)) return;  // every normal form leaves ASCII unchanged
     utf8proc_uint8_t* out = nullptr;
@@ -450,6 +455,12 @@ class SequenceNormalizer : public Normalizer {
       : parts_(std::move(parts)) {}
   void Apply(std::string* s) const override {
     for (const auto& p : parts_) p->Apply(s);
+  }
+  bool Unchanged(std::string_view s) const override {
+    for (const auto& p : parts_) {
+      if (!p->Unchanged(s)) return false;
+    }
+    return true;
   }
 
  private:
@@ -981,34 +992,98 @@ inline uint64_t PairKey(int32_t a, int32_t b) {
   return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
 }
 
-// A bounded, sharded cache from word to ids. Thread-safe.
+uint64_t HashBytes(const char* p, size_t n) {
+  uint64_t h = 0x9E3779B97F4A7C15ull ^ (n * 0xC2B2AE3D27D4EB4Full);
+  auto mix = [&](uint64_t w) {
+    h = (h ^ w) * 0xFF51AFD7ED558CCDull;
+    h ^= h >> 29;
+  };
+  while (n >= 8) {
+    uint64_t w;
+    std::memcpy(&w, p, 8);
+    mix(w);
+    p += 8;
+    n -= 8;
+  }
+  if (n > 0) {
+    uint64_t w = 0;
+    std::memcpy(&w, p, n);
+    mix(w);
+  }
+  return h ^ (h >> 32);
+}
+
+// A cache from short words to their ids: per thread and per Bpe instance
+// (so no locks), direct-mapped (a colliding word overwrites the slot), so
+// memory is bounded: about 1.4 MiB per thread for each of the last four
+// tokenizers the thread used.
 class WordCache {
  public:
-  static constexpr size_t kShards = 16;
-  static constexpr size_t kMaxPerShard = 8192;
-  static constexpr size_t kMaxWordBytes = 256;
+  static constexpr size_t kMaxWordBytes = 32;
+  static constexpr size_t kMaxIds = 12;
+  static constexpr size_t kSlots = 1 << 14;
 
-  bool Lookup(std::string_view word, size_t hash, std::vector<int32_t>* ids) const {
-    Shard& shard = shards_[hash % kShards];
-    absl::MutexLock lock(&shard.mu);
-    auto it = shard.map.find(absl::string_view(word.data(), word.size()));
-    if (it == shard.map.end()) return false;
-    ids->insert(ids->end(), it->second.begin(), it->second.end());
+  WordCache() : owner_(NextOwner()) {}
+
+  bool Lookup(std::string_view word, uint64_t hash, std::vector<int32_t>* ids) const {
+    const Slot& slot = Table()[hash & (kSlots - 1)];
+    if (slot.hash != hash || slot.len != word.size() ||
+        std::memcmp(slot.bytes, word.data(), word.size()) != 0) {
+      return false;
+    }
+    ids->insert(ids->end(), slot.ids, slot.ids + slot.n);
     return true;
   }
-  void Insert(std::string_view word, size_t hash, const int32_t* ids, size_t n) const {
-    Shard& shard = shards_[hash % kShards];
-    absl::MutexLock lock(&shard.mu);
-    if (shard.map.size() >= kMaxPerShard) shard.map.clear();  // crude but bounded
-    shard.map.try_emplace(std::string(word), ids, ids + n);
+  void Insert(std::string_view word, uint64_t hash, const int32_t* ids, size_t n) const {
+    if (n > kMaxIds || word.size() > kMaxWordBytes) return;
+    Slot& slot = Table()[hash & (kSlots - 1)];
+    slot.hash = hash;
+    slot.len = static_cast<uint8_t>(word.size());
+    slot.n = static_cast<uint8_t>(n);
+    std::memcpy(slot.bytes, word.data(), word.size());
+    std::memcpy(slot.ids, ids, n * sizeof(int32_t));
   }
 
  private:
-  struct Shard {
-    absl::Mutex mu;
-    absl::flat_hash_map<std::string, std::vector<int32_t>> map ABSL_GUARDED_BY(mu);
+  struct Slot {
+    uint64_t hash = 0;
+    uint8_t len = 0;  // 0: empty (words are never empty)
+    uint8_t n = 0;
+    char bytes[kMaxWordBytes];
+    int32_t ids[kMaxIds];
   };
-  mutable std::array<Shard, kShards> shards_;
+  struct ThreadTables {
+    struct Entry {
+      uint64_t owner = 0;
+      uint64_t last_use = 0;
+      std::unique_ptr<Slot[]> slots;
+    };
+    std::array<Entry, 4> entries;
+    uint64_t clock = 0;
+  };
+
+  static uint64_t NextOwner() {
+    static std::atomic<uint64_t> next{1};
+    return next.fetch_add(1);
+  }
+
+  Slot* Table() const {
+    thread_local ThreadTables tables;
+    ThreadTables::Entry* victim = &tables.entries[0];
+    for (auto& e : tables.entries) {
+      if (e.owner == owner_) {
+        e.last_use = ++tables.clock;
+        return e.slots.get();
+      }
+      if (e.last_use < victim->last_use) victim = &e;
+    }
+    victim->owner = owner_;
+    victim->last_use = ++tables.clock;
+    victim->slots.reset(new Slot[kSlots]);
+    return victim->slots.get();
+  }
+
+  const uint64_t owner_;
 };
 
 class Bpe {
@@ -1129,9 +1204,9 @@ class Bpe {
       }
     }
     const bool cacheable = word.size() <= WordCache::kMaxWordBytes;
-    size_t hash = 0;
+    uint64_t hash = 0;
     if (cacheable) {
-      hash = absl::Hash<absl::string_view>()(absl::string_view(word.data(), word.size()));
+      hash = HashBytes(word.data(), word.size());
       if (cache_.Lookup(word, hash, ids)) return;
     }
     thread_local std::vector<int32_t> symbols;
@@ -1511,7 +1586,7 @@ class HfTokenizer : public Tokenizer {
     if (segment.empty()) return;
     std::string normalized;
     std::string_view s = segment;
-    if (normalizer_) {
+    if (normalizer_ && !normalizer_->Unchanged(segment)) {
       normalized.assign(segment.data(), segment.size());
       normalizer_->Apply(&normalized);
       s = normalized;

@@ -28,7 +28,7 @@
 // UTF-8 produced by partial byte sequences with U+FFFD.
 //
 // Thread-safety: after construction every method is const and safe to call
-// from many threads at once (the BPE word cache is internally locked).
+// from many threads at once (the BPE word cache is per thread).
 #ifndef COHORT_CORE_TOKENIZER_H_
 #define COHORT_CORE_TOKENIZER_H_
 
