@@ -1,0 +1,541 @@
+#include "reward_server/sandbox.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "core/logging.h"
+#include "core/status.h"
+
+namespace cohort::reward {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Closes an fd on scope exit.
+class Fd {
+ public:
+  Fd() = default;
+  explicit Fd(int fd) : fd_(fd) {}
+  ~Fd() { Reset(); }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  Fd(Fd&& o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
+  Fd& operator=(Fd&& o) noexcept {
+    if (this != &o) {
+      Reset();
+      fd_ = o.fd_;
+      o.fd_ = -1;
+    }
+    return *this;
+  }
+  int get() const { return fd_; }
+  void Reset() {
+    if (fd_ >= 0) close(fd_);
+    fd_ = -1;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+absl::Status Errno(const std::string& what) {
+  return absl::InternalError(absl::StrCat("sandbox: ", what, ": ",
+                                          std::strerror(errno)));
+}
+
+// A sealed-size in-memory file holding `data`, positioned at 0.
+absl::StatusOr<Fd> MemFile(const std::string& name, const std::string& data) {
+  Fd fd(static_cast<int>(syscall(SYS_memfd_create, name.c_str(),
+                                  static_cast<unsigned>(MFD_CLOEXEC))));
+  if (fd.get() < 0) return Errno("memfd_create");
+  size_t off = 0;
+  while (off < data.size()) {
+    ssize_t n = write(fd.get(), data.data() + off, data.size() - off);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Errno("writing memfd");
+    }
+    off += static_cast<size_t>(n);
+  }
+  if (lseek(fd.get(), 0, SEEK_SET) != 0) return Errno("lseek memfd");
+  return fd;
+}
+
+struct Pipe {
+  Fd read, write;
+};
+
+absl::StatusOr<Pipe> MakePipe() {
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) != 0) return Errno("pipe2");
+  Pipe p;
+  p.read = Fd(fds[0]);
+  p.write = Fd(fds[1]);
+  return p;
+}
+
+// The real uid of a live process (-1 for zombies, which hold no resources
+// but their pid until their parent reaps them, and for vanished ones).
+int RealUidOf(const char* pid_dir) {
+  std::string path = absl::StrCat("/proc/", pid_dir, "/status");
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  char buf[4096];
+  ssize_t n = read(fd, buf, sizeof(buf) - 1);
+  close(fd);
+  if (n <= 0) return -1;
+  buf[n] = '\0';
+  const char* state = std::strstr(buf, "\nState:");
+  if (state != nullptr) {
+    const char* c = state + 7;
+    while (*c == ' ' || *c == '\t') ++c;
+    if (*c == 'Z' || *c == 'X') return -1;
+  }
+  const char* uid = std::strstr(buf, "\nUid:");
+  if (uid == nullptr) return -1;
+  return static_cast<int>(std::strtol(uid + 5, nullptr, 10));
+}
+
+template <typename Fn>
+void ForEachPid(Fn fn) {
+  DIR* dir = opendir("/proc");
+  if (dir == nullptr) return;
+  while (struct dirent* e = readdir(dir)) {
+    int pid = 0;
+    if (!absl::SimpleAtoi(e->d_name, &pid) || pid <= 0) continue;
+    fn(pid, e->d_name);
+  }
+  closedir(dir);
+}
+
+// Parses `"exit-code": N` from bwrap's --json-status-fd output.
+bool ParseExitCode(const std::string& json, int* code) {
+  size_t at = json.find("\"exit-code\"");
+  if (at == std::string::npos) return false;
+  at = json.find(':', at);
+  if (at == std::string::npos) return false;
+  *code = static_cast<int>(std::strtol(json.c_str() + at + 1, nullptr, 10));
+  return true;
+}
+
+// Reads what is available from `fd` into `out` up to `cap` bytes. Returns
+// false at EOF or when the cap was hit (the caller closes the fd then).
+bool DrainInto(int fd, std::string* out, int64_t cap, bool* truncated) {
+  char buf[65536];
+  while (true) {
+    ssize_t n = read(fd, buf, sizeof(buf));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return errno == EAGAIN;  // nothing more now; EIO etc. ends the stream
+    }
+    if (n == 0) return false;
+    int64_t room = cap - static_cast<int64_t>(out->size());
+    if (n > room) {
+      out->append(buf, static_cast<size_t>(std::max<int64_t>(room, 0)));
+      *truncated = true;
+      return false;
+    }
+    out->append(buf, static_cast<size_t>(n));
+  }
+}
+
+const char kSelfTest[] = R"PY(
+import os, socket, sys
+try:
+    socket.create_connection(("1.1.1.1", 53), timeout=1)
+    print("network reachable")
+    sys.exit(1)
+except OSError:
+    pass
+for path in ("/etc/passwd", "/root", "/work", "/home"):
+    if os.path.exists(path):
+        print("host path visible: " + path)
+        sys.exit(1)
+open("/tmp/probe", "w").write("x")
+print("cohort-sandbox-ok uid=%d" % os.getuid())
+)PY";
+
+}  // namespace
+
+int CountProcessesOfUid(int uid) {
+  int count = 0;
+  ForEachPid([&](int, const char* name) {
+    if (RealUidOf(name) == uid) ++count;
+  });
+  return count;
+}
+
+int KillProcessesOfUid(int uid) {
+  int killed = 0;
+  ForEachPid([&](int pid, const char* name) {
+    if (RealUidOf(name) == uid && kill(pid, SIGKILL) == 0) ++killed;
+  });
+  return killed;
+}
+
+Sandbox::Sandbox(SandboxOptions options)
+    : options_(std::move(options)), as_root_(geteuid() == 0) {
+  for (int i = options_.uid_count - 1; i >= 0; --i) {
+    free_uids_.push_back(options_.first_uid + i);
+  }
+}
+
+absl::StatusOr<std::unique_ptr<Sandbox>> Sandbox::Create(
+    SandboxOptions options) {
+  if (access(options.bwrap_path.c_str(), X_OK) != 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "sandbox unavailable: bubblewrap not found at ", options.bwrap_path,
+        " (apt-get install bubblewrap); code samples will be answered with "
+        "ERROR"));
+  }
+  if (access(options.python_path.c_str(), X_OK) != 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "sandbox unavailable: python not found at ", options.python_path,
+        " (apt-get install python3); code samples will be answered with "
+        "ERROR"));
+  }
+  if (options.uid_count <= 0 || options.first_uid <= 0) {
+    return absl::InvalidArgumentError("sandbox: uid pool must be non-empty");
+  }
+  std::unique_ptr<Sandbox> sandbox(new Sandbox(std::move(options)));
+  SandboxRun probe;
+  probe.files = {{"main.py", kSelfTest}};
+  probe.args = {"/sandbox/main.py"};
+  probe.wall_seconds = 20;
+  auto result = sandbox->Run(probe);
+  if (!result.ok()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "sandbox self-test could not start bwrap (", result.status().message(),
+        "); code samples will be answered with ERROR"));
+  }
+  if (result->exit_code != 0 ||
+      result->stdout_data.find("cohort-sandbox-ok") == std::string::npos) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "sandbox self-test failed (exit ", result->exit_code, "): stdout=",
+        result->stdout_data.substr(0, 300),
+        " stderr=", result->stderr_data.substr(0, 500),
+        " — user namespaces may be forbidden here; code samples will be "
+        "answered with ERROR"));
+  }
+  if (sandbox->as_root_ &&
+      result->stdout_data.find("uid=0") != std::string::npos) {
+    return absl::FailedPreconditionError(
+        "sandbox self-test: program ran as uid 0; refusing to run code");
+  }
+  return sandbox;
+}
+
+int Sandbox::AcquireUid() {
+  absl::MutexLock lock(&mu_);
+  mu_.Await(absl::Condition(
+      +[](std::vector<int>* v) { return !v->empty(); }, &free_uids_));
+  int uid = free_uids_.back();
+  free_uids_.pop_back();
+  return uid;
+}
+
+void Sandbox::ReleaseUid(int uid) {
+  absl::MutexLock lock(&mu_);
+  free_uids_.push_back(uid);
+}
+
+absl::StatusOr<SandboxResult> Sandbox::Run(const SandboxRun& run) {
+  const SandboxLimits& lim = options_.limits;
+  const double wall = run.wall_seconds > 0 ? run.wall_seconds
+                                           : lim.wall_seconds;
+
+  // --- Everything the child needs is prepared before fork(): after it,
+  // only async-signal-safe calls.
+  std::vector<int> sources;  // child fd i comes from sources[i]
+  ASSIGN_OR_RETURN(Fd stdin_fd, MemFile("stdin", run.stdin_data));
+  ASSIGN_OR_RETURN(Pipe out_pipe, MakePipe());
+  ASSIGN_OR_RETURN(Pipe err_pipe, MakePipe());
+  ASSIGN_OR_RETURN(Fd fd3, MemFile("fd3", run.fd3_data));
+  ASSIGN_OR_RETURN(Pipe chan_pipe, MakePipe());
+  ASSIGN_OR_RETURN(Pipe status_pipe, MakePipe());
+  ASSIGN_OR_RETURN(Pipe exec_err_pipe, MakePipe());
+  sources = {stdin_fd.get(), out_pipe.write.get(), err_pipe.write.get(),
+             fd3.get(), chan_pipe.write.get(), status_pipe.write.get()};
+  if (run.files.size() > 32) {
+    return absl::InvalidArgumentError("sandbox: at most 32 files per run");
+  }
+  std::vector<Fd> file_fds;
+  for (const auto& [name, content] : run.files) {
+    if (name.empty() || name.find('/') != std::string::npos || name[0] == '.') {
+      return absl::InvalidArgumentError(
+          absl::StrCat("sandbox: bad file name '", name, "'"));
+    }
+    ASSIGN_OR_RETURN(Fd f, MemFile(name, content));
+    sources.push_back(f.get());
+    file_fds.push_back(std::move(f));
+  }
+
+  const std::string tmp_size = absl::StrCat(lim.tmp_bytes);
+  std::vector<std::string> args = {
+      options_.bwrap_path,
+      "--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc",
+      "--unshare-uts", "--unshare-cgroup-try",
+      "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+      "--hostname", "sandbox",
+      "--ro-bind", "/usr", "/usr",
+      "--symlink", "usr/bin", "/bin",
+      "--symlink", "usr/lib", "/lib",
+      "--symlink", "usr/lib64", "/lib64",
+      "--symlink", "usr/sbin", "/sbin",
+      "--proc", "/proc",
+      "--dev", "/dev",
+      "--size", tmp_size, "--tmpfs", "/tmp",
+      "--size", tmp_size, "--tmpfs", "/dev/shm",
+      "--dir", "/sandbox",
+      "--json-status-fd", "5",
+      "--clearenv",
+      "--setenv", "PATH", "/usr/bin:/bin",
+      "--setenv", "HOME", "/tmp",
+      "--setenv", "LANG", "C.UTF-8",
+      "--setenv", "PYTHONDONTWRITEBYTECODE", "1",
+      "--setenv", "PYTHONHASHSEED", "0",
+      "--chdir", "/tmp"};
+  for (size_t i = 0; i < run.files.size(); ++i) {
+    args.push_back("--ro-bind-data");
+    args.push_back(absl::StrCat(6 + i));
+    args.push_back("/sandbox/" + run.files[i].first);
+  }
+  args.push_back("--remount-ro");
+  args.push_back("/");
+  args.push_back(options_.python_path);
+  for (const auto& a : run.args) args.push_back(a);
+
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  char env_path[] = "PATH=/usr/bin:/bin";
+  char* envp[] = {env_path, nullptr};
+
+  int uid = as_root_ ? AcquireUid() : static_cast<int>(getuid());
+  struct UidReleaser {
+    Sandbox* s;
+    int uid;
+    bool active;
+    ~UidReleaser() {
+      if (active) s->ReleaseUid(uid);
+    }
+  } releaser{this, uid, as_root_};
+
+  rlim_t nproc = static_cast<rlim_t>(lim.max_processes);
+  if (!as_root_) nproc += static_cast<rlim_t>(CountProcessesOfUid(uid));
+  struct Limit {
+    int resource;
+    rlim_t value;
+  };
+  const Limit limits[] = {
+      {RLIMIT_CPU, static_cast<rlim_t>(lim.cpu_seconds)},
+      {RLIMIT_AS, static_cast<rlim_t>(lim.memory_bytes)},
+      {RLIMIT_NPROC, nproc},
+      {RLIMIT_FSIZE, static_cast<rlim_t>(lim.file_size_bytes)},
+      {RLIMIT_NOFILE, static_cast<rlim_t>(lim.max_open_files)},
+      {RLIMIT_CORE, 0},
+  };
+  int max_fd = static_cast<int>(sources.size());
+  for (int s : sources) max_fd = std::max(max_fd, s);
+  const int n_targets = static_cast<int>(sources.size());
+  const pid_t parent_pid = getpid();
+  const bool as_root = as_root_;
+  const int exec_err_fd = exec_err_pipe.write.get();
+
+  const auto start = Clock::now();
+  pid_t pid = fork();
+  if (pid < 0) return Errno("fork");
+  if (pid == 0) {
+    // Child: async-signal-safe calls only.
+    sigset_t all;
+    sigemptyset(&all);
+    sigprocmask(SIG_SETMASK, &all, nullptr);
+    for (int sig = 1; sig < NSIG; ++sig) signal(sig, SIG_DFL);
+    setpgid(0, 0);
+    int err_fd = fcntl(exec_err_fd, F_DUPFD_CLOEXEC, max_fd + 1);
+    int tmp[64];
+    for (int i = 0; i < n_targets && i < 64; ++i) {
+      tmp[i] = fcntl(sources[static_cast<size_t>(i)], F_DUPFD,
+                     max_fd + 2 + i);
+    }
+    for (int i = 0; i < n_targets && i < 64; ++i) dup2(tmp[i], i);
+    // Close everything else but the exec-error pipe (close-on-exec).
+    if (syscall(SYS_close_range, n_targets, err_fd - 1, 0) != 0 ||
+        syscall(SYS_close_range, err_fd + 1, ~0U, 0) != 0) {
+      for (int fd = n_targets; fd < 65536; ++fd) {
+        if (fd != err_fd) close(fd);
+      }
+    }
+    for (const Limit& l : limits) {
+      struct rlimit rl = {l.value, l.value};
+      if (setrlimit(l.resource, &rl) != 0) {
+        int e = errno;
+        (void)!write(err_fd, &e, sizeof(e));
+        _exit(127);
+      }
+    }
+    if (as_root) {
+      if (setgroups(0, nullptr) != 0 || setgid(static_cast<gid_t>(uid)) != 0 ||
+          setuid(static_cast<uid_t>(uid)) != 0) {
+        int e = errno;
+        (void)!write(err_fd, &e, sizeof(e));
+        _exit(127);
+      }
+    }
+    // After the uid change (which clears it): die with the server.
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent_pid) _exit(127);
+    execve(argv[0], argv.data(), envp);
+    int e = errno;
+    (void)!write(err_fd, &e, sizeof(e));
+    _exit(127);
+  }
+
+  // --- Parent.
+  out_pipe.write.Reset();
+  err_pipe.write.Reset();
+  chan_pipe.write.Reset();
+  status_pipe.write.Reset();
+  exec_err_pipe.write.Reset();
+  for (Fd* f : {&out_pipe.read, &err_pipe.read, &chan_pipe.read,
+                &status_pipe.read}) {
+    fcntl(f->get(), F_SETFL, fcntl(f->get(), F_GETFL) | O_NONBLOCK);
+  }
+  Fd pidfd(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
+
+  SandboxResult result;
+  std::string status_json;
+  bool status_trunc = false, chan_trunc = false;
+  struct Stream {
+    Fd* fd;
+    std::string* out;
+    int64_t cap;
+    bool* truncated;
+  };
+  Stream streams[] = {
+      {&out_pipe.read, &result.stdout_data, lim.output_bytes,
+       &result.stdout_truncated},
+      {&err_pipe.read, &result.stderr_data, lim.output_bytes,
+       &result.stderr_truncated},
+      {&chan_pipe.read, &result.channel, lim.output_bytes, &chan_trunc},
+      {&status_pipe.read, &status_json, 1 << 16, &status_trunc},
+  };
+  const auto deadline =
+      start + std::chrono::microseconds(static_cast<int64_t>(wall * 1e6));
+  bool exited = false;
+  int wstatus = 0;
+  Clock::time_point drain_until{};
+  while (true) {
+    std::vector<pollfd> pfds;
+    std::vector<Stream*> which;
+    for (Stream& s : streams) {
+      if (s.fd->get() >= 0) {
+        pfds.push_back({s.fd->get(), POLLIN, 0});
+        which.push_back(&s);
+      }
+    }
+    if (!exited && pidfd.get() >= 0) pfds.push_back({pidfd.get(), POLLIN, 0});
+    auto now = Clock::now();
+    if (exited && (which.empty() || now >= drain_until)) break;
+    if (!exited && now >= deadline) {
+      result.timed_out = true;
+      kill(pid, SIGKILL);
+      kill(-pid, SIGKILL);
+      waitpid(pid, &wstatus, 0);
+      exited = true;
+      drain_until = Clock::now() + std::chrono::milliseconds(200);
+      continue;
+    }
+    auto until = exited ? drain_until : deadline;
+    if (!exited && pidfd.get() < 0) {
+      until = std::min(until, now + std::chrono::milliseconds(20));
+    }
+    int timeout_ms = static_cast<int>(
+        std::chrono::duration_cast<std::chrono::milliseconds>(until - now)
+            .count()) + 1;
+    int rc = poll(pfds.data(), pfds.size(), timeout_ms);
+    if (rc < 0 && errno != EINTR) break;
+    for (size_t i = 0; i < which.size(); ++i) {
+      if (pfds[i].revents == 0) continue;
+      Stream* s = which[i];
+      if (!DrainInto(s->fd->get(), s->out, s->cap, s->truncated)) {
+        s->fd->Reset();  // EOF or cap hit: closing makes the writer fail
+      }
+    }
+    if (!exited) {
+      pid_t w = waitpid(pid, &wstatus, WNOHANG);
+      if (w == pid) {
+        exited = true;
+        drain_until = Clock::now() + std::chrono::milliseconds(500);
+      }
+    }
+  }
+  result.wall_seconds =
+      std::chrono::duration<double>(Clock::now() - start).count();
+  // Whatever is left of the process group (there should be nothing).
+  kill(-pid, SIGKILL);
+
+  int exec_errno = 0;
+  ssize_t got = read(exec_err_pipe.read.get(), &exec_errno, sizeof(exec_errno));
+  if (got == static_cast<ssize_t>(sizeof(exec_errno))) {
+    errno = exec_errno;
+    return Errno(absl::StrCat("starting ", options_.bwrap_path));
+  }
+
+  if (as_root_) {
+    // Nothing may outlive the run under this uid. The pid namespace dies
+    // with its init; this catches anything that escaped it anyway.
+    // Processes of the dead namespace may take a moment to finish exiting;
+    // only what is still there after that counts as a straggler.
+    for (int round = 0; round < 10 && CountProcessesOfUid(uid) > 0; ++round) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    for (int round = 0; round < 200; ++round) {
+      int n = KillProcessesOfUid(uid);
+      if (n == 0) break;
+      if (round == 0) result.stragglers_killed = n;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    if (result.stragglers_killed > 0) {
+      LOG(WARNING) << "sandbox: killed " << result.stragglers_killed
+                   << " leftover processes of uid " << uid;
+    }
+  }
+
+  int code = -1;
+  bool started = status_json.find("child-pid") != std::string::npos;
+  if (ParseExitCode(status_json, &code)) {
+    result.exit_code = code;
+  } else if (WIFEXITED(wstatus) && !result.timed_out) {
+    result.exit_code = WEXITSTATUS(wstatus);
+  }
+  if (WIFSIGNALED(wstatus)) result.term_signal = WTERMSIG(wstatus);
+  if (!started && !result.timed_out) {
+    return absl::InternalError(absl::StrCat(
+        "sandbox: bwrap failed to set up the sandbox: ",
+        result.stderr_data.substr(0, 500)));
+  }
+  return result;
+}
+
+}  // namespace cohort::reward
