@@ -103,7 +103,7 @@ class RpcServer {
   std::string host_;
   int port_ = 0;
   std::vector<std::string> names_;
-  std::shared_ptr<void> keep_alive_;  // credentials state owned by the server
+  std::shared_ptr<const void> keep_alive_;  // credentials state owned by the server
 
   absl::Mutex mu_;
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
