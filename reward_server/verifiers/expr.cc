@@ -711,10 +711,10 @@ Complex Expression::Eval(int id, const std::vector<Complex>& values) const {
       Complex acc(1, 0);
       for (std::size_t k = 0; k < n.kids.size(); ++k) {
         Complex v = Eval(n.kids[k], values);
+        if (n.flags[k] && v == Complex(0, 0)) return {kNaN, 0};  // x / 0
         if (IsReal(v) && IsReal(acc)) {
           acc = {n.flags[k] ? acc.real() / v.real() : acc.real() * v.real(), 0};
         } else if (n.flags[k]) {
-          if (v == Complex(0, 0)) return {kNaN, 0};
           acc /= v;
         } else {
           acc *= v;

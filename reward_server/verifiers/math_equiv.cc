@@ -452,14 +452,10 @@ std::optional<Value> Analyze(std::string_view raw, int depth, std::string* why) 
       for (std::size_t k = 0; k + 1 < parts.size(); ++k) {
         all_names &= IsSimpleName(parts[k]);
       }
-      if (all_names || parts.size() > 2) {
-        auto v = Analyze(parts.back(), depth + 1, why);
-        if (v && parts.size() > 2 && !all_names) {
-          // "a = b = 5": the value is the last one.
-        }
-        return v;
-      }
-      if (s.find('=') != std::string_view::npos) {
+      // "x = 5", "x = y = 5": the value after the names. Chains such as
+      // "x = 2 or x = 3" are left to the text comparison below.
+      if (all_names) return Analyze(parts.back(), depth + 1, why);
+      if (parts.size() == 2 && s.find('=') != std::string_view::npos) {
         std::string diff = "(" + std::string(parts[0]) + ")-(" +
                            std::string(parts[1]) + ")";
         std::string error;
