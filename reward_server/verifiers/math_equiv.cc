@@ -1,6 +1,7 @@
 #include "reward_server/verifiers/math_equiv.h"
 
 #include <cmath>
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <vector>
@@ -25,6 +26,8 @@ bool IsAlpha(char c) {
 }
 bool IsDigit(char c) { return c >= '0' && c <= '9'; }
 
+std::vector<Complex> PointValues(const Expression& e, int point);
+
 // What an answer is, structurally.
 struct Value {
   enum class Kind {
@@ -40,6 +43,9 @@ struct Value {
   Kind kind = Kind::kText;
   std::string key;  // normalized text without white space
   std::optional<Expression> expr;
+  // The expression's values, computed once: at the kPoints evaluation
+  // points when it has variables, else points[0] is its value.
+  std::array<Complex, kPoints> points;
   bool percent = false;
   std::string int_text;  // canonical integer when the scalar is one literal
   std::string open, close;
@@ -245,6 +251,10 @@ bool AddItems(const std::vector<std::string_view>& parts, int depth,
     } else {
       v->items.push_back(std::move(*item));
     }
+    if (v->items.size() > kMaxItems) {
+      *why = "too many elements";
+      return false;
+    }
   }
   return true;
 }
@@ -289,6 +299,15 @@ std::optional<Value> AnalyzeMatrix(std::string_view s, int depth,
   return v;
 }
 
+void FillPoints(Value* v) {
+  const Expression& e = *v->expr;
+  if (!e.has_variables()) {
+    v->points[0] = e.Evaluate({});
+    return;
+  }
+  for (int p = 0; p < kPoints; ++p) v->points[p] = e.Evaluate(PointValues(e, p));
+}
+
 std::optional<Value> AnalyzeScalar(std::string s, int depth, std::string* why) {
   Value v;
   v.kind = Value::Kind::kScalar;
@@ -325,6 +344,7 @@ std::optional<Value> AnalyzeScalar(std::string s, int depth, std::string* why) {
   v.int_text = CanonicalInteger(StripSpaces(body));
   std::string error;
   v.expr = Expression::Parse(body, &error);
+  if (v.expr) FillPoints(&v);
   if (!v.expr) {
     bool alnum = false;
     for (char c : body) alnum |= IsAlpha(c) || IsDigit(c);
@@ -465,6 +485,7 @@ std::optional<Value> Analyze(std::string_view raw, int depth, std::string* why) 
           v.kind = Value::Kind::kEquation;
           v.key = key;
           v.expr = std::move(e);
+          FillPoints(&v);
           return v;
         }
       }
@@ -522,8 +543,8 @@ bool ScalarEqual(const Value& a, const Value& b) {
   const Expression& ea = *a.expr;
   const Expression& eb = *b.expr;
   if (!ea.has_variables() && !eb.has_variables()) {
-    Complex va = ea.Evaluate({});
-    Complex vb = eb.Evaluate({});
+    Complex va = a.points[0];
+    Complex vb = b.points[0];
     if (a.percent == b.percent) return Close(va, vb);
     // One side has a percent sign: 50% matches 50 and 0.5.
     if (Close(va, vb)) return true;
@@ -532,8 +553,9 @@ bool ScalarEqual(const Value& a, const Value& b) {
   if (a.percent != b.percent) return false;
   int valid = 0;
   for (int p = 0; p < kPoints; ++p) {
-    Complex va = ea.Evaluate(PointValues(ea, p));
-    Complex vb = eb.Evaluate(PointValues(eb, p));
+    // A constant side has the same value at every point.
+    Complex va = ea.has_variables() ? a.points[p] : a.points[0];
+    Complex vb = eb.has_variables() ? b.points[p] : b.points[0];
     bool fa = Finite(va);
     bool fb = Finite(vb);
     if (!fa && !fb) continue;
@@ -545,13 +567,11 @@ bool ScalarEqual(const Value& a, const Value& b) {
 
 // Equations are the same when lhs - rhs agree up to a non-zero factor.
 bool EquationEqual(const Value& a, const Value& b) {
-  const Expression& ea = *a.expr;
-  const Expression& eb = *b.expr;
   std::optional<Complex> ratio;
   int valid = 0;
   for (int p = 0; p < kPoints; ++p) {
-    Complex va = ea.Evaluate(PointValues(ea, p));
-    Complex vb = eb.Evaluate(PointValues(eb, p));
+    Complex va = a.expr->has_variables() ? a.points[p] : a.points[0];
+    Complex vb = b.expr->has_variables() ? b.points[p] : b.points[0];
     if (!Finite(va) || !Finite(vb)) continue;
     bool za = std::abs(va) < 1e-12;
     bool zb = std::abs(vb) < 1e-12;
