@@ -83,10 +83,10 @@ int TokenizeMain(int argc, char** argv) {
                 "and a message on stderr; the exit status is 1 if any line failed.");
   flags.String("tokenizer", &tokenizer_path,
                "Path to tokenizer.json (tokenizer_config.json beside it is read too).");
-  flags.Bool("add-special-tokens", &add_special_tokens,
+  flags.Bool("add_special_tokens", &add_special_tokens,
              "Let the post-processor add its special tokens (Llama 3: <|begin_of_text|>).");
   flags.Bool("decode", &decode, "Decode arrays of ids to strings instead of encoding.");
-  flags.Bool("skip-special-tokens", &skip_special_tokens,
+  flags.Bool("skip_special_tokens", &skip_special_tokens,
              "With --decode, leave special tokens out of the text.");
   std::vector<std::string> positional = ParseFlagsOrExit(flags, argc, argv);
   if (!positional.empty()) {
