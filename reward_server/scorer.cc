@@ -1,0 +1,531 @@
+#include "reward_server/scorer.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <limits>
+#include <utility>
+
+#include <grpcpp/create_channel.h>
+#include <grpcpp/grpcpp.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "cohort/v1/reward.grpc.pb.h"
+#include "core/logging.h"
+#include "reward_server/code_verifier.h"
+#include "reward_server/verifiers/verifiers.h"
+
+namespace cohort::reward {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr const char* kComponents[] = {"accuracy", "format", "language",
+                                       "length"};
+
+bool KnownVerifier(const std::string& v) {
+  return v == "math" || v == "gsm8k" || v == "countdown" || v == "code";
+}
+
+Result NonOk(const std::string& id, Status status, std::string reason) {
+  Result r;
+  r.id = id;
+  r.status = status;
+  r.reason = std::move(reason);
+  r.reward = std::numeric_limits<double>::quiet_NaN();
+  return r;
+}
+
+Status FromProto(cohort::v1::RewardStatus s) {
+  switch (s) {
+    case cohort::v1::REWARD_STATUS_OK: return Status::kOk;
+    case cohort::v1::REWARD_STATUS_INVALID: return Status::kInvalid;
+    case cohort::v1::REWARD_STATUS_TIMEOUT: return Status::kTimeout;
+    default: return Status::kError;
+  }
+}
+
+}  // namespace
+
+struct Scorer::Job {
+  Sample sample;
+  Callback done;
+  std::shared_ptr<std::atomic<bool>> cancelled;
+  Clock::time_point started{};
+  double limit_seconds = 0;
+  bool finished = false;  // guarded by Scorer::mu_
+};
+
+struct Scorer::TaskMetrics {
+  Counter* by_status[4] = {};
+};
+
+ScorerOptions ScorerOptionsFromConfig(const RewardSection& reward) {
+  ScorerOptions o;
+  o.workers = reward.workers;
+  o.sample_timeout_seconds = reward.sample_timeout_seconds;
+  o.tasks = reward.tasks;
+  return o;
+}
+
+Scorer::Scorer(ScorerOptions options) : options_(std::move(options)) {}
+
+absl::StatusOr<std::unique_ptr<Scorer>> Scorer::Create(ScorerOptions options) {
+  if (!(options.sample_timeout_seconds > 0)) {
+    return absl::InvalidArgumentError(
+        "reward.sample_timeout_seconds: expected a number > 0");
+  }
+  if (options.workers < 0) {
+    return absl::InvalidArgumentError("reward.workers: expected >= 0");
+  }
+  if (options.tasks.empty()) {
+    return absl::InvalidArgumentError("reward.tasks: no task configured");
+  }
+  bool needs_sandbox = false;
+  for (auto& [name, spec] : options.tasks) {
+    const std::string where = absl::StrCat("reward.tasks.", name);
+    if (!spec.endpoint.empty()) continue;
+    if (spec.verifier.empty() && KnownVerifier(name)) spec.verifier = name;
+    if (!KnownVerifier(spec.verifier)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, ".verifier: expected math, gsm8k, countdown or code, got \"",
+          spec.verifier, "\" (or set an endpoint)"));
+    }
+    if (spec.verifier == "code") needs_sandbox = true;
+    for (const auto& [key, weight] : spec.weights) {
+      if (std::find(std::begin(kComponents), std::end(kComponents), key) ==
+          std::end(kComponents)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            where, ".weights.", key,
+            ": unknown component (expected accuracy, format, language or "
+            "length)"));
+      }
+      if (!std::isfinite(weight)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, ".weights.", key, ": not a finite number"));
+      }
+    }
+    if (spec.weights.count("format") &&
+        !ParseFormatKind(spec.format).has_value()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, ".format: expected r1, r1-zero or none, got \"", spec.format,
+          "\""));
+    }
+    if (spec.weights.count("language") && spec.language != "en" &&
+        spec.language != "zh") {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, ".language: a language weight needs language en or zh, got \"",
+          spec.language, "\""));
+    }
+    if (spec.weights.count("length") &&
+        (spec.max_length <= 0 || spec.cache_length < 0 ||
+         spec.cache_length > spec.max_length)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, ": a length weight needs max_length > 0 and 0 <= "
+                 "cache_length <= max_length"));
+    }
+  }
+
+  std::unique_ptr<Scorer> scorer(new Scorer(std::move(options)));
+  ScorerOptions& o = scorer->options_;
+  if (!o.make_channel) {
+    o.make_channel = [](const std::string& target)
+        -> absl::StatusOr<std::shared_ptr<grpc::Channel>> {
+      return grpc::CreateChannel(target, grpc::InsecureChannelCredentials());
+    };
+  }
+  for (const auto& [name, spec] : o.tasks) {
+    if (spec.endpoint.empty() || scorer->channels_.count(spec.endpoint)) {
+      continue;
+    }
+    auto channel = o.make_channel(spec.endpoint);
+    if (!channel.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("reward.tasks.", name, ".endpoint: ",
+                       channel.status().message()));
+    }
+    scorer->channels_[spec.endpoint] = *channel;
+  }
+  if (needs_sandbox) {
+    SandboxOptions so = o.sandbox;
+    so.limits.wall_seconds =
+        std::min(so.limits.wall_seconds, o.sample_timeout_seconds);
+    auto sandbox = Sandbox::Create(so);
+    if (sandbox.ok()) {
+      scorer->sandbox_ = std::move(*sandbox);
+      LOG(INFO) << "code sandbox ready (bubblewrap"
+                << (scorer->sandbox_->uses_uid_pool() ? ", uid pool" : "")
+                << ")";
+    } else {
+      scorer->sandbox_error_ = std::string(sandbox.status().message());
+      LOG(ERROR) << scorer->sandbox_error_;
+    }
+  }
+
+  MetricsRegistry* reg = o.metrics ? o.metrics : MetricsRegistry::Default();
+  auto make_task_metrics = [&](const std::string& task) {
+    auto tm = std::make_unique<TaskMetrics>();
+    for (Status s : {Status::kOk, Status::kInvalid, Status::kTimeout,
+                     Status::kError}) {
+      tm->by_status[static_cast<int>(s)] = reg->GetCounter(
+          "cohort_reward_samples_total", "Samples scored, by task and status.",
+          {{"task", task}, {"status", StatusName(s)}});
+    }
+    return tm;
+  };
+  for (const auto& [name, spec] : o.tasks) {
+    scorer->task_metrics_[name] = make_task_metrics(name);
+  }
+  // Requests naming no configured task share one label value, so a caller
+  // cannot grow the metric without bound.
+  scorer->task_metrics_["(unknown)"] = make_task_metrics("(unknown)");
+  scorer->queue_gauge_ = reg->GetGauge(
+      "cohort_reward_queue_depth", "Samples queued and not yet started.");
+  scorer->verify_seconds_ = reg->GetHistogram(
+      "cohort_reward_verify_seconds",
+      "Wall time verifying one sample, from its start.",
+      Histogram::ExponentialBuckets(1e-5, 4, 12));
+
+  int workers = o.workers > 0
+                    ? o.workers
+                    : std::max(1u, std::thread::hardware_concurrency());
+  for (int i = 0; i < workers; ++i) {
+    scorer->threads_.emplace_back([s = scorer.get()] { s->WorkerLoop(); });
+  }
+  scorer->watchdog_ = std::thread([s = scorer.get()] { s->WatchdogLoop(); });
+  return scorer;
+}
+
+Scorer::~Scorer() { Stop(); }
+
+void Scorer::Stop() {
+  std::deque<Job*> dropped;
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return;
+    stopping_ = true;
+    dropped.swap(queue_);
+  }
+  queue_gauge_->Set(0);
+  for (Job* job : dropped) {
+    job->done(NonOk(job->sample.id, Status::kError, "scorer stopped"));
+    delete job;
+  }
+  for (auto& t : threads_) t.join();
+  watchdog_.join();
+}
+
+int Scorer::queue_depth() const {
+  absl::MutexLock lock(&mu_);
+  return static_cast<int>(queue_.size());
+}
+
+double Scorer::LimitSeconds(const Sample& sample) const {
+  auto it = options_.tasks.find(sample.task);
+  if (it != options_.tasks.end() && it->second.endpoint.empty() &&
+      it->second.verifier == "code") {
+    // The sandbox works within sample_timeout_seconds; only the verifier
+    // itself overrunning that is a TIMEOUT.
+    return options_.sample_timeout_seconds + 1.0;
+  }
+  return options_.sample_timeout_seconds;
+}
+
+void Scorer::Submit(Sample sample, Callback done,
+                    std::shared_ptr<std::atomic<bool>> cancelled) {
+  auto* job = new Job{std::move(sample), std::move(done), std::move(cancelled)};
+  job->limit_seconds = LimitSeconds(job->sample);
+  {
+    absl::MutexLock lock(&mu_);
+    if (!stopping_) {
+      queue_.push_back(job);
+      queue_gauge_->Set(static_cast<double>(queue_.size()));
+      return;
+    }
+  }
+  job->done(NonOk(job->sample.id, Status::kError, "scorer stopped"));
+  delete job;
+}
+
+void Scorer::WorkerLoop() {
+  while (true) {
+    Job* job = nullptr;
+    bool skipped = false;
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(
+          +[](Scorer* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu_) {
+            return s->stopping_ || !s->queue_.empty();
+          },
+          this));
+      if (queue_.empty()) return;  // stopping
+      job = queue_.front();
+      queue_.pop_front();
+      queue_gauge_->Set(static_cast<double>(queue_.size()));
+      skipped = job->cancelled && job->cancelled->load();
+      if (skipped) {
+        job->finished = true;
+      } else {
+        job->started = Clock::now();
+        running_.insert(job);
+      }
+    }
+    if (skipped) {
+      job->done(NonOk(job->sample.id, Status::kError,
+                      "cancelled before it started (caller gone)"));
+      delete job;
+      continue;
+    }
+    Result result = Verify(job->sample);
+    result.verify_seconds =
+        std::chrono::duration<double>(Clock::now() - job->started).count();
+    bool deliver;
+    {
+      absl::MutexLock lock(&mu_);
+      running_.erase(job);
+      deliver = !job->finished;
+      job->finished = true;
+    }
+    if (deliver) {
+      Record(job->sample.task, result);
+      job->done(std::move(result));
+    }
+    delete job;
+  }
+}
+
+void Scorer::WatchdogLoop() {
+  while (true) {
+    struct Expired {
+      Callback done;
+      std::string task;
+      Result result;
+    };
+    std::vector<Expired> expired;
+    {
+      absl::MutexLock lock(&mu_);
+      if (stopping_ && running_.empty()) return;
+      auto now = Clock::now();
+      Clock::time_point next = now + std::chrono::milliseconds(100);
+      for (Job* job : running_) {
+        if (job->finished) continue;
+        auto due = job->started + std::chrono::microseconds(static_cast<int64_t>(
+                                      job->limit_seconds * 1e6));
+        if (due <= now) {
+          job->finished = true;
+          Result r = NonOk(
+              job->sample.id, Status::kTimeout,
+              absl::StrCat("verification overran its limit of ",
+                           job->limit_seconds, " s (task '", job->sample.task,
+                           "')"));
+          r.verify_seconds =
+              std::chrono::duration<double>(now - job->started).count();
+          // The worker owns (and later deletes) the job; the callback is
+          // taken from it here, once, under the lock.
+          expired.push_back({std::move(job->done), job->sample.task,
+                             std::move(r)});
+        } else {
+          next = std::min(next, due);
+        }
+      }
+      if (expired.empty()) {
+        auto wait = std::chrono::duration_cast<std::chrono::microseconds>(
+                        next - now).count();
+        mu_.AwaitWithTimeout(
+            absl::Condition(
+                +[](Scorer* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu_) {
+                  return s->stopping_ && s->running_.empty();
+                },
+                this),
+            absl::Microseconds(std::max<int64_t>(wait, 1000)));
+        continue;
+      }
+    }
+    for (Expired& e : expired) {
+      LOG(WARNING) << "sample " << e.result.id << ": " << e.result.reason;
+      Record(e.task, e.result);
+      e.done(std::move(e.result));
+    }
+  }
+}
+
+void Scorer::Record(const std::string& task, const Result& result) {
+  auto it = task_metrics_.find(task);
+  if (it == task_metrics_.end()) it = task_metrics_.find("(unknown)");
+  it->second->by_status[static_cast<int>(result.status)]->Increment();
+  verify_seconds_->Observe(result.verify_seconds);
+}
+
+Result Scorer::ScoreNow(const Sample& sample) {
+  auto start = Clock::now();
+  Result r = Verify(sample);
+  r.verify_seconds =
+      std::chrono::duration<double>(Clock::now() - start).count();
+  Record(sample.task, r);
+  return r;
+}
+
+Result Scorer::Verify(const Sample& sample) {
+  if (sample.task.empty()) {
+    return NonOk(sample.id, Status::kInvalid, "task: empty");
+  }
+  auto it = options_.tasks.find(sample.task);
+  if (it == options_.tasks.end()) {
+    std::vector<std::string> names;
+    for (const auto& [name, spec] : options_.tasks) names.push_back(name);
+    return NonOk(sample.id, Status::kInvalid,
+                 absl::StrCat("unknown task '", sample.task,
+                              "' (configured: ", absl::StrJoin(names, ", "),
+                              ")"));
+  }
+  const RewardTaskSpec& spec = it->second;
+  if (!spec.endpoint.empty()) return VerifyRemote(sample, spec.endpoint);
+
+  Result result;
+  result.id = sample.id;
+  std::vector<std::pair<std::string, ComponentResult>> parts;
+  // accuracy: always computed, it is the task's verdict.
+  ComponentResult acc;
+  try {
+    if (spec.verifier == "math") {
+      acc = MathAccuracy(sample);
+    } else if (spec.verifier == "gsm8k") {
+      acc = Gsm8kAccuracy(sample);
+    } else if (spec.verifier == "countdown") {
+      acc = CountdownAccuracy(sample);
+    } else {
+      CodeVerifierOptions co;
+      co.budget_seconds = options_.sample_timeout_seconds;
+      acc = CodeAccuracy(sample, sandbox_.get(), sandbox_error_, co);
+    }
+  } catch (const std::exception& e) {
+    acc = ComponentResult::Error(
+        absl::StrCat(spec.verifier, " verifier failed: ", e.what()));
+  }
+  parts.emplace_back("accuracy", std::move(acc));
+  if (spec.weights.count("format")) {
+    parts.emplace_back("format",
+                       FormatReward(sample, *ParseFormatKind(spec.format)));
+  }
+  if (spec.weights.count("language")) {
+    parts.emplace_back("language", LanguageConsistency(sample, spec.language));
+  }
+  if (spec.weights.count("length")) {
+    parts.emplace_back("length",
+                       OverlongPenalty(sample.completion_tokens,
+                                       spec.max_length, spec.cache_length));
+  }
+  double reward = 0;
+  for (auto& [name, c] : parts) {
+    if (c.status != Status::kOk) {
+      if (result.status == Status::kOk) {
+        result.status = c.status;
+        result.reason = absl::StrCat(name, ": ", c.reason);
+      }
+      continue;
+    }
+    result.components[name] = c.value;
+    auto w = spec.weights.find(name);
+    if (w != spec.weights.end()) reward += w->second * c.value;
+  }
+  if (result.status == Status::kOk) {
+    result.reward = reward;
+    result.reason = parts[0].second.reason;
+  } else {
+    result.reward = std::numeric_limits<double>::quiet_NaN();
+  }
+  return result;
+}
+
+Result Scorer::VerifyRemote(const Sample& sample, const std::string& endpoint) {
+  auto stub = cohort::v1::Reward::NewStub(channels_.at(endpoint));
+  cohort::v1::ScoreRequest request;
+  auto* s = request.add_samples();
+  s->set_id(sample.id);
+  s->set_task(sample.task);
+  s->set_prompt(sample.prompt);
+  s->set_completion(sample.completion);
+  s->set_answer(sample.answer);
+  if (!sample.extra.empty()) s->set_extra_json(sample.extra.dump());
+  s->set_completion_tokens(sample.completion_tokens);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() +
+                   std::chrono::microseconds(static_cast<int64_t>(
+                       options_.sample_timeout_seconds * 1e6)));
+  cohort::v1::ScoreResponse response;
+  grpc::Status st = stub->Score(&ctx, request, &response);
+  if (st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+    return NonOk(sample.id, Status::kTimeout,
+                 absl::StrCat("remote reward server ", endpoint,
+                              " did not answer within ",
+                              options_.sample_timeout_seconds, " s"));
+  }
+  if (!st.ok()) {
+    return NonOk(sample.id, Status::kError,
+                 absl::StrCat("remote reward server ", endpoint, ": ",
+                              st.error_message(), " (code ",
+                              static_cast<int>(st.error_code()), ")"));
+  }
+  if (response.results_size() != 1) {
+    return NonOk(sample.id, Status::kError,
+                 absl::StrCat("remote reward server ", endpoint, " returned ",
+                              response.results_size(), " results for 1 sample"));
+  }
+  const auto& r = response.results(0);
+  Result out;
+  out.id = sample.id;
+  out.status = FromProto(r.status());
+  out.reason = r.reason();
+  for (const auto& [k, v] : r.components()) out.components[k] = v;
+  out.reward = out.status == Status::kOk
+                   ? r.reward()
+                   : std::numeric_limits<double>::quiet_NaN();
+  if (out.status != Status::kOk && out.reason.empty()) {
+    out.reason = absl::StrCat("remote reward server ", endpoint,
+                              " gave no reason");
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<Result>> Scorer::ScoreBatch(
+    std::vector<Sample> samples, absl::Time deadline) {
+  struct State {
+    absl::Mutex mu;
+    std::vector<Result> results ABSL_GUARDED_BY(mu);
+    size_t remaining ABSL_GUARDED_BY(mu) = 0;
+  };
+  auto state = std::make_shared<State>();
+  auto cancelled = std::make_shared<std::atomic<bool>>(false);
+  {
+    absl::MutexLock lock(&state->mu);
+    state->results.resize(samples.size());
+    state->remaining = samples.size();
+  }
+  for (size_t i = 0; i < samples.size(); ++i) {
+    Submit(std::move(samples[i]),
+           [state, i](Result r) {
+             absl::MutexLock lock(&state->mu);
+             state->results[i] = std::move(r);
+             --state->remaining;
+           },
+           cancelled);
+  }
+  absl::MutexLock lock(&state->mu);
+  bool done = state->mu.AwaitWithDeadline(
+      absl::Condition(
+          +[](State* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu) {
+            return s->remaining == 0;
+          },
+          state.get()),
+      deadline);
+  if (!done) {
+    cancelled->store(true);
+    return absl::DeadlineExceededError(absl::StrCat(
+        state->remaining, " of ", state->results.size(),
+        " samples not scored before the deadline"));
+  }
+  return std::move(state->results);
+}
+
+}  // namespace cohort::reward
