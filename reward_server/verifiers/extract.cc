@@ -1,25 +1,34 @@
 #include "reward_server/verifiers/extract.h"
 
-#include <cctype>
+#include <algorithm>
 
 namespace cohort::reward {
 namespace {
+
+// A \boxed{} argument is searched for its closing brace over at most this
+// many bytes, and at most kMaxBoxedTries boxes (from the last) are tried, so
+// a completion full of unclosed "\boxed{" stays linear.
+constexpr std::size_t kMaxBoxedBytes = 1 << 16;
+constexpr int kMaxBoxedTries = 16;
 
 bool IsSpace(char c) {
   return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' ||
          c == '\v';
 }
 
+char LowerAscii(char c) {
+  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+}
+
 // Finds the last occurrence of `needle` in `hay` ignoring ASCII case.
 // `needle` must be lower case.
 std::size_t RFindNoCase(std::string_view hay, std::string_view needle) {
-  if (needle.size() > hay.size()) return std::string_view::npos;
+  if (needle.empty() || needle.size() > hay.size()) return std::string_view::npos;
+  const char first = needle[0];
   for (std::size_t i = hay.size() - needle.size() + 1; i-- > 0;) {
-    std::size_t k = 0;
-    while (k < needle.size() &&
-           std::tolower(static_cast<unsigned char>(hay[i + k])) == needle[k]) {
-      ++k;
-    }
+    if (LowerAscii(hay[i]) != first) continue;
+    std::size_t k = 1;
+    while (k < needle.size() && LowerAscii(hay[i + k]) == needle[k]) ++k;
     if (k == needle.size()) return i;
   }
   return std::string_view::npos;
@@ -56,7 +65,8 @@ std::optional<std::string_view> BoxArgument(std::string_view rest) {
   while (i < rest.size() && (rest[i] == ' ' || rest[i] == '\t')) ++i;
   if (i < rest.size() && rest[i] == '{') {
     int depth = 0;
-    for (std::size_t j = i; j < rest.size(); ++j) {
+    std::size_t limit = std::min(rest.size(), i + kMaxBoxedBytes);
+    for (std::size_t j = i; j < limit; ++j) {
       char c = rest[j];
       if (c == '\\' && j + 1 < rest.size()) {
         ++j;  // skip escaped character, e.g. \{ or \}
@@ -87,7 +97,7 @@ std::string_view TrimAscii(std::string_view s) {
 
 std::optional<std::string> ExtractLastBoxed(std::string_view text) {
   std::size_t end = text.size();
-  while (end > 0) {
+  for (int tries = 0; end > 0 && tries < kMaxBoxedTries; ++tries) {
     std::size_t b = text.rfind("\\boxed", end - 1);
     std::size_t f = text.rfind("\\fbox", end - 1);
     std::size_t pos;

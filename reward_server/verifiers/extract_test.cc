@@ -61,6 +61,10 @@ TEST(ExtractAnswer, HugeInputIsBounded) {
   EXPECT_EQ(Ex(big), "4");
   std::string braces = "\\boxed" + std::string(1 << 20, '{');
   EXPECT_EQ(Ex(braces), "<none>");
+  // Many unclosed boxes: linear, not quadratic.
+  std::string unclosed;
+  while (unclosed.size() < (1u << 20)) unclosed += "\\boxed{";
+  EXPECT_EQ(Ex(unclosed), "<none>");
 }
 
 TEST(ChainOfThought, InsideThinkTags) {
