@@ -150,8 +150,9 @@ std::optional<std::string> ExtractWithoutTag(std::string_view text) {
     if (!cleaned.empty()) return cleaned;
   }
 
-  static constexpr std::string_view kPhrases[] = {
-      "the answer is", "final answer is", "final answer:", "answer:"};
+  // Markdown emphasis ("**Final Answer:** 42") is skipped after the phrase.
+  static constexpr std::string_view kPhrases[] = {"answer is", "final answer",
+                                                  "answer:"};
   std::size_t best = std::string_view::npos;
   std::size_t best_len = 0;
   for (std::string_view phrase : kPhrases) {
@@ -167,8 +168,14 @@ std::optional<std::string> ExtractWithoutTag(std::string_view text) {
     std::size_t nl = rest.find('\n');
     if (nl != std::string_view::npos) rest = rest.substr(0, nl);
     rest = TrimAscii(rest);
-    while (!rest.empty() && (rest.front() == ':' || rest.front() == '*')) {
-      rest.remove_prefix(1);
+    for (;;) {
+      if (!rest.empty() && (rest.front() == ':' || rest.front() == '*')) {
+        rest.remove_prefix(1);
+      } else if (rest.substr(0, 3) == "is " || rest.substr(0, 3) == "is:") {
+        rest.remove_prefix(2);
+      } else {
+        break;
+      }
       rest = TrimAscii(rest);
     }
     // Cut at the end of the sentence: a period followed by a space (a period

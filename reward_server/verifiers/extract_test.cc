@@ -47,6 +47,11 @@ TEST(ExtractAnswer, AnswerIsPhrases) {
   EXPECT_EQ(Ex("Final answer: x = 4\nthanks"), "x = 4");
   EXPECT_EQ(Ex("the answer is 7 and then the answer is 9."), "9");
   EXPECT_EQ(Ex("**Final Answer:** 10"), "10");
+  EXPECT_EQ(Ex("**Final Answer**: 42"), "42");
+  EXPECT_EQ(Ex("My final answer is 6"), "6");
+  EXPECT_EQ(Ex("The answer is \\(18\\)."), "18");
+  EXPECT_EQ(Ex("The answer is: $\\frac{1}{2}$"), "\\frac{1}{2}");
+  EXPECT_EQ(Ex("so the answer is 5, right"), "5, right");
 }
 
 TEST(ExtractAnswer, NothingToExtract) {
