@@ -83,6 +83,29 @@ void Scan(std::string_view s, std::string* out, int depth) {
       i += 2;
       continue;
     }
+    if (c == '\xC2' && i + 1 < s.size() && s[i + 1] == '\xA0') {  // no-break space
+      out->push_back(' ');
+      i += 2;
+      continue;
+    }
+    if (c == '\xC2' && i + 1 < s.size() && s[i + 1] == '\xB7') {  // ·
+      out->push_back('*');
+      i += 2;
+      continue;
+    }
+    if (c == '\xE2' && i + 2 < s.size()) {
+      std::string_view u = s.substr(i, 3);
+      if (u == "\xE2\x88\x92" || u == "\xE2\x80\x93") {  // − –
+        out->push_back('-');
+        i += 3;
+        continue;
+      }
+      if (u == "\xE2\x8B\x85") {  // ⋅
+        out->push_back('*');
+        i += 3;
+        continue;
+      }
+    }
     if (c == '_' && !out->empty() && IsDigit(out->back())) {
       // A base subscript on a numeral: 52_8, 4210_{5}.
       std::size_t j = i + 1;

@@ -266,7 +266,8 @@ std::optional<Value> AnalyzeMatrix(std::string_view s, int depth,
   if (close == std::string_view::npos) return std::nullopt;
   std::string_view env = s.substr(7, close - 7);
   if (env != "pmatrix" && env != "bmatrix" && env != "matrix" &&
-      env != "vmatrix" && env != "Bmatrix" && env != "smallmatrix") {
+      env != "vmatrix" && env != "Bmatrix" && env != "smallmatrix" &&
+      env != "array") {
     return std::nullopt;
   }
   std::string end = "\\end{" + std::string(env) + "}";
@@ -276,6 +277,11 @@ std::optional<Value> AnalyzeMatrix(std::string_view s, int depth,
   }
   std::string_view body =
       TrimAscii(s.substr(close + 1, s.size() - end.size() - close - 1));
+  if (env == "array" && !body.empty() && body[0] == '{') {  // column spec
+    std::size_t spec_end = body.find('}');
+    if (spec_end == std::string_view::npos) return std::nullopt;
+    body = TrimAscii(body.substr(spec_end + 1));
+  }
   Value v;
   v.kind = Value::Kind::kMatrix;
   v.open = env;
@@ -379,9 +385,15 @@ std::optional<Value> Analyze(std::string_view raw, int depth, std::string* why) 
   }
   std::string key = StripSpaces(s);
 
-  // Matrices.
-  if (s.substr(0, 7) == "\\begin{") {
-    if (auto m = AnalyzeMatrix(s, depth, why)) {
+  // Matrices, also inside \left( ... \right) (an array environment).
+  std::string_view m_text = s;
+  if (m_text.size() > 2 && (m_text[0] == '(' || m_text[0] == '[') &&
+      (m_text.back() == ')' || m_text.back() == ']')) {
+    std::string_view inner = TrimAscii(m_text.substr(1, m_text.size() - 2));
+    if (inner.substr(0, 7) == "\\begin{" && inner.back() == '}') m_text = inner;
+  }
+  if (m_text.substr(0, 7) == "\\begin{") {
+    if (auto m = AnalyzeMatrix(m_text, depth, why)) {
       m->key = key;
       return m;
     }
