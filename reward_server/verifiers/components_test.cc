@@ -35,6 +35,8 @@ TEST(MathAccuracy, CorrectWrongMissingInvalid) {
   // A whole reference solution: its last \boxed{} is the reference.
   r = MathAccuracy(Make("<answer>14/3</answer>", "so we get \\boxed{\\frac{14}{3}}."));
   EXPECT_EQ(r.value, 1.0);
+  r = MathAccuracy(Make("\\boxed{18}", "She sells 9 eggs.\n#### 18"));
+  EXPECT_EQ(r.value, 1.0);
 }
 
 TEST(Gsm8kAccuracy, ReferenceAfterHashes) {

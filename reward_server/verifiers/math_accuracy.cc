@@ -34,12 +34,16 @@ ComponentResult Score(const Sample& sample, std::string_view reference) {
 
 ComponentResult MathAccuracy(const Sample& sample) {
   std::string_view reference = sample.answer;
-  std::optional<std::string> boxed;
+  // A whole solution as the reference: its last \boxed{} (MATH) or the text
+  // after its last #### (GSM8K).
+  std::optional<std::string> inner;
   if (reference.find("\\boxed") != std::string_view::npos ||
       reference.find("\\fbox") != std::string_view::npos) {
-    boxed = ExtractLastBoxed(reference);
-    if (boxed) reference = *boxed;
+    inner = ExtractLastBoxed(reference);
+  } else if (std::size_t h = reference.rfind("####"); h != std::string_view::npos) {
+    inner = std::string(TrimAscii(reference.substr(h + 4)));
   }
+  if (inner) reference = *inner;
   return Score(sample, reference);
 }
 
