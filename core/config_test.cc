@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <fstream>
+#include <sstream>
 #include <string>
 
 #include <gmock/gmock.h>
@@ -275,6 +276,22 @@ TEST(ConfigTest, PrintThenParseRoundTrips) {
   for (const auto& key : ConfigKeys()) {
     std::string leaf = key.path.substr(key.path.rfind('.') + 1);
     EXPECT_THAT(defaults, HasSubstr(leaf + ":")) << key.path;
+  }
+}
+
+// configs/example.yaml documents every key with its default value.
+TEST(ConfigTest, ExampleConfigShowsEveryKeyWithItsDefault) {
+  const std::string path = COHORT_SOURCE_DIR "/configs/example.yaml";
+  auto config = LoadConfig(path);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_TRUE(*config == RunConfig{}) << "example.yaml differs from the defaults:\n"
+                                      << ConfigToYaml(*config);
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  for (const auto& key : ConfigKeys()) {
+    std::string leaf = key.path.substr(key.path.rfind('.') + 1);
+    EXPECT_THAT(text.str(), HasSubstr(leaf + ":")) << key.path << " is not in example.yaml";
   }
 }
 
