@@ -263,10 +263,14 @@ TEST_F(TlsTest, TlsWithTokenAndServerNameOverride) {
   client.bearer_token = "tok";
   grpc::Status ok = CallScore(Channel((*server)->address(), client));
   EXPECT_TRUE(ok.ok()) << ok.error_message();
-  // The name checked against the certificate can be overridden.
+  // The name checked against the certificate can be overridden, and is
+  // checked: a name the certificate does not carry is refused.
   client.tls_server_name_override = "localhost";
   ok = CallScore(Channel(absl::StrCat("127.0.0.1:", (*server)->port()), client));
   EXPECT_TRUE(ok.ok()) << ok.error_message();
+  client.tls_server_name_override = "learner.example";
+  EXPECT_EQ(CallScore(Channel(absl::StrCat("127.0.0.1:", (*server)->port()), client)).error_code(),
+            grpc::StatusCode::UNAVAILABLE);
 }
 
 TEST_F(TlsTest, ReloadsChangedCertificateFiles) {
