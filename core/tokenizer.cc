@@ -1086,12 +1086,115 @@ class WordCache {
   const uint64_t owner_;
 };
 
+// model.vocab and model.merges hold most of a tokenizer.json (150k entries
+// each for Qwen). They are taken out while parsing, straight into vectors,
+// instead of being built as JSON objects (a std::map per object) first.
+struct StreamedModel {
+  bool vocab_streamed = false;
+  std::vector<std::pair<std::string, int64_t>> vocab;
+  bool merges_streamed = false;
+  struct Merge {
+    std::string a, b;
+    bool is_line = false;  // "a b" form: the whole line is in `a`
+  };
+  std::vector<Merge> merges;
+  std::string error;  // first structural error found while streaming
+
+  void Fail(std::string message) {
+    if (error.empty()) error = std::move(message);
+  }
+};
+
+// Parses `text`, moving model.vocab / model.merges entries into `*model`.
+// Throws Json::parse_error like Json::parse.
+Json ParseTokenizerJson(std::string_view text, StreamedModel* model) {
+  std::array<std::string, 3> path;  // object key at depth 1 and 2
+  bool in_vocab = false, in_merges = false, in_pair = false;
+  std::string key;
+  Json::parser_callback_t cb = [&](int depth, Json::parse_event_t event, Json& parsed) -> bool {
+    using E = Json::parse_event_t;
+    switch (event) {
+      case E::key:
+        if (in_vocab && depth == 3) {
+          key = parsed.get<std::string>();
+          return false;  // the value still reaches the callback, but is not stored
+        }
+        if (depth == 1 || depth == 2) {
+          path[depth] = parsed.get<std::string>();
+          if (depth == 1) path[2].clear();
+        }
+        return true;
+      case E::object_start:
+        if (depth == 2 && path[1] == "model" && path[2] == "vocab") {
+          in_vocab = true;
+          model->vocab_streamed = true;
+        }
+        return true;
+      case E::object_end:
+        if (in_vocab && depth == 2) in_vocab = false;
+        return true;
+      case E::array_start:
+        if (depth == 2 && path[1] == "model" && path[2] == "merges") {
+          in_merges = true;
+          model->merges_streamed = true;
+        } else if (in_merges && depth == 3) {
+          in_pair = true;
+          model->merges.emplace_back();
+        }
+        return true;
+      case E::array_end:
+        if (in_pair && depth == 3) {
+          in_pair = false;
+          const StreamedModel::Merge& m = model->merges.back();
+          if (m.a.empty() || m.b.empty()) {
+            model->Fail(absl::StrCat("model BPE: merge ", model->merges.size() - 1,
+                                     " is not a pair of two non-empty strings"));
+          }
+          return false;
+        }
+        if (in_merges && depth == 2) in_merges = false;
+        return true;
+      case E::value:
+        if (in_vocab && depth == 3) {
+          if (!parsed.is_number_integer()) {
+            model->Fail(absl::StrCat("model BPE: vocab entry \"", key, "\" has id ", parsed.dump(),
+                                     ", not an integer"));
+          } else {
+            model->vocab.emplace_back(std::move(key), parsed.get<int64_t>());
+          }
+          return true;  // dropped anyway: its key was not kept
+        }
+        if (in_pair && depth == 4) {
+          StreamedModel::Merge& m = model->merges.back();
+          if (!parsed.is_string() || !m.b.empty()) {
+            model->Fail(absl::StrCat("model BPE: merge ", model->merges.size() - 1,
+                                     " is not a pair of two strings"));
+          } else {
+            (m.a.empty() ? m.a : m.b) = parsed.get<std::string>();
+          }
+          return false;
+        }
+        if (in_merges && depth == 3) {
+          if (!parsed.is_string()) {
+            model->Fail(absl::StrCat("model BPE: merge ", model->merges.size(),
+                                     " is neither \"a b\" nor [\"a\", \"b\"]: ", parsed.dump()));
+          }
+          model->merges.push_back({parsed.is_string() ? parsed.get<std::string>() : "", "", true});
+          return false;
+        }
+        return true;
+    }
+    return true;
+  };
+  return Json::parse(text.begin(), text.end(), cb);
+}
+
 class Bpe {
  public:
   // Loads from the "model" object. `byte_level`: the vocab is converted to
   // raw bytes and words are split into bytes.
-  absl::Status Load(const Json& model, bool byte_level, absl::flat_hash_map<std::string, int32_t>* vocab_out,
-                    int32_t* max_id) {
+  absl::Status Load(const Json& model, const StreamedModel& streamed, bool byte_level,
+                    absl::flat_hash_map<std::string, int32_t>* vocab_out, int32_t* max_id) {
     std::string type = TypeOf(model);
     if (type != "BPE" && !(type.empty() && model.contains("merges"))) {
       return absl::UnimplementedError(absl::StrCat(
@@ -1111,19 +1214,22 @@ class Bpe {
     if (model.contains("end_of_word_suffix") && model["end_of_word_suffix"].is_string()) {
       suffix_ = model["end_of_word_suffix"].get<std::string>();
     }
-    const Json& vocab = model.at("vocab");
-    if (!vocab.is_object()) return Invalid("model BPE: \"vocab\" must be an object");
-    vocab_.reserve(vocab.size());
+    if (!streamed.error.empty()) return Invalid(streamed.error);
+    if (!streamed.vocab_streamed) return Invalid("model BPE: \"vocab\" must be an object");
+    vocab_.reserve(streamed.vocab.size());
+    vocab_out->reserve(streamed.vocab.size());
     std::string bytes;
-    for (auto it = vocab.begin(); it != vocab.end(); ++it) {
-      int32_t id = it.value().get<int32_t>();
-      if (id < 0) return Invalid(absl::StrCat("model BPE: negative id for \"", it.key(), "\""));
-      (*vocab_out)[it.key()] = id;
+    for (const auto& [token, id64] : streamed.vocab) {
+      if (id64 < 0 || id64 > INT32_MAX - 1) {
+        return Invalid(absl::StrCat("model BPE: id ", id64, " of \"", token, "\" is out of range"));
+      }
+      auto id = static_cast<int32_t>(id64);
+      (*vocab_out)[token] = id;
       *max_id = std::max(*max_id, id);
       if (byte_level_) {
-        if (Alphabet().ToBytes(it.key(), &bytes)) vocab_[bytes] = id;
+        if (Alphabet().ToBytes(token, &bytes)) vocab_[bytes] = id;
       } else {
-        vocab_[it.key()] = id;
+        vocab_[token] = id;
       }
     }
     byte_ids_.fill(-1);
@@ -1141,14 +1247,13 @@ class Bpe {
       }
       unk_id_ = it->second;
     }
-    const Json& merges = model.at("merges");
-    if (!merges.is_array()) return Invalid("model BPE: \"merges\" must be an array");
-    merges_.reserve(merges.size());
+    if (!streamed.merges_streamed) return Invalid("model BPE: \"merges\" must be an array");
+    merges_.reserve(streamed.merges.size());
     std::string a, b;
-    for (size_t rank = 0; rank < merges.size(); ++rank) {
-      const Json& m = merges[rank];
-      if (m.is_string()) {
-        const std::string& line = m.get_ref<const std::string&>();
+    for (size_t rank = 0; rank < streamed.merges.size(); ++rank) {
+      const StreamedModel::Merge& m = streamed.merges[rank];
+      if (m.is_line) {
+        const std::string& line = m.a;
         size_t space = line.find(' ');
         if (space == std::string::npos || line.find(' ', space + 1) != std::string::npos) {
           return Invalid(absl::StrCat("model BPE: merge ", rank, " \"", line,
@@ -1156,12 +1261,9 @@ class Bpe {
         }
         a = line.substr(0, space);
         b = line.substr(space + 1);
-      } else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
-        a = m[0].get<std::string>();
-        b = m[1].get<std::string>();
       } else {
-        return Invalid(absl::StrCat("model BPE: merge ", rank, " is neither \"a b\" nor [\"a\", \"b\"]: ",
-                                    m.dump()));
+        a = m.a;
+        b = m.b;
       }
       auto find = [&](const std::string& t) -> int32_t {
         auto it = vocab_out->find(t);
@@ -1382,14 +1484,15 @@ class HfTokenizer : public Tokenizer {
  public:
   absl::Status Load(std::string_view text, std::string_view config_text) {
     Json j;
+    StreamedModel streamed;
     try {
-      j = Json::parse(text.begin(), text.end());
+      j = ParseTokenizerJson(text, &streamed);
     } catch (const Json::parse_error& e) {
       return Invalid(absl::StrCat("tokenizer.json is not valid JSON: ", e.what()));
     }
     if (!j.is_object()) return Invalid("tokenizer.json: top level must be an object");
     try {
-      RETURN_IF_ERROR(LoadParsed(j));
+      RETURN_IF_ERROR(LoadParsed(j, streamed));
     } catch (const Json::exception& e) {
       return Invalid(absl::StrCat("tokenizer.json: unexpected structure: ", e.what()));
     }
@@ -1478,7 +1581,7 @@ class HfTokenizer : public Tokenizer {
   bool has_chat_template() const override { return has_chat_template_; }
 
  private:
-  absl::Status LoadParsed(const Json& j) {
+  absl::Status LoadParsed(const Json& j, const StreamedModel& streamed) {
     for (const char* key : {"truncation", "padding"}) {
       if (j.contains(key) && !j[key].is_null()) {
         return absl::UnimplementedError(absl::StrCat(
@@ -1502,7 +1605,7 @@ class HfTokenizer : public Tokenizer {
     }
     absl::flat_hash_map<std::string, int32_t> vocab;
     int32_t max_id = -1;
-    RETURN_IF_ERROR(bpe_.Load(j["model"], byte_level, &vocab, &max_id));
+    RETURN_IF_ERROR(bpe_.Load(j["model"], streamed, byte_level, &vocab, &max_id));
 
     if (j.contains("added_tokens") && !j["added_tokens"].is_null()) {
       for (const Json& a : j["added_tokens"]) {

@@ -658,6 +658,18 @@ TEST_F(HandMadeTest, MalformedFilesGiveClearErrors) {
   j["model"]["vocab"] = Json::array();
   EXPECT_THAT(std::string(LoadError(j).message()), HasSubstr("\"vocab\" must be an object"));
   j = Llama3Style();
+  j["model"]["vocab"]["Ġ"] = "x";
+  EXPECT_THAT(std::string(LoadError(j).message()), HasSubstr("vocab entry \"Ġ\" has id \"x\", not an integer"));
+  j = Llama3Style();
+  j["model"]["merges"] = Json::array({Json::array({"a", "b", "c"})});
+  EXPECT_THAT(std::string(LoadError(j).message()), HasSubstr("merge 0 is not a pair of two strings"));
+  j = Llama3Style();
+  j["model"]["merges"] = Json::array({5});
+  EXPECT_THAT(std::string(LoadError(j).message()), HasSubstr("merge 0 is neither"));
+  j = Llama3Style();
+  j["model"]["merges"] = Json::object();
+  EXPECT_THAT(std::string(LoadError(j).message()), HasSubstr("\"merges\" must be an array"));
+  j = Llama3Style();
   j["added_tokens"][0]["id"] = "seven";
   EXPECT_THAT(std::string(LoadError(j).message()), HasSubstr("unexpected structure"));
 }
