@@ -393,11 +393,15 @@ std::optional<Value> Analyze(std::string_view raw, int depth, std::string* why) 
     if (inner.substr(0, 7) == "\\begin{" && inner.back() == '}') m_text = inner;
   }
   if (m_text.substr(0, 7) == "\\begin{") {
-    if (auto m = AnalyzeMatrix(m_text, depth, why)) {
+    std::string matrix_error;
+    if (auto m = AnalyzeMatrix(m_text, depth, &matrix_error)) {
       m->key = key;
       return m;
     }
-    if (!why->empty()) return std::nullopt;
+    if (!matrix_error.empty()) {  // a matrix environment, but malformed
+      *why = matrix_error;
+      return std::nullopt;
+    }
   }
 
   // Unions of intervals.
@@ -690,6 +694,7 @@ EquivalenceResult CompareAnswers(std::string_view predicted,
   if (!ref) {
     return {Equivalence::kInvalidReference, "reference answer: " + why};
   }
+  why.clear();
   auto pred = AnalyzeAnswer(predicted, &why);
   if (!pred) return {Equivalence::kDifferent, "predicted answer: " + why};
   if (Equal(*pred, *ref)) return {Equivalence::kEqual, ""};
