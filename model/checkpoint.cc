@@ -17,6 +17,7 @@
 // clang-format off
 #include <ATen/core/ivalue.h>
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 // clang-format on
 
 #include "absl/strings/match.h"
@@ -164,6 +165,100 @@ absl::Status CheckTensorSet(const ModelConfig& config, const std::vector<TensorS
   return absl::InvalidArgumentError(absl::StrCat(
       "weights do not match the ", config.model_type, " config (", config.num_hidden_layers,
       " layers, hidden ", config.hidden_size, "): ", absl::StrJoin(parts, "; ")));
+}
+
+absl::StatusOr<ModelConfig> PresetConfig(const std::string& name) {
+  ModelConfig c;
+  c.rms_norm_eps = 1e-6;
+  c.rope_theta = 1e6;
+  c.tie_word_embeddings = true;
+  if (name == "tiny") {
+    c.architecture = "Qwen3ForCausalLM";
+    c.model_type = "qwen3";
+    c.vocab_size = 1024;
+    c.hidden_size = 64;
+    c.intermediate_size = 128;
+    c.num_hidden_layers = 2;
+    c.num_attention_heads = 4;
+    c.num_key_value_heads = 2;
+    c.head_dim = 16;
+    c.max_position_embeddings = 4096;
+    c.qk_norm = true;
+  } else if (name == "qwen2.5-0.5b") {
+    c.architecture = "Qwen2ForCausalLM";
+    c.model_type = "qwen2";
+    c.vocab_size = 151936;
+    c.hidden_size = 896;
+    c.intermediate_size = 4864;
+    c.num_hidden_layers = 24;
+    c.num_attention_heads = 14;
+    c.num_key_value_heads = 2;
+    c.head_dim = 64;
+    c.max_position_embeddings = 32768;
+    c.attention_bias = true;
+    c.bos_token_id = 151643;
+    c.eos_token_ids = {151643};
+  } else if (name == "qwen3-0.6b") {
+    c.architecture = "Qwen3ForCausalLM";
+    c.model_type = "qwen3";
+    c.vocab_size = 151936;
+    c.hidden_size = 1024;
+    c.intermediate_size = 3072;
+    c.num_hidden_layers = 28;
+    c.num_attention_heads = 16;
+    c.num_key_value_heads = 8;
+    c.head_dim = 128;
+    c.max_position_embeddings = 40960;
+    c.qk_norm = true;
+    c.bos_token_id = 151643;
+    c.eos_token_ids = {151645};
+  } else if (name == "llama3-1b") {
+    c.architecture = "LlamaForCausalLM";
+    c.model_type = "llama";
+    c.vocab_size = 128256;
+    c.hidden_size = 2048;
+    c.intermediate_size = 8192;
+    c.num_hidden_layers = 16;
+    c.num_attention_heads = 32;
+    c.num_key_value_heads = 8;
+    c.head_dim = 64;
+    c.max_position_embeddings = 131072;
+    c.rms_norm_eps = 1e-5;
+    c.rope_theta = 500000.0;
+    c.rope_scaling.type = "llama3";
+    c.rope_scaling.factor = 32.0;
+    c.rope_scaling.low_freq_factor = 1.0;
+    c.rope_scaling.high_freq_factor = 4.0;
+    c.rope_scaling.original_max_position_embeddings = 8192;
+    c.bos_token_id = 128000;
+    c.eos_token_ids = {128001};
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "unknown model preset '", name, "' (known: ", absl::StrJoin(PresetNames(), ", "), ")"));
+  }
+  return c;
+}
+
+std::vector<std::string> PresetNames() {
+  return {"tiny", "qwen2.5-0.5b", "qwen3-0.6b", "llama3-1b"};
+}
+
+TensorMap RandomInitWeights(const ModelConfig& config, uint64_t seed, double std) {
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  TensorMap weights;
+  for (const TensorSpec& spec : ExpectedTensors(config)) {
+    at::Tensor t;
+    if (absl::EndsWith(spec.name, "norm.weight")) {
+      t = at::ones(spec.shape, at::kFloat);
+    } else if (absl::EndsWith(spec.name, ".bias")) {
+      t = at::zeros(spec.shape, at::kFloat);
+    } else {
+      t = at::empty(spec.shape, at::kFloat);
+      t.normal_(0.0, std, gen);
+    }
+    weights.emplace(spec.name, std::move(t));
+  }
+  return weights;
 }
 
 absl::StatusOr<at::ScalarType> ScalarTypeFromSafetensors(const std::string& dtype) {

@@ -77,6 +77,24 @@ struct SaveOptions {
 absl::Status SaveModelDir(const std::string& dir, const ModelConfig& config,
                           const TensorMap& weights, const SaveOptions& options = {});
 
+// Architecture presets for `cohort init-model`, tests and benchmarks:
+//   tiny          qwen3-style (q/k norm, tied embeddings): hidden 64,
+//                 2 layers, 4 heads, 2 kv heads, head_dim 16,
+//                 intermediate 128, vocab 1024; runs in milliseconds on a CPU
+//   qwen2.5-0.5b  Qwen/Qwen2.5-0.5B shapes (q/k/v bias, tied, vocab 151936)
+//   qwen3-0.6b    Qwen/Qwen3-0.6B shapes (q/k norm, head_dim 128, tied)
+//   llama3-1b     meta-llama/Llama-3.2-1B shapes (llama3 RoPE scaling, tied)
+// Token ids (bos/eos) are the originals'; callers adapt them (and the vocab
+// size) to their tokenizer.
+absl::StatusOr<ModelConfig> PresetConfig(const std::string& name);
+std::vector<std::string> PresetNames();
+
+// Random weights as transformers' _init_weights makes them: normal(0, std)
+// for linear and embedding weights (std = initializer_range, 0.02), ones
+// for RMSNorm weights, zeros for biases. fp32 on the CPU; deterministic for
+// a seed (tensors are filled in ExpectedTensors order from one generator).
+TensorMap RandomInitWeights(const ModelConfig& config, uint64_t seed, double std = 0.02);
+
 // "F32" -> kFloat, "BF16" -> kBFloat16, ...; error for other dtypes.
 absl::StatusOr<at::ScalarType> ScalarTypeFromSafetensors(const std::string& dtype);
 // kFloat -> "F32", ...; error for types safetensors cannot hold.

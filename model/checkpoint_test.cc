@@ -103,6 +103,50 @@ TEST(ExpectedTensorsTest, FollowsTheHfLayout) {
   EXPECT_EQ(llama.size(), 1 + 2 * 9 + 2u);
 }
 
+TEST(PresetTest, ParameterCountsMatchThePublishedModels) {
+  auto count = [](const std::string& preset) {
+    auto c = PresetConfig(preset);
+    EXPECT_TRUE(c.ok()) << preset;
+    int64_t n = 0;
+    for (const TensorSpec& t : ExpectedTensors(*c)) {
+      int64_t k = 1;
+      for (int64_t d : t.shape) k *= d;
+      n += k;
+    }
+    return n;
+  };
+  EXPECT_EQ(count("qwen2.5-0.5b"), 494032768);  // Qwen/Qwen2.5-0.5B
+  EXPECT_EQ(count("qwen3-0.6b"), 596049920);    // Qwen/Qwen3-0.6B
+  EXPECT_EQ(count("llama3-1b"), 1235814400);    // meta-llama/Llama-3.2-1B
+  EXPECT_LT(count("tiny"), 200000);
+  auto bad = PresetConfig("gpt2");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(std::string(bad.status().message()), HasSubstr("unknown model preset 'gpt2'"));
+  // Every preset survives config.json.
+  for (const std::string& name : PresetNames()) {
+    auto c = PresetConfig(name);
+    auto again = ModelConfig::FromJson(c->ToJson());
+    ASSERT_TRUE(again.ok()) << name << ": " << again.status();
+    EXPECT_EQ(again->Fingerprint(), c->Fingerprint()) << name;
+  }
+}
+
+TEST(PresetTest, RandomInitFollowsTransformers) {
+  auto c = PresetConfig("tiny");
+  ASSERT_TRUE(c.ok());
+  c->attention_bias = true;
+  TensorMap a = RandomInitWeights(*c, 42);
+  TensorMap b = RandomInitWeights(*c, 42);
+  for (const auto& [name, t] : a) EXPECT_TRUE(at::equal(t, b.at(name))) << name;
+  EXPECT_FALSE(at::equal(a.at("model.embed_tokens.weight"),
+                         RandomInitWeights(*c, 43).at("model.embed_tokens.weight")));
+  EXPECT_TRUE(at::equal(a.at("model.layers.0.input_layernorm.weight"), at::ones({64})));
+  EXPECT_TRUE(at::equal(a.at("model.layers.0.self_attn.k_norm.weight"), at::ones({16})));
+  EXPECT_TRUE(at::equal(a.at("model.layers.0.self_attn.q_proj.bias"), at::zeros({64})));
+  at::Tensor up = a.at("model.layers.1.mlp.up_proj.weight");
+  EXPECT_NEAR(up.std().item<double>(), 0.02, 0.001);
+}
+
 TEST_F(CheckpointTest, RoundTripFp32IsBitExact) {
   for (const char* type : {"qwen2", "qwen3", "llama"}) {
     ModelConfig c = SmallConfig(type);
