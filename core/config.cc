@@ -480,6 +480,15 @@ class YamlReader : public Binder {
   // Call after binding: any key of this map that no field took is an error.
   void CheckUnknownKeys() {
     if (!error_->ok() || !node_.IsMap()) return;
+    std::set<std::string> seen;
+    for (const auto& item : node_) {
+      std::string key = item.first.IsScalar() ? item.first.Scalar() : Describe(item.first);
+      if (!seen.insert(key).second) {
+        *error_ = absl::InvalidArgumentError(
+            absl::StrCat(Where(item.first), Join(key), ": duplicate key"));
+        return;
+      }
+    }
     for (const auto& item : node_) {
       std::string key = item.first.IsScalar() ? item.first.Scalar() : Describe(item.first);
       if (taken_.count(key)) continue;

@@ -144,6 +144,8 @@ TEST(ConfigTest, UnknownKeys) {
   EXPECT_THAT(ParseError("security:\n  tls:\n    ca: x\n"),
               HasSubstr("run.yaml:3: security.tls.ca: unknown key; valid keys under "
                         "security.tls: cert_file, key_file, ca_file, require_client_cert"));
+  EXPECT_EQ(ParseError("sampling:\n  top_k: 1\n  top_k: 2\n"),
+            "run.yaml:3: sampling.top_k: duplicate key");
   EXPECT_THAT(ParseError("reward:\n  tasks:\n    math:\n      wieghts: {accuracy: 1}\n"),
               HasSubstr("run.yaml:4: reward.tasks.math.wieghts: unknown key (did you mean "
                         "\"weights\"?)"));

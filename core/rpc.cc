@@ -333,12 +333,17 @@ void RpcServer::SetServing(bool serving) {
 }
 
 void RpcServer::Shutdown(absl::Duration deadline) {
-  absl::MutexLock lock(&mu_);
-  if (shut_down_) return;
-  shut_down_ = true;
-  if (grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService()) {
-    health->Shutdown();  // NOT_SERVING for all, and stays so
+  // A second caller waits here until the first has finished.
+  absl::MutexLock order(&shutdown_mu_);
+  {
+    absl::MutexLock lock(&mu_);
+    if (shut_down_) return;
+    shut_down_ = true;
+    if (grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService()) {
+      health->Shutdown();  // NOT_SERVING for all, and stays so
+    }
   }
+  // Not under mu_: running handlers may still call SetServing.
   server_->Shutdown(absl::ToChronoTime(absl::Now() + deadline));
 }
 

@@ -105,6 +105,7 @@ class RpcServer {
   std::vector<std::string> names_;
   std::shared_ptr<const void> keep_alive_;  // credentials state owned by the server
 
+  absl::Mutex shutdown_mu_;  // serializes Shutdown(); taken before mu_
   absl::Mutex mu_;
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
 };
