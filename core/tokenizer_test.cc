@@ -4,6 +4,7 @@
 
 #include <unistd.h>
 
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -531,6 +532,88 @@ Json CharLevel(const std::string& behavior, bool invert) {
       {"model", BpeModel(base, kCharMerges, true, false, "[UNK]")}};
 }
 
+const std::vector<HfCase> kByteFallbackCases = {
+    {"hello world", {271, 272, 273, 266, 264, 261}, {271, 272, 273, 266, 264, 261}, "hello world", "hello world"},
+    {"Hello World", {257, 73, 270, 272, 257, 88, 265, 266, 264, 261}, {257, 73, 270, 272, 257, 88, 265, 266, 264, 261}, "Hello World", "Hello World"},
+    {"hello héllo wörld €", {271, 272, 269, 196, 170, 264, 272, 274, 196, 183, 266, 264, 261, 257, 227, 131, 173}, {271, 272, 269, 196, 170, 264, 272, 274, 196, 183, 266, 264, 261, 257, 227, 131, 173}, "hello héllo wörld €", "hello héllo wörld €"},
+    {"xyz", {257, 121, 122, 123}, {257, 121, 122, 123}, "xyz", "xyz"},
+    {"abc  d e", {257, 258, 259, 260, 257, 257, 261, 257, 262}, {257, 258, 259, 260, 257, 257, 261, 257, 262}, "abc  d e", "abc  d e"},
+    {"", {}, {}, "", ""},
+    {"hello\tworld\nhello", {271, 272, 10, 268, 265, 266, 264, 261, 11, 263, 270, 272}, {271, 272, 10, 268, 265, 266, 264, 261, 11, 263, 270, 272}, "hello\tworld\nhello", "hello\tworld\nhello"},
+};
+const std::vector<HfCase> kPrefixSuffixCases = {
+    {"hello world", {56, 55}, {0, 56, 55, 0}, "hello</w> world</w>", "hello</w> world</w>"},
+    {"Hello World", {56, 55}, {0, 56, 55, 0}, "hello</w> world</w>", "hello</w> world</w>"},
+    {"hello héllo wörld €", {56, 21, 0, 50, 32, 45, 0, 34, 54, 0}, {0, 56, 21, 0, 50, 32, 45, 0, 34, 54, 0, 0}, "hello</w> h [UNK] ##ll ##o</w> w [UNK] ##r ##ld</w> [UNK]", "hello</w> h ##ll ##o</w> w ##r ##ld</w>"},
+    {"xyz", {0, 0, 0}, {0, 0, 0, 0, 0}, "[UNK] [UNK] [UNK]", ""},
+    {"abc  d e", {1, 6, 12, 15, 19}, {0, 1, 6, 12, 15, 19, 0}, "a ##b ##c</w> d</w> e</w>", "a ##b ##c</w> d</w> e</w>"},
+    {"", {}, {0, 0}, "", ""},
+    {"hello\tworld\nhello", {56, 55, 56}, {0, 56, 55, 56, 0}, "hello</w> world</w> hello</w>", "hello</w> world</w> hello</w>"},
+};
+
+// Llama 2 style without Metaspace: byte fallback to <0xXX> tokens.
+Json ByteFallbackStyle() {
+  Json vocab = {{"<unk>", 0}};
+  for (int b = 0; b < 256; ++b) {
+    char name[8];
+    std::snprintf(name, sizeof(name), "<0x%02X>", b);
+    vocab[name] = static_cast<int>(vocab.size());
+  }
+  for (std::string ch : {"▁", "a", "b", "c", "d", "e", "h", "l", "o", "r", "t", "w"}) {
+    vocab[ch] = static_cast<int>(vocab.size());
+  }
+  Json merges = Json::array();
+  for (const auto& [a, b] : std::vector<std::pair<std::string, std::string>>{
+           {"▁", "h"}, {"e", "l"}, {"▁h", "el"}, {"l", "o"}, {"▁w", "o"}, {"▁", "w"}}) {
+    merges.push_back(Json::array({a, b}));
+  }
+  for (const Json& m : merges) {
+    std::string merged = m[0].get<std::string>() + m[1].get<std::string>();
+    if (!vocab.contains(merged)) vocab[merged] = static_cast<int>(vocab.size());
+  }
+  return {
+      {"added_tokens", {AddedToken(0, "<unk>")}},
+      {"normalizer", {{"type", "Sequence"}, {"normalizers", {
+          {{"type", "Prepend"}, {"prepend", "▁"}},
+          {{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", "▁"}}}}}},
+      {"decoder", {{"type", "Sequence"}, {"decoders", {
+          {{"type", "Replace"}, {"pattern", {{"String", "▁"}}}, {"content", " "}},
+          {{"type", "ByteFallback"}}, {{"type", "Fuse"}},
+          {{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}}}}}},
+      {"model", {{"type", "BPE"}, {"unk_token", "<unk>"}, {"fuse_unk", true}, {"byte_fallback", true},
+                 {"vocab", vocab}, {"merges", merges}}}};
+}
+
+// Subword prefix "##" and end-of-word suffix "</w>", no decoder, Bert-style
+// post-processor.
+Json PrefixSuffixStyle() {
+  Json vocab = {{"[UNK]", 0}};
+  for (char c : std::string("abcdehlorstw")) {
+    std::string ch(1, c);
+    for (const std::string& t : {ch, "##" + ch, ch + "</w>", "##" + ch + "</w>"}) {
+      vocab[t] = static_cast<int>(vocab.size());
+    }
+  }
+  std::vector<std::pair<std::string, std::string>> pairs = {
+      {"h", "##e"}, {"##l", "##l"}, {"he", "##ll"}, {"##o", "##r"}, {"w", "##or"},
+      {"##l", "##d</w>"}, {"wor", "##ld</w>"}, {"hell", "##o</w>"}};
+  Json merges = Json::array();
+  for (const auto& [a, b] : pairs) {
+    std::string merged = a + (b.rfind("##", 0) == 0 ? b.substr(2) : b);
+    if (!vocab.contains(merged)) vocab[merged] = static_cast<int>(vocab.size());
+    merges.push_back(a + " " + b);
+  }
+  return {
+      {"added_tokens", {AddedToken(0, "[UNK]")}},
+      {"normalizer", {{"type", "Lowercase"}}},
+      {"pre_tokenizer", {{"type", "Split"}, {"pattern", {{"Regex", "\\s+"}}}, {"behavior", "Removed"}, {"invert", false}}},
+      {"post_processor", {{"type", "BertProcessing"}, {"sep", {"[UNK]", 0}}, {"cls", {"[UNK]", 0}}}},
+      {"decoder", nullptr},
+      {"model", {{"type", "BPE"}, {"unk_token", "[UNK]"}, {"fuse_unk", false},
+                 {"continuing_subword_prefix", "##"}, {"end_of_word_suffix", "</w>"},
+                 {"vocab", vocab}, {"merges", merges}}}};
+}
+
 class HandMadeTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -582,6 +665,11 @@ TEST_F(HandMadeTest, CharLevelSplitIsolatedAndContiguous) {
   Check(CharLevel("Isolated", false), kCharIsolated0Cases);
   Check(CharLevel("Contiguous", false), kCharIsolated0Cases);
   Check(CharLevel("MergedWithPrevious", false), kCharIsolated0Cases);
+}
+
+TEST_F(HandMadeTest, ByteFallbackAndItsDecoder) { Check(ByteFallbackStyle(), kByteFallbackCases); }
+TEST_F(HandMadeTest, SubwordPrefixSuffixUnkAndBertProcessing) {
+  Check(PrefixSuffixStyle(), kPrefixSuffixCases);
 }
 
 TEST_F(HandMadeTest, Llama3SpecialTokensFromConfig) {
