@@ -5,6 +5,7 @@
 #include <grp.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -245,18 +246,56 @@ absl::StatusOr<std::unique_ptr<Sandbox>> Sandbox::Create(
   return sandbox;
 }
 
-int Sandbox::AcquireUid() {
-  absl::MutexLock lock(&mu_);
-  mu_.Await(absl::Condition(
-      +[](std::vector<int>* v) { return !v->empty(); }, &free_uids_));
-  int uid = free_uids_.back();
-  free_uids_.pop_back();
-  return uid;
+Sandbox::UidLease Sandbox::AcquireUid() {
+  // In this process: a free uid of the pool. Across processes (several
+  // reward servers or tests on one host share the pool): an exclusive
+  // flock on a per-uid lock file, held for the whole run, so no two runs
+  // ever share a uid and no sweep kills another server's run.
+  while (true) {
+    std::vector<int> tried;
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(
+          +[](std::vector<int>* v) { return !v->empty(); }, &free_uids_));
+      tried.swap(free_uids_);
+    }
+    UidLease lease;
+    std::vector<int> back;
+    for (int uid : tried) {
+      if (lease.uid >= 0) {
+        back.push_back(uid);
+        continue;
+      }
+      std::string path =
+          absl::StrCat(options_.lock_dir, "/cohort-sandbox-uid-", uid, ".lock");
+      int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+      if (fd < 0) {
+        // No lock directory: in-process exclusion only.
+        lease.uid = uid;
+        continue;
+      }
+      if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
+        lease.uid = uid;
+        lease.lock_fd = fd;
+      } else {
+        close(fd);
+        back.push_back(uid);
+      }
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      for (int uid : back) free_uids_.push_back(uid);
+    }
+    if (lease.uid >= 0) return lease;
+    // Every free uid is held by another process: wait a little.
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
 }
 
-void Sandbox::ReleaseUid(int uid) {
+void Sandbox::ReleaseUid(const UidLease& lease) {
+  if (lease.lock_fd >= 0) close(lease.lock_fd);  // drops the flock
   absl::MutexLock lock(&mu_);
-  free_uids_.push_back(uid);
+  free_uids_.push_back(lease.uid);
 }
 
 absl::StatusOr<SandboxResult> Sandbox::Run(const SandboxRun& run) {
@@ -331,15 +370,17 @@ absl::StatusOr<SandboxResult> Sandbox::Run(const SandboxRun& run) {
   char env_path[] = "PATH=/usr/bin:/bin";
   char* envp[] = {env_path, nullptr};
 
-  int uid = as_root_ ? AcquireUid() : static_cast<int>(getuid());
+  UidLease lease;
+  if (as_root_) lease = AcquireUid();
+  const int uid = as_root_ ? lease.uid : static_cast<int>(getuid());
   struct UidReleaser {
     Sandbox* s;
-    int uid;
+    const UidLease& lease;
     bool active;
     ~UidReleaser() {
-      if (active) s->ReleaseUid(uid);
+      if (active) s->ReleaseUid(lease);
     }
-  } releaser{this, uid, as_root_};
+  } releaser{this, lease, as_root_};
 
   rlim_t nproc = static_cast<rlim_t>(lim.max_processes);
   if (!as_root_) nproc += static_cast<rlim_t>(CountProcessesOfUid(uid));

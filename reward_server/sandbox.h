@@ -16,7 +16,9 @@
 // own unprivileged uid from a pool (first_uid ...), so RLIMIT_NPROC applies
 // (it does not apply to uid 0) and one run's fork bomb cannot starve
 // another. After a run any process still owned by that uid is killed before
-// the uid is reused. When the server does not run as root, runs use the
+// the uid is reused. A per-uid flock (SandboxOptions::lock_dir) extends this
+// across processes: several servers or tests on one host can share a pool.
+// When the server does not run as root, runs use the
 // server's own uid and RLIMIT_NPROC is set above its current process count
 // (weaker: documented in docs/rewards.md).
 //
@@ -59,6 +61,9 @@ struct SandboxOptions {
   // concurrent run; Run() blocks while all are busy.
   int first_uid = 61000;
   int uid_count = 64;
+  // Per-uid lock files (flock) that keep processes sharing the pool from
+  // using one uid at once.
+  std::string lock_dir = "/tmp";
 };
 
 // One program run. Files are placed read-only at /sandbox/<name>.
@@ -105,8 +110,12 @@ class Sandbox {
 
  private:
   explicit Sandbox(SandboxOptions options);
-  int AcquireUid();
-  void ReleaseUid(int uid);
+  struct UidLease {
+    int uid = -1;
+    int lock_fd = -1;  // holds the cross-process flock, or -1
+  };
+  UidLease AcquireUid();
+  void ReleaseUid(const UidLease& lease);
 
   // Constant after construction.
   const SandboxOptions options_;

@@ -34,9 +34,10 @@ SandboxOptions TestOptions() {
   o.limits.output_bytes = 64 << 10;
   o.limits.tmp_bytes = 8 << 20;
   o.limits.file_size_bytes = 4 << 20;
-  // Separate from the defaults so a server running beside the tests is
-  // not affected.
-  o.first_uid = 62000;
+  // Separate from the defaults, and per process, so that a server or other
+  // test processes running beside (ctest -j) do not share these uids and
+  // PoolProcesses() sees only this process's runs.
+  o.first_uid = 62000 + 8 * (static_cast<int>(getpid()) % 256);
   o.uid_count = 8;
   return o;
 }
