@@ -170,6 +170,8 @@ TEST_P(VariantTest, Bf16IsCloseToFp32) {
   const double scale = a->abs().max().item<double>();
   EXPECT_GT(diff, 0.0);
   EXPECT_LE(diff, 0.1 * scale) << "bf16 drifted: " << diff << " vs " << scale;
+  RecordProperty("bf16_max_abs_diff", std::to_string(diff));
+  RecordProperty("fp32_max_abs_logit", std::to_string(scale));
   // Decoding in bf16 works too.
   auto cache = KvCache::Create(bf16->config(), 2, 32, at::kBFloat16, at::kCPU);
   ASSERT_TRUE(cache.ok());
