@@ -97,7 +97,7 @@ absl::StatusOr<Pipe> MakePipe() {
 
 // The real uid of a live process (-1 for zombies, which hold no resources
 // but their pid until their parent reaps them, and for vanished ones).
-int RealUidOf(const char* pid_dir) {
+int RealUidOf(const char* pid_dir, int* threads = nullptr) {
   std::string path = absl::StrCat("/proc/", pid_dir, "/status");
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return -1;
@@ -111,6 +111,10 @@ int RealUidOf(const char* pid_dir) {
     const char* c = state + 7;
     while (*c == ' ' || *c == '\t') ++c;
     if (*c == 'Z' || *c == 'X') return -1;
+  }
+  if (threads != nullptr) {
+    const char* t = std::strstr(buf, "\nThreads:");
+    *threads = t ? static_cast<int>(std::strtol(t + 9, nullptr, 10)) : 1;
   }
   const char* uid = std::strstr(buf, "\nUid:");
   if (uid == nullptr) return -1;
@@ -182,6 +186,16 @@ int CountProcessesOfUid(int uid) {
   int count = 0;
   ForEachPid([&](int, const char* name) {
     if (RealUidOf(name) == uid) ++count;
+  });
+  return count;
+}
+
+// Tasks (threads) of live processes of `uid`: what RLIMIT_NPROC counts.
+int CountTasksOfUid(int uid) {
+  int count = 0;
+  ForEachPid([&](int, const char* name) {
+    int threads = 0;
+    if (RealUidOf(name, &threads) == uid) count += std::max(threads, 1);
   });
   return count;
 }
@@ -383,7 +397,14 @@ absl::StatusOr<SandboxResult> Sandbox::Run(const SandboxRun& run) {
   } releaser{this, lease, as_root_};
 
   rlim_t nproc = static_cast<rlim_t>(lim.max_processes);
-  if (!as_root_) nproc += static_cast<rlim_t>(CountProcessesOfUid(uid));
+  // Without a uid of its own, a run shares the server's uid, and
+  // RLIMIT_NPROC counts every task of that uid: runs go one at a time, each
+  // allowed max_processes tasks above what the uid has now.
+  std::unique_ptr<absl::MutexLock> serial;
+  if (!as_root_) {
+    serial = std::make_unique<absl::MutexLock>(&serial_mu_);
+    nproc += static_cast<rlim_t>(CountTasksOfUid(uid));
+  }
   struct Limit {
     int resource;
     rlim_t value;

@@ -18,9 +18,9 @@
 // another. After a run any process still owned by that uid is killed before
 // the uid is reused. A per-uid flock (SandboxOptions::lock_dir) extends this
 // across processes: several servers or tests on one host can share a pool.
-// When the server does not run as root, runs use the
-// server's own uid and RLIMIT_NPROC is set above its current process count
-// (weaker: documented in docs/rewards.md).
+// When the server does not run as root, runs use the server's own uid, go
+// one at a time, and RLIMIT_NPROC is set to the uid's current task count
+// plus max_processes (weaker: documented in docs/rewards.md).
 //
 // Create() runs a self-test; if the sandbox cannot be set up it returns an
 // error saying why, and callers must not run code at all (there is no
@@ -123,6 +123,8 @@ class Sandbox {
 
   absl::Mutex mu_;
   std::vector<int> free_uids_ ABSL_GUARDED_BY(mu_);
+  // Held for a whole run when not root (runs share the server's uid).
+  absl::Mutex serial_mu_;
 };
 
 // Kills every process whose real uid is `uid` (scans /proc). Returns how
