@@ -1,19 +1,5 @@
 // `cohort run CONFIG`: a local cluster (reward server, learner, actors) as
 // supervised child processes on loopback. See docs/run.md.
-#ifdef COHORT_RUN_PENDING
-// Built before core's config/rpc/metrics libraries exist (temporary).
-#include <cstdio>
-
-#include "cli/commands.h"
-
-namespace cohort::cli {
-int RunMain(int argc, char** argv) {
-  std::fprintf(stderr, "%s: not built yet (needs core config/rpc/metrics)\n",
-               argv[0]);
-  return 2;
-}
-}  // namespace cohort::cli
-#else
 #include <unistd.h>
 
 #include <cstdio>
@@ -188,4 +174,3 @@ int RunMain(int argc, char** argv) {
 }
 
 }  // namespace cohort::cli
-#endif  // COHORT_RUN_PENDING
