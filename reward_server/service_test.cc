@@ -142,6 +142,20 @@ TEST_F(ServiceTest, ScoresABatchInOrder) {
             std::string::npos);
 }
 
+TEST(ResultToProtoTest, ReasonsAreAlwaysValidUtf8) {
+  Result r;
+  r.id = "x";
+  r.status = Status::kOk;
+  r.reason = std::string("cut \xE4\xB8") + " mid-character, \xFF, ok: \xE4\xB8\xAD";
+  cohort::v1::RewardResult out;
+  ResultToProto(r, &out);
+  EXPECT_EQ(out.reason(), "cut ?? mid-character, ?, ok: \xE4\xB8\xAD");
+  std::string wire;
+  ASSERT_TRUE(out.SerializeToString(&wire));
+  cohort::v1::RewardResult back;
+  EXPECT_TRUE(back.ParseFromString(wire));
+}
+
 TEST_F(ServiceTest, MalformedRequestsNameTheField) {
   cohort::v1::ScoreResponse resp;
   cohort::v1::ScoreRequest req;
