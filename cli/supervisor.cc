@@ -311,7 +311,9 @@ absl::Status Supervisor::SpawnRole(Role& role, int port) {
   {
     std::ofstream log(LogFilePath(role), std::ios::app);
     log << "=== cohort run: starting " << role.name << " (start "
-        << role.restarts + 1 << ") at " << absl::FormatTime(absl::Now())
+        << role.restarts + 1 << ") at "
+        << absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::Now(),
+                            absl::UTCTimeZone())
         << ": " << role.binary << " " << absl::StrJoin(args, " ") << "\n";
   }
   ASSIGN_OR_RETURN(role.child,
@@ -450,9 +452,11 @@ bool Supervisor::HandleDeath(Role& role, std::string* report) {
   role.state = State::kBackoff;
   role.restart_at = now + delay;
   Event(absl::StrCat(role.name, " (pid ", pid, ") ", how, "; restarting in ",
-                     absl::FormatDuration(delay), " (death ", deaths, " of at most ",
-                     options_.max_restarts, " within ",
-                     absl::FormatDuration(options_.restart_window), ")"));
+                     absl::FormatDuration(delay), " (", deaths,
+                     deaths == 1 ? " death" : " deaths", " within ",
+                     absl::FormatDuration(options_.restart_window),
+                     "; more than ", options_.max_restarts,
+                     " stops the run)"));
   return true;
 }
 
