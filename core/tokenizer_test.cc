@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -146,6 +147,42 @@ TEST_F(QwenGoldenTest, InvalidUtf8AndPartialDecode) {
   ids.pop_back();
   EXPECT_THAT(tokenizer_->Decode(ids), HasSubstr("\xEF\xBF\xBD"));
   EXPECT_EQ(tokenizer_->Decode({-1, 99999999}), "");
+}
+
+// Random text from a mix of scripts, whitespace, digits, punctuation and
+// special-token fragments (fixed seed).
+std::string RandomText(std::mt19937* rng, size_t max_len) {
+  static const std::vector<std::string> kAtoms = {
+      "a", "Z", "the", " ", "  ", "\n", "\t", "\r\n", "7", "42", "3.14", "'s", "'LL", "!", "...", "$\\frac",
+      "{", "}", "é", "e\xCC\x81", "ñ", "ß", "Ω", "я", "你", "好", "こ", "한", "ع", "😀", "👍🏽", "\xE2\x80\x8B",
+      "\xC2\xA0", "<|im_start|>", "<|im_end|>", "<think>", "<|im_", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"};
+  std::uniform_int_distribution<size_t> pick(0, kAtoms.size() - 1), len(0, max_len);
+  std::string out;
+  for (size_t i = 0, n = len(*rng); i < n; ++i) out += kAtoms[pick(*rng)];
+  return out;
+}
+
+TEST_F(QwenGoldenTest, RandomTextRoundTrips) {
+  std::mt19937 rng(1234);
+  for (int i = 0; i < 500; ++i) {
+    std::string text = RandomText(&rng, 40);
+    std::vector<int32_t> ids = tokenizer_->Encode(text);
+    std::string decoded = tokenizer_->Decode(ids);
+    // NFC only changes the decomposed e + U+0301 atom.
+    if (text.find("e\xCC\x81") == std::string::npos) {
+      ASSERT_EQ(decoded, text) << "ids " << IdsToString(ids);
+    }
+    ASSERT_EQ(tokenizer_->Encode(decoded), ids) << text;
+  }
+  // Random bytes (mostly invalid UTF-8) never crash and decode to valid text.
+  std::uniform_int_distribution<int> byte(0, 255);
+  for (int i = 0; i < 200; ++i) {
+    std::string junk;
+    for (int k = 0; k < 64; ++k) junk.push_back(static_cast<char>(byte(rng)));
+    std::vector<int32_t> ids = tokenizer_->Encode(junk);
+    std::string decoded = tokenizer_->Decode(ids);
+    EXPECT_EQ(tokenizer_->Encode(decoded), ids);
+  }
 }
 
 TEST_F(QwenGoldenTest, ConcurrentEncodeAgrees) {
