@@ -118,6 +118,8 @@ class Engine {
 
   int64_t policy_version() const;
   EngineStats stats() const;
+  // The engine's model. Use it (e.g. to score) only from the stepping
+  // thread, or while the engine is idle and its loop thread is not started.
   const Transformer& model() const { return *model_; }
 
  private:

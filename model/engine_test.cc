@@ -1,6 +1,7 @@
 #include "model/engine.h"
 
 #include <chrono>
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -222,6 +223,33 @@ TEST(EngineTest, WeightSwapMidBatchChangesRecordedVersions) {
     // Nothing was dropped.
     for (int t = 0; t < 5; ++t) EXPECT_EQ(c.versions[t], 0) << t;
     for (int t = 5; t < 12; ++t) EXPECT_EQ(c.versions[t], 5) << t;
+  }
+}
+
+TEST(EngineTest, TruncatedSamplingInBf16) {
+  ModelConfig config = TinyConfig(Variant::kLlama3);
+  auto model = Transformer::Create(config, RandomWeights(config, 1),
+                                   at::kBFloat16, at::kCPU);
+  ASSERT_TRUE(model.ok());
+  EngineOptions options;
+  options.num_slots = 4;
+  options.max_len = 64;
+  auto engine = Engine::Create(std::move(model).value(), options);
+  ASSERT_TRUE(engine.ok());
+  GenerationRequest r = Request({1, 2, 3}, 4, 5, 16);
+  r.params.top_k = 5;
+  r.params.top_p = 0.9;
+  r.params.temperature = 0.8;
+  auto f = (*engine)->Submit(r);
+  (*engine)->RunUntilIdle();
+  GenerationResult result = Get(f);
+  ASSERT_EQ(result.completions.size(), 4u);
+  for (const Completion& c : result.completions) {
+    ASSERT_EQ(c.tokens.size(), 16u);
+    for (float lp : c.logprobs) {
+      EXPECT_TRUE(std::isfinite(lp));
+      EXPECT_LT(lp, 0.0f);
+    }
   }
 }
 
