@@ -569,7 +569,7 @@ absl::StatusOr<SandboxResult> Sandbox::Run(const SandboxRun& run) {
     // with its init; this catches anything that escaped it anyway.
     // Processes of the dead namespace may take a moment to finish exiting;
     // only what is still there after that counts as a straggler.
-    for (int round = 0; round < 10 && CountProcessesOfUid(uid) > 0; ++round) {
+    for (int round = 0; round < 50 && CountProcessesOfUid(uid) > 0; ++round) {
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
     for (int round = 0; round < 200; ++round) {

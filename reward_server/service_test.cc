@@ -239,6 +239,11 @@ TEST_F(ServiceTest, ConcurrentLoadWithFailuresMixedIn) {
             "loop", "code", "```python\nwhile True: pass\n```", "",
             R"({"tests": ["assert f(1) == 1"]})");
         *req.add_samples() = MakeSample(
+            "forkbomb", "code",
+            "```python\nimport os\nwhile True:\n    try: os.fork()\n"
+            "    except OSError: pass\n```",
+            "", R"({"tests": ["assert f(1) == 1"]})");
+        *req.add_samples() = MakeSample(
             "good", "code", "```python\ndef f(x):\n    return x\n```", "",
             R"({"tests": ["assert f(1) == 1", "assert f(2) == 3"]})");
       } else {  // math and gsm8k, half right
@@ -274,7 +279,7 @@ TEST_F(ServiceTest, ConcurrentLoadWithFailuresMixedIn) {
         } else if (!std::isnan(r.reward()) || r.reason().empty()) {
           ++bad_results;  // a failure must never look like a score
         }
-        if (r.id() == "loop") {
+        if (r.id() == "loop" || r.id() == "forkbomb") {
           EXPECT_EQ(r.status(), cohort::v1::REWARD_STATUS_OK) << r.reason();
           EXPECT_EQ(r.reward(), 0.0);
         } else if (r.id() == "good") {
