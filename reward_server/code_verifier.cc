@@ -22,7 +22,7 @@ using Clock = std::chrono::steady_clock;
 // from reaching frames, objects, tracing, ctypes, other processes' memory
 // and new executables.
 const char kStatementHarness[] = R"PY(
-import json, os, sys
+import json, os, signal, sys, time
 
 def _cohort_run():
     _write, _exec, _compile, _BE = os.write, exec, compile, BaseException
@@ -30,7 +30,14 @@ def _cohort_run():
     nonce = os.read(3, 256).decode().strip()
     os.close(3)
     with open('/sandbox/tests.json', encoding='utf-8') as f:
-        tests = json.load(f)
+        spec = json.load(f)
+    tests, seconds = spec['tests'], spec['seconds']
+    _monotonic, _setitimer, _real = time.monotonic, signal.setitimer, signal.ITIMER_REAL
+    deadline = _monotonic() + seconds
+    class _TestTimeout(BaseException):
+        pass
+    def _alarm(signum, frame):
+        raise _TestTimeout()
     with open('/sandbox/solution.py', encoding='utf-8', errors='replace') as f:
         src = f.read()
     blocked = frozenset((
@@ -79,13 +86,24 @@ def _cohort_run():
             pass
         os._exit(3)
     i = 0
+    n = len(tests)
     for t in tests:
         ok = False
         try:
+            # Each test gets an equal share of the time left, so one that
+            # loops does not take the others' time.
+            share = (deadline - _monotonic()) / (n - i)
+            signal.signal(signal.SIGALRM, _alarm)
+            _setitimer(_real, max(share, 0.05))
             _exec(_compile(t, 'test_%d' % i, 'exec'), g)
+            _setitimer(_real, 0)
             ok = True
         except _BE:
             ok = False
+        try:
+            _setitimer(_real, 0)
+        except _BE:
+            pass
         try:
             _write(4, (nonce + ' ' + _str(i) + (' pass\n' if ok else ' fail\n')).encode())
         except _BE:
@@ -235,10 +253,16 @@ ComponentResult CodeAccuracy(const Sample& sample, Sandbox* sandbox,
     SandboxRun run;
     run.files = {{"harness.py", kStatementHarness},
                  {"solution.py", code},
-                 {"tests.json", tests.dump()}};
+                 {"tests.json", ""}};
     run.args = {"/sandbox/harness.py"};
     run.fd3_data = nonce;
     run.wall_seconds = std::min(run_limit, std::max(0.05, remaining()));
+    // The harness shares the run's time among the tests, keeping a margin
+    // for start-up and reporting.
+    run.files[2].second =
+        nlohmann::json{{"tests", tests},
+                       {"seconds", std::max(0.1, run.wall_seconds * 0.9 - 0.2)}}
+            .dump();
     auto result = sandbox->Run(run);
     if (!result.ok()) {
       return ComponentResult::Error(
