@@ -122,7 +122,7 @@ absl::StatusOr<TokenizerInfo> ReadTokenizer(const std::string& path) {
 
 absl::Status InitModel(const std::string& preset, const std::string& tokenizer,
                        const std::string& out, int64_t seed, const std::string& dtype_name,
-                       int64_t max_shard_bytes) {
+                       int64_t max_shard_bytes, double init_std) {
   ASSIGN_OR_RETURN(model::ModelConfig config, model::PresetConfig(preset));
   model::SaveOptions options;
   if (dtype_name == "float32") {
@@ -138,6 +138,7 @@ absl::Status InitModel(const std::string& preset, const std::string& tokenizer,
   }
   options.max_shard_bytes = static_cast<uint64_t>(max_shard_bytes);
   if (seed < 0) return absl::InvalidArgumentError("--seed must be non-negative");
+  if (!(init_std > 0)) return absl::InvalidArgumentError("--init_std must be positive");
 
   if (!tokenizer.empty()) {
     ASSIGN_OR_RETURN(TokenizerInfo tok, ReadTokenizer(tokenizer));
@@ -154,7 +155,7 @@ absl::Status InitModel(const std::string& preset, const std::string& tokenizer,
   LOG(INFO) << "init-model: preset " << preset << ", vocab " << config.vocab_size << ", "
             << config.num_hidden_layers << " layers, hidden " << config.hidden_size
             << ", seed " << seed << ", " << dtype_name << " -> " << out;
-  model::TensorMap weights = model::RandomInitWeights(config, static_cast<uint64_t>(seed));
+  model::TensorMap weights = model::RandomInitWeights(config, static_cast<uint64_t>(seed), init_std);
   RETURN_IF_ERROR(model::SaveModelDir(out, config, weights, options));
   int64_t params = 0;
   for (const auto& [name, t] : weights) params += t.numel();
@@ -169,6 +170,7 @@ absl::Status InitModel(const std::string& preset, const std::string& tokenizer,
 int InitModelMain(int argc, char** argv) {
   std::string preset, tokenizer, out, dtype = "float32";
   int64_t seed = 0;
+  double init_std = 0.02;
   int64_t max_shard_bytes = static_cast<int64_t>(safetensors::kDefaultMaxShardBytes);
   FlagSet flags(argv[0],
                 "Writes a randomly initialised model directory in the Hugging Face layout "
@@ -187,6 +189,9 @@ int InitModelMain(int argc, char** argv) {
   flags.String("dtype", &dtype, "Weight dtype in the files: float32 or bfloat16.");
   flags.Int("max_shard_bytes", &max_shard_bytes,
             "Shard the safetensors above this many bytes (Hugging Face's default 5 GB).");
+  flags.Double("init_std", &init_std,
+               "Standard deviation of the normal init (Hugging Face's initializer_range). "
+               "Larger values (0.2) give the non-trivial activations reference checks need.");
   std::vector<std::string> positional = ParseFlagsOrExit(flags, argc, argv);
   if (!positional.empty()) {
     std::fprintf(stderr, "%s: unexpected argument '%s'\n", argv[0], positional[0].c_str());
@@ -196,7 +201,7 @@ int InitModelMain(int argc, char** argv) {
     std::fprintf(stderr, "%s: --preset and --out are required (see --help)\n", argv[0]);
     return 2;
   }
-  absl::Status s = InitModel(preset, tokenizer, out, seed, dtype, max_shard_bytes);
+  absl::Status s = InitModel(preset, tokenizer, out, seed, dtype, max_shard_bytes, init_std);
   if (!s.ok()) {
     std::fprintf(stderr, "%s: %s\n", argv[0], std::string(s.message()).c_str());
     return 1;

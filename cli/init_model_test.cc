@@ -151,7 +151,7 @@ TEST_F(InitModelTest, ErrorsAreClear) {
   Result r = Run("--preset huge --out " + (dir_ / "x").string());
   EXPECT_EQ(r.code, 1);
   EXPECT_THAT(r.output, HasSubstr("unknown model preset 'huge'"));
-  EXPECT_THAT(r.output, HasSubstr("tiny, qwen2.5-0.5b, qwen3-0.6b, llama3-1b"));
+  EXPECT_THAT(r.output, HasSubstr("tiny, tiny-qwen2, tiny-llama, qwen2.5-0.5b, qwen3-0.6b, llama3-1b"));
 
   r = Run("--preset tiny");
   EXPECT_EQ(r.code, 2);

@@ -184,6 +184,34 @@ absl::StatusOr<ModelConfig> PresetConfig(const std::string& name) {
     c.head_dim = 16;
     c.max_position_embeddings = 4096;
     c.qk_norm = true;
+  } else if (name == "tiny-qwen2" || name == "tiny-llama") {
+    // The tiny shapes in the other layouts: Qwen2 (q/k/v biases) and Llama 3
+    // (untied lm_head, llama3 RoPE scaling with a short original context so
+    // that the scaling changes most frequencies).
+    c.vocab_size = 1024;
+    c.hidden_size = 64;
+    c.intermediate_size = 128;
+    c.num_hidden_layers = 2;
+    c.num_attention_heads = 4;
+    c.num_key_value_heads = 2;
+    c.head_dim = 16;
+    c.max_position_embeddings = 4096;
+    if (name == "tiny-qwen2") {
+      c.architecture = "Qwen2ForCausalLM";
+      c.model_type = "qwen2";
+      c.attention_bias = true;
+    } else {
+      c.architecture = "LlamaForCausalLM";
+      c.model_type = "llama";
+      c.tie_word_embeddings = false;
+      c.rms_norm_eps = 1e-5;
+      c.rope_theta = 500000.0;
+      c.rope_scaling.type = "llama3";
+      c.rope_scaling.factor = 8.0;
+      c.rope_scaling.low_freq_factor = 1.0;
+      c.rope_scaling.high_freq_factor = 4.0;
+      c.rope_scaling.original_max_position_embeddings = 64;
+    }
   } else if (name == "qwen2.5-0.5b") {
     c.architecture = "Qwen2ForCausalLM";
     c.model_type = "qwen2";
@@ -240,7 +268,7 @@ absl::StatusOr<ModelConfig> PresetConfig(const std::string& name) {
 }
 
 std::vector<std::string> PresetNames() {
-  return {"tiny", "qwen2.5-0.5b", "qwen3-0.6b", "llama3-1b"};
+  return {"tiny", "tiny-qwen2", "tiny-llama", "qwen2.5-0.5b", "qwen3-0.6b", "llama3-1b"};
 }
 
 TensorMap RandomInitWeights(const ModelConfig& config, uint64_t seed, double std) {
