@@ -60,7 +60,7 @@ struct SandboxOptions {
   // Pool of unprivileged uids (used only when running as root): one per
   // concurrent run; Run() blocks while all are busy.
   int first_uid = 61000;
-  int uid_count = 64;
+  int uid_count = 256;
   // Per-uid lock files (flock) that keep processes sharing the pool from
   // using one uid at once.
   std::string lock_dir = "/tmp";
