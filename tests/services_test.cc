@@ -5,6 +5,7 @@
 #include <signal.h>
 
 #include <memory>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -37,6 +38,9 @@ struct Role {
   std::vector<std::string> extra_args;
   std::vector<std::string> extra_flags;  // role-specific flags in --help
 };
+
+// Keeps ctest's test names short (gtest would print the struct's bytes).
+void PrintTo(const Role& role, std::ostream* os) { *os << role.name; }
 
 std::vector<Role> Roles() {
   return {
