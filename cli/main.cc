@@ -1,7 +1,12 @@
 // `cohort`: the command-line front end. Dispatches to one subcommand.
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <string>
+#include <vector>
 
 #include "cli/commands.h"
 #include "core/logging.h"
@@ -22,11 +27,34 @@ const Command kCommands[] = {
      "encode JSON-string lines to ids, or decode with --decode"},
     {"reward", cohort::cli::RewardMain,
      "score JSON lines offline with the reward verifiers (reward score)"},
-#ifdef COHORT_WITH_TORCH
-    {"init-model", cohort::cli::InitModelMain,
+    {"init-model", nullptr,
      "write a randomly initialised Hugging Face model directory"},
-#endif
 };
+
+// Subcommands that need LibTorch live in sibling binaries so that `cohort`
+// itself does not link it: `cohort init-model ...` execs
+// `<dir of cohort>/cohort-init-model ...`.
+int ExecSibling(const char* command, int argc, char** argv) {
+  std::error_code ec;
+  std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  std::string binary = (self.parent_path() / (std::string("cohort-") + command)).string();
+  if (ec || ::access(binary.c_str(), X_OK) != 0) {
+    std::fprintf(stderr,
+                 "cohort %s: %s not found; this subcommand needs a build with "
+                 "LibTorch (cmake -DCOHORT_WITH_TORCH=ON)\n",
+                 command, binary.c_str());
+    return 2;
+  }
+  std::string prog = std::string("cohort ") + command;
+  std::vector<char*> args;
+  args.push_back(prog.data());
+  for (int i = 2; i < argc; ++i) args.push_back(argv[i]);
+  args.push_back(nullptr);
+  ::execv(binary.c_str(), args.data());
+  std::fprintf(stderr, "cohort %s: cannot run %s: %s\n", command, binary.c_str(),
+               std::strerror(errno));
+  return 1;
+}
 
 void PrintUsage(FILE* out) {
   std::fprintf(out,
@@ -50,6 +78,7 @@ int main(int argc, char** argv) {
   }
   for (const Command& c : kCommands) {
     if (name == c.name) {
+      if (c.main == nullptr) return ExecSibling(c.name, argc, argv);
       std::string prog = std::string("cohort ") + c.name;
       cohort::InitLogging("cohort");
       // Shift argv so the subcommand sees its own name as argv[0].
