@@ -22,6 +22,7 @@
 #include "absl/strings/str_split.h"
 #include "model/aten.h"
 #include <ATen/Parallel.h>
+#include "model/checkpoint.h"
 #include "core/flags.h"
 #include "model/engine.h"
 #include "model/kv_cache.h"
@@ -43,43 +44,16 @@ void Emit(const nlohmann::json& j) {
   std::fflush(stdout);
 }
 
+// The benchmark shapes are init-model's presets (model/checkpoint.h), plus
+// `tiny-qwen3-vocab`: the tiny preset with the Qwen3 tokenizer's vocabulary
+// (151,680), which is what the quickstart trains.
 absl::StatusOr<ModelConfig> Shape(const std::string& name) {
-  ModelConfig c;
-  c.max_position_embeddings = 4096;
-  c.rms_norm_eps = 1e-6;
-  c.rope_theta = 1000000.0;
-  if (name == "tiny" || name == "tiny-qwen3-vocab") {
-    // The `tiny` preset of cohort init-model; with the Qwen3 tokenizer (the
-    // quickstart) its vocabulary becomes 151,680.
-    c.architecture = "Qwen3ForCausalLM";
-    c.model_type = "qwen3";
-    c.vocab_size = name == "tiny" ? 1024 : 151680;
-    c.hidden_size = 64;
-    c.intermediate_size = 128;
-    c.num_hidden_layers = 2;
-    c.num_attention_heads = 4;
-    c.num_key_value_heads = 2;
-    c.head_dim = 16;
-    c.qk_norm = true;
-    c.tie_word_embeddings = true;
+  if (name == "tiny-qwen3-vocab") {
+    absl::StatusOr<ModelConfig> c = PresetConfig("tiny");
+    if (c.ok()) c->vocab_size = 151680;
     return c;
   }
-  if (name == "qwen2.5-0.5b") {  // Qwen/Qwen2.5-0.5B
-    c.architecture = "Qwen2ForCausalLM";
-    c.model_type = "qwen2";
-    c.vocab_size = 151936;
-    c.hidden_size = 896;
-    c.intermediate_size = 4864;
-    c.num_hidden_layers = 24;
-    c.num_attention_heads = 14;
-    c.num_key_value_heads = 2;
-    c.head_dim = 64;
-    c.attention_bias = true;
-    c.tie_word_embeddings = true;
-    return c;
-  }
-  return absl::InvalidArgumentError(
-      "unknown shape " + name + " (tiny, tiny-qwen3-vocab, qwen2.5-0.5b)");
+  return PresetConfig(name);
 }
 
 // Bytes/s of a large tensor copy, counting read + write traffic; best of 5.
