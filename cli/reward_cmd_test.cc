@@ -83,7 +83,9 @@ TEST_F(RewardCmdTest, OneLineOutPerLineInInOrder) {
       EXPECT_TRUE(l.contains(k)) << k << " in " << l.dump();
     }
     // A failure never looks like a score.
-    if (l["status"] != "OK") EXPECT_TRUE(l["reward"].is_null()) << l.dump();
+    if (l["status"] != "OK") {
+      EXPECT_TRUE(l["reward"].is_null()) << l.dump();
+    }
   }
   EXPECT_EQ(r.lines[0]["id"], "m1");
   EXPECT_EQ(r.lines[0]["status"], "OK");

@@ -107,7 +107,9 @@ TEST_F(SafetensorsTest, RoundTripIsBitExact) {
     EXPECT_EQ(t->dtype, v.dtype);
     EXPECT_EQ(t->shape, v.shape);
     ASSERT_EQ(t->size_bytes, v.size_bytes);
-    if (v.size_bytes > 0) EXPECT_EQ(std::memcmp(t->data, v.data, v.size_bytes), 0) << v.name;
+    if (v.size_bytes > 0) {
+      EXPECT_EQ(std::memcmp(t->data, v.data, v.size_bytes), 0) << v.name;
+    }
     if (base == nullptr || t->data < base) base = t->data;
   }
   // The data section starts at an 8-byte boundary of the file and every
