@@ -69,17 +69,7 @@ TEST_P(ScoringTest, AgreesWithEngineBehaviourLogProbs) {
 INSTANTIATE_TEST_SUITE_P(Layouts, ScoringTest,
                          ::testing::Values(Variant::kQwen2, Variant::kQwen3,
                                            Variant::kLlama3),
-                         [](const auto& info) {
-                           switch (info.param) {
-                             case Variant::kQwen2:
-                               return std::string("Qwen2");
-                             case Variant::kQwen3:
-                               return std::string("Qwen3");
-                             case Variant::kLlama3:
-                               return std::string("Llama3");
-                           }
-                           return std::string("unknown");
-                         });
+                         [](const auto& info) { return VariantName(info.param); });
 
 TEST(ScoringGradTest, KeepsAutogradToTheWeights) {
   ModelConfig config = TinyConfig(Variant::kQwen2);

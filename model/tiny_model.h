@@ -17,6 +17,16 @@ namespace cohort::model::testing {
 
 enum class Variant { kQwen2, kQwen3, kLlama3 };
 
+// The layout's name, e.g. for parametrized test names.
+inline std::string VariantName(Variant variant) {
+  switch (variant) {
+    case Variant::kQwen2: return "Qwen2";
+    case Variant::kQwen3: return "Qwen3";
+    case Variant::kLlama3: return "Llama3";
+  }
+  return "unknown";
+}
+
 // A small config of each layout: vocab 256, hidden 64, 2 layers, 4 heads,
 // 2 KV heads (GQA), head_dim 16.
 inline ModelConfig TinyConfig(Variant variant = Variant::kQwen2) {

@@ -184,17 +184,7 @@ TEST_P(VariantTest, Bf16IsCloseToFp32) {
 INSTANTIATE_TEST_SUITE_P(Layouts, VariantTest,
                          ::testing::Values(Variant::kQwen2, Variant::kQwen3,
                                            Variant::kLlama3),
-                         [](const auto& info) {
-                           switch (info.param) {
-                             case Variant::kQwen2:
-                               return std::string("Qwen2");
-                             case Variant::kQwen3:
-                               return std::string("Qwen3");
-                             case Variant::kLlama3:
-                               return std::string("Llama3");
-                           }
-                           return std::string("unknown");
-                         });
+                         [](const auto& info) { return VariantName(info.param); });
 
 TEST(TransformerTest, VariantFeaturesChangeTheOutput) {
   // Each optional feature is live: turning it off changes the logits.
