@@ -22,24 +22,21 @@
 namespace {
 
 // Polls the learner's health until `stop` is notified; logs each change.
-void WatchLearner(const std::string& address,
-                  std::shared_ptr<grpc::Channel> channel,
+void WatchLearner(const std::string& address, std::shared_ptr<grpc::Channel> channel,
                   absl::Duration period, absl::Notification* stop) {
   cohort::Gauge* reachable = cohort::MetricsRegistry::Default()->GetGauge(
       "cohort_actor_learner_reachable",
       "1 if the learner answered its last health check with SERVING, else 0");
   int last = -1;  // unknown
   do {
-    absl::Status health =
-        cohort::CheckHealth(channel, "", std::min(period, absl::Seconds(2)));
+    absl::Status health = cohort::CheckHealth(channel, "", std::min(period, absl::Seconds(2)));
     int now = health.ok() ? 1 : 0;
     reachable->Set(now);
     if (now != last) {
       if (now == 1) {
         LOG(INFO) << "learner at " << address << " is reachable (SERVING)";
       } else {
-        LOG(WARNING) << "learner at " << address
-                     << " is not reachable: " << health.message();
+        LOG(WARNING) << "learner at " << address << " is not reachable: " << health.message();
       }
       last = now;
     }
@@ -58,14 +55,12 @@ int main(int argc, char** argv) {
       "generation issue lands it only checks that the learner is reachable.");
   std::string learner;
   std::string reward;
-  service.flags().String(
-      "learner", &learner,
-      "Learner address host:port; empty uses learner.host:learner.port from "
-      "the config (then learner.port must not be 0).");
-  service.flags().String(
-      "reward", &reward,
-      "Reward server address host:port; empty uses reward.address from the "
-      "config.");
+  service.flags().String("learner", &learner,
+                         "Learner address host:port; empty uses learner.host:learner.port from "
+                         "the config (then learner.port must not be 0).");
+  service.flags().String("reward", &reward,
+                         "Reward server address host:port; empty uses reward.address from the "
+                         "config.");
   if (!service.Init(argc, argv)) return 2;
   const cohort::RunConfig& config = service.config();
   if (learner.empty()) {
@@ -87,20 +82,17 @@ int main(int argc, char** argv) {
   absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
       cohort::MakeChannel(learner, *channel_options);
   if (!channel.ok()) {
-    LOG(ERROR) << "--learner " << learner << ": "
-               << channel.status().message();
+    LOG(ERROR) << "--learner " << learner << ": " << channel.status().message();
     return 2;
   }
-  LOG(INFO) << "learner " << learner << ", reward server "
-            << (reward.empty() ? "(none)" : reward);
+  LOG(INFO) << "learner " << learner << ", reward server " << (reward.empty() ? "(none)" : reward);
 
   absl::Notification stop;
   std::thread watcher;
   cohort::ServiceMain::Hooks hooks;
   hooks.on_serving = [&] {
-    watcher = std::thread(
-        WatchLearner, learner, *channel,
-        absl::Milliseconds(config.learner.heartbeat_interval_ms), &stop);
+    watcher = std::thread(WatchLearner, learner, *channel,
+                          absl::Milliseconds(config.learner.heartbeat_interval_ms), &stop);
     return absl::OkStatus();
   };
   hooks.on_stopping = [&] {

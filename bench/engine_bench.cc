@@ -79,8 +79,7 @@ int Run(int argc, char** argv) {
   FlagSet flags("engine_bench",
                 "Decode/prefill throughput and roofline of the generation "
                 "engine on random weights; JSON lines on stdout.");
-  flags.String("shapes", &shapes,
-               "Comma-separated: tiny, tiny-qwen3-vocab, qwen2.5-0.5b.");
+  flags.String("shapes", &shapes, "Comma-separated: tiny, tiny-qwen3-vocab, qwen2.5-0.5b.");
   flags.Int("threads", &threads, "ATen intra-op threads (0: keep default).");
   flags.Bool("quick", &quick, "Fewer steps (a smoke run).");
   flags.String("batches", &batches, "Comma-separated decode batch sizes.");
@@ -92,8 +91,7 @@ int Run(int argc, char** argv) {
         {"threads", at::get_num_threads()},
         {"gbytes_per_s", bandwidth / 1e9}});
 
-  for (const std::string& name :
-       std::vector<std::string>(absl::StrSplit(shapes, ','))) {
+  for (const std::string& name : std::vector<std::string>(absl::StrSplit(shapes, ','))) {
     absl::StatusOr<ModelConfig> config = Shape(name);
     if (!config.ok()) {
       std::fprintf(stderr, "%s\n", std::string(config.status().message()).c_str());
@@ -102,8 +100,7 @@ int Run(int argc, char** argv) {
     const bool big = config->hidden_size >= 512;
     auto start = Clock::now();
     TensorMap weights = testing::RandomWeights(*config, 1, 0.02);
-    auto created =
-        Transformer::Create(*config, std::move(weights), at::kFloat, at::kCPU);
+    auto created = Transformer::Create(*config, std::move(weights), at::kFloat, at::kCPU);
     if (!created.ok()) {
       std::fprintf(stderr, "%s\n", std::string(created.status().message()).c_str());
       return 1;
@@ -118,8 +115,7 @@ int Run(int argc, char** argv) {
       auto cache = KvCache::Create(*config, 1, prompt_len, at::kFloat, at::kCPU);
       std::vector<int32_t> prompt(prompt_len);
       for (int64_t i = 0; i < prompt_len; ++i) prompt[i] = (i * 7919) % 1000;
-      (void)model->Prefill(*cache, 0, std::vector<int32_t>(prompt.begin(),
-                                                           prompt.begin() + 8));
+      (void)model->Prefill(*cache, 0, std::vector<int32_t>(prompt.begin(), prompt.begin() + 8));
       cache->Reset(0);
       start = Clock::now();
       auto logits = model->Prefill(*cache, 0, prompt);
@@ -134,12 +130,10 @@ int Run(int argc, char** argv) {
 
     // Decode throughput at batch 1, 8, 64 (model step + sampling).
     const int64_t context = 64;  // tokens already in each slot
-    for (const std::string& batch_text :
-         std::vector<std::string>(absl::StrSplit(batches, ','))) {
+    for (const std::string& batch_text : std::vector<std::string>(absl::StrSplit(batches, ','))) {
       const int64_t batch = std::stoll(batch_text);
       const int64_t steps = quick ? 2 : (big ? (batch == 64 ? 4 : 8) : 32);
-      auto cache = KvCache::Create(*config, batch, context + steps + 2,
-                                   at::kFloat, at::kCPU);
+      auto cache = KvCache::Create(*config, batch, context + steps + 2, at::kFloat, at::kCPU);
       std::vector<int32_t> prompt(context);
       for (int64_t i = 0; i < context; ++i) prompt[i] = (i * 31 + 5) % 1000;
       if (!model->Prefill(*cache, 0, prompt).ok()) return 1;
@@ -165,9 +159,8 @@ int Run(int argc, char** argv) {
         logprob_s += Seconds(t0);
         t0 = Clock::now();
         for (int64_t s = 0; s < batch; ++s) {
-          tokens[s] = SampleFromLogProbs(lp[s].data_ptr<float>(),
-                                         config->vocab_size, params, rngs[s])
-                          .id;
+          tokens[s] =
+              SampleFromLogProbs(lp[s].data_ptr<float>(), config->vocab_size, params, rngs[s]).id;
         }
         sample_s += Seconds(t0);
         return true;
@@ -184,8 +177,7 @@ int Run(int argc, char** argv) {
       const double bw = std::max(bandwidth, CopyBandwidth());
       // Average K/V rows read per sequence during the timed steps.
       const double kv_rows = context + 1 + (steps + 1) / 2.0;
-      const double bytes_per_step =
-          weight_bytes + batch * kv_rows * cache->BytesPerPosition();
+      const double bytes_per_step = weight_bytes + batch * kv_rows * cache->BytesPerPosition();
       const double roofline = batch * bw / bytes_per_step;
       Emit({{"bench", "decode"},
             {"shape", name},

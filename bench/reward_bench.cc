@@ -72,8 +72,7 @@ std::vector<Sample> Gsm8kSamples(const std::vector<nlohmann::json>& items) {
     s.prompt = items[i]["question"];
     s.answer = number;
     s.completion = "<think>\n" + body + "</think>\n" +
-                   (i % 2 == 0 ? "#### " + said
-                               : "The answer is $\\boxed{" + said + "}$.");
+                   (i % 2 == 0 ? "#### " + said : "The answer is $\\boxed{" + said + "}$.");
     samples.push_back(std::move(s));
   }
   return samples;
@@ -89,8 +88,7 @@ std::vector<Sample> Math500Samples(const std::vector<nlohmann::json>& items) {
     std::string solution = items[i]["solution"];
     if (i % 4 == 3) {
       solution += "\n\nSo the final answer is $\\boxed{" +
-                  items[(i + 7) % items.size()]["answer"].get<std::string>() +
-                  "}$.";
+                  items[(i + 7) % items.size()]["answer"].get<std::string>() + "}$.";
     }
     s.completion = "<think>\n" + solution + "\n</think>\n";
     samples.push_back(std::move(s));
@@ -133,8 +131,7 @@ Run Measure(const std::vector<Sample>& samples, int threads, double seconds) {
   std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
   stop = true;
   for (auto& th : pool) th.join();
-  double elapsed = std::chrono::duration<double>(
-                       std::chrono::steady_clock::now() - start).count();
+  double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   Run run;
   run.scored = total;
   run.per_second = total / elapsed;

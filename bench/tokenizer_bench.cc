@@ -41,7 +41,8 @@ int main(int argc, char** argv) {
   cohort::FlagSet flags("tokenizer_bench", "Encode throughput of cohort's tokenizer (JSON lines).");
   flags.String("tokenizer", &tokenizer_path, "tokenizer.json to load.");
   flags.String("corpus", &corpus_path, "JSONL file whose \"text\" fields make the corpus.");
-  flags.Double("min_mb", &min_mb, "Repeat the texts until the corpus has this many MB (1e6 bytes).");
+  flags.Double("min_mb", &min_mb,
+               "Repeat the texts until the corpus has this many MB (1e6 bytes).");
   cohort::ParseFlagsOrExit(flags, argc, argv);
 
   std::vector<std::string> texts;

@@ -5,12 +5,12 @@
 
 namespace cohort::cli {
 
-int RunMain(int argc, char** argv);          // run_cmd.cc
-int ConfigMain(int argc, char** argv);       // config_cmd.cc
-int TokenizeMain(int argc, char** argv);     // tokenize_cmd.cc
-int RewardMain(int argc, char** argv);       // reward_cmd.cc
-int InitModelMain(int argc, char** argv);    // init_model_cmd.cc (LibTorch; the
-                                             // cohort-init-model binary)
+int RunMain(int argc, char** argv);        // run_cmd.cc
+int ConfigMain(int argc, char** argv);     // config_cmd.cc
+int TokenizeMain(int argc, char** argv);   // tokenize_cmd.cc
+int RewardMain(int argc, char** argv);     // reward_cmd.cc
+int InitModelMain(int argc, char** argv);  // init_model_cmd.cc (LibTorch; the
+                                           // cohort-init-model binary)
 
 }  // namespace cohort::cli
 

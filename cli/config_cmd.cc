@@ -46,7 +46,9 @@ int ConfigMain(int argc, char** argv) {
                 : action == "print"
                     ? "Prints the effective run config as YAML, every key included."
                     : "Validates a run config: unknown keys, types, ranges, cross-field rules.",
-                action == "keys" ? "" : action == "print" ? "[CONFIG]" : "CONFIG");
+                action == "keys"    ? ""
+                : action == "print" ? "[CONFIG]"
+                                    : "CONFIG");
   std::vector<std::string> overrides;
   if (action != "keys") {
     flags.StringList("set", &overrides,

@@ -64,7 +64,8 @@ absl::StatusOr<TokenizerInfo> ReadTokenizer(const std::string& path) {
   info.tokenizer_json = file.string();
   ASSIGN_OR_RETURN(Json tok, ReadJson(info.tokenizer_json));
   auto bad = [&](const std::string& what) {
-    return absl::InvalidArgumentError(absl::StrCat("tokenizer '", info.tokenizer_json, "': ", what));
+    return absl::InvalidArgumentError(
+        absl::StrCat("tokenizer '", info.tokenizer_json, "': ", what));
   };
   if (!tok.is_object() || !tok.contains("model") || !tok["model"].is_object() ||
       !tok["model"].contains("vocab") || !tok["model"]["vocab"].is_object()) {
@@ -153,9 +154,10 @@ absl::Status InitModel(const std::string& preset, const std::string& tokenizer,
     config.eos_token_ids = tok.eos;
   }
   LOG(INFO) << "init-model: preset " << preset << ", vocab " << config.vocab_size << ", "
-            << config.num_hidden_layers << " layers, hidden " << config.hidden_size
-            << ", seed " << seed << ", " << dtype_name << " -> " << out;
-  model::TensorMap weights = model::RandomInitWeights(config, static_cast<uint64_t>(seed), init_std);
+            << config.num_hidden_layers << " layers, hidden " << config.hidden_size << ", seed "
+            << seed << ", " << dtype_name << " -> " << out;
+  model::TensorMap weights =
+      model::RandomInitWeights(config, static_cast<uint64_t>(seed), init_std);
   RETURN_IF_ERROR(model::SaveModelDir(out, config, weights, options));
   int64_t params = 0;
   for (const auto& [name, t] : weights) params += t.numel();

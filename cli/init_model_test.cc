@@ -43,8 +43,8 @@ class InitModelTest : public ::testing::Test {
 
   Result Run(const std::string& args) {
     const std::string log = (dir_ / "out.txt").string();
-    std::string cmd = std::string(COHORT_BINARY_DIR) + "/cli/cohort init-model " + args +
-                      " > '" + log + "' 2>&1";
+    std::string cmd =
+        std::string(COHORT_BINARY_DIR) + "/cli/cohort init-model " + args + " > '" + log + "' 2>&1";
     int status = std::system(cmd.c_str());
     Result r;
     r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
@@ -112,10 +112,12 @@ TEST_F(InitModelTest, TinyWithTokenizer) {
 
   // Same seed, same bytes; another seed, other weights.
   fs::path again = dir_ / "again";
-  ASSERT_EQ(Run("--preset tiny --tokenizer " + tok + " --out " + again.string() + " --seed 7").code, 0);
+  ASSERT_EQ(Run("--preset tiny --tokenizer " + tok + " --out " + again.string() + " --seed 7").code,
+            0);
   EXPECT_EQ(Slurp(out / "model.safetensors"), Slurp(again / "model.safetensors"));
   fs::path other = dir_ / "other";
-  ASSERT_EQ(Run("--preset tiny --tokenizer " + tok + " --out " + other.string() + " --seed 8").code, 0);
+  ASSERT_EQ(Run("--preset tiny --tokenizer " + tok + " --out " + other.string() + " --seed 8").code,
+            0);
   EXPECT_NE(Slurp(out / "model.safetensors"), Slurp(other / "model.safetensors"));
 }
 
@@ -151,7 +153,8 @@ TEST_F(InitModelTest, ErrorsAreClear) {
   Result r = Run("--preset huge --out " + (dir_ / "x").string());
   EXPECT_EQ(r.code, 1);
   EXPECT_THAT(r.output, HasSubstr("unknown model preset 'huge'"));
-  EXPECT_THAT(r.output, HasSubstr("tiny, tiny-qwen2, tiny-llama, qwen2.5-0.5b, qwen3-0.6b, llama3-1b"));
+  EXPECT_THAT(r.output,
+              HasSubstr("tiny, tiny-qwen2, tiny-llama, qwen2.5-0.5b, qwen3-0.6b, llama3-1b"));
 
   r = Run("--preset tiny");
   EXPECT_EQ(r.code, 2);

@@ -27,8 +27,7 @@ const Command kCommands[] = {
      "encode JSON-string lines to ids, or decode with --decode"},
     {"reward", cohort::cli::RewardMain,
      "score JSON lines offline with the reward verifiers (reward score)"},
-    {"init-model", nullptr,
-     "write a randomly initialised Hugging Face model directory"},
+    {"init-model", nullptr, "write a randomly initialised Hugging Face model directory"},
 };
 
 // Subcommands that need LibTorch live in sibling binaries so that `cohort`

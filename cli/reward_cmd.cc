@@ -66,17 +66,14 @@ std::string OutputLine(const nlohmann::json& id, const Result& r) {
 
 // Parses one input line into a sample; on error returns the reason and
 // sets `*id` to what can be echoed.
-absl::StatusOr<Sample> ParseLine(const std::string& line, size_t line_no,
-                                 nlohmann::json* id) {
+absl::StatusOr<Sample> ParseLine(const std::string& line, size_t line_no, nlohmann::json* id) {
   *id = absl::StrCat("line ", line_no);
   nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
   if (j.is_discarded()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("line ", line_no, ": not valid JSON"));
+    return absl::InvalidArgumentError(absl::StrCat("line ", line_no, ": not valid JSON"));
   }
   if (!j.is_object()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("line ", line_no, ": expected a JSON object"));
+    return absl::InvalidArgumentError(absl::StrCat("line ", line_no, ": expected a JSON object"));
   }
   Sample s;
   if (j.contains("id")) {
@@ -94,11 +91,10 @@ absl::StatusOr<Sample> ParseLine(const std::string& line, size_t line_no,
   } else {
     s.id = absl::StrCat("line ", line_no);
   }
-  for (const auto& [key, field] :
-       {std::pair<const char*, std::string*>{"task", &s.task},
-        {"prompt", &s.prompt},
-        {"completion", &s.completion},
-        {"answer", &s.answer}}) {
+  for (const auto& [key, field] : {std::pair<const char*, std::string*>{"task", &s.task},
+                                   {"prompt", &s.prompt},
+                                   {"completion", &s.completion},
+                                   {"answer", &s.answer}}) {
     if (!j.contains(key)) continue;
     const auto& v = j[key];
     if (v.is_string()) {
@@ -111,23 +107,21 @@ absl::StatusOr<Sample> ParseLine(const std::string& line, size_t line_no,
     }
   }
   if (s.task.empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("line ", line_no, ": task: missing or empty"));
+    return absl::InvalidArgumentError(absl::StrCat("line ", line_no, ": task: missing or empty"));
   }
   if (j.contains("completion_tokens")) {
     const auto& v = j["completion_tokens"];
-    if (!v.is_number_integer() || v.get<int64_t>() < 0 ||
-        v.get<int64_t>() > (1 << 30)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "line ", line_no, ": completion_tokens: expected an integer >= 0"));
+    if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > (1 << 30)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("line ", line_no, ": completion_tokens: expected an integer >= 0"));
     }
     s.completion_tokens = v.get<int>();
   }
   s.extra = nlohmann::json::object();
   for (auto it = j.begin(); it != j.end(); ++it) {
     const std::string& k = it.key();
-    if (k == "id" || k == "task" || k == "prompt" || k == "completion" ||
-        k == "answer" || k == "completion_tokens") {
+    if (k == "id" || k == "task" || k == "prompt" || k == "completion" || k == "answer" ||
+        k == "completion_tokens") {
       continue;
     }
     s.extra[k] = it.value();
@@ -153,9 +147,7 @@ class OrderedWriter {
   }
   void WaitBelow(size_t submitted, size_t limit) {
     absl::MutexLock lock(&mu_);
-    auto cond = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      return submitted - next_ < limit;
-    };
+    auto cond = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return submitted - next_ < limit; };
     mu_.Await(absl::Condition(&cond));
   }
   // Writes lines in order until all `total` are written.
@@ -205,20 +197,16 @@ int ScoreMain(int argc, char** argv) {
   flags.StringList("set", &overrides,
                    "Config override section.key=value (repeatable), e.g. "
                    "--set reward.tasks.math.weights.format=0.2.");
-  flags.Int("workers", &workers,
-            "Verifier threads; -1 uses reward.workers (0 = one per core).");
+  flags.Int("workers", &workers, "Verifier threads; -1 uses reward.workers (0 = one per core).");
   std::vector<std::string> args = ParseFlagsOrExit(flags, argc, argv);
   if (!args.empty()) {
-    std::fprintf(stderr, "%s: unexpected argument '%s'\n", argv[0],
-                 args[0].c_str());
+    std::fprintf(stderr, "%s: unexpected argument '%s'\n", argv[0], args[0].c_str());
     return 2;
   }
-  absl::StatusOr<RunConfig> config =
-      config_path.empty() ? ParseConfig("", overrides, "<defaults>")
-                          : LoadConfig(config_path, overrides);
+  absl::StatusOr<RunConfig> config = config_path.empty() ? ParseConfig("", overrides, "<defaults>")
+                                                         : LoadConfig(config_path, overrides);
   if (!config.ok()) {
-    std::fprintf(stderr, "%s: %s\n", argv[0],
-                 std::string(config.status().message()).c_str());
+    std::fprintf(stderr, "%s: %s\n", argv[0], std::string(config.status().message()).c_str());
     return 2;
   }
   reward::ScorerOptions options = reward::ScorerOptionsFromConfig(config->reward);
@@ -234,15 +222,13 @@ int ScoreMain(int argc, char** argv) {
   };
   auto scorer = reward::Scorer::Create(std::move(options));
   if (!scorer.ok()) {
-    std::fprintf(stderr, "%s: %s\n", argv[0],
-                 std::string(scorer.status().message()).c_str());
+    std::fprintf(stderr, "%s: %s\n", argv[0], std::string(scorer.status().message()).c_str());
     return 2;
   }
 
   OrderedWriter writer;
   std::thread writer_thread([&writer] { writer.Run(); });
-  const size_t max_in_flight =
-      static_cast<size_t>(std::max(1, (*scorer)->workers())) * 8 + 64;
+  const size_t max_in_flight = static_cast<size_t>(std::max(1, (*scorer)->workers())) * 8 + 64;
   size_t index = 0;
   std::string line;
   while (std::getline(std::cin, line)) {
@@ -259,9 +245,7 @@ int ScoreMain(int argc, char** argv) {
       writer.Put(i, OutputLine(id, r));
     } else {
       (*scorer)->Submit(std::move(*sample),
-                        [&writer, i, id](Result r) {
-                          writer.Put(i, OutputLine(id, r));
-                        });
+                        [&writer, i, id](Result r) { writer.Put(i, OutputLine(id, r)); });
     }
     writer.WaitBelow(index, max_in_flight);
   }
@@ -285,8 +269,7 @@ int RewardMain(int argc, char** argv) {
     return 0;
   }
   if (action != "score") {
-    std::fprintf(stderr, "cohort reward: unknown action '%s'\n\n%s",
-                 action.c_str(), kUsage);
+    std::fprintf(stderr, "cohort reward: unknown action '%s'\n\n%s", action.c_str(), kUsage);
     return 2;
   }
   std::string program = std::string(argv[0]) + " score";

@@ -28,13 +28,13 @@ struct RunResult {
 };
 
 RunResult RunScore(const std::string& input, const std::string& flags = "") {
-  auto dir = std::filesystem::temp_directory_path() /
-             ("reward_cmd_test_" + std::to_string(getpid()));
+  auto dir =
+      std::filesystem::temp_directory_path() / ("reward_cmd_test_" + std::to_string(getpid()));
   std::filesystem::create_directories(dir);
   std::string in = (dir / "in.jsonl").string();
   std::ofstream(in) << input;
-  std::string cmd = kCohort + " reward score " + flags + " < " + in +
-                    " 2>" + (dir / "err.txt").string();
+  std::string cmd =
+      kCohort + " reward score " + flags + " < " + in + " 2>" + (dir / "err.txt").string();
   RunResult r;
   FILE* p = popen(cmd.c_str(), "r");
   if (p == nullptr) return r;
@@ -47,8 +47,7 @@ RunResult RunScore(const std::string& input, const std::string& flags = "") {
   while (start < r.raw.size()) {
     size_t end = r.raw.find('\n', start);
     if (end == std::string::npos) end = r.raw.size();
-    r.lines.push_back(nlohmann::json::parse(r.raw.substr(start, end - start),
-                                            nullptr, false));
+    r.lines.push_back(nlohmann::json::parse(r.raw.substr(start, end - start), nullptr, false));
     start = end + 1;
   }
   return r;
@@ -65,15 +64,26 @@ class RewardCmdTest : public ::testing::Test {
 
 TEST_F(RewardCmdTest, OneLineOutPerLineInInOrder) {
   std::string input;
-  input += R"({"id":"m1","task":"math","prompt":"p","completion":"so \\boxed{\\frac{1}{2}}","answer":"0.5"})" "\n";
-  input += R"({"id":"g1","task":"gsm8k","completion":"#### 8","answer":"3+4=7\n#### 7"})" "\n";
+  input +=
+      R"({"id":"m1","task":"math","prompt":"p","completion":"so \\boxed{\\frac{1}{2}}","answer":"0.5"})"
+      "\n";
+  input += R"({"id":"g1","task":"gsm8k","completion":"#### 8","answer":"3+4=7\n#### 7"})"
+           "\n";
   input += "this is not json\n";
-  input += R"({"id":"nt","completion":"x"})" "\n";
-  input += R"({"id":"c1","task":"countdown","completion":"<answer>(6-2)*6</answer>","numbers":[6,2,6],"target":24})" "\n";
-  input += R"({"id":"u1","task":"astrology","completion":"x","answer":"y"})" "\n";
-  input += R"({"id":7,"task":"gsm8k","completion":"#### 42","answer":42})" "\n";
-  input += R"({"id":"bad","task":"math","completion":5})" "\n";
-  input += R"({"id":"code1","task":"code","completion":"```python\ndef f(x):\n    return x + 1\n```","tests":["assert f(1) == 2","assert f(2) == 4"]})" "\n";
+  input += R"({"id":"nt","completion":"x"})"
+           "\n";
+  input +=
+      R"({"id":"c1","task":"countdown","completion":"<answer>(6-2)*6</answer>","numbers":[6,2,6],"target":24})"
+      "\n";
+  input += R"({"id":"u1","task":"astrology","completion":"x","answer":"y"})"
+           "\n";
+  input += R"({"id":7,"task":"gsm8k","completion":"#### 42","answer":42})"
+           "\n";
+  input += R"({"id":"bad","task":"math","completion":5})"
+           "\n";
+  input +=
+      R"({"id":"code1","task":"code","completion":"```python\ndef f(x):\n    return x + 1\n```","tests":["assert f(1) == 2","assert f(2) == 4"]})"
+      "\n";
   RunResult r = RunScore(input, "--workers 2");
   ASSERT_EQ(r.exit_code, 0) << r.raw;
   ASSERT_EQ(r.lines.size(), 9u) << r.raw;
@@ -102,8 +112,7 @@ TEST_F(RewardCmdTest, OneLineOutPerLineInInOrder) {
   EXPECT_EQ(r.lines[4]["id"], "c1");
   EXPECT_EQ(r.lines[4]["reward"], 1.0) << r.lines[4].dump();
   EXPECT_EQ(r.lines[5]["status"], "INVALID");
-  EXPECT_NE(r.lines[5]["reason"].get<std::string>().find("astrology"),
-            std::string::npos);
+  EXPECT_NE(r.lines[5]["reason"].get<std::string>().find("astrology"), std::string::npos);
   EXPECT_EQ(r.lines[6]["id"], 7);
   EXPECT_EQ(r.lines[6]["reward"], 1.0) << r.lines[6].dump();
   EXPECT_EQ(r.lines[7]["status"], "ERROR");
@@ -119,10 +128,8 @@ TEST_F(RewardCmdTest, OneLineOutPerLineInInOrder) {
 TEST_F(RewardCmdTest, ManyLinesKeepOrder) {
   std::string input;
   for (int i = 0; i < 2000; ++i) {
-    input += "{\"id\":\"" + std::to_string(i) +
-             "\",\"task\":\"gsm8k\",\"completion\":\"#### " +
-             std::to_string(i % 3) + "\",\"answer\":\"#### " +
-             std::to_string(i % 2) + "\"}\n";
+    input += "{\"id\":\"" + std::to_string(i) + "\",\"task\":\"gsm8k\",\"completion\":\"#### " +
+             std::to_string(i % 3) + "\",\"answer\":\"#### " + std::to_string(i % 2) + "\"}\n";
   }
   RunResult r = RunScore(input, "--workers 2");
   ASSERT_EQ(r.exit_code, 0);
@@ -168,11 +175,9 @@ TEST_F(RewardCmdTest, StreamsWithoutWaitingForEndOfInput) {
   }
   close(in_pipe[0]);
   close(out_pipe[1]);
-  std::string line =
-      R"({"id":"first","task":"math","completion":"\\boxed{3}","answer":"3"})"
-      "\n";
-  ASSERT_EQ(write(in_pipe[1], line.data(), line.size()),
-            static_cast<ssize_t>(line.size()));
+  std::string line = R"({"id":"first","task":"math","completion":"\\boxed{3}","answer":"3"})"
+                     "\n";
+  ASSERT_EQ(write(in_pipe[1], line.data(), line.size()), static_cast<ssize_t>(line.size()));
   // stdin stays open: the answer must come anyway.
   pollfd pfd{out_pipe[0], POLLIN, 0};
   ASSERT_EQ(poll(&pfd, 1, 10000), 1) << "no output before end of input";

@@ -35,23 +35,21 @@ int RunMain(int argc, char** argv) {
   // are consumed through a signalfd by the supervisor loop.
   absl::StatusOr<int> signal_fd = BlockStopSignals();
   if (!signal_fd.ok()) {
-    std::fprintf(stderr, "%s: %s\n", argv[0],
-                 std::string(signal_fd.status().message()).c_str());
+    std::fprintf(stderr, "%s: %s\n", argv[0], std::string(signal_fd.status().message()).c_str());
     return 1;
   }
 
-  FlagSet flags(
-      "cohort run",
-      "Starts a local cluster from a run config: one reward server, one "
-      "learner and actor.count actors, each a child process listening on "
-      "127.0.0.1 with a free port, and supervises it. Actors and the reward "
-      "server are restarted with backoff when they die (the reward server on "
-      "its previous port); a role that dies more than "
-      "supervisor.max_restarts times within "
-      "supervisor.restart_window_seconds, or the learner dying, stops the "
-      "run with a report and exit code 1. Ctrl-C (SIGINT) or SIGTERM stops "
-      "every role and exits 0.",
-      "CONFIG");
+  FlagSet flags("cohort run",
+                "Starts a local cluster from a run config: one reward server, one "
+                "learner and actor.count actors, each a child process listening on "
+                "127.0.0.1 with a free port, and supervises it. Actors and the reward "
+                "server are restarted with backoff when they die (the reward server on "
+                "its previous port); a role that dies more than "
+                "supervisor.max_restarts times within "
+                "supervisor.restart_window_seconds, or the learner dying, stops the "
+                "run with a report and exit code 1. Ctrl-C (SIGINT) or SIGTERM stops "
+                "every role and exits 0.",
+                "CONFIG");
   std::vector<std::string> overrides;
   std::string out_dir;
   std::string run_for_text;
@@ -82,14 +80,12 @@ int RunMain(int argc, char** argv) {
   const std::string config_path = fs::absolute(positional[0]).string();
   absl::StatusOr<RunConfig> config = LoadConfig(config_path, overrides);
   if (!config.ok()) {
-    std::fprintf(stderr, "%s: %s\n", argv[0],
-                 std::string(config.status().message()).c_str());
+    std::fprintf(stderr, "%s: %s\n", argv[0], std::string(config.status().message()).c_str());
     return 2;
   }
   absl::Duration run_for = absl::InfiniteDuration();
   if (!run_for_text.empty() &&
-      (!absl::ParseDuration(run_for_text, &run_for) ||
-       run_for <= absl::ZeroDuration())) {
+      (!absl::ParseDuration(run_for_text, &run_for) || run_for <= absl::ZeroDuration())) {
     std::fprintf(stderr,
                  "%s: --for: expected a positive duration such as 30s, 5m "
                  "or 1h, got \"%s\"\n",
@@ -109,11 +105,9 @@ int RunMain(int argc, char** argv) {
                {"cohort-actor", "actor", &options.actor_binary},
                {"cohort-reward", "reward_server", &options.reward_binary}};
   for (auto& role : roles) {
-    absl::StatusOr<std::string> path =
-        FindRoleBinary(role.binary, role.dir, bin_dir, self);
+    absl::StatusOr<std::string> path = FindRoleBinary(role.binary, role.dir, bin_dir, self);
     if (!path.ok()) {
-      std::fprintf(stderr, "%s: %s\n", argv[0],
-                   std::string(path.status().message()).c_str());
+      std::fprintf(stderr, "%s: %s\n", argv[0], std::string(path.status().message()).c_str());
       return 2;
     }
     *role.out = *path;
@@ -124,8 +118,8 @@ int RunMain(int argc, char** argv) {
   std::error_code ec;
   fs::create_directories(out_dir, ec);
   if (ec) {
-    std::fprintf(stderr, "%s: --out: cannot create %s: %s\n", argv[0],
-                 out_dir.c_str(), ec.message().c_str());
+    std::fprintf(stderr, "%s: --out: cannot create %s: %s\n", argv[0], out_dir.c_str(),
+                 ec.message().c_str());
     return 2;
   }
   options.out_dir = fs::absolute(out_dir).string();
@@ -141,24 +135,20 @@ int RunMain(int argc, char** argv) {
   options.stop_fd = *signal_fd;
   options.live_status = ::isatty(STDERR_FILENO) == 1;
 
-  absl::StatusOr<ChannelOptions> channel_options =
-      ChannelOptionsFromConfig(config->security);
+  absl::StatusOr<ChannelOptions> channel_options = ChannelOptionsFromConfig(config->security);
   if (!channel_options.ok()) {
     std::fprintf(stderr, "%s: security config: %s\n", argv[0],
                  std::string(channel_options.status().message()).c_str());
     return 2;
   }
-  options.check_serving = [channel_options = *channel_options](
-                              const std::string& target,
-                              absl::Duration timeout) {
-    absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
-        MakeChannel(target, channel_options);
+  options.check_serving = [channel_options = *channel_options](const std::string& target,
+                                                               absl::Duration timeout) {
+    absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(target, channel_options);
     return channel.ok() && WaitForServing(*channel, timeout).ok();
   };
 
   LOG(INFO) << "cohort run " << config->run.name << ": 1 learner, 1 reward "
-            << "server, " << options.actor_count << " actor(s); logs in "
-            << options.out_dir;
+            << "server, " << options.actor_count << " actor(s); logs in " << options.out_dir;
   Supervisor supervisor(std::move(options));
   absl::Status started = supervisor.Start();
   if (absl::IsCancelled(started)) {

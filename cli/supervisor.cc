@@ -39,8 +39,7 @@ std::string SignalName(int sig) {
 
 // Waits up to `timeout` for `fd` to become readable; false for fd < 0.
 bool WaitReadable(int fd, absl::Duration timeout) {
-  int ms = static_cast<int>(
-      std::max<int64_t>(0, absl::ToInt64Milliseconds(timeout)));
+  int ms = static_cast<int>(std::max<int64_t>(0, absl::ToInt64Milliseconds(timeout)));
   if (fd < 0) {
     if (ms > 0) ::poll(nullptr, 0, ms);
     return false;
@@ -86,8 +85,7 @@ std::vector<std::string> TailLines(const std::string& path, size_t n) {
   return lines;
 }
 
-absl::StatusOr<std::string> FindRoleBinary(const std::string& binary,
-                                           const std::string& role_dir,
+absl::StatusOr<std::string> FindRoleBinary(const std::string& binary, const std::string& role_dir,
                                            const std::string& bin_dir,
                                            const std::string& self_exe) {
   std::vector<fs::path> candidates;
@@ -108,34 +106,30 @@ absl::StatusOr<std::string> FindRoleBinary(const std::string& binary,
     }
     tried.push_back(abs.string());
   }
-  return absl::NotFoundError(absl::StrCat(
-      "cannot find the executable ", binary, " (tried ",
-      absl::StrJoin(tried, ", "),
-      "); build it (it needs COHORT_WITH_TORCH=ON for the learner and the "
-      "actor) or point --bin_dir at the directory that holds it"));
+  return absl::NotFoundError(
+      absl::StrCat("cannot find the executable ", binary, " (tried ", absl::StrJoin(tried, ", "),
+                   "); build it (it needs COHORT_WITH_TORCH=ON for the learner and the "
+                   "actor) or point --bin_dir at the directory that holds it"));
 }
 
 // ---------------------------------------------------------------------------
 // ChildProcess
 
 absl::StatusOr<std::unique_ptr<ChildProcess>> ChildProcess::Spawn(
-    const std::string& binary, const std::vector<std::string>& args,
-    const std::string& log_path) {
+    const std::string& binary, const std::vector<std::string>& args, const std::string& log_path) {
   // Everything the child needs is prepared before fork(): between fork and
   // exec only async-signal-safe calls are allowed (the parent may have
   // threads, e.g. gRPC's).
-  int log_fd = ::open(log_path.c_str(),
-                      O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  int log_fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (log_fd < 0) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "cannot open log file ", log_path, ": ", std::strerror(errno)));
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot open log file ", log_path, ": ", std::strerror(errno)));
   }
   int null_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   if (null_fd < 0) {
     int err = errno;
     ::close(log_fd);
-    return absl::InternalError(
-        absl::StrCat("cannot open /dev/null: ", std::strerror(err)));
+    return absl::InternalError(absl::StrCat("cannot open /dev/null: ", std::strerror(err)));
   }
   // Reports an exec failure (errno) to the parent; closed by a successful
   // exec (O_CLOEXEC), so EOF means the exec worked.
@@ -144,8 +138,7 @@ absl::StatusOr<std::unique_ptr<ChildProcess>> ChildProcess::Spawn(
     int err = errno;
     ::close(log_fd);
     ::close(null_fd);
-    return absl::InternalError(
-        absl::StrCat("pipe2: ", std::strerror(err)));
+    return absl::InternalError(absl::StrCat("pipe2: ", std::strerror(err)));
   }
   std::vector<std::string> argv_storage;
   argv_storage.push_back(binary);
@@ -162,8 +155,7 @@ absl::StatusOr<std::unique_ptr<ChildProcess>> ChildProcess::Spawn(
     ::close(null_fd);
     ::close(err_pipe[0]);
     ::close(err_pipe[1]);
-    return absl::ResourceExhaustedError(
-        absl::StrCat("fork: ", std::strerror(err)));
+    return absl::ResourceExhaustedError(absl::StrCat("fork: ", std::strerror(err)));
   }
   if (pid == 0) {
     // Child: async-signal-safe calls only.
@@ -200,8 +192,8 @@ absl::StatusOr<std::unique_ptr<ChildProcess>> ChildProcess::Spawn(
   if (n == static_cast<ssize_t>(sizeof(child_errno))) {
     int status = 0;
     ::waitpid(pid, &status, 0);
-    return absl::FailedPreconditionError(absl::StrCat(
-        "cannot execute ", binary, ": ", std::strerror(child_errno)));
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot execute ", binary, ": ", std::strerror(child_errno)));
   }
   return std::unique_ptr<ChildProcess>(new ChildProcess(pid, log_path));
 }
@@ -261,8 +253,7 @@ void ChildProcess::Stop(absl::Duration timeout) {
 // ---------------------------------------------------------------------------
 // Supervisor
 
-Supervisor::Supervisor(SupervisorOptions options)
-    : options_(std::move(options)) {
+Supervisor::Supervisor(SupervisorOptions options) : options_(std::move(options)) {
   auto add = [this](std::string name, Kind kind, const std::string& binary) {
     auto role = std::make_unique<Role>();
     role->name = std::move(name);
@@ -298,26 +289,21 @@ absl::Status Supervisor::SpawnRole(Role& role, int port) {
     args.push_back("--set");
     args.push_back(o);
   }
-  args.insert(args.end(), {"--host", options_.host, "--port",
-                           absl::StrCat(port), "--metrics_port", "0",
-                           "--port_file", PortFilePath(role)});
+  args.insert(args.end(), {"--host", options_.host, "--port", absl::StrCat(port), "--metrics_port",
+                           "0", "--port_file", PortFilePath(role)});
   if (role.kind == Kind::kActor) {
-    args.insert(args.end(), {"--learner", Address(*learner_), "--reward",
-                             Address(*reward_)});
+    args.insert(args.end(), {"--learner", Address(*learner_), "--reward", Address(*reward_)});
   }
   std::error_code ec;
   fs::remove(PortFilePath(role), ec);
   // A banner in the role's log separates its runs (the log is appended).
   {
     std::ofstream log(LogFilePath(role), std::ios::app);
-    log << "=== cohort run: starting " << role.name << " (start "
-        << role.restarts + 1 << ") at "
-        << absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::Now(),
-                            absl::UTCTimeZone())
-        << ": " << role.binary << " " << absl::StrJoin(args, " ") << "\n";
+    log << "=== cohort run: starting " << role.name << " (start " << role.restarts + 1 << ") at "
+        << absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::Now(), absl::UTCTimeZone()) << ": "
+        << role.binary << " " << absl::StrJoin(args, " ") << "\n";
   }
-  ASSIGN_OR_RETURN(role.child,
-                   ChildProcess::Spawn(role.binary, args, LogFilePath(role)));
+  ASSIGN_OR_RETURN(role.child, ChildProcess::Spawn(role.binary, args, LogFilePath(role)));
   role.state = State::kStarting;
   role.started = absl::Now();
   return absl::OkStatus();
@@ -326,7 +312,7 @@ absl::Status Supervisor::SpawnRole(Role& role, int port) {
 void Supervisor::CheckStarting(Role& role) {
   if (role.state != State::kStarting) return;
   absl::StatusOr<cohort::PortFile> ports = ReadPortFile(PortFilePath(role));
-  if (!ports.ok()) return;  // not written yet
+  if (!ports.ok()) return;                      // not written yet
   if (ports->pid != role.child->pid()) return;  // stale (should not happen)
   role.grpc_port = ports->grpc_port;
   // The port file is written just before SERVING; a short probe suffices
@@ -344,8 +330,8 @@ absl::Status Supervisor::WaitReady(const std::vector<Role*>& roles) {
       if (role->child->Exited()) {
         role->state = State::kDown;
         return absl::UnavailableError(DeathReport(
-            *role, absl::StrCat(DescribeWaitStatus(role->child->wait_status()),
-                                " while starting")));
+            *role,
+            absl::StrCat(DescribeWaitStatus(role->child->wait_status()), " while starting")));
       }
       CheckStarting(*role);
       all = all && role->state == State::kServing;
@@ -356,8 +342,7 @@ absl::Status Supervisor::WaitReady(const std::vector<Role*>& roles) {
         if (role->state != State::kServing) {
           return absl::DeadlineExceededError(DeathReport(
               *role,
-              absl::StrCat("was not SERVING after ",
-                           absl::FormatDuration(options_.ready_timeout),
+              absl::StrCat("was not SERVING after ", absl::FormatDuration(options_.ready_timeout),
                            " (supervisor.ready_timeout_seconds)")));
         }
       }
@@ -381,10 +366,9 @@ absl::Status Supervisor::Start() {
     StopAll();
     return ready;
   }
-  Event(absl::StrCat("reward server SERVING on ", Address(*reward_),
-                     " (pid ", reward_->child->pid(), "); learner SERVING on ",
-                     Address(*learner_), " (pid ", learner_->child->pid(),
-                     ")"));
+  Event(absl::StrCat("reward server SERVING on ", Address(*reward_), " (pid ",
+                     reward_->child->pid(), "); learner SERVING on ", Address(*learner_), " (pid ",
+                     learner_->child->pid(), ")"));
   std::vector<Role*> actors;
   for (auto& role : roles_) {
     if (role->kind != Kind::kActor) continue;
@@ -400,21 +384,19 @@ absl::Status Supervisor::Start() {
     StopAll();
     return ready;
   }
-  Event(absl::StrCat(actors.size(), " actor(s) SERVING; logs in ",
-                     options_.out_dir));
+  Event(absl::StrCat(actors.size(), " actor(s) SERVING; logs in ", options_.out_dir));
   return absl::OkStatus();
 }
 
-std::string Supervisor::DeathReport(const Role& role,
-                                    const std::string& why) const {
-  std::string report = absl::StrCat(
-      role.name, " (pid ", role.child ? role.child->pid() : 0, ") ", why);
+std::string Supervisor::DeathReport(const Role& role, const std::string& why) const {
+  std::string report =
+      absl::StrCat(role.name, " (pid ", role.child ? role.child->pid() : 0, ") ", why);
   std::vector<std::string> tail = TailLines(LogFilePath(role), kReportLines);
   if (tail.empty()) {
     absl::StrAppend(&report, "\n(", LogFilePath(role), " is empty)");
   } else {
-    absl::StrAppend(&report, "\nlast ", tail.size(), " lines of ",
-                    LogFilePath(role), ":\n  ", absl::StrJoin(tail, "\n  "));
+    absl::StrAppend(&report, "\nlast ", tail.size(), " lines of ", LogFilePath(role), ":\n  ",
+                    absl::StrJoin(tail, "\n  "));
   }
   return report;
 }
@@ -424,25 +406,23 @@ bool Supervisor::HandleDeath(Role& role, std::string* report) {
   pid_t pid = role.child->pid();
   absl::Time now = absl::Now();
   if (role.kind == Kind::kLearner) {
-    *report = DeathReport(
-        role, absl::StrCat(how, "; the learner cannot be restarted yet (it "
-                                "does not resume from a checkpoint), so the "
-                                "run stops"));
+    *report = DeathReport(role, absl::StrCat(how,
+                                             "; the learner cannot be restarted yet (it "
+                                             "does not resume from a checkpoint), so the "
+                                             "run stops"));
     role.state = State::kDown;
     return false;
   }
   role.deaths.push_back(now);
-  while (!role.deaths.empty() &&
-         role.deaths.front() < now - options_.restart_window) {
+  while (!role.deaths.empty() && role.deaths.front() < now - options_.restart_window) {
     role.deaths.pop_front();
   }
   int deaths = static_cast<int>(role.deaths.size());
   if (deaths > options_.max_restarts) {
-    *report = DeathReport(
-        role, absl::StrCat(how, "; it died ", deaths, " times within ",
-                           absl::FormatDuration(options_.restart_window),
-                           " (more than supervisor.max_restarts = ",
-                           options_.max_restarts, "), so the run stops"));
+    *report = DeathReport(role, absl::StrCat(how, "; it died ", deaths, " times within ",
+                                             absl::FormatDuration(options_.restart_window),
+                                             " (more than supervisor.max_restarts = ",
+                                             options_.max_restarts, "), so the run stops"));
     role.state = State::kDown;
     return false;
   }
@@ -452,27 +432,23 @@ bool Supervisor::HandleDeath(Role& role, std::string* report) {
   role.state = State::kBackoff;
   role.restart_at = now + delay;
   Event(absl::StrCat(role.name, " (pid ", pid, ") ", how, "; restarting in ",
-                     absl::FormatDuration(delay), " (", deaths,
-                     deaths == 1 ? " death" : " deaths", " within ",
-                     absl::FormatDuration(options_.restart_window),
-                     "; more than ", options_.max_restarts,
-                     " stops the run)"));
+                     absl::FormatDuration(delay), " (", deaths, deaths == 1 ? " death" : " deaths",
+                     " within ", absl::FormatDuration(options_.restart_window), "; more than ",
+                     options_.max_restarts, " stops the run)"));
   return true;
 }
 
 int Supervisor::Run() {
   absl::Time start = absl::Now();
-  absl::Time end = options_.run_for == absl::InfiniteDuration()
-                       ? absl::InfiniteFuture()
-                       : start + options_.run_for;
+  absl::Time end = options_.run_for == absl::InfiniteDuration() ? absl::InfiniteFuture()
+                                                                : start + options_.run_for;
   absl::Time next_status = start;
   std::string report;
   int exit_code = 0;
   while (true) {
     absl::Time now = absl::Now();
     if (now >= end) {
-      Event(absl::StrCat("ran for ", absl::FormatDuration(options_.run_for),
-                         " (--for); stopping"));
+      Event(absl::StrCat("ran for ", absl::FormatDuration(options_.run_for), " (--for); stopping"));
       break;
     }
     bool fatal = false;
@@ -486,14 +462,11 @@ int Supervisor::Run() {
           } else if (role.state == State::kStarting) {
             CheckStarting(role);
             if (role.state == State::kServing) {
-              Event(absl::StrCat(role.name, " restarted: pid ",
-                                 role.child->pid(), ", SERVING on ",
+              Event(absl::StrCat(role.name, " restarted: pid ", role.child->pid(), ", SERVING on ",
                                  Address(role)));
             } else if (now - role.started > options_.ready_timeout) {
-              Event(absl::StrCat(role.name, " (pid ", role.child->pid(),
-                                 ") was not SERVING after ",
-                                 absl::FormatDuration(options_.ready_timeout),
-                                 "; killing it"));
+              Event(absl::StrCat(role.name, " (pid ", role.child->pid(), ") was not SERVING after ",
+                                 absl::FormatDuration(options_.ready_timeout), "; killing it"));
               role.child->Signal(SIGKILL);
               role.child->WaitFor(absl::InfiniteDuration());
               fatal = !HandleDeath(role, &report);
@@ -507,8 +480,7 @@ int Supervisor::Run() {
             int port = role.kind == Kind::kReward ? role.grpc_port : 0;
             absl::Status s = SpawnRole(role, port);
             if (!s.ok()) {
-              report = absl::StrCat("cannot restart ", role.name, ": ",
-                                    s.message());
+              report = absl::StrCat("cannot restart ", role.name, ": ", s.message());
               fatal = true;
             }
           }
@@ -550,12 +522,9 @@ void Supervisor::StopAll() {
   absl::Time deadline = absl::Now() + options_.stop_timeout;
   for (auto& role : roles_) {
     if (!role->child) continue;
-    if (!role->child->WaitFor(
-            std::max(absl::ZeroDuration(), deadline - absl::Now()))) {
-      LOG(WARNING) << role->name << " (pid " << role->child->pid()
-                   << ") did not stop within "
-                   << absl::FormatDuration(options_.stop_timeout)
-                   << " of SIGTERM; sending SIGKILL";
+    if (!role->child->WaitFor(std::max(absl::ZeroDuration(), deadline - absl::Now()))) {
+      LOG(WARNING) << role->name << " (pid " << role->child->pid() << ") did not stop within "
+                   << absl::FormatDuration(options_.stop_timeout) << " of SIGTERM; sending SIGKILL";
       role->child->Signal(SIGKILL);
       role->child->WaitFor(absl::InfiniteDuration());
     }
@@ -566,8 +535,7 @@ void Supervisor::StopAll() {
 std::map<std::string, pid_t> Supervisor::Pids() const {
   std::map<std::string, pid_t> pids;
   for (const auto& role : roles_) {
-    if (role->child && (role->state == State::kStarting ||
-                        role->state == State::kServing)) {
+    if (role->child && (role->state == State::kStarting || role->state == State::kServing)) {
       pids[role->name] = role->child->pid();
     }
   }
@@ -588,10 +556,14 @@ void Supervisor::DrawStatus(absl::Time start) {
   std::string reward = "down", learner = "down";
   auto state_name = [](State s) {
     switch (s) {
-      case State::kServing: return "up";
-      case State::kStarting: return "starting";
-      case State::kBackoff: return "restarting";
-      case State::kDown: return "down";
+      case State::kServing:
+        return "up";
+      case State::kStarting:
+        return "starting";
+      case State::kBackoff:
+        return "restarting";
+      case State::kDown:
+        return "down";
     }
     return "?";
   };
@@ -610,9 +582,8 @@ void Supervisor::DrawStatus(absl::Time start) {
   std::fprintf(stderr,
                "\r\033[K[cohort run %02lld:%02lld] learner %s | reward %s | "
                "actors %d/%d up | restarts %d | Ctrl-C stops",
-               static_cast<long long>(secs / 60),
-               static_cast<long long>(secs % 60), learner.c_str(),
-               reward.c_str(), actors_up, actors, restarts);
+               static_cast<long long>(secs / 60), static_cast<long long>(secs % 60),
+               learner.c_str(), reward.c_str(), actors_up, actors, restarts);
   std::fflush(stderr);
   status_drawn_ = true;
 }

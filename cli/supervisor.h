@@ -42,10 +42,8 @@ std::vector<std::string> TailLines(const std::string& path, size_t n);
 //   3. <dir of self_exe>/../role_dir/binary (build tree: build/cli/cohort
 //      next to build/learner/cohort-learner).
 // The error lists every path tried.
-absl::StatusOr<std::string> FindRoleBinary(const std::string& binary,
-                                           const std::string& role_dir,
-                                           const std::string& bin_dir,
-                                           const std::string& self_exe);
+absl::StatusOr<std::string> FindRoleBinary(const std::string& binary, const std::string& role_dir,
+                                           const std::string& bin_dir, const std::string& self_exe);
 
 // One child process, in its own process group, with stdout and stderr
 // appended to a log file and stdin from /dev/null. The child gets SIGKILL
@@ -59,9 +57,9 @@ class ChildProcess {
  public:
   // Starts `binary` with `args` (argv[1..]). Fails (and starts nothing) if
   // the log file cannot be opened or the binary cannot be executed.
-  static absl::StatusOr<std::unique_ptr<ChildProcess>> Spawn(
-      const std::string& binary, const std::vector<std::string>& args,
-      const std::string& log_path);
+  static absl::StatusOr<std::unique_ptr<ChildProcess>> Spawn(const std::string& binary,
+                                                             const std::vector<std::string>& args,
+                                                             const std::string& log_path);
 
   ~ChildProcess();
   ChildProcess(const ChildProcess&) = delete;
@@ -85,8 +83,7 @@ class ChildProcess {
   void Stop(absl::Duration timeout);
 
  private:
-  ChildProcess(pid_t pid, std::string log_path)
-      : pid_(pid), log_path_(std::move(log_path)) {}
+  ChildProcess(pid_t pid, std::string log_path) : pid_(pid), log_path_(std::move(log_path)) {}
 
   pid_t pid_;
   std::string log_path_;
@@ -139,8 +136,7 @@ struct SupervisorOptions {
 
   // Health probe: true if the gRPC server at `target` ("host:port")
   // answers SERVING within `timeout`. Required.
-  std::function<bool(const std::string& target, absl::Duration timeout)>
-      check_serving;
+  std::function<bool(const std::string& target, absl::Duration timeout)> check_serving;
 };
 
 // Runs one local cluster. Single-threaded: all methods must be called from
@@ -184,11 +180,11 @@ class Supervisor {
     std::string binary;
     std::unique_ptr<ChildProcess> child;
     State state = State::kDown;
-    int grpc_port = 0;  // last bound port; the reward server keeps it
-    absl::Time started;  // when the current child was spawned
-    absl::Time restart_at;  // when in kBackoff
+    int grpc_port = 0;              // last bound port; the reward server keeps it
+    absl::Time started;             // when the current child was spawned
+    absl::Time restart_at;          // when in kBackoff
     std::deque<absl::Time> deaths;  // within restart_window
-    int restarts = 0;  // total over the run
+    int restarts = 0;               // total over the run
   };
 
   std::string PortFilePath(const Role& role) const;

@@ -47,8 +47,7 @@ bool Alive(pid_t pid) {
   if (!stat) return false;
   std::string text((std::istreambuf_iterator<char>(stat)), {});
   size_t close = text.rfind(')');
-  return close != std::string::npos && close + 2 < text.size() &&
-         text[close + 2] != 'Z';
+  return close != std::string::npos && close + 2 < text.size() && text[close + 2] != 'Z';
 }
 
 TEST(DescribeWaitStatusTest, NamesExitCodesAndSignals) {
@@ -79,8 +78,7 @@ TEST_F(TempDir, FindRoleBinaryFollowsTheDocumentedOrder) {
   MakeExecutable(self);
   // Build tree: ../learner/cohort-learner.
   MakeExecutable(dir_ / "build" / "learner" / "cohort-learner");
-  absl::StatusOr<std::string> found =
-      FindRoleBinary("cohort-learner", "learner", "", self);
+  absl::StatusOr<std::string> found = FindRoleBinary("cohort-learner", "learner", "", self);
   ASSERT_TRUE(found.ok()) << found.status();
   EXPECT_EQ(*found, (dir_ / "build" / "learner" / "cohort-learner").string());
   // Next to the executable wins over the build-tree location.
@@ -109,8 +107,7 @@ TEST_F(TempDir, FindRoleBinaryFollowsTheDocumentedOrder) {
 
 TEST_F(TempDir, ChildWritesToItsLogAndReportsItsExitCode) {
   fs::path log = dir_ / "child.log";
-  auto child = ChildProcess::Spawn(
-      "/bin/sh", {"-c", "echo out; echo err >&2; exit 3"}, log);
+  auto child = ChildProcess::Spawn("/bin/sh", {"-c", "echo out; echo err >&2; exit 3"}, log);
   ASSERT_TRUE(child.ok()) << child.status();
   ASSERT_TRUE((*child)->WaitFor(absl::Seconds(10)));
   EXPECT_EQ(DescribeWaitStatus((*child)->wait_status()), "exited with code 3");
@@ -123,38 +120,31 @@ TEST_F(TempDir, ChildWritesToItsLogAndReportsItsExitCode) {
 }
 
 TEST_F(TempDir, ChildRunsInItsOwnProcessGroup) {
-  auto child = ChildProcess::Spawn("/bin/sh", {"-c", "sleep 30"},
-                                   dir_ / "log");
+  auto child = ChildProcess::Spawn("/bin/sh", {"-c", "sleep 30"}, dir_ / "log");
   ASSERT_TRUE(child.ok());
   EXPECT_EQ(::getpgid((*child)->pid()), (*child)->pid());
   EXPECT_NE(::getpgid((*child)->pid()), ::getpgid(0));
   (*child)->Stop(absl::Seconds(5));
-  EXPECT_EQ(DescribeWaitStatus((*child)->wait_status()),
-            "killed by signal 15 (SIGTERM)");
+  EXPECT_EQ(DescribeWaitStatus((*child)->wait_status()), "killed by signal 15 (SIGTERM)");
 }
 
 TEST_F(TempDir, SpawnFailsClearlyForAMissingBinary) {
-  auto child =
-      ChildProcess::Spawn((dir_ / "no-such-binary").string(), {}, dir_ / "log");
+  auto child = ChildProcess::Spawn((dir_ / "no-such-binary").string(), {}, dir_ / "log");
   ASSERT_FALSE(child.ok());
-  EXPECT_THAT(std::string(child.status().message()),
-              HasSubstr("cannot execute"));
-  EXPECT_THAT(std::string(child.status().message()),
-              HasSubstr("No such file"));
+  EXPECT_THAT(std::string(child.status().message()), HasSubstr("cannot execute"));
+  EXPECT_THAT(std::string(child.status().message()), HasSubstr("No such file"));
   auto bad_log = ChildProcess::Spawn("/bin/true", {}, dir_ / "no" / "log");
   ASSERT_FALSE(bad_log.ok());
-  EXPECT_THAT(std::string(bad_log.status().message()),
-              HasSubstr("cannot open log file"));
+  EXPECT_THAT(std::string(bad_log.status().message()), HasSubstr("cannot open log file"));
 }
 
 TEST_F(TempDir, StopEscalatesToSigkillAndReachesGrandchildren) {
   fs::path pid_file = dir_ / "grandchild.pid";
   // Ignores SIGTERM, and starts a grandchild that would outlive it.
-  auto child = ChildProcess::Spawn(
-      "/bin/sh",
-      {"-c", "trap '' TERM; sleep 60 & echo $! > " + pid_file.string() +
-                 "; while true; do sleep 1; done"},
-      dir_ / "log");
+  auto child = ChildProcess::Spawn("/bin/sh",
+                                   {"-c", "trap '' TERM; sleep 60 & echo $! > " +
+                                              pid_file.string() + "; while true; do sleep 1; done"},
+                                   dir_ / "log");
   ASSERT_TRUE(child.ok());
   absl::Time deadline = absl::Now() + absl::Seconds(10);
   while (Read(pid_file).empty() && absl::Now() < deadline) {
@@ -166,8 +156,7 @@ TEST_F(TempDir, StopEscalatesToSigkillAndReachesGrandchildren) {
   absl::Time start = absl::Now();
   (*child)->Stop(absl::Milliseconds(300));
   EXPECT_GE(absl::Now() - start, absl::Milliseconds(300));
-  EXPECT_EQ(DescribeWaitStatus((*child)->wait_status()),
-            "killed by signal 9 (SIGKILL)");
+  EXPECT_EQ(DescribeWaitStatus((*child)->wait_status()), "killed by signal 9 (SIGKILL)");
   deadline = absl::Now() + absl::Seconds(5);
   while (Alive(grandchild) && absl::Now() < deadline) {
     absl::SleepFor(absl::Milliseconds(10));

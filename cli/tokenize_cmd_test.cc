@@ -43,10 +43,11 @@ class TokenizeCmdTest : public ::testing::Test {
 
   Result Run(const std::string& args, const std::string& input) {
     std::ofstream(dir_ + "/in") << input;
-    std::string cmd = kCohort + " tokenize " + args + " < " + dir_ + "/in > " + dir_ + "/out 2> " +
-                      dir_ + "/err";
+    std::string cmd =
+        kCohort + " tokenize " + args + " < " + dir_ + "/in > " + dir_ + "/out 2> " + dir_ + "/err";
     int status = std::system(cmd.c_str());
-    return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, Slurp(dir_ + "/out"), Slurp(dir_ + "/err")};
+    return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, Slurp(dir_ + "/out"),
+            Slurp(dir_ + "/err")};
   }
 
   // A byte-level tokenizer with no merges (one token per byte, ids 0..255)
@@ -69,15 +70,17 @@ class TokenizeCmdTest : public ::testing::Test {
       vocab[s] = b;
     }
     Json byte_level = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}};
-    Json j = {{"added_tokens", {{{"id", 256}, {"content", "<s>"}, {"special", true}}}},
-              {"pre_tokenizer", byte_level},
-              {"decoder", byte_level},
-              {"post_processor",
-               {{"type", "TemplateProcessing"},
-                {"single", {{{"SpecialToken", {{"id", "<s>"}, {"type_id", 0}}}},
-                            {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}},
-                {"special_tokens", {{"<s>", {{"id", "<s>"}, {"ids", {256}}, {"tokens", {"<s>"}}}}}}}},
-              {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", Json::array()}}}};
+    Json j = {
+        {"added_tokens", {{{"id", 256}, {"content", "<s>"}, {"special", true}}}},
+        {"pre_tokenizer", byte_level},
+        {"decoder", byte_level},
+        {"post_processor",
+         {{"type", "TemplateProcessing"},
+          {"single",
+           {{{"SpecialToken", {{"id", "<s>"}, {"type_id", 0}}}},
+            {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}},
+          {"special_tokens", {{"<s>", {{"id", "<s>"}, {"ids", {256}}, {"tokens", {"<s>"}}}}}}}},
+        {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", Json::array()}}}};
     std::string path = dir_ + "/tokenizer.json";
     std::ofstream(path) << j.dump();
     return path;

@@ -22,9 +22,9 @@ absl::Status CheckRoles(std::string_view name, const std::vector<ChatMessage>& m
   for (size_t i = 0; i < messages.size(); ++i) {
     const std::string& role = messages[i].role;
     if (role != "system" && role != "user" && role != "assistant") {
-      return absl::InvalidArgumentError(
-          absl::StrCat("chat template ", Av(name), ": message ", i, " has role \"", role,
-                       "\"; expected system, user or assistant"));
+      return absl::InvalidArgumentError(absl::StrCat("chat template ", Av(name), ": message ", i,
+                                                     " has role \"", role,
+                                                     "\"; expected system, user or assistant"));
     }
   }
   return absl::OkStatus();
@@ -44,18 +44,20 @@ std::string_view Trim(std::string_view s) {
 std::vector<std::string> ChatTemplateNames() { return {"chatml", "llama3", "r1-zero", "plain"}; }
 
 absl::StatusOr<ChatTemplateInfo> GetChatTemplateInfo(std::string_view name) {
-  if (name == "chatml") return ChatTemplateInfo{"chatml", {"<|im_end|>"}, {"<|im_end|>", "<|endoftext|>"}};
+  if (name == "chatml")
+    return ChatTemplateInfo{"chatml", {"<|im_end|>"}, {"<|im_end|>", "<|endoftext|>"}};
   if (name == "llama3") {
     return ChatTemplateInfo{"llama3", {"<|eot_id|>"}, {"<|eot_id|>", "<|end_of_text|>"}};
   }
   if (name == "r1-zero") return ChatTemplateInfo{"r1-zero", {"</answer>"}, {}};
   if (name == "plain") return ChatTemplateInfo{"plain", {}, {}};
-  return absl::InvalidArgumentError(absl::StrCat(
-      "unknown chat template \"", Av(name), "\" (supported: ",
-      absl::StrJoin(ChatTemplateNames(), ", "), ")"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown chat template \"", Av(name),
+                   "\" (supported: ", absl::StrJoin(ChatTemplateNames(), ", "), ")"));
 }
 
-absl::StatusOr<std::string> FormatChat(std::string_view name, const std::vector<ChatMessage>& messages,
+absl::StatusOr<std::string> FormatChat(std::string_view name,
+                                       const std::vector<ChatMessage>& messages,
                                        bool add_generation_prompt) {
   auto info = GetChatTemplateInfo(name);
   if (!info.ok()) return info.status();

@@ -10,8 +10,10 @@ namespace {
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
-const std::vector<ChatMessage> kConversation = {
-    {"system", "You are terse."}, {"user", "What is 2+2?"}, {"assistant", "4"}, {"user", "And 3+3?"}};
+const std::vector<ChatMessage> kConversation = {{"system", "You are terse."},
+                                                {"user", "What is 2+2?"},
+                                                {"assistant", "4"},
+                                                {"user", "And 3+3?"}};
 
 TEST(ChatTemplateTest, ChatMl) {
   auto text = FormatChat("chatml", kConversation, /*add_generation_prompt=*/true);
@@ -46,7 +48,8 @@ TEST(ChatTemplateTest, R1Zero) {
             "are enclosed within <think> </think> and <answer> </answer> tags, respectively, "
             "i.e., <think> reasoning process here </think> <answer> answer here </answer>. "
             "User: What is 2+2?. Assistant:");
-  auto with_reply = FormatChat("r1-zero", {{"user", "q"}, {"assistant", "<think>a</think>"}}, false);
+  auto with_reply =
+      FormatChat("r1-zero", {{"user", "q"}, {"assistant", "<think>a</think>"}}, false);
   ASSERT_TRUE(with_reply.ok());
   EXPECT_THAT(*with_reply, ::testing::EndsWith("User: q. Assistant: <think>a</think>"));
   auto bad = FormatChat("r1-zero", kConversation, true);
@@ -77,7 +80,8 @@ TEST(ChatTemplateTest, StopStringsAndEosTokens) {
 TEST(ChatTemplateTest, ErrorsNameTheProblem) {
   auto unknown = FormatChat("jinja", {{"user", "x"}}, true);
   EXPECT_EQ(unknown.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(std::string(unknown.status().message()), HasSubstr("unknown chat template \"jinja\""));
+  EXPECT_THAT(std::string(unknown.status().message()),
+              HasSubstr("unknown chat template \"jinja\""));
   EXPECT_THAT(std::string(unknown.status().message()), HasSubstr("chatml, llama3, r1-zero, plain"));
   auto role = FormatChat("chatml", {{"user", "x"}, {"tool", "y"}}, true);
   EXPECT_THAT(std::string(role.status().message()), HasSubstr("message 1 has role \"tool\""));

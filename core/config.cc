@@ -65,8 +65,8 @@ struct DoubleRule {
     if (!has_lo && !has_hi) return "a finite number";
     if (!has_hi) return absl::StrCat("a number ", lo_open ? ">" : ">=", " ", BoundText(lo));
     if (!has_lo) return absl::StrCat("a number ", hi_open ? "<" : "<=", " ", BoundText(hi));
-    return absl::StrCat("a number in ", lo_open ? "(" : "[", BoundText(lo), ", ",
-                        BoundText(hi), hi_open ? ")" : "]");
+    return absl::StrCat("a number in ", lo_open ? "(" : "[", BoundText(lo), ", ", BoundText(hi),
+                        hi_open ? ")" : "]");
   }
   bool Ok(double v) const {
     if (!std::isfinite(v)) return false;
@@ -85,10 +85,10 @@ struct StringRule {
 
 StringRule OneOf(std::vector<std::string> choices) {
   StringRule r;
-  r.expected = absl::StrCat(
-      "one of ", absl::StrJoin(choices, "|", [](std::string* out, const std::string& c) {
-        out->append(c.empty() ? "\"\"" : c);
-      }));
+  r.expected = absl::StrCat("one of ",
+                            absl::StrJoin(choices, "|", [](std::string* out, const std::string& c) {
+                              out->append(c.empty() ? "\"\"" : c);
+                            }));
   r.ok = [choices](const std::string& s) {
     for (const auto& c : choices) {
       if (s == c) return true;
@@ -499,10 +499,10 @@ class YamlReader : public Binder {
         if (d < best_distance) best = known, best_distance = d;
       }
       std::string where = path_.empty() ? "at the top level" : absl::StrCat("under ", path_);
-      *error_ = absl::InvalidArgumentError(absl::StrCat(
-          Where(item.first), Join(key), ": unknown key",
-          best.empty() ? "" : absl::StrCat(" (did you mean \"", best, "\"?)"), "; valid keys ",
-          where, ": ", absl::StrJoin(known_, ", ")));
+      *error_ = absl::InvalidArgumentError(
+          absl::StrCat(Where(item.first), Join(key), ": unknown key",
+                       best.empty() ? "" : absl::StrCat(" (did you mean \"", best, "\"?)"),
+                       "; valid keys ", where, ": ", absl::StrJoin(known_, ", ")));
       return;
     }
   }
@@ -645,7 +645,8 @@ class Validator : public Binder {
                  const DoubleRule& rule) override {
     for (const auto& [name, number] : *v) {
       if (name.empty()) Fail(key, "non-empty names", "\"\"");
-      if (!rule.Ok(number)) Fail(absl::StrCat(key, ".", name), rule.Expected(), FormatDouble(number));
+      if (!rule.Ok(number))
+        Fail(absl::StrCat(key, ".", name), rule.Expected(), FormatDouble(number));
     }
   }
   void Section(const char* key, const std::function<void(Binder&)>& bind) override {
@@ -665,8 +666,8 @@ class Validator : public Binder {
   }
   void Fail(const std::string& key, const std::string& expected, const std::string& got) {
     if (!error_->ok()) return;
-    *error_ = absl::InvalidArgumentError(
-        absl::StrCat(Join(key), ": expected ", expected, ", got ", got));
+    *error_ =
+        absl::InvalidArgumentError(absl::StrCat(Join(key), ": expected ", expected, ", got ", got));
   }
 
   std::string path_;
@@ -787,9 +788,9 @@ absl::StatusOr<RunConfig> LoadConfig(const std::string& path,
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     int err = errno;
-    return absl::Status(err == ENOENT ? absl::StatusCode::kNotFound
-                                      : absl::StatusCode::kInvalidArgument,
-                        absl::StrCat("cannot read config file ", path, ": ", std::strerror(err)));
+    return absl::Status(
+        err == ENOENT ? absl::StatusCode::kNotFound : absl::StatusCode::kInvalidArgument,
+        absl::StrCat("cannot read config file ", path, ": ", std::strerror(err)));
   }
   std::stringstream text;
   text << in.rdbuf();
@@ -810,8 +811,10 @@ absl::StatusOr<RunConfig> ParseConfig(const std::string& yaml_text,
   if (root.IsDefined() && !root.IsNull()) {
     if (!root.IsMap()) {
       return absl::InvalidArgumentError(absl::StrCat(
-          source, ": expected a map of sections (run:, model:, sampling:, ...) at the top level, "
-                  "got ", Describe(root)));
+          source,
+          ": expected a map of sections (run:, model:, sampling:, ...) at the top level, "
+          "got ",
+          Describe(root)));
     }
     absl::Status error;
     YamlReader reader(root, "", source, /*with_lines=*/true, /*merge_maps=*/false, &error);
@@ -834,9 +837,9 @@ absl::Status ApplyOverride(const std::string& override_text, RunConfig* config) 
   std::vector<std::string> keys = absl::StrSplit(override_text.substr(0, eq), '.');
   for (const auto& k : keys) {
     if (k.empty()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          source, ": expected a key path like section.key before '=', got \"",
-          override_text.substr(0, eq), "\""));
+      return absl::InvalidArgumentError(
+          absl::StrCat(source, ": expected a key path like section.key before '=', got \"",
+                       override_text.substr(0, eq), "\""));
     }
   }
   YAML::Node value;

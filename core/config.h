@@ -37,49 +37,49 @@ struct RunSection {
 };
 
 struct ModelSection {
-  std::string path;                   // Hugging Face model dir; "" = preset
-  std::string preset = "tiny";        // built-in random-init architecture
-  std::string tokenizer;              // tokenizer.json; "" = <path>/tokenizer.json
-  std::string dtype = "float32";      // float32 | bfloat16
+  std::string path;                      // Hugging Face model dir; "" = preset
+  std::string preset = "tiny";           // built-in random-init architecture
+  std::string tokenizer;                 // tokenizer.json; "" = <path>/tokenizer.json
+  std::string dtype = "float32";         // float32 | bfloat16
   std::string chat_template = "chatml";  // chatml | llama3 | r1-zero | plain
 };
 
 struct SamplingSection {
-  int group_size = 8;            // G completions per prompt; >= 1
-  double temperature = 1.0;      // > 0
-  double top_p = 1.0;            // in (0, 1]
-  int top_k = 0;                 // 0 = off; >= 0
-  int max_new_tokens = 256;      // > 0
+  int group_size = 8;             // G completions per prompt; >= 1
+  double temperature = 1.0;       // > 0
+  double top_p = 1.0;             // in (0, 1]
+  int top_k = 0;                  // 0 = off; >= 0
+  int max_new_tokens = 256;       // > 0
   std::vector<std::string> stop;  // extra stop strings
 };
 
 struct LearnerSection {
   std::string host = "127.0.0.1";
-  int port = 0;                       // gRPC; 0 picks a free one
-  int metrics_port = 0;               // /metrics; 0 picks a free one
-  int heartbeat_interval_ms = 2000;   // actor -> learner; > 0
-  int lease_ttl_ms = 30000;           // lease lifetime without heartbeat; > 0
-  int max_staleness = 1;              // policy versions; >= 0
+  int port = 0;                      // gRPC; 0 picks a free one
+  int metrics_port = 0;              // /metrics; 0 picks a free one
+  int heartbeat_interval_ms = 2000;  // actor -> learner; > 0
+  int lease_ttl_ms = 30000;          // lease lifetime without heartbeat; > 0
+  int max_staleness = 1;             // policy versions; >= 0
 };
 
 struct ActorSection {
-  int count = 2;          // actors `cohort run` starts; >= 0
-  int slots = 8;          // concurrent sequences per actor; >= 1
-  int metrics_port = 0;   // 0 picks a free one
+  int count = 2;         // actors `cohort run` starts; >= 0
+  int slots = 8;         // concurrent sequences per actor; >= 1
+  int metrics_port = 0;  // 0 picks a free one
 };
 
 // How one task's completions are scored.
 struct RewardTaskSpec {
-  std::string verifier;           // math | gsm8k | countdown | code
-                                  // (defaults to the task's name when that
-                                  // names a verifier)
-  std::string format = "none";    // r1 | r1-zero | none
-  std::string language;           // "" off | en | zh
+  std::string verifier;         // math | gsm8k | countdown | code
+                                // (defaults to the task's name when that
+                                // names a verifier)
+  std::string format = "none";  // r1 | r1-zero | none
+  std::string language;         // "" off | en | zh
   std::map<std::string, double> weights = {{"accuracy", 1.0}};
-  int max_length = 0;             // length shaping, tokens; 0 = off
-  int cache_length = 0;           // soft overlong window, tokens; >= 0
-  std::string endpoint;           // "" built-in; else host:port of any
-                                  // cohort.v1.Reward server
+  int max_length = 0;    // length shaping, tokens; 0 = off
+  int cache_length = 0;  // soft overlong window, tokens; >= 0
+  std::string endpoint;  // "" built-in; else host:port of any
+                         // cohort.v1.Reward server
 };
 
 struct RewardSection {
@@ -89,7 +89,7 @@ struct RewardSection {
   int workers = 0;                       // 0 = number of cores
   int max_batch = 1024;                  // samples per Score call; >= 1
   double sample_timeout_seconds = 10.0;  // per sample; > 0
-  std::string address;  // "" = the server `cohort run` starts; else host:port
+  std::string address;                   // "" = the server `cohort run` starts; else host:port
   // Task name -> spec. When the `tasks` key is absent: math, gsm8k,
   // countdown and code, each scored by the verifier of the same name.
   // A `tasks` map in the file replaces these defaults; --set merges.
@@ -99,10 +99,10 @@ struct RewardSection {
 };
 
 struct TlsSection {
-  std::string cert_file;  // PEM certificate chain (server: its own; client:
-                          // its client cert for mutual TLS)
-  std::string key_file;   // PEM private key for cert_file
-  std::string ca_file;    // PEM CA bundle: verifies the peer
+  std::string cert_file;             // PEM certificate chain (server: its own; client:
+                                     // its client cert for mutual TLS)
+  std::string key_file;              // PEM private key for cert_file
+  std::string ca_file;               // PEM CA bundle: verifies the peer
   bool require_client_cert = false;  // servers refuse clients without a
                                      // cert signed by ca_file
 };
@@ -114,12 +114,12 @@ struct SecuritySection {
 };
 
 struct SupervisorSection {
-  int max_restarts = 5;                // per role within the window; >= 0
-  int restart_window_seconds = 60;     // > 0
-  int backoff_initial_ms = 200;        // > 0
-  int backoff_max_ms = 5000;           // >= backoff_initial_ms
-  int stop_timeout_seconds = 10;       // SIGTERM -> SIGKILL; > 0
-  int ready_timeout_seconds = 60;      // until SERVING; > 0
+  int max_restarts = 5;             // per role within the window; >= 0
+  int restart_window_seconds = 60;  // > 0
+  int backoff_initial_ms = 200;     // > 0
+  int backoff_max_ms = 5000;        // >= backoff_initial_ms
+  int stop_timeout_seconds = 10;    // SIGTERM -> SIGKILL; > 0
+  int ready_timeout_seconds = 60;   // until SERVING; > 0
 };
 
 struct RunConfig {
@@ -137,20 +137,18 @@ bool operator==(const RunConfig& a, const RunConfig& b);
 
 // Reads and parses `path`, applies `overrides` ("section.key=value", in
 // order), and validates. Errors name `path` (and the line) or the override.
-absl::StatusOr<RunConfig> LoadConfig(
-    const std::string& path, const std::vector<std::string>& overrides = {});
+absl::StatusOr<RunConfig> LoadConfig(const std::string& path,
+                                     const std::vector<std::string>& overrides = {});
 
 // Same for YAML text; `source` names it in errors.
-absl::StatusOr<RunConfig> ParseConfig(
-    const std::string& yaml_text,
-    const std::vector<std::string>& overrides = {},
-    const std::string& source = "<string>");
+absl::StatusOr<RunConfig> ParseConfig(const std::string& yaml_text,
+                                      const std::vector<std::string>& overrides = {},
+                                      const std::string& source = "<string>");
 
 // Applies one override "a.b.c=value" to `config` (value parsed as a YAML
 // scalar or flow collection, e.g. "[a, b]" or "{accuracy: 1}"). Maps are
 // merged, not replaced. Does not run ValidateConfig.
-absl::Status ApplyOverride(const std::string& override_text,
-                           RunConfig* config);
+absl::Status ApplyOverride(const std::string& override_text, RunConfig* config);
 
 // The effective config as YAML, every key, in a stable order. Parsing the
 // result gives an equal config.
@@ -162,11 +160,11 @@ absl::Status ValidateConfig(const RunConfig& config);
 // Reference table of every key: path, type, default and constraint. Used by
 // `cohort config keys` and docs/config.md.
 struct ConfigKeyInfo {
-  std::string path;      // e.g. "sampling.temperature"; map entries appear
-                         // as "reward.tasks.<name>.verifier"
-  std::string type;      // "string", "int", "number", "bool", "list", "map"
+  std::string path;           // e.g. "sampling.temperature"; map entries appear
+                              // as "reward.tasks.<name>.verifier"
+  std::string type;           // "string", "int", "number", "bool", "list", "map"
   std::string default_value;  // as YAML
-  std::string expected;  // the constraint, e.g. "a number > 0"
+  std::string expected;       // the constraint, e.g. "a number > 0"
 };
 std::vector<ConfigKeyInfo> ConfigKeys();
 

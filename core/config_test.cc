@@ -99,11 +99,10 @@ security:
     cert_file: /etc/cohort/tls.crt
     key_file: /etc/cohort/tls.key
 )");
-  auto config = LoadConfig(file.path(), {"sampling.temperature=0.9", "run.seed=7",
-                                         "reward.tasks.gsm8k.weights.format=0.2",
-                                         "reward.tasks.gsm8k.language=en",
-                                         "reward.tasks.code.max_length=512",
-                                         "sampling.stop=[STOP]", "actor.count=0"});
+  auto config = LoadConfig(
+      file.path(), {"sampling.temperature=0.9", "run.seed=7",
+                    "reward.tasks.gsm8k.weights.format=0.2", "reward.tasks.gsm8k.language=en",
+                    "reward.tasks.code.max_length=512", "sampling.stop=[STOP]", "actor.count=0"});
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_EQ(config->run.name, "gsm8k-r1");
   EXPECT_EQ(config->run.seed, 7);
@@ -158,8 +157,9 @@ TEST(ConfigTest, WrongTypes) {
             "run.yaml:2: sampling.group_size: expected an integer >= 1, got \"2.5\"");
   EXPECT_EQ(ParseError("sampling:\n  temperature: [1]\n"),
             "run.yaml:2: sampling.temperature: expected a number > 0, got a list");
-  EXPECT_EQ(ParseError("sampling:\n  stop: 5\n"),
-            "run.yaml:2: sampling.stop: expected a list of strings, e.g. [\"a\", \"b\"], got \"5\"");
+  EXPECT_EQ(
+      ParseError("sampling:\n  stop: 5\n"),
+      "run.yaml:2: sampling.stop: expected a list of strings, e.g. [\"a\", \"b\"], got \"5\"");
   EXPECT_EQ(ParseError("sampling: 3\n"), "run.yaml:1: sampling: expected a map, got \"3\"");
   EXPECT_EQ(ParseError("security:\n  tls:\n    require_client_cert: maybe\n"),
             "run.yaml:3: security.tls.require_client_cert: expected true or false, got \"maybe\"");
@@ -227,7 +227,8 @@ TEST(ConfigTest, BadOverrides) {
             "top_k, max_new_tokens, stop");
   EXPECT_THAT(ParseError("", {"sampling.stop=[a,"}),
               HasSubstr("--set sampling.stop=[a,: malformed value"));
-  EXPECT_EQ(ParseError("", {"sampling=1"}), "--set sampling=1: sampling: expected a map, got \"1\"");
+  EXPECT_EQ(ParseError("", {"sampling=1"}),
+            "--set sampling=1: sampling: expected a map, got \"1\"");
   EXPECT_EQ(ParseError("", {"reward.tasks.math.weights.format=x"}),
             "--set reward.tasks.math.weights.format=x: reward.tasks.math.weights.format: "
             "expected a finite number, got \"x\"");

@@ -11,8 +11,7 @@
 
 namespace cohort {
 
-FlagSet::FlagSet(std::string program, std::string description,
-                 std::string positional)
+FlagSet::FlagSet(std::string program, std::string description, std::string positional)
     : program_(std::move(program)),
       description_(std::move(description)),
       positional_(std::move(positional)) {}
@@ -27,36 +26,36 @@ void FlagSet::String(std::string name, std::string* value, std::string help) {
 }
 
 void FlagSet::Int(std::string name, int64_t* value, std::string help) {
-  flags_.push_back({name, "int", std::move(help), absl::StrCat(*value),
-                    [value, name](const std::string& v) {
-                      if (!absl::SimpleAtoi(v, value)) {
-                        return absl::InvalidArgumentError(absl::StrCat(
-                            "flag --", name, ": expected an integer, got \"", v, "\""));
-                      }
-                      return absl::OkStatus();
-                    }});
+  flags_.push_back(
+      {name, "int", std::move(help), absl::StrCat(*value), [value, name](const std::string& v) {
+         if (!absl::SimpleAtoi(v, value)) {
+           return absl::InvalidArgumentError(
+               absl::StrCat("flag --", name, ": expected an integer, got \"", v, "\""));
+         }
+         return absl::OkStatus();
+       }});
 }
 
 void FlagSet::Int(std::string name, int* value, std::string help) {
-  flags_.push_back({name, "int", std::move(help), absl::StrCat(*value),
-                    [value, name](const std::string& v) {
-                      if (!absl::SimpleAtoi(v, value)) {
-                        return absl::InvalidArgumentError(absl::StrCat(
-                            "flag --", name, ": expected an integer, got \"", v, "\""));
-                      }
-                      return absl::OkStatus();
-                    }});
+  flags_.push_back(
+      {name, "int", std::move(help), absl::StrCat(*value), [value, name](const std::string& v) {
+         if (!absl::SimpleAtoi(v, value)) {
+           return absl::InvalidArgumentError(
+               absl::StrCat("flag --", name, ": expected an integer, got \"", v, "\""));
+         }
+         return absl::OkStatus();
+       }});
 }
 
 void FlagSet::Double(std::string name, double* value, std::string help) {
-  flags_.push_back({name, "double", std::move(help), absl::StrCat(*value),
-                    [value, name](const std::string& v) {
-                      if (!absl::SimpleAtod(v, value)) {
-                        return absl::InvalidArgumentError(absl::StrCat(
-                            "flag --", name, ": expected a number, got \"", v, "\""));
-                      }
-                      return absl::OkStatus();
-                    }});
+  flags_.push_back(
+      {name, "double", std::move(help), absl::StrCat(*value), [value, name](const std::string& v) {
+         if (!absl::SimpleAtod(v, value)) {
+           return absl::InvalidArgumentError(
+               absl::StrCat("flag --", name, ": expected a number, got \"", v, "\""));
+         }
+         return absl::OkStatus();
+       }});
 }
 
 void FlagSet::Bool(std::string name, bool* value, std::string help) {
@@ -70,13 +69,12 @@ void FlagSet::Bool(std::string name, bool* value, std::string help) {
                     }});
 }
 
-void FlagSet::StringList(std::string name, std::vector<std::string>* values,
-                         std::string help) {
-  flags_.push_back({name, "list", std::move(help), "none; repeatable",
-                    [values](const std::string& v) {
-                      values->push_back(v);
-                      return absl::OkStatus();
-                    }});
+void FlagSet::StringList(std::string name, std::vector<std::string>* values, std::string help) {
+  flags_.push_back(
+      {name, "list", std::move(help), "none; repeatable", [values](const std::string& v) {
+         values->push_back(v);
+         return absl::OkStatus();
+       }});
 }
 
 const FlagSet::Flag* FlagSet::Find(const std::string& name) const {
@@ -86,8 +84,7 @@ const FlagSet::Flag* FlagSet::Find(const std::string& name) const {
   return nullptr;
 }
 
-absl::StatusOr<std::vector<std::string>> FlagSet::Parse(int argc,
-                                                        char** argv) const {
+absl::StatusOr<std::vector<std::string>> FlagSet::Parse(int argc, char** argv) const {
   std::vector<std::string> args;
   for (int i = 1; i < argc; ++i) args.emplace_back(argv[i]);
   return Parse(args);
@@ -119,7 +116,8 @@ absl::StatusOr<std::vector<std::string>> FlagSet::Parse(
       has_value = true;
     }
     // Accept both --max_batch and --max-batch.
-    for (char& c : name) if (c == '-') c = '_';
+    for (char& c : name)
+      if (c == '-') c = '_';
     const Flag* flag = Find(name);
     if (flag == nullptr && !has_value && name.rfind("no", 0) == 0) {
       const Flag* negated = Find(name.substr(2));
@@ -130,8 +128,8 @@ absl::StatusOr<std::vector<std::string>> FlagSet::Parse(
       }
     }
     if (flag == nullptr) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "unknown flag --", name, " (see ", program_, " --help)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown flag --", name, " (see ", program_, " --help)"));
     }
     if (!has_value) {
       if (flag->type == "bool") {
@@ -150,19 +148,17 @@ absl::StatusOr<std::vector<std::string>> FlagSet::Parse(
 }
 
 std::string FlagSet::Help() const {
-  std::string out = absl::StrCat("Usage: ", program_, " [flags]",
-                                 positional_.empty() ? "" : " ", positional_,
-                                 "\n\n", description_, "\n\nFlags:\n");
+  std::string out = absl::StrCat("Usage: ", program_, " [flags]", positional_.empty() ? "" : " ",
+                                 positional_, "\n\n", description_, "\n\nFlags:\n");
   for (const Flag& f : flags_) {
-    absl::StrAppend(&out, absl::StrFormat("  --%s (%s; default: %s)\n      %s\n",
-                                          f.name, f.type, f.default_text, f.help));
+    absl::StrAppend(&out, absl::StrFormat("  --%s (%s; default: %s)\n      %s\n", f.name, f.type,
+                                          f.default_text, f.help));
   }
   absl::StrAppend(&out, "  --help\n      Show this help and exit.\n");
   return out;
 }
 
-std::vector<std::string> ParseFlagsOrExit(const FlagSet& flags, int argc,
-                                          char** argv) {
+std::vector<std::string> ParseFlagsOrExit(const FlagSet& flags, int argc, char** argv) {
   auto parsed = flags.Parse(argc, argv);
   if (parsed.ok()) return *std::move(parsed);
   if (absl::IsCancelled(parsed.status())) std::exit(0);

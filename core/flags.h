@@ -29,8 +29,7 @@ class FlagSet {
  public:
   // `program` is shown in usage; `description` is the paragraph under it;
   // `positional` describes positional arguments (e.g. "CONFIG"), if any.
-  FlagSet(std::string program, std::string description,
-          std::string positional = "");
+  FlagSet(std::string program, std::string description, std::string positional = "");
 
   void String(std::string name, std::string* value, std::string help);
   void Int(std::string name, int64_t* value, std::string help);
@@ -38,14 +37,12 @@ class FlagSet {
   void Double(std::string name, double* value, std::string help);
   void Bool(std::string name, bool* value, std::string help);
   // Repeatable: each occurrence appends.
-  void StringList(std::string name, std::vector<std::string>* values,
-                  std::string help);
+  void StringList(std::string name, std::vector<std::string>* values, std::string help);
 
   // Parses argv[1..argc). Returns the positional arguments. Errors name the
   // flag and what was expected.
   absl::StatusOr<std::vector<std::string>> Parse(int argc, char** argv) const;
-  absl::StatusOr<std::vector<std::string>> Parse(
-      const std::vector<std::string>& args) const;
+  absl::StatusOr<std::vector<std::string>> Parse(const std::vector<std::string>& args) const;
 
   // Usage text: program, description, every flag with its type, default
   // and help.
@@ -69,8 +66,7 @@ class FlagSet {
 
 // Parses; on --help prints help and exits 0; on error prints the error and
 // a hint to stderr and exits 2.
-std::vector<std::string> ParseFlagsOrExit(const FlagSet& flags, int argc,
-                                          char** argv);
+std::vector<std::string> ParseFlagsOrExit(const FlagSet& flags, int argc, char** argv);
 
 }  // namespace cohort
 

@@ -18,9 +18,9 @@ TEST(FlagSetTest, ParsesEveryForm) {
   flags.Bool("verbose", &verbose, "chatty");
   flags.Bool("color", &color, "colors");
   flags.StringList("set", &sets, "overrides");
-  auto pos = flags.Parse(std::vector<std::string>{
-      "--name=abc", "--port", "9", "file.yaml", "--rate=0.5", "--verbose",
-      "--nocolor", "--set", "a.b=1", "--set=c.d=2", "--", "--literal"});
+  auto pos = flags.Parse(std::vector<std::string>{"--name=abc", "--port", "9", "file.yaml",
+                                                  "--rate=0.5", "--verbose", "--nocolor", "--set",
+                                                  "a.b=1", "--set=c.d=2", "--", "--literal"});
   ASSERT_TRUE(pos.ok()) << pos.status();
   EXPECT_EQ(name, "abc");
   EXPECT_EQ(port, 9);

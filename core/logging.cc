@@ -22,11 +22,16 @@ std::string* g_role = new std::string("cohort");  // never destroyed
 
 const char* LevelName(LogLevel level) {
   switch (level) {
-    case LogLevel::kDebug: return "debug";
-    case LogLevel::kInfo: return "info";
-    case LogLevel::kWarning: return "warning";
-    case LogLevel::kError: return "error";
-    case LogLevel::kFatal: return "fatal";
+    case LogLevel::kDebug:
+      return "debug";
+    case LogLevel::kInfo:
+      return "info";
+    case LogLevel::kWarning:
+      return "warning";
+    case LogLevel::kError:
+      return "error";
+    case LogLevel::kFatal:
+      return "fatal";
   }
   return "info";
 }
@@ -57,8 +62,7 @@ std::string Timestamp(bool iso) {
 void InitLogging(std::string_view role, LogLevel min_level, LogFormat format) {
   *g_role = std::string(role);
   g_min_level.store(static_cast<int>(min_level));
-  bool json = format == LogFormat::kJson ||
-              (format == LogFormat::kAuto && !isatty(STDERR_FILENO));
+  bool json = format == LogFormat::kJson || (format == LogFormat::kAuto && !isatty(STDERR_FILENO));
   if (const char* env = std::getenv("COHORT_LOG_FORMAT")) {
     std::string v = absl::AsciiStrToLower(env);
     if (v == "json") json = true;
@@ -69,11 +73,16 @@ void InitLogging(std::string_view role, LogLevel min_level, LogFormat format) {
 
 bool ParseLogLevel(std::string_view text, LogLevel* level) {
   std::string v = absl::AsciiStrToLower(absl::string_view(text.data(), text.size()));
-  if (v == "debug") *level = LogLevel::kDebug;
-  else if (v == "info") *level = LogLevel::kInfo;
-  else if (v == "warning" || v == "warn") *level = LogLevel::kWarning;
-  else if (v == "error") *level = LogLevel::kError;
-  else return false;
+  if (v == "debug")
+    *level = LogLevel::kDebug;
+  else if (v == "info")
+    *level = LogLevel::kInfo;
+  else if (v == "warning" || v == "warn")
+    *level = LogLevel::kWarning;
+  else if (v == "error")
+    *level = LogLevel::kError;
+  else
+    return false;
   return true;
 }
 
@@ -81,8 +90,8 @@ bool LogLevelEnabled(LogLevel level) {
   return static_cast<int>(level) >= g_min_level.load(std::memory_order_relaxed);
 }
 
-std::string FormatLogLine(LogLevel level, std::string_view file, int line,
-                          std::string_view message, bool json) {
+std::string FormatLogLine(LogLevel level, std::string_view file, int line, std::string_view message,
+                          bool json) {
   if (json) {
     nlohmann::json j;
     j["ts"] = Timestamp(true);
@@ -94,16 +103,16 @@ std::string FormatLogLine(LogLevel level, std::string_view file, int line,
     return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   }
   char tag = absl::ascii_toupper(LevelName(level)[0]);
-  return absl::StrFormat("%c %s %s %s:%d] %s", tag, Timestamp(false), *g_role,
-                         Basename(file), line, message);
+  return absl::StrFormat("%c %s %s %s:%d] %s", tag, Timestamp(false), *g_role, Basename(file), line,
+                         message);
 }
 
 LogMessage::LogMessage(LogLevel level, const char* file, int line)
     : level_(level), file_(file), line_(line) {}
 
 LogMessage::~LogMessage() {
-  std::string text = FormatLogLine(level_, file_, line_, stream_.str(),
-                                   g_json.load(std::memory_order_relaxed));
+  std::string text =
+      FormatLogLine(level_, file_, line_, stream_.str(), g_json.load(std::memory_order_relaxed));
   text.push_back('\n');
   // One write so concurrent lines do not interleave.
   ssize_t unused = ::write(STDERR_FILENO, text.data(), text.size());

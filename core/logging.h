@@ -29,8 +29,8 @@ void InitLogging(std::string_view role, LogLevel min_level = LogLevel::kInfo,
 bool ParseLogLevel(std::string_view text, LogLevel* level);
 
 // Formats one record as the line that would be written (no newline).
-std::string FormatLogLine(LogLevel level, std::string_view file, int line,
-                          std::string_view message, bool json);
+std::string FormatLogLine(LogLevel level, std::string_view file, int line, std::string_view message,
+                          bool json);
 
 class LogMessage {
  public:
@@ -62,20 +62,16 @@ bool LogLevelEnabled(LogLevel level);
 #define COHORT_LOG_LEVEL_ERROR ::cohort::LogLevel::kError
 #define COHORT_LOG_LEVEL_FATAL ::cohort::LogLevel::kFatal
 
-#define LOG(severity)                                                  \
-  !::cohort::LogLevelEnabled(COHORT_LOG_LEVEL_##severity)              \
-      ? (void)0                                                        \
-      : ::cohort::LogVoidify() &                                       \
-            ::cohort::LogMessage(COHORT_LOG_LEVEL_##severity, __FILE__, \
-                                 __LINE__)                             \
-                .stream()
+#define LOG(severity)                                     \
+  !::cohort::LogLevelEnabled(COHORT_LOG_LEVEL_##severity) \
+      ? (void)0                                           \
+      : ::cohort::LogVoidify() &                          \
+            ::cohort::LogMessage(COHORT_LOG_LEVEL_##severity, __FILE__, __LINE__).stream()
 
-#define CHECK(cond)                                                          \
-  (cond) ? (void)0                                                           \
-         : ::cohort::LogVoidify() &                                          \
-               ::cohort::LogMessage(::cohort::LogLevel::kFatal, __FILE__,     \
-                                    __LINE__)                                \
-                       .stream()                                             \
+#define CHECK(cond)                                                                          \
+  (cond) ? (void)0                                                                           \
+         : ::cohort::LogVoidify() &                                                          \
+               ::cohort::LogMessage(::cohort::LogLevel::kFatal, __FILE__, __LINE__).stream() \
                    << "CHECK failed: " #cond " "
 
 #endif  // COHORT_CORE_LOGGING_H_

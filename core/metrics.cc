@@ -47,7 +47,8 @@ bool ValidName(const std::string& name, bool allow_colon) {
 }
 
 bool EndsWith(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 void CheckMetricName(const std::string& name, int type) {
@@ -56,8 +57,8 @@ void CheckMetricName(const std::string& name, int type) {
   if (type == kCounter) {
     CHECK(EndsWith(name, "_total")) << "counter \"" << name << "\" must end in _total";
   } else {
-    CHECK(!EndsWith(name, "_total")) << TypeName(type) << " \"" << name
-                                     << "\" must not end in _total (counters only)";
+    CHECK(!EndsWith(name, "_total"))
+        << TypeName(type) << " \"" << name << "\" must not end in _total (counters only)";
   }
   if (type == kHistogram) {
     for (const char* suffix : {"_bucket", "_sum", "_count"}) {
@@ -311,11 +312,12 @@ void MetricsRegistry::AddProcessMetrics() {
     long page = sysconf(_SC_PAGESIZE);
     std::ifstream statm("/proc/self/statm");
     long pages_total = 0, pages_resident = 0;
-    if (statm >> pages_total >> pages_resident) rss->Set(static_cast<double>(pages_resident) * page);
+    if (statm >> pages_total >> pages_resident)
+      rss->Set(static_cast<double>(pages_resident) * page);
     std::vector<std::string> stat = ProcSelfStat();
     if (stat.size() > 12) {  // utime, stime: fields 14, 15
-      double seconds = (std::stod(stat[11]) + std::stod(stat[12])) /
-                       static_cast<double>(sysconf(_SC_CLK_TCK));
+      double seconds =
+          (std::stod(stat[11]) + std::stod(stat[12])) / static_cast<double>(sysconf(_SC_CLK_TCK));
       double delta = seconds - cpu->Value();
       if (delta > 0) cpu->Increment(delta);
     }
@@ -384,8 +386,8 @@ MetricsServer::MetricsServer(std::unique_ptr<Impl> impl, int port)
 MetricsServer::~MetricsServer() { Stop(); }
 
 absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(const std::string& host,
-                                                                     int port,
-                                                                     MetricsRegistry* registry) {
+                                                                    int port,
+                                                                    MetricsRegistry* registry) {
   CHECK(registry != nullptr);
   if (port < 0 || port > 65535) {
     return absl::InvalidArgumentError(absl::StrCat("metrics port: expected 0..65535, got ", port));
@@ -406,7 +408,8 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(const std::s
   server.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
     res.set_content("ok\n", "text/plain");
   });
-  int bound = port == 0 ? server.bind_to_any_port(host) : (server.bind_to_port(host, port) ? port : -1);
+  int bound =
+      port == 0 ? server.bind_to_any_port(host) : (server.bind_to_port(host, port) ? port : -1);
   if (bound <= 0) {
     return absl::UnavailableError(absl::StrCat("cannot listen for /metrics on ", host, ":", port,
                                                " (address in use or not local?)"));

@@ -73,10 +73,8 @@ class Histogram {
   double Sum() const { return sum_.load(std::memory_order_relaxed); }
 
   // Bucket helpers.
-  static std::vector<double> ExponentialBuckets(double start, double factor,
-                                                int count);
-  static std::vector<double> LinearBuckets(double start, double width,
-                                           int count);
+  static std::vector<double> ExponentialBuckets(double start, double factor, int count);
+  static std::vector<double> LinearBuckets(double start, double width, int count);
 
  private:
   const std::vector<double> bounds_;
@@ -98,13 +96,10 @@ class MetricsRegistry {
 
   // The same name and labels (in any order) return the same object. The
   // same name with another type, help text or bucket layout CHECK-fails.
-  Counter* GetCounter(const std::string& name, const std::string& help,
-                      const Labels& labels = {});
-  Gauge* GetGauge(const std::string& name, const std::string& help,
-                  const Labels& labels = {});
+  Counter* GetCounter(const std::string& name, const std::string& help, const Labels& labels = {});
+  Gauge* GetGauge(const std::string& name, const std::string& help, const Labels& labels = {});
   Histogram* GetHistogram(const std::string& name, const std::string& help,
-                          std::vector<double> buckets,
-                          const Labels& labels = {});
+                          std::vector<double> buckets, const Labels& labels = {});
 
   // Runs `collector` at the start of every Render() (e.g. to refresh a gauge
   // from /proc). It must not call back into this registry's Get* or Render.
@@ -118,9 +113,8 @@ class MetricsRegistry {
 
  private:
   struct Family;
-  Family* GetFamily(const std::string& name, const std::string& help,
-                    int type, const std::vector<double>* buckets)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Family* GetFamily(const std::string& name, const std::string& help, int type,
+                    const std::vector<double>* buckets) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   mutable absl::Mutex mu_;
   std::map<std::string, std::unique_ptr<Family>> families_ ABSL_GUARDED_BY(mu_);
@@ -133,8 +127,8 @@ class MetricsServer {
  public:
   // Binds host:port (0 picks a free port) and starts serving. `registry` is
   // not owned and must outlive the server.
-  static absl::StatusOr<std::unique_ptr<MetricsServer>> Start(
-      const std::string& host, int port, MetricsRegistry* registry);
+  static absl::StatusOr<std::unique_ptr<MetricsServer>> Start(const std::string& host, int port,
+                                                              MetricsRegistry* registry);
   ~MetricsServer();  // Stop()s.
 
   int port() const { return port_; }

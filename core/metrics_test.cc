@@ -112,15 +112,17 @@ TEST(MetricsTest, LabelsAreEscapedAndOrderFree) {
   EXPECT_NE(a, c);
   a->Increment();
   std::string text = registry.Render();
-  EXPECT_THAT(text, HasSubstr("cohort_test_events_total{a=\"quote\\\" back\\\\ nl\\n\",b=\"x\"} 1\n"));
+  EXPECT_THAT(text,
+              HasSubstr("cohort_test_events_total{a=\"quote\\\" back\\\\ nl\\n\",b=\"x\"} 1\n"));
   auto samples = ParseExposition(text);
   EXPECT_EQ(samples.size(), 2u);
 }
 
 TEST(MetricsTest, ProcessMetricsAndParse) {
   MetricsRegistry* registry = MetricsRegistry::Default();
-  registry->GetHistogram("cohort_test_tokens", "Tokens per sample.",
-                         Histogram::ExponentialBuckets(1, 2, 12))
+  registry
+      ->GetHistogram("cohort_test_tokens", "Tokens per sample.",
+                     Histogram::ExponentialBuckets(1, 2, 12))
       ->Observe(300);
   auto samples = ParseExposition(registry->Render());
   ASSERT_TRUE(samples.count("cohort_process_resident_memory_bytes"));
@@ -180,7 +182,8 @@ TEST(MetricsTest, ConcurrentUpdatesAndRenders) {
   EXPECT_EQ(samples["cohort_test_level"], kThreads * kPerThread);
   EXPECT_EQ(samples["cohort_test_size_bytes_count"], kThreads * kPerThread);
   // 0..10 of each 200: 11 values; kPerThread / 200 cycles per thread.
-  EXPECT_EQ(samples["cohort_test_size_bytes_bucket{le=\"10\"}"], kThreads * (kPerThread / 200) * 11);
+  EXPECT_EQ(samples["cohort_test_size_bytes_bucket{le=\"10\"}"],
+            kThreads * (kPerThread / 200) * 11);
 }
 
 TEST(MetricsServerTest, ServesMetricsAndHealthOverHttp) {

@@ -391,21 +391,21 @@ absl::Status CheckHealth(const std::shared_ptr<grpc::Channel>& channel, const st
   grpc::Status status = stub->Check(&context, request, &response);
   if (!status.ok()) return Annotate(FromGrpcStatus(status), "health check");
   if (response.status() != grpc::health::v1::HealthCheckResponse::SERVING) {
-    return absl::UnavailableError(absl::StrCat(
-        "health check: service \"", service, "\" is ",
-        grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status())));
+    return absl::UnavailableError(
+        absl::StrCat("health check: service \"", service, "\" is ",
+                     grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status())));
   }
   return absl::OkStatus();
 }
 
-absl::Status WaitForServing(const std::shared_ptr<grpc::Channel>& channel,
-                            absl::Duration timeout) {
+absl::Status WaitForServing(const std::shared_ptr<grpc::Channel>& channel, absl::Duration timeout) {
   const absl::Time deadline = absl::Now() + timeout;
   absl::Duration pause = absl::Milliseconds(20);
   absl::Status last;
   while (true) {
     absl::Duration left = deadline - absl::Now();
-    last = CheckHealth(channel, "", std::min(std::max(left, absl::Milliseconds(1)), absl::Seconds(2)));
+    last =
+        CheckHealth(channel, "", std::min(std::max(left, absl::Milliseconds(1)), absl::Seconds(2)));
     if (last.ok()) return last;
     // A wrong token or a missing method does not fix itself by waiting.
     if (absl::IsUnauthenticated(last) || absl::IsPermissionDenied(last) ||
@@ -417,9 +417,8 @@ absl::Status WaitForServing(const std::shared_ptr<grpc::Channel>& channel,
     absl::SleepFor(std::min(pause, left));
     pause = std::min(pause * 2, absl::Milliseconds(500));
   }
-  return absl::DeadlineExceededError(absl::StrCat("not SERVING within ",
-                                                  absl::FormatDuration(timeout),
-                                                  "; last: ", last.message()));
+  return absl::DeadlineExceededError(absl::StrCat(
+      "not SERVING within ", absl::FormatDuration(timeout), "; last: ", last.message()));
 }
 
 // ---------------------------------------------------------------------------

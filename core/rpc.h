@@ -44,18 +44,16 @@ namespace cohort {
 // PEM files. Paths are re-read every `refresh_seconds`; a changed
 // certificate or key is used for new connections without a restart.
 struct TlsConfig {
-  std::string cert_file;  // server: its certificate chain; client: its
-                          // client certificate (mutual TLS)
-  std::string key_file;   // private key for cert_file
-  std::string ca_file;    // server: CA for client certs; client: CA that
-                          // verifies the server ("" = system roots)
+  std::string cert_file;             // server: its certificate chain; client: its
+                                     // client certificate (mutual TLS)
+  std::string key_file;              // private key for cert_file
+  std::string ca_file;               // server: CA for client certs; client: CA that
+                                     // verifies the server ("" = system roots)
   bool require_client_cert = false;  // server only
   int refresh_seconds = 10;          // file watcher period; >= 1
 
   // True when any file is set. A server needs cert_file and key_file.
-  bool enabled() const {
-    return !cert_file.empty() || !key_file.empty() || !ca_file.empty();
-  }
+  bool enabled() const { return !cert_file.empty() || !key_file.empty() || !ca_file.empty(); }
 };
 
 struct ServerOptions {
@@ -111,7 +109,7 @@ class RpcServer {
 };
 
 struct ChannelOptions {
-  TlsConfig tls;  // ca_file verifies the server; cert/key = client cert
+  TlsConfig tls;             // ca_file verifies the server; cert/key = client cert
   std::string bearer_token;  // sent as "authorization: Bearer <token>"
   int max_message_bytes = 64 << 20;
   // Expected server name in its certificate when it differs from the
@@ -121,18 +119,17 @@ struct ChannelOptions {
 
 // Creates a channel to `target` ("host:port", or any gRPC target URI). Does
 // not connect. Errors: unreadable TLS files.
-absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(
-    const std::string& target, const ChannelOptions& options);
+absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& target,
+                                                           const ChannelOptions& options);
 
 // Polls grpc.health.v1.Health/Check for service "" until it reports
 // SERVING. DEADLINE_EXCEEDED with the last error when `timeout` passes.
-absl::Status WaitForServing(const std::shared_ptr<grpc::Channel>& channel,
-                            absl::Duration timeout);
+absl::Status WaitForServing(const std::shared_ptr<grpc::Channel>& channel, absl::Duration timeout);
 
 // One health check of `service` ("" = the whole server): OK when SERVING,
 // UNAVAILABLE when NOT_SERVING, else the call's error.
-absl::Status CheckHealth(const std::shared_ptr<grpc::Channel>& channel,
-                         const std::string& service, absl::Duration timeout);
+absl::Status CheckHealth(const std::shared_ptr<grpc::Channel>& channel, const std::string& service,
+                         absl::Duration timeout);
 
 struct RetryPolicy {
   int max_attempts = 5;  // including the first; >= 1
@@ -151,8 +148,7 @@ absl::Duration BackoffDelay(const RetryPolicy& policy, int retry);
 // Other codes are never retried: they are not known to be transient or
 // idempotent. Returns the last status, converted; when attempts run out its
 // message says how many were made.
-absl::Status CallWithRetry(const RetryPolicy& policy,
-                           const std::function<grpc::Status()>& call);
+absl::Status CallWithRetry(const RetryPolicy& policy, const std::function<grpc::Status()>& call);
 
 // Reads a bearer token file: its content with surrounding whitespace
 // removed. Errors: unreadable or empty file.
@@ -160,10 +156,9 @@ absl::StatusOr<std::string> ReadTokenFile(const std::string& path);
 
 // Options for a server / a client from the run config's security section
 // (reads token_file). Host and port come from the role's own section.
-absl::StatusOr<ServerOptions> ServerOptionsFromConfig(
-    const SecuritySection& security, const std::string& host, int port);
-absl::StatusOr<ChannelOptions> ChannelOptionsFromConfig(
-    const SecuritySection& security);
+absl::StatusOr<ServerOptions> ServerOptionsFromConfig(const SecuritySection& security,
+                                                      const std::string& host, int port);
+absl::StatusOr<ChannelOptions> ChannelOptionsFromConfig(const SecuritySection& security);
 
 }  // namespace cohort
 

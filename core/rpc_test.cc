@@ -64,7 +64,8 @@ grpc::Status CallScore(const std::shared_ptr<grpc::Channel>& channel,
   return status;
 }
 
-std::shared_ptr<grpc::Channel> Channel(const std::string& target, const ChannelOptions& options = {}) {
+std::shared_ptr<grpc::Channel> Channel(const std::string& target,
+                                       const ChannelOptions& options = {}) {
   auto channel = MakeChannel(target, options);
   EXPECT_TRUE(channel.ok()) << channel.status();
   return channel.ok() ? *channel : nullptr;
@@ -77,8 +78,7 @@ TEST(RpcServerTest, ReportsBoundPortAndServesHealthAndReflection) {
   EXPECT_GT((*server)->port(), 0);
   EXPECT_EQ((*server)->address(), absl::StrCat("127.0.0.1:", (*server)->port()));
   EXPECT_THAT((*server)->service_names(), testing::Contains("cohort.v1.Reward"));
-  EXPECT_THAT((*server)->service_names(),
-              testing::Contains(testing::HasSubstr("grpc.reflection")));
+  EXPECT_THAT((*server)->service_names(), testing::Contains(testing::HasSubstr("grpc.reflection")));
 
   auto channel = Channel((*server)->address());
   ASSERT_TRUE(WaitForServing(channel, absl::Seconds(5)).ok());
@@ -161,18 +161,19 @@ class Pki {
 
   // Writes <name>.pem / <name>.key: a self-signed CA.
   bool MakeCa(const std::string& name) {
-    return Run(absl::StrCat("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 "
-                            "-nodes -days 2 -subj /CN=", name, " -keyout ", Path(name + ".key"),
-                            " -out ", Path(name + ".pem")));
+    return Run(
+        absl::StrCat("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 "
+                     "-nodes -days 2 -subj /CN=",
+                     name, " -keyout ", Path(name + ".key"), " -out ", Path(name + ".pem")));
   }
 
   // Writes <name>.pem / <name>.key signed by `ca`, for 127.0.0.1/localhost.
   bool MakeCert(const std::string& name, const std::string& ca) {
-    std::ofstream(Path(name + ".ext"))
-        << "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
-           "extendedKeyUsage=serverAuth,clientAuth\n";
+    std::ofstream(Path(name + ".ext")) << "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+                                          "extendedKeyUsage=serverAuth,clientAuth\n";
     return Run(absl::StrCat("openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
-                            "-subj /CN=", name, " -keyout ", Path(name + ".key"), " -out ",
+                            "-subj /CN=",
+                            name, " -keyout ", Path(name + ".key"), " -out ",
                             Path(name + ".csr"))) &&
            Run(absl::StrCat("openssl x509 -req -days 2 -in ", Path(name + ".csr"), " -CA ",
                             Path(ca + ".pem"), " -CAkey ", Path(ca + ".key"),

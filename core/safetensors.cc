@@ -54,8 +54,8 @@ void WriteLe64(uint64_t v, char* out) {
   for (int i = 0; i < 8; ++i) out[i] = static_cast<char>((v >> (8 * i)) & 0xff);
 }
 
-absl::Status ParseEntry(const std::string& name, const Json& value,
-                        uint64_t data_size, HeaderEntry* entry) {
+absl::Status ParseEntry(const std::string& name, const Json& value, uint64_t data_size,
+                        HeaderEntry* entry) {
   auto err = [&](const std::string& what) {
     return Invalid(absl::StrCat("tensor '", name, "': ", what));
   };
@@ -74,8 +74,7 @@ absl::Status ParseEntry(const std::string& name, const Json& value,
   if (!shape_it->is_array()) return err("\"shape\" is not an array");
   for (const Json& d : *shape_it) {
     if (!d.is_number_unsigned() || d.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)) {
-      return err(absl::StrCat("\"shape\" has ", d.dump(),
-                              ", expected non-negative integers"));
+      return err(absl::StrCat("\"shape\" has ", d.dump(), ", expected non-negative integers"));
     }
     entry->shape.push_back(static_cast<int64_t>(d.get<uint64_t>()));
   }
@@ -90,16 +89,15 @@ absl::Status ParseEntry(const std::string& name, const Json& value,
   entry->begin = (*off_it)[0].get<uint64_t>();
   entry->end = (*off_it)[1].get<uint64_t>();
   if (entry->end < entry->begin) {
-    return err(absl::StrCat("data_offsets [", entry->begin, ", ", entry->end,
-                            ") end before begin"));
+    return err(
+        absl::StrCat("data_offsets [", entry->begin, ", ", entry->end, ") end before begin"));
   }
   std::optional<uint64_t> want = ByteSize(entry->shape, *dsize);
   if (!want) return err(absl::StrCat("shape ", ShapeText(entry->shape), " overflows"));
   if (*want != entry->end - entry->begin) {
-    return err(absl::StrCat("shape ", ShapeText(entry->shape), " of ", entry->dtype,
-                            " needs ", *want, " bytes but data_offsets [",
-                            entry->begin, ", ", entry->end, ") span ",
-                            entry->end - entry->begin));
+    return err(absl::StrCat("shape ", ShapeText(entry->shape), " of ", entry->dtype, " needs ",
+                            *want, " bytes but data_offsets [", entry->begin, ", ", entry->end,
+                            ") span ", entry->end - entry->begin));
   }
   if (entry->end > data_size) {
     return err(absl::StrCat("data_offsets [", entry->begin, ", ", entry->end,
@@ -112,17 +110,16 @@ absl::Status ParseEntry(const std::string& name, const Json& value,
 std::string ErrnoText() { return std::strerror(errno); }
 
 bool SafeShardName(const std::string& name) {
-  return !name.empty() && name.find('/') == std::string::npos && name != "." &&
-         name != "..";
+  return !name.empty() && name.find('/') == std::string::npos && name != "." && name != "..";
 }
 
 }  // namespace
 
 std::optional<size_t> DTypeSize(std::string_view dtype) {
   static const std::unordered_map<std::string_view, size_t> kSizes = {
-      {"BOOL", 1}, {"U8", 1},   {"I8", 1},   {"F8_E5M2", 1}, {"F8_E4M3", 1},
-      {"I16", 2},  {"U16", 2},  {"F16", 2},  {"BF16", 2},    {"I32", 4},
-      {"U32", 4},  {"F32", 4},  {"F64", 8},  {"I64", 8},     {"U64", 8}};
+      {"BOOL", 1}, {"U8", 1},  {"I8", 1},  {"F8_E5M2", 1}, {"F8_E4M3", 1},
+      {"I16", 2},  {"U16", 2}, {"F16", 2}, {"BF16", 2},    {"I32", 4},
+      {"U32", 4},  {"F32", 4}, {"F64", 8}, {"I64", 8},     {"U64", 8}};
   auto it = kSizes.find(dtype);
   if (it == kSizes.end()) return std::nullopt;
   return it->second;
@@ -148,8 +145,7 @@ absl::StatusOr<Header> ParseHeader(std::string_view text, uint64_t data_size) {
     return Invalid(absl::StrCat("header is not valid JSON: ", e.what()));
   }
   if (!root.is_object()) {
-    return Invalid(absl::StrCat("header is not a JSON object (it is ",
-                                root.type_name(), ")"));
+    return Invalid(absl::StrCat("header is not a JSON object (it is ", root.type_name(), ")"));
   }
   if (!duplicate.empty()) {
     return Invalid(absl::StrCat("duplicate tensor name '", duplicate, "' in header"));
@@ -160,8 +156,7 @@ absl::StatusOr<Header> ParseHeader(std::string_view text, uint64_t data_size) {
       if (!it.value().is_object()) return Invalid("\"__metadata__\" is not a JSON object");
       for (auto m = it.value().begin(); m != it.value().end(); ++m) {
         if (!m.value().is_string()) {
-          return Invalid(absl::StrCat("\"__metadata__\" value of '", m.key(),
-                                      "' is not a string"));
+          return Invalid(absl::StrCat("\"__metadata__\" value of '", m.key(), "' is not a string"));
         }
         header.metadata[m.key()] = m.value().get<std::string>();
       }
@@ -185,27 +180,26 @@ absl::StatusOr<Header> ParseHeader(std::string_view text, uint64_t data_size) {
     const HeaderEntry* cur = ranges[i];
     if (cur->begin < prev->end) {
       return Invalid(absl::StrCat("overlapping data_offsets: tensor '", prev->name, "' [",
-                                  prev->begin, ", ", prev->end, ") and tensor '",
-                                  cur->name, "' [", cur->begin, ", ", cur->end, ")"));
+                                  prev->begin, ", ", prev->end, ") and tensor '", cur->name, "' [",
+                                  cur->begin, ", ", cur->end, ")"));
     }
   }
   return header;
 }
 
-absl::StatusOr<Header> ParseBuffer(const uint8_t* bytes, size_t size,
-                                   size_t* data_offset) {
+absl::StatusOr<Header> ParseBuffer(const uint8_t* bytes, size_t size, size_t* data_offset) {
   if (size < 8) {
-    return Invalid(absl::StrCat("truncated: ", size,
-                                " bytes, need at least 8 for the header length"));
+    return Invalid(
+        absl::StrCat("truncated: ", size, " bytes, need at least 8 for the header length"));
   }
   uint64_t n = ReadLe64(bytes);
   if (n > kMaxHeaderBytes) {
-    return Invalid(absl::StrCat("header length ", n, " exceeds the limit of ",
-                                kMaxHeaderBytes, " bytes"));
+    return Invalid(
+        absl::StrCat("header length ", n, " exceeds the limit of ", kMaxHeaderBytes, " bytes"));
   }
   if (n > size - 8) {
-    return Invalid(absl::StrCat("header length ", n, " beyond file size ", size,
-                                " (truncated file?)"));
+    return Invalid(
+        absl::StrCat("header length ", n, " beyond file size ", size, " (truncated file?)"));
   }
   std::string_view text(reinterpret_cast<const char*>(bytes + 8), n);
   if (data_offset != nullptr) *data_offset = 8 + n;
@@ -237,8 +231,8 @@ absl::StatusOr<std::unique_ptr<File>> File::Open(const std::string& path) {
   size_t size = static_cast<size_t>(st.st_size);
   if (size < 8) {
     ::close(fd);
-    return fail(Invalid(absl::StrCat(
-        "truncated: ", size, " bytes, need at least 8 for the header length")));
+    return fail(Invalid(
+        absl::StrCat("truncated: ", size, " bytes, need at least 8 for the header length")));
   }
   void* map = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
   std::string map_error = map == MAP_FAILED ? ErrnoText() : "";
@@ -287,8 +281,7 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
     return ckpt;
   }
   if (!fs::is_directory(path, ec)) {
-    return absl::NotFoundError(absl::StrCat("checkpoint '", path,
-                                            "': no such file or directory"));
+    return absl::NotFoundError(absl::StrCat("checkpoint '", path, "': no such file or directory"));
   }
   const fs::path dir(path);
   const fs::path index_path = dir / "model.safetensors.index.json";
@@ -323,8 +316,8 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
   std::set<std::string> shard_names;
   for (auto it = wm->begin(); it != wm->end(); ++it) {
     if (!it.value().is_string() || !SafeShardName(it.value().get<std::string>())) {
-      return index_err(absl::StrCat("weight_map entry '", it.key(),
-                                    "' is not a file name in the directory"));
+      return index_err(
+          absl::StrCat("weight_map entry '", it.key(), "' is not a file name in the directory"));
     }
     weight_map[it.key()] = it.value().get<std::string>();
     shard_names.insert(it.value().get<std::string>());
@@ -334,8 +327,8 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
     for (const TensorInfo& t : file->tensors()) {
       auto w = weight_map.find(t.name);
       if (w == weight_map.end()) {
-        return index_err(absl::StrCat("tensor '", t.name, "' of shard '", shard,
-                                      "' is not in the weight_map"));
+        return index_err(
+            absl::StrCat("tensor '", t.name, "' of shard '", shard, "' is not in the weight_map"));
       }
       if (w->second != shard) {
         return index_err(absl::StrCat("tensor '", t.name, "' is in shard '", shard,
@@ -385,9 +378,8 @@ absl::Status CheckViews(const std::vector<TensorView>& tensors) {
     }
     std::optional<uint64_t> want = ByteSize(t.shape, *dsize);
     if (!want || *want != t.size_bytes) {
-      return Invalid(absl::StrCat("tensor '", t.name, "': shape ", ShapeText(t.shape),
-                                  " of ", t.dtype, " does not match ", t.size_bytes,
-                                  " bytes"));
+      return Invalid(absl::StrCat("tensor '", t.name, "': shape ", ShapeText(t.shape), " of ",
+                                  t.dtype, " does not match ", t.size_bytes, " bytes"));
     }
     if (t.size_bytes > 0 && t.data == nullptr) {
       return Invalid(absl::StrCat("tensor '", t.name, "': no data"));
@@ -431,8 +423,7 @@ std::string BuildHeader(const std::vector<const TensorView*>& order,
   return text;
 }
 
-absl::Status WriteOrdered(const std::string& path,
-                          const std::vector<const TensorView*>& order,
+absl::Status WriteOrdered(const std::string& path, const std::vector<const TensorView*>& order,
                           const std::map<std::string, std::string>& metadata) {
   std::string header = BuildHeader(order, metadata);
   const std::string tmp = path + ".tmp";
@@ -473,9 +464,8 @@ absl::Status WriteOrdered(const std::string& path,
 
 }  // namespace
 
-absl::StatusOr<std::string> SerializeHeader(
-    const std::vector<TensorView>& tensors,
-    const std::map<std::string, std::string>& metadata) {
+absl::StatusOr<std::string> SerializeHeader(const std::vector<TensorView>& tensors,
+                                            const std::map<std::string, std::string>& metadata) {
   RETURN_IF_ERROR(CheckViews(tensors));
   std::vector<const TensorView*> order;
   for (const TensorView& t : tensors) order.push_back(&t);
@@ -489,9 +479,8 @@ absl::Status WriteFile(const std::string& path, const std::vector<TensorView>& t
 }
 
 absl::StatusOr<std::vector<std::string>> WriteSharded(
-    const std::string& dir, const std::vector<TensorView>& tensors,
-    uint64_t max_shard_bytes, const std::map<std::string, std::string>& metadata,
-    const std::string& prefix) {
+    const std::string& dir, const std::vector<TensorView>& tensors, uint64_t max_shard_bytes,
+    const std::map<std::string, std::string>& metadata, const std::string& prefix) {
   RETURN_IF_ERROR(CheckViews(tensors));
   if (max_shard_bytes == 0) return Invalid("max_shard_bytes must be positive");
   std::vector<const TensorView*> by_name;
@@ -521,8 +510,8 @@ absl::StatusOr<std::vector<std::string>> WriteSharded(
   Json weight_map = Json::object();
   for (size_t i = 0; i < shards.size(); ++i) {
     char name[256];
-    std::snprintf(name, sizeof(name), "%s-%05zu-of-%05zu.safetensors", prefix.c_str(),
-                  i + 1, shards.size());
+    std::snprintf(name, sizeof(name), "%s-%05zu-of-%05zu.safetensors", prefix.c_str(), i + 1,
+                  shards.size());
     RETURN_IF_ERROR(WriteFile((base / name).string(), shards[i], metadata));
     for (const TensorView& t : shards[i]) weight_map[t.name] = name;
     written.push_back(name);
@@ -533,8 +522,7 @@ absl::StatusOr<std::vector<std::string>> WriteSharded(
   out << index.dump(2) << "\n";
   out.close();
   if (!out) {
-    return absl::InternalError(
-        absl::StrCat("writing '", (base / index_name).string(), "' failed"));
+    return absl::InternalError(absl::StrCat("writing '", (base / index_name).string(), "' failed"));
   }
   written.push_back(index_name);
   return written;

@@ -134,15 +134,13 @@ struct TensorView {
 
 // The header JSON for `tensors` laid out in the given order, padded with
 // spaces so that the data section starts at an 8-byte boundary.
-absl::StatusOr<std::string> SerializeHeader(
-    const std::vector<TensorView>& tensors,
-    const std::map<std::string, std::string>& metadata);
+absl::StatusOr<std::string> SerializeHeader(const std::vector<TensorView>& tensors,
+                                            const std::map<std::string, std::string>& metadata);
 
 // Writes one file. Tensors are laid out sorted by dtype size (largest
 // first, keeping every tensor aligned), then by name, as the reference
 // implementation does.
-absl::Status WriteFile(const std::string& path,
-                       const std::vector<TensorView>& tensors,
+absl::Status WriteFile(const std::string& path, const std::vector<TensorView>& tensors,
                        const std::map<std::string, std::string>& metadata = {});
 
 // Writes `tensors` into `dir` as `<prefix>.safetensors` when they fit in

@@ -31,8 +31,8 @@ class SafetensorsTest : public ::testing::Test {
 
   // Writes a raw file: 8-byte little-endian length of `header`, `header`,
   // then `data`. `declared_len` overrides the length prefix.
-  std::string Raw(const std::string& name, const std::string& header,
-                  const std::string& data, int64_t declared_len = -1) {
+  std::string Raw(const std::string& name, const std::string& header, const std::string& data,
+                  int64_t declared_len = -1) {
     uint64_t n = declared_len >= 0 ? static_cast<uint64_t>(declared_len) : header.size();
     std::string bytes(8, '\0');
     for (int i = 0; i < 8; ++i) bytes[i] = static_cast<char>((n >> (8 * i)) & 0xff);
@@ -188,67 +188,58 @@ TEST_F(SafetensorsTest, RefusesHeaderNotObject) {
 }
 
 TEST_F(SafetensorsTest, RefusesBadDtype) {
-  ExpectRefused(Raw("dt.safetensors",
-                    R"({"w":{"dtype":"Q4","shape":[2],"data_offsets":[0,2]}})",
+  ExpectRefused(Raw("dt.safetensors", R"({"w":{"dtype":"Q4","shape":[2],"data_offsets":[0,2]}})",
                     std::string(2, '\0')),
                 "tensor 'w': unknown dtype 'Q4'");
-  ExpectRefused(Raw("dt2.safetensors",
-                    R"({"w":{"dtype":4,"shape":[2],"data_offsets":[0,8]}})",
+  ExpectRefused(Raw("dt2.safetensors", R"({"w":{"dtype":4,"shape":[2],"data_offsets":[0,8]}})",
                     std::string(8, '\0')),
                 "\"dtype\" is not a string");
 }
 
 TEST_F(SafetensorsTest, RefusesShapeSizeMismatch) {
-  ExpectRefused(Raw("mm.safetensors",
-                    R"({"w":{"dtype":"F32","shape":[2,3],"data_offsets":[0,20]}})",
-                    std::string(24, '\0')),
-                "shape [2, 3] of F32 needs 24 bytes but data_offsets [0, 20) span 20");
-  ExpectRefused(Raw("neg.safetensors",
-                    R"({"w":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}})",
+  ExpectRefused(
+      Raw("mm.safetensors", R"({"w":{"dtype":"F32","shape":[2,3],"data_offsets":[0,20]}})",
+          std::string(24, '\0')),
+      "shape [2, 3] of F32 needs 24 bytes but data_offsets [0, 20) span 20");
+  ExpectRefused(Raw("neg.safetensors", R"({"w":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}})",
                     std::string(4, '\0')),
                 "expected non-negative integers");
-  ExpectRefused(
-      Raw("ovf.safetensors",
-          R"({"w":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,4]}})",
-          std::string(4, '\0')),
-      "overflows");
-  ExpectRefused(Raw("noshape.safetensors",
-                    R"({"w":{"dtype":"F32","data_offsets":[0,4]}})",
+  ExpectRefused(Raw("ovf.safetensors",
+                    R"({"w":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,4]}})",
+                    std::string(4, '\0')),
+                "overflows");
+  ExpectRefused(Raw("noshape.safetensors", R"({"w":{"dtype":"F32","data_offsets":[0,4]}})",
                     std::string(4, '\0')),
                 "missing \"shape\"");
 }
 
 TEST_F(SafetensorsTest, RefusesOffsetsOutsideDataSection) {
-  ExpectRefused(Raw("out.safetensors",
-                    R"({"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})",
+  ExpectRefused(Raw("out.safetensors", R"({"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})",
                     std::string(12, '\0')),
                 "outside the data section of 12 bytes");
-  ExpectRefused(Raw("rev.safetensors",
-                    R"({"w":{"dtype":"F32","shape":[0],"data_offsets":[8,4]}})",
+  ExpectRefused(Raw("rev.safetensors", R"({"w":{"dtype":"F32","shape":[0],"data_offsets":[8,4]}})",
                     std::string(12, '\0')),
                 "end before begin");
-  ExpectRefused(Raw("three.safetensors",
-                    R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4,8]}})",
-                    std::string(12, '\0')),
-                "expected [begin, end]");
+  ExpectRefused(
+      Raw("three.safetensors", R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4,8]}})",
+          std::string(12, '\0')),
+      "expected [begin, end]");
 }
 
 TEST_F(SafetensorsTest, RefusesOverlappingOffsets) {
-  ExpectRefused(
-      Raw("ov.safetensors",
-          R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
-          R"("b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})",
-          std::string(12, '\0')),
-      "overlapping data_offsets: tensor 'a' [0, 8) and tensor 'b' [4, 12)");
+  ExpectRefused(Raw("ov.safetensors",
+                    R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                    R"("b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})",
+                    std::string(12, '\0')),
+                "overlapping data_offsets: tensor 'a' [0, 8) and tensor 'b' [4, 12)");
 }
 
 TEST_F(SafetensorsTest, RefusesDuplicateNames) {
-  ExpectRefused(
-      Raw("dup.safetensors",
-          R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},)"
-          R"("a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})",
-          std::string(8, '\0')),
-      "duplicate tensor name 'a'");
+  ExpectRefused(Raw("dup.safetensors",
+                    R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},)"
+                    R"("a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})",
+                    std::string(8, '\0')),
+                "duplicate tensor name 'a'");
 }
 
 TEST_F(SafetensorsTest, RefusesBadMetadata) {
@@ -269,9 +260,9 @@ TEST_F(SafetensorsTest, WriterRefusesInconsistentViews) {
   std::string path = (dir_ / "w.safetensors").string();
   EXPECT_THAT(std::string(WriteFile(path, {{"x", "F32", {3}, x, 8}}).message()),
               HasSubstr("does not match 8 bytes"));
-  EXPECT_THAT(std::string(WriteFile(path, {{"x", "F32", {2}, x, 8}, {"x", "F32", {2}, x, 8}})
-                              .message()),
-              HasSubstr("duplicate tensor name 'x'"));
+  EXPECT_THAT(
+      std::string(WriteFile(path, {{"x", "F32", {2}, x, 8}, {"x", "F32", {2}, x, 8}}).message()),
+      HasSubstr("duplicate tensor name 'x'"));
   EXPECT_THAT(std::string(WriteFile(path, {{"x", "F31", {2}, x, 8}}).message()),
               HasSubstr("unknown dtype 'F31'"));
   EXPECT_FALSE(fs::exists(path));
@@ -287,10 +278,9 @@ TEST_F(SafetensorsTest, ShardedWriteAndRead) {
   auto written = WriteSharded(dir_.string(), views, 1000);
   ASSERT_TRUE(written.ok()) << written.status();
   // 400-byte tensors under a 1000-byte limit: two per shard.
-  EXPECT_THAT(*written, ::testing::ElementsAre("model-00001-of-00003.safetensors",
-                                               "model-00002-of-00003.safetensors",
-                                               "model-00003-of-00003.safetensors",
-                                               "model.safetensors.index.json"));
+  EXPECT_THAT(*written, ::testing::ElementsAre(
+                            "model-00001-of-00003.safetensors", "model-00002-of-00003.safetensors",
+                            "model-00003-of-00003.safetensors", "model.safetensors.index.json"));
   std::ifstream in(dir_ / "model.safetensors.index.json");
   auto index = nlohmann::json::parse(in);
   EXPECT_EQ(index["metadata"]["total_size"], 2000);

@@ -30,9 +30,8 @@ std::string Errno(int err) { return std::strerror(err); }
 }  // namespace
 
 absl::Status WritePortFile(const std::string& path, const PortFile& ports) {
-  nlohmann::json j = {{"grpc_port", ports.grpc_port},
-                      {"metrics_port", ports.metrics_port},
-                      {"pid", ports.pid}};
+  nlohmann::json j = {
+      {"grpc_port", ports.grpc_port}, {"metrics_port", ports.metrics_port}, {"pid", ports.pid}};
   std::string text = j.dump() + "\n";
   std::string tmp = absl::StrCat(path, ".tmp.", ::getpid());
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -54,8 +53,8 @@ absl::Status WritePortFile(const std::string& path, const PortFile& ports) {
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
     err = errno;
     ::unlink(tmp.c_str());
-    return absl::FailedPreconditionError(absl::StrCat(
-        "cannot rename ", tmp, " to ", path, ": ", Errno(err)));
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot rename ", tmp, " to ", path, ": ", Errno(err)));
   }
   return absl::OkStatus();
 }
@@ -70,8 +69,7 @@ absl::StatusOr<PortFile> ReadPortFile(const std::string& path) {
   nlohmann::json j = nlohmann::json::parse(text.str(), nullptr,
                                            /*allow_exceptions=*/false);
   auto port_field = [&j](const char* key, int64_t max, int64_t* out) {
-    if (!j.is_object() || !j.contains(key) ||
-        !j[key].is_number_integer()) {
+    if (!j.is_object() || !j.contains(key) || !j[key].is_number_integer()) {
       return false;
     }
     *out = j[key].get<int64_t>();
@@ -79,11 +77,10 @@ absl::StatusOr<PortFile> ReadPortFile(const std::string& path) {
   };
   int64_t grpc_port = 0, metrics_port = 0, pid = 0;
   if (!port_field("grpc_port", 65535, &grpc_port) ||
-      !port_field("metrics_port", 65535, &metrics_port) ||
-      !port_field("pid", INT32_MAX, &pid)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        path, ": expected {\"grpc_port\":N,\"metrics_port\":M,\"pid\":P}, got ",
-        text.str().substr(0, 200)));
+      !port_field("metrics_port", 65535, &metrics_port) || !port_field("pid", INT32_MAX, &pid)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": expected {\"grpc_port\":N,\"metrics_port\":M,\"pid\":P}, got ",
+                     text.str().substr(0, 200)));
   }
   PortFile ports;
   ports.grpc_port = static_cast<int>(grpc_port);
@@ -118,10 +115,8 @@ int ReadStopSignal(int signal_fd) {
   return static_cast<int>(info.ssi_signo);
 }
 
-ServiceMain::ServiceMain(std::string role, std::string program,
-                         std::string description)
-    : role_(std::move(role)),
-      flags_(std::move(program), std::move(description)) {
+ServiceMain::ServiceMain(std::string role, std::string program, std::string description)
+    : role_(std::move(role)), flags_(std::move(program), std::move(description)) {
   flags_.String("config", &config_path_,
                 "Run config (YAML). Every role of a run reads the same file; "
                 "empty uses the built-in defaults.");
@@ -134,7 +129,8 @@ ServiceMain::ServiceMain(std::string role, std::string program,
                     role_ + ".host, else 127.0.0.1).");
   flags_.Int("port", &port_,
              "gRPC port; 0 picks a free one (see --port_file); -1 uses the "
-             "config (" + role_ + ".port, else 0).");
+             "config (" +
+                 role_ + ".port, else 0).");
   flags_.Int("metrics_port", &metrics_port_,
              "HTTP port of /metrics (Prometheus) and /healthz; 0 picks a "
              "free one; -1 uses the config (" +
@@ -163,29 +159,26 @@ bool ServiceMain::Init(int argc, char** argv) {
   std::vector<std::string> positional = ParseFlagsOrExit(flags_, argc, argv);
   InitLogging(role_);
   if (!positional.empty()) {
-    LOG(ERROR) << "unexpected argument '" << positional[0]
-               << "' (see --help)";
+    LOG(ERROR) << "unexpected argument '" << positional[0] << "' (see --help)";
     return false;
   }
-  absl::StatusOr<RunConfig> config =
-      config_path_.empty() ? ParseConfig("", overrides_, "<defaults>")
-                           : LoadConfig(config_path_, overrides_);
+  absl::StatusOr<RunConfig> config = config_path_.empty()
+                                         ? ParseConfig("", overrides_, "<defaults>")
+                                         : LoadConfig(config_path_, overrides_);
   if (!config.ok()) {
     LOG(ERROR) << "bad config: " << config.status().message();
     return false;
   }
   config_ = *std::move(config);
-  std::string level_text =
-      log_level_.empty() ? config_.run.log_level : log_level_;
+  std::string level_text = log_level_.empty() ? config_.run.log_level : log_level_;
   LogLevel level;
   if (!ParseLogLevel(level_text, &level)) {
-    LOG(ERROR) << "--log_level: expected debug, info, warning or error, got \""
-               << level_text << "\"";
+    LOG(ERROR) << "--log_level: expected debug, info, warning or error, got \"" << level_text
+               << "\"";
     return false;
   }
   InitLogging(role_, level);
-  if (port_ < -1 || port_ > 65535 || metrics_port_ < -1 ||
-      metrics_port_ > 65535) {
+  if (port_ < -1 || port_ > 65535 || metrics_port_ < -1 || metrics_port_ > 65535) {
     LOG(ERROR) << "--port and --metrics_port: expected -1 (config), 0 (free "
                   "port) or 1..65535, got "
                << port_ << " and " << metrics_port_;
@@ -194,8 +187,7 @@ bool ServiceMain::Init(int argc, char** argv) {
   return true;
 }
 
-int ServiceMain::Serve(const std::vector<grpc::Service*>& services,
-                       Hooks hooks) {
+int ServiceMain::Serve(const std::vector<grpc::Service*>& services, Hooks hooks) {
   // Defaults from the role's config section; flags win.
   std::string host = "127.0.0.1";
   int port = 0, metrics_port = 0;
@@ -214,31 +206,28 @@ int ServiceMain::Serve(const std::vector<grpc::Service*>& services,
   if (port_ >= 0) port = static_cast<int>(port_);
   if (metrics_port_ >= 0) metrics_port = static_cast<int>(metrics_port_);
 
-  absl::StatusOr<ServerOptions> options =
-      ServerOptionsFromConfig(config_.security, host, port);
+  absl::StatusOr<ServerOptions> options = ServerOptionsFromConfig(config_.security, host, port);
   if (!options.ok()) {
     LOG(ERROR) << "security config: " << options.status().message();
     return 1;
   }
   options->serving_at_start = false;
-  absl::StatusOr<std::unique_ptr<RpcServer>> server =
-      RpcServer::Start(*options, services);
+  absl::StatusOr<std::unique_ptr<RpcServer>> server = RpcServer::Start(*options, services);
   if (!server.ok()) {
-    LOG(ERROR) << "cannot start the gRPC server on " << host << ":" << port
-               << ": " << server.status().message();
+    LOG(ERROR) << "cannot start the gRPC server on " << host << ":" << port << ": "
+               << server.status().message();
     return 1;
   }
   MetricsRegistry* registry = MetricsRegistry::Default();
   absl::StatusOr<std::unique_ptr<MetricsServer>> metrics =
       MetricsServer::Start(host, metrics_port, registry);
   if (!metrics.ok()) {
-    LOG(ERROR) << "cannot start the metrics server on " << host << ":"
-               << metrics_port << ": " << metrics.status().message();
+    LOG(ERROR) << "cannot start the metrics server on " << host << ":" << metrics_port << ": "
+               << metrics.status().message();
     (*server)->Shutdown(absl::Seconds(1));
     return 1;
   }
-  absl::Duration stop_deadline =
-      absl::Seconds(config_.supervisor.stop_timeout_seconds);
+  absl::Duration stop_deadline = absl::Seconds(config_.supervisor.stop_timeout_seconds);
   auto shutdown = [&] {
     (*server)->SetServing(false);
     // Leave a little of the deadline for the metrics server and exit.
@@ -246,8 +235,7 @@ int ServiceMain::Serve(const std::vector<grpc::Service*>& services,
     (*metrics)->Stop();
   };
   if (!port_file_.empty()) {
-    absl::Status s = WritePortFile(
-        port_file_, {(*server)->port(), (*metrics)->port(), ::getpid()});
+    absl::Status s = WritePortFile(port_file_, {(*server)->port(), (*metrics)->port(), ::getpid()});
     if (!s.ok()) {
       LOG(ERROR) << s.message();
       shutdown();
@@ -265,30 +253,27 @@ int ServiceMain::Serve(const std::vector<grpc::Service*>& services,
   }
   (*server)->SetServing(true);
   LOG(INFO) << role_ << " serving on " << (*server)->address()
-            << ", metrics on :" << (*metrics)->port() << " (pid " << ::getpid()
-            << ")";
+            << ", metrics on :" << (*metrics)->port() << " (pid " << ::getpid() << ")";
 
   int sig = 0;
   while (sig == 0) {
     struct pollfd p = {signal_fd_, POLLIN, 0};
     int n = ::poll(&p, 1, -1);
     if (n < 0 && errno != EINTR) {
-      LOG(ERROR) << "poll on the signal fd failed: " << Errno(errno)
-                 << "; stopping";
+      LOG(ERROR) << "poll on the signal fd failed: " << Errno(errno) << "; stopping";
       break;
     }
     if (n > 0) sig = ReadStopSignal(signal_fd_);
   }
   absl::Time stop_start = absl::Now();
   const char* name = sig != 0 ? sigabbrev_np(sig) : nullptr;
-  LOG(INFO) << role_ << " stopping (SIG" << (name != nullptr ? name : "?")
-            << "), deadline " << absl::FormatDuration(stop_deadline);
+  LOG(INFO) << role_ << " stopping (SIG" << (name != nullptr ? name : "?") << "), deadline "
+            << absl::FormatDuration(stop_deadline);
   (*server)->SetServing(false);
   if (hooks.on_stopping) hooks.on_stopping();
   shutdown();
   LOG(INFO) << role_ << " stopped in "
-            << absl::FormatDuration(absl::Trunc(absl::Now() - stop_start,
-                                                absl::Milliseconds(1)));
+            << absl::FormatDuration(absl::Trunc(absl::Now() - stop_start, absl::Milliseconds(1)));
   return 0;
 }
 

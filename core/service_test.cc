@@ -61,19 +61,15 @@ TEST_F(PortFileTest, MissingFileIsNotFound) {
 }
 
 TEST_F(PortFileTest, MalformedFileNamesThePathAndTheExpectedShape) {
-  for (const char* text :
-       {"", "not json", "{\"grpc_port\":1}", "[1,2,3]",
-        "{\"grpc_port\":70000,\"metrics_port\":1,\"pid\":1}",
-        "{\"grpc_port\":\"80\",\"metrics_port\":1,\"pid\":1}"}) {
+  for (const char* text : {"", "not json", "{\"grpc_port\":1}", "[1,2,3]",
+                           "{\"grpc_port\":70000,\"metrics_port\":1,\"pid\":1}",
+                           "{\"grpc_port\":\"80\",\"metrics_port\":1,\"pid\":1}"}) {
     std::string path = dir_ / "bad.port";
     std::ofstream(path) << text;
     absl::StatusOr<PortFile> ports = ReadPortFile(path);
-    EXPECT_EQ(ports.status().code(), absl::StatusCode::kInvalidArgument)
-        << text;
-    EXPECT_NE(std::string(ports.status().message()).find(path),
-              std::string::npos);
-    EXPECT_NE(std::string(ports.status().message()).find("grpc_port"),
-              std::string::npos);
+    EXPECT_EQ(ports.status().code(), absl::StatusCode::kInvalidArgument) << text;
+    EXPECT_NE(std::string(ports.status().message()).find(path), std::string::npos);
+    EXPECT_NE(std::string(ports.status().message()).find("grpc_port"), std::string::npos);
   }
 }
 

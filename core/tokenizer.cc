@@ -130,7 +130,9 @@ std::string LossyUtf8(std::string_view s) {
 // Decodes the (valid) code point at s[i]; returns its length.
 size_t DecodeCp(std::string_view s, size_t i, char32_t* cp) {
   auto b = static_cast<unsigned char>(s[i]);
-  auto c = [&](size_t k) { return static_cast<char32_t>(static_cast<unsigned char>(s[i + k]) & 0x3F); };
+  auto c = [&](size_t k) {
+    return static_cast<char32_t>(static_cast<unsigned char>(s[i + k]) & 0x3F);
+  };
   if (b < 0x80) {
     *cp = b;
     return 1;
@@ -167,9 +169,9 @@ void AppendCp(std::string* out, char32_t cp) {
 
 // Rust's char::is_whitespace (the Unicode White_Space property).
 bool IsWhitespace(char32_t c) {
-  return (c >= 0x09 && c <= 0x0D) || c == 0x20 || c == 0x85 || c == 0xA0 ||
-         c == 0x1680 || (c >= 0x2000 && c <= 0x200A) || c == 0x2028 ||
-         c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
+  return (c >= 0x09 && c <= 0x0D) || c == 0x20 || c == 0x85 || c == 0xA0 || c == 0x1680 ||
+         (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F ||
+         c == 0x3000;
 }
 
 // Approximates Rust's char::is_alphanumeric (letters and numbers).
@@ -177,9 +179,14 @@ bool IsWordChar(char32_t c) {
   if (c == '_') return true;
   if (c < 0x80) return std::isalnum(static_cast<int>(c)) != 0;
   switch (utf8proc_category(static_cast<utf8proc_int32_t>(c))) {
-    case UTF8PROC_CATEGORY_LU: case UTF8PROC_CATEGORY_LL: case UTF8PROC_CATEGORY_LT:
-    case UTF8PROC_CATEGORY_LM: case UTF8PROC_CATEGORY_LO: case UTF8PROC_CATEGORY_ND:
-    case UTF8PROC_CATEGORY_NL: case UTF8PROC_CATEGORY_NO:
+    case UTF8PROC_CATEGORY_LU:
+    case UTF8PROC_CATEGORY_LL:
+    case UTF8PROC_CATEGORY_LT:
+    case UTF8PROC_CATEGORY_LM:
+    case UTF8PROC_CATEGORY_LO:
+    case UTF8PROC_CATEGORY_ND:
+    case UTF8PROC_CATEGORY_NL:
+    case UTF8PROC_CATEGORY_NO:
       return true;
     default:
       return false;
@@ -210,7 +217,8 @@ struct ByteLevelAlphabet {
     cp_to_byte.fill(-1);
     int n = 0;
     for (int b = 0; b < 256; ++b) {
-      bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+      bool printable =
+          (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
       char32_t cp = printable ? static_cast<char32_t>(b) : static_cast<char32_t>(256 + n++);
       byte_to_cp[b] = cp;
       cp_to_byte[cp] = static_cast<int16_t>(b);
@@ -263,13 +271,13 @@ class Regex {
     PCRE2_SIZE offset = 0;
     uint32_t options = PCRE2_UTF | PCRE2_UCP | PCRE2_NO_UTF_CHECK;
     if (literal) options = PCRE2_UTF | PCRE2_LITERAL;
-    pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()),
-                                     pattern.size(), options, &error, &offset, nullptr);
+    pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
+                                     options, &error, &offset, nullptr);
     if (code == nullptr) {
       PCRE2_UCHAR message[256];
       pcre2_get_error_message(error, message, sizeof(message));
-      return Invalid(absl::StrCat("regex \"", pattern, "\" does not compile at offset ",
-                                  offset, ": ", reinterpret_cast<const char*>(message)));
+      return Invalid(absl::StrCat("regex \"", pattern, "\" does not compile at offset ", offset,
+                                  ": ", reinterpret_cast<const char*>(message)));
     }
     auto regex = std::unique_ptr<Regex>(new Regex());
     regex->code_ = code;
@@ -487,7 +495,8 @@ absl::StatusOr<std::unique_ptr<Normalizer>> ParseNormalizer(const Json& j) {
     ASSIGN_OR_RETURN(auto re, ParsePattern(j.value("pattern", Json()), "normalizer Replace"));
     return std::make_unique<ReplaceNormalizer>(std::move(re), j.value("content", std::string()));
   }
-  if (type == "Prepend") return std::make_unique<PrependNormalizer>(j.value("prepend", std::string()));
+  if (type == "Prepend")
+    return std::make_unique<PrependNormalizer>(j.value("prepend", std::string()));
   if (type == "Sequence") {
     std::vector<std::unique_ptr<Normalizer>> parts;
     for (const Json& child : j.value("normalizers", Json::array())) {
@@ -667,14 +676,14 @@ absl::Status ParsePreTokenizer(const Json& j, std::vector<std::unique_ptr<PreTok
   if (*byte_level) {
     // After ByteLevel, Hugging Face's pieces are in printable byte-level form;
     // cohort works on raw bytes, so a later stage would see other text.
-    return absl::UnimplementedError(absl::StrCat(
-        "pre_tokenizer \"", type, "\" after ByteLevel is not supported"));
+    return absl::UnimplementedError(
+        absl::StrCat("pre_tokenizer \"", type, "\" after ByteLevel is not supported"));
   }
   if (type == "Split") {
     ASSIGN_OR_RETURN(auto re, ParsePattern(j.value("pattern", Json()), "pre_tokenizer Split"));
     ASSIGN_OR_RETURN(SplitBehavior behavior, ParseBehavior(j.value("behavior", Json())));
-    stages->push_back(std::make_unique<SplitPreTokenizer>(std::move(re), behavior,
-                                                          BoolOr(j, "invert", false)));
+    stages->push_back(
+        std::make_unique<SplitPreTokenizer>(std::move(re), behavior, BoolOr(j, "invert", false)));
     return absl::OkStatus();
   }
   if (type == "ByteLevel") {
@@ -688,9 +697,9 @@ absl::Status ParsePreTokenizer(const Json& j, std::vector<std::unique_ptr<PreTok
     *byte_level = true;
     return absl::OkStatus();
   }
-  return absl::UnimplementedError(absl::StrCat(
-      "pre_tokenizer type \"", type.empty() ? j.dump() : type,
-      "\" is not supported (supported: Sequence, Split, ByteLevel)"));
+  return absl::UnimplementedError(
+      absl::StrCat("pre_tokenizer type \"", type.empty() ? j.dump() : type,
+                   "\" is not supported (supported: Sequence, Split, ByteLevel)"));
 }
 
 // ---------------------------------------------------------------------------
@@ -816,7 +825,8 @@ absl::Status ParseDecoder(const Json& j, std::vector<std::unique_ptr<Decoder>>* 
                                                     j.value("stop", size_t{0})));
   } else if (type == "Replace") {
     ASSIGN_OR_RETURN(auto re, ParsePattern(j.value("pattern", Json()), "decoder Replace"));
-    chain->push_back(std::make_unique<ReplaceDecoder>(std::move(re), j.value("content", std::string())));
+    chain->push_back(
+        std::make_unique<ReplaceDecoder>(std::move(re), j.value("content", std::string())));
   } else {
     return absl::UnimplementedError(absl::StrCat(
         "decoder type \"", type.empty() ? j.dump() : type,
@@ -856,8 +866,10 @@ absl::Status ParsePostProcessor(const Json& j, std::vector<int32_t>* prefix,
       if (item.contains("Sequence")) {
         std::string id = item["Sequence"].value("id", std::string("A"));
         if (id != "A") {
-          return Invalid(absl::StrCat("post_processor TemplateProcessing: single template uses "
-                                      "sequence \"", id, "\"; only A exists for one sequence"));
+          return Invalid(
+              absl::StrCat("post_processor TemplateProcessing: single template uses "
+                           "sequence \"",
+                           id, "\"; only A exists for one sequence"));
         }
         seen_sequence = true;
       } else if (item.contains("SpecialToken")) {
@@ -875,10 +887,10 @@ absl::Status ParsePostProcessor(const Json& j, std::vector<int32_t>* prefix,
     }
     return absl::OkStatus();
   }
-  return absl::UnimplementedError(absl::StrCat(
-      "post_processor type \"", type.empty() ? j.dump() : type,
-      "\" is not supported (supported: TemplateProcessing, ByteLevel, BertProcessing, "
-      "RobertaProcessing, Sequence)"));
+  return absl::UnimplementedError(
+      absl::StrCat("post_processor type \"", type.empty() ? j.dump() : type,
+                   "\" is not supported (supported: TemplateProcessing, ByteLevel, BertProcessing, "
+                   "RobertaProcessing, Sequence)"));
 }
 
 // ---------------------------------------------------------------------------
@@ -1197,8 +1209,8 @@ class Bpe {
                     absl::flat_hash_map<std::string, int32_t>* vocab_out, int32_t* max_id) {
     std::string type = TypeOf(model);
     if (type != "BPE" && !(type.empty() && model.contains("merges"))) {
-      return absl::UnimplementedError(absl::StrCat(
-          "model type \"", type, "\" is not supported (supported: BPE)"));
+      return absl::UnimplementedError(
+          absl::StrCat("model type \"", type, "\" is not supported (supported: BPE)"));
     }
     if (model.contains("dropout") && !model["dropout"].is_null() &&
         model["dropout"].get<double>() != 0.0) {
@@ -1208,7 +1220,8 @@ class Bpe {
     ignore_merges_ = BoolOr(model, "ignore_merges", false);
     fuse_unk_ = BoolOr(model, "fuse_unk", false);
     byte_fallback_ = BoolOr(model, "byte_fallback", false);
-    if (model.contains("continuing_subword_prefix") && model["continuing_subword_prefix"].is_string()) {
+    if (model.contains("continuing_subword_prefix") &&
+        model["continuing_subword_prefix"].is_string()) {
       prefix_ = model["continuing_subword_prefix"].get<std::string>();
     }
     if (model.contains("end_of_word_suffix") && model["end_of_word_suffix"].is_string()) {
@@ -1270,12 +1283,16 @@ class Bpe {
         return it == vocab_out->end() ? -1 : it->second;
       };
       int32_t ia = find(a), ib = find(b);
-      std::string merged = a + (b.compare(0, prefix_.size(), prefix_) == 0 ? b.substr(prefix_.size()) : b);
+      std::string merged =
+          a + (b.compare(0, prefix_.size(), prefix_) == 0 ? b.substr(prefix_.size()) : b);
       int32_t im = find(merged);
       if (ia < 0 || ib < 0 || im < 0) {
         return Invalid(absl::StrCat("model BPE: merge ", rank, " (\"", a, "\", \"", b,
                                     "\") uses a token missing from the vocab: \"",
-                                    ia < 0 ? a : ib < 0 ? b : merged, "\""));
+                                    ia < 0   ? a
+                                    : ib < 0 ? b
+                                             : merged,
+                                    "\""));
       }
       merges_[PairKey(ia, ib)] = MergeInfo{static_cast<int32_t>(rank), im};
     }
@@ -1433,9 +1450,7 @@ class Bpe {
       int32_t rank;
       int left;
       int right;
-      bool operator>(const Cand& o) const {
-        return rank != o.rank ? rank > o.rank : left > o.left;
-      }
+      bool operator>(const Cand& o) const { return rank != o.rank ? rank > o.rank : left > o.left; }
     };
     std::priority_queue<Cand, std::vector<Cand>, std::greater<Cand>> heap;
     auto push = [&](int l, int r) {
@@ -1584,9 +1599,10 @@ class HfTokenizer : public Tokenizer {
   absl::Status LoadParsed(const Json& j, const StreamedModel& streamed) {
     for (const char* key : {"truncation", "padding"}) {
       if (j.contains(key) && !j[key].is_null()) {
-        return absl::UnimplementedError(absl::StrCat(
-            "tokenizer.json: \"", key, "\" is set; cohort does not truncate or pad in the "
-            "tokenizer (set it to null)"));
+        return absl::UnimplementedError(
+            absl::StrCat("tokenizer.json: \"", key,
+                         "\" is set; cohort does not truncate or pad in the "
+                         "tokenizer (set it to null)"));
       }
     }
     if (!j.contains("model")) return Invalid("tokenizer.json: no \"model\"");
@@ -1617,7 +1633,8 @@ class HfTokenizer : public Tokenizer {
         token->rstrip = BoolOr(a, "rstrip", false);
         token->special = BoolOr(a, "special", false);
         token->normalized = BoolOr(a, "normalized", !token->special);
-        if (token->id < 0) return Invalid(absl::StrCat("added token \"", token->content, "\": negative id"));
+        if (token->id < 0)
+          return Invalid(absl::StrCat("added token \"", token->content, "\": negative id"));
         token->match = token->content;
         if (token->normalized && normalizer_) normalizer_->Apply(&token->match);
         max_id = std::max(max_id, token->id);
@@ -1640,10 +1657,12 @@ class HfTokenizer : public Tokenizer {
       (t->normalized && normalizer_ ? normalized_matcher_ : raw_matcher_).Add(t.get());
     }
     for (int32_t id : prefix_ids_) {
-      if (id < 0 || id > max_id) return Invalid(absl::StrCat("post_processor: id ", id, " is not in the vocab"));
+      if (id < 0 || id > max_id)
+        return Invalid(absl::StrCat("post_processor: id ", id, " is not in the vocab"));
     }
     for (int32_t id : suffix_ids_) {
-      if (id < 0 || id > max_id) return Invalid(absl::StrCat("post_processor: id ", id, " is not in the vocab"));
+      if (id < 0 || id > max_id)
+        return Invalid(absl::StrCat("post_processor: id ", id, " is not in the vocab"));
     }
     byte_level_decoder_only_ =
         decoders_.size() == 1 && dynamic_cast<ByteLevelDecoder*>(decoders_[0].get()) != nullptr;
@@ -1751,14 +1770,15 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(std::string_view tokenizer_json,
-                                                               std::string_view tokenizer_config_json) {
+absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(
+    std::string_view tokenizer_json, std::string_view tokenizer_config_json) {
   auto tok = std::make_unique<HfTokenizer>();
   RETURN_IF_ERROR(tok->Load(tokenizer_json, tokenizer_config_json));
   return std::unique_ptr<Tokenizer>(std::move(tok));
 }
 
-absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromFile(const std::string& tokenizer_json_path) {
+absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromFile(
+    const std::string& tokenizer_json_path) {
   ASSIGN_OR_RETURN(std::string text, ReadFile(tokenizer_json_path));
   std::string config;
   size_t slash = tokenizer_json_path.find_last_of('/');

@@ -15,12 +15,11 @@
 namespace {
 
 grpc::Status NotYet(const char* method) {
-  return grpc::Status(
-      grpc::StatusCode::UNIMPLEMENTED,
-      std::string(method) +
-          " is not implemented yet: the learner (ledger, leases, training, "
-          "weight publication) lands with the GRPO training issue; this "
-          "build only serves health and metrics");
+  return grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
+                      std::string(method) +
+                          " is not implemented yet: the learner (ledger, leases, training, "
+                          "weight publication) lands with the GRPO training issue; this "
+                          "build only serves health and metrics");
 }
 
 class LearnerPlaceholder final : public cohort::v1::Learner::Service {
@@ -28,36 +27,30 @@ class LearnerPlaceholder final : public cohort::v1::Learner::Service {
                     cohort::v1::JoinResponse*) override {
     return NotYet("cohort.v1.Learner/Join");
   }
-  grpc::Status LeasePrompts(grpc::ServerContext*,
-                            const cohort::v1::LeasePromptsRequest*,
+  grpc::Status LeasePrompts(grpc::ServerContext*, const cohort::v1::LeasePromptsRequest*,
                             cohort::v1::LeasePromptsResponse*) override {
     return NotYet("cohort.v1.Learner/LeasePrompts");
   }
-  grpc::Status Heartbeat(grpc::ServerContext*,
-                         const cohort::v1::HeartbeatRequest*,
+  grpc::Status Heartbeat(grpc::ServerContext*, const cohort::v1::HeartbeatRequest*,
                          cohort::v1::HeartbeatResponse*) override {
     return NotYet("cohort.v1.Learner/Heartbeat");
   }
-  grpc::Status SubmitGroup(grpc::ServerContext*,
-                           const cohort::v1::SubmitGroupRequest*,
+  grpc::Status SubmitGroup(grpc::ServerContext*, const cohort::v1::SubmitGroupRequest*,
                            cohort::v1::SubmitGroupResponse*) override {
     return NotYet("cohort.v1.Learner/SubmitGroup");
   }
-  grpc::Status FetchPolicy(
-      grpc::ServerContext*, const cohort::v1::FetchPolicyRequest*,
-      grpc::ServerWriter<cohort::v1::WeightChunk>*) override {
+  grpc::Status FetchPolicy(grpc::ServerContext*, const cohort::v1::FetchPolicyRequest*,
+                           grpc::ServerWriter<cohort::v1::WeightChunk>*) override {
     return NotYet("cohort.v1.Learner/FetchPolicy");
   }
 };
 
 class AdminPlaceholder final : public cohort::v1::Admin::Service {
-  grpc::Status GetStatus(grpc::ServerContext*,
-                         const cohort::v1::GetStatusRequest*,
+  grpc::Status GetStatus(grpc::ServerContext*, const cohort::v1::GetStatusRequest*,
                          cohort::v1::RunStatus*) override {
     return NotYet("cohort.v1.Admin/GetStatus");
   }
-  grpc::Status Checkpoint(grpc::ServerContext*,
-                          const cohort::v1::CheckpointRequest*,
+  grpc::Status Checkpoint(grpc::ServerContext*, const cohort::v1::CheckpointRequest*,
                           cohort::v1::CheckpointResponse*) override {
     return NotYet("cohort.v1.Admin/Checkpoint");
   }

@@ -42,9 +42,12 @@ bool IgnoredName(const ModelConfig& config, const std::string& name) {
 
 std::string TorchDtypeName(at::ScalarType t) {
   switch (t) {
-    case at::kBFloat16: return "bfloat16";
-    case at::kHalf: return "float16";
-    default: return "float32";
+    case at::kBFloat16:
+      return "bfloat16";
+    case at::kHalf:
+      return "float16";
+    default:
+      return "float32";
   }
 }
 
@@ -71,8 +74,8 @@ absl::Status CopyInto(const std::string& from, const fs::path& dir, const char* 
   }
   fs::copy_file(from, dir / name, fs::copy_options::overwrite_existing, ec);
   if (ec) {
-    return absl::InternalError(absl::StrCat("copying '", from, "' to '",
-                                            (dir / name).string(), "': ", ec.message()));
+    return absl::InternalError(
+        absl::StrCat("copying '", from, "' to '", (dir / name).string(), "': ", ec.message()));
   }
   return absl::OkStatus();
 }
@@ -92,8 +95,8 @@ std::string GenerationConfigJson(const ModelConfig& config) {
 fs::path TempSibling(const fs::path& dir) {
   static std::atomic<int> counter{0};
   fs::path parent = dir.parent_path();
-  std::string name = absl::StrCat(".", dir.filename().string(), ".tmp-", ::getpid(), "-",
-                                  counter.fetch_add(1));
+  std::string name =
+      absl::StrCat(".", dir.filename().string(), ".tmp-", ::getpid(), "-", counter.fetch_add(1));
   return parent.empty() ? fs::path(name) : parent / name;
 }
 
@@ -161,7 +164,8 @@ absl::Status CheckTensorSet(const ModelConfig& config, const std::vector<TensorS
   std::vector<std::string> parts;
   if (!missing.empty()) parts.push_back(absl::StrCat(missing.size(), " missing: ", list(missing)));
   if (!extra.empty()) parts.push_back(absl::StrCat(extra.size(), " unexpected: ", list(extra)));
-  if (!wrong.empty()) parts.push_back(absl::StrCat(wrong.size(), " with the wrong shape: ", list(wrong)));
+  if (!wrong.empty())
+    parts.push_back(absl::StrCat(wrong.size(), " with the wrong shape: ", list(wrong)));
   return absl::InvalidArgumentError(absl::StrCat(
       "weights do not match the ", config.model_type, " config (", config.num_hidden_layers,
       " layers, hidden ", config.hidden_size, "): ", absl::StrJoin(parts, "; ")));
@@ -294,19 +298,25 @@ absl::StatusOr<at::ScalarType> ScalarTypeFromSafetensors(const std::string& dtyp
   if (dtype == "BF16") return at::kBFloat16;
   if (dtype == "F16") return at::kHalf;
   if (dtype == "F64") return at::kDouble;
-  return absl::InvalidArgumentError(
-      absl::StrCat("dtype ", dtype, " is not a floating-point type cohort loads "
-                                    "(F32, BF16, F16, F64)"));
+  return absl::InvalidArgumentError(absl::StrCat("dtype ", dtype,
+                                                 " is not a floating-point type cohort loads "
+                                                 "(F32, BF16, F16, F64)"));
 }
 
 absl::StatusOr<std::string> SafetensorsDtype(at::ScalarType type) {
   switch (type) {
-    case at::kFloat: return std::string("F32");
-    case at::kBFloat16: return std::string("BF16");
-    case at::kHalf: return std::string("F16");
-    case at::kDouble: return std::string("F64");
-    case at::kLong: return std::string("I64");
-    case at::kInt: return std::string("I32");
+    case at::kFloat:
+      return std::string("F32");
+    case at::kBFloat16:
+      return std::string("BF16");
+    case at::kHalf:
+      return std::string("F16");
+    case at::kDouble:
+      return std::string("F64");
+    case at::kLong:
+      return std::string("I64");
+    case at::kInt:
+      return std::string("I32");
     default:
       return absl::InvalidArgumentError(
           absl::StrCat("dtype ", c10::toString(type), " has no safetensors equivalent here"));
@@ -327,7 +337,8 @@ absl::StatusOr<LoadedModel> LoadModelDir(const std::string& dir, at::ScalarType 
   auto ckpt = safetensors::Checkpoint::Open(dir);
   if (!ckpt.ok()) return in_dir(ckpt.status());
   std::vector<TensorSpec> present;
-  for (const safetensors::TensorInfo* t : (*ckpt)->tensors()) present.push_back({t->name, t->shape});
+  for (const safetensors::TensorInfo* t : (*ckpt)->tensors())
+    present.push_back({t->name, t->shape});
   RETURN_IF_ERROR(in_dir(CheckTensorSet(model.config, present)));
 
   try {
@@ -344,7 +355,8 @@ absl::StatusOr<LoadedModel> LoadModelDir(const std::string& dir, at::ScalarType 
       model.weights.emplace(spec.name, *file_type == dtype ? raw : raw.to(dtype));
     }
   } catch (const c10::Error& e) {
-    return in_dir(absl::InternalError(absl::StrCat("converting weights: ", e.what_without_backtrace())));
+    return in_dir(
+        absl::InternalError(absl::StrCat("converting weights: ", e.what_without_backtrace())));
   }
   return model;
 }
@@ -372,7 +384,8 @@ absl::Status SaveModelDir(const std::string& dir, const ModelConfig& config,
                        static_cast<size_t>(t.numel()) * t.element_size()});
     }
   } catch (const c10::Error& e) {
-    return in_dir(absl::InternalError(absl::StrCat("converting weights: ", e.what_without_backtrace())));
+    return in_dir(
+        absl::InternalError(absl::StrCat("converting weights: ", e.what_without_backtrace())));
   }
 
   const fs::path target(dir);
@@ -384,8 +397,8 @@ absl::Status SaveModelDir(const std::string& dir, const ModelConfig& config,
   const fs::path tmp = TempSibling(target);
   fs::remove_all(tmp, ec);
   if (!fs::create_directory(tmp, ec)) {
-    return in_dir(absl::InternalError(
-        absl::StrCat("cannot create '", tmp.string(), "': ", ec.message())));
+    return in_dir(
+        absl::InternalError(absl::StrCat("cannot create '", tmp.string(), "': ", ec.message())));
   }
   auto write_all = [&]() -> absl::Status {
     ModelConfig written = config;

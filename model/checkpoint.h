@@ -41,8 +41,7 @@ std::vector<TensorSpec> ExpectedTensors(const ModelConfig& config);
 // missing, extra and mis-shaped tensor in one InvalidArgument error.
 // With tied embeddings a present lm_head.weight is tolerated (some
 // checkpoints carry it; it is ignored).
-absl::Status CheckTensorSet(const ModelConfig& config,
-                            const std::vector<TensorSpec>& present);
+absl::Status CheckTensorSet(const ModelConfig& config, const std::vector<TensorSpec>& present);
 
 struct LoadedModel {
   ModelConfig config;

@@ -26,7 +26,7 @@ using ::testing::HasSubstr;
 ModelConfig SmallConfig(const std::string& type) {
   ModelConfig c;
   c.model_type = type;
-  c.architecture = type == "qwen2" ? "Qwen2ForCausalLM"
+  c.architecture = type == "qwen2"   ? "Qwen2ForCausalLM"
                    : type == "qwen3" ? "Qwen3ForCausalLM"
                                      : "LlamaForCausalLM";
   c.vocab_size = 96;
@@ -192,8 +192,7 @@ TEST_F(CheckpointTest, RoundTripBf16IsBitExactAndConverts) {
   auto rounded = LoadModelDir(dir, at::kFloat);
   ASSERT_TRUE(rounded.ok());
   const auto& name = "model.layers.1.mlp.up_proj.weight";
-  EXPECT_TRUE(at::equal(rounded->weights.at(name),
-                        w32.at(name).to(at::kBFloat16).to(at::kFloat)));
+  EXPECT_TRUE(at::equal(rounded->weights.at(name), w32.at(name).to(at::kBFloat16).to(at::kFloat)));
 }
 
 TEST_F(CheckpointTest, ShardedSaveAndLoad) {

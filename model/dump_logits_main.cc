@@ -44,12 +44,11 @@ absl::StatusOr<std::vector<int64_t>> ParseIds(const std::string& text) {
 
 absl::Status Dump(const std::string& dir, const std::string& ids_text, const std::string& out) {
   ASSIGN_OR_RETURN(std::vector<int64_t> ids, ParseIds(ids_text));
-  ASSIGN_OR_RETURN(cohort::model::LoadedModel model,
-                   cohort::model::LoadModelDir(dir, at::kFloat));
+  ASSIGN_OR_RETURN(cohort::model::LoadedModel model, cohort::model::LoadModelDir(dir, at::kFloat));
   for (int64_t id : ids) {
     if (id >= model.config.vocab_size) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--ids: ", id, " is outside the vocabulary of ", model.config.vocab_size));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--ids: ", id, " is outside the vocabulary of ", model.config.vocab_size));
     }
   }
   ASSIGN_OR_RETURN(auto transformer,

@@ -33,9 +33,9 @@ struct Engine::Group {
   GenerationRequest request;
   std::promise<absl::StatusOr<GenerationResult>> promise;
   std::vector<Completion> completions;
-  bool done = false;         // promise fulfilled
-  int64_t next_sample = 0;   // samples given a slot so far
-  int64_t finished = 0;      // samples finished
+  bool done = false;        // promise fulfilled
+  int64_t next_sample = 0;  // samples given a slot so far
+  int64_t finished = 0;     // samples finished
   // After prefill: the prompt's K/V (when G > 1) and the first token's
   // log-probs, with the version of the weights that produced them.
   KvCache::Prefix prefix;
@@ -50,22 +50,20 @@ struct Engine::Slot {
   int32_t last_token = 0;
 };
 
-absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(
-    std::unique_ptr<Transformer> model, EngineOptions options) {
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::unique_ptr<Transformer> model,
+                                                       EngineOptions options) {
   if (model == nullptr) {
     return absl::InvalidArgumentError("engine: no model");
   }
   ASSIGN_OR_RETURN(KvCache cache,
-                   KvCache::Create(model->config(), options.num_slots,
-                                   options.max_len, model->dtype(),
-                                   model->device()));
+                   KvCache::Create(model->config(), options.num_slots, options.max_len,
+                                   model->dtype(), model->device()));
   model->set_version(options.initial_version);
   return std::unique_ptr<Engine>(
       new Engine(std::move(model), std::move(cache), std::move(options)));
 }
 
-Engine::Engine(std::unique_ptr<Transformer> model, KvCache cache,
-               EngineOptions options)
+Engine::Engine(std::unique_ptr<Transformer> model, KvCache cache, EngineOptions options)
     : options_(std::move(options)),
       model_(std::move(model)),
       cache_(std::move(cache)),
@@ -76,8 +74,7 @@ Engine::Engine(std::unique_ptr<Transformer> model, KvCache cache,
 
 Engine::~Engine() { Stop(); }
 
-std::future<absl::StatusOr<GenerationResult>> Engine::Submit(
-    GenerationRequest request) {
+std::future<absl::StatusOr<GenerationResult>> Engine::Submit(GenerationRequest request) {
   auto group = std::make_shared<Group>();
   auto future = group->promise.get_future();
   auto reject = [&](absl::Status status) {
@@ -90,25 +87,23 @@ std::future<absl::StatusOr<GenerationResult>> Engine::Submit(
     return reject(absl::InvalidArgumentError("generate: empty prompt"));
   }
   if (r.num_samples < 1) {
-    return reject(absl::InvalidArgumentError(absl::StrCat(
-        "generate: num_samples must be >= 1, got ", r.num_samples)));
+    return reject(absl::InvalidArgumentError(
+        absl::StrCat("generate: num_samples must be >= 1, got ", r.num_samples)));
   }
   if (static_cast<int64_t>(r.prompt.size()) >= options_.max_len) {
-    return reject(absl::InvalidArgumentError(absl::StrCat(
-        "generate: prompt of ", r.prompt.size(),
-        " tokens leaves no room in the engine's max_len ", options_.max_len)));
+    return reject(absl::InvalidArgumentError(
+        absl::StrCat("generate: prompt of ", r.prompt.size(),
+                     " tokens leaves no room in the engine's max_len ", options_.max_len)));
   }
   const int64_t vocab = model_->config().vocab_size;
   for (int32_t id : r.prompt) {
     if (id < 0 || id >= vocab) {
       return reject(absl::InvalidArgumentError(absl::StrCat(
-          "generate: prompt token id ", id, " outside the vocabulary [0, ",
-          vocab, ")")));
+          "generate: prompt token id ", id, " outside the vocabulary [0, ", vocab, ")")));
     }
   }
   if (!r.params.stop.empty() && !options_.decode) {
-    return reject(absl::InvalidArgumentError(
-        "generate: stop strings need EngineOptions::decode"));
+    return reject(absl::InvalidArgumentError("generate: stop strings need EngineOptions::decode"));
   }
   group->request = std::move(request);
   group->completions.resize(group->request.num_samples);
@@ -171,8 +166,7 @@ void Engine::Loop() {
     const bool busy = active_ > 0 || !started_.empty();
     {
       absl::MutexLock lock(&mu_);
-      while (!busy && !stopped_ && queue_.empty() &&
-             !pending_weights_.has_value()) {
+      while (!busy && !stopped_ && queue_.empty() && !pending_weights_.has_value()) {
         work_cv_.Wait(&mu_);
       }
       if (stopped_) return;
@@ -201,12 +195,10 @@ void Engine::InstallPendingWeights() {
     pending.swap(pending_weights_);
   }
   if (!pending.has_value()) return;
-  absl::Status status =
-      model_->SwapWeights(std::move(pending->first), pending->second);
+  absl::Status status = model_->SwapWeights(std::move(pending->first), pending->second);
   if (!status.ok()) {
     LOG(ERROR) << "engine: weight swap to version " << pending->second
-               << " failed, keeping version " << model_->version() << ": "
-               << status.message();
+               << " failed, keeping version " << model_->version() << ": " << status.message();
     return;
   }
   absl::MutexLock lock(&mu_);
@@ -222,8 +214,7 @@ void Engine::FillSlots() {
     while (group == nullptr) {
       while (!started_.empty() &&
              (started_.front()->done ||
-              started_.front()->next_sample >=
-                  started_.front()->request.num_samples)) {
+              started_.front()->next_sample >= started_.front()->request.num_samples)) {
         started_.front()->prefix = KvCache::Prefix();  // all samples placed
         started_.pop_front();
       }
@@ -250,15 +241,13 @@ void Engine::FillSlots() {
       delta.prefill_tokens += static_cast<int64_t>(r.prompt.size());
       try {
         at::NoGradGuard no_grad;
-        next->first_logprobs = TemperatureLogProbs(logits->unsqueeze(0),
-                                                   {r.params.temperature})[0];
+        next->first_logprobs = TemperatureLogProbs(logits->unsqueeze(0), {r.params.temperature})[0];
         if (r.num_samples > 1) {
           next->prefix = cache_.SavePrefix(s, cache_.length(s));
         }
       } catch (const std::exception& e) {
         cache_.Reset(s);
-        FailGroup(next, absl::InternalError(
-                            absl::StrCat("generate: after prefill: ", e.what())));
+        FailGroup(next, absl::InternalError(absl::StrCat("generate: after prefill: ", e.what())));
         continue;
       }
       next->prefill_version = model_->version();
@@ -276,8 +265,7 @@ void Engine::FillSlots() {
       ++delta.prefix_copies;
     }
     ++active_;
-    Advance(slot, group->first_logprobs.data_ptr<float>(),
-            group->prefill_version);
+    Advance(slot, group->first_logprobs.data_ptr<float>(), group->prefill_version);
     ++delta.generated_tokens;
   }
   AddStats(delta);
@@ -293,15 +281,13 @@ void Engine::DecodeActive() {
     tokens.push_back(slots_[s].last_token);
     temperatures.push_back(slots_[s].group->request.params.temperature);
   }
-  absl::StatusOr<at::Tensor> logits =
-      model_->Decode(cache_, slot_ids, tokens);
+  absl::StatusOr<at::Tensor> logits = model_->Decode(cache_, slot_ids, tokens);
   at::Tensor logprobs;
   if (logits.ok()) {
     try {
       logprobs = TemperatureLogProbs(*logits, temperatures);
     } catch (const std::exception& e) {
-      logits = absl::InternalError(
-          absl::StrCat("generate: sampling: ", e.what()));
+      logits = absl::InternalError(absl::StrCat("generate: sampling: ", e.what()));
     }
   }
   if (!logits.ok()) {
@@ -328,15 +314,14 @@ bool Engine::Advance(Slot& slot, const float* logprobs, int64_t version) {
   Group& group = *slot.group;
   const GenerationRequest& r = group.request;
   Completion& c = group.completions[slot.sample];
-  const SampledToken token = SampleFromLogProbs(
-      logprobs, model_->config().vocab_size, r.params, slot.rng);
+  const SampledToken token =
+      SampleFromLogProbs(logprobs, model_->config().vocab_size, r.params, slot.rng);
   c.tokens.push_back(token.id);
   c.logprobs.push_back(token.logprob);
   c.versions.push_back(version);
   slot.last_token = token.id;
   const int64_t n = static_cast<int64_t>(c.tokens.size());
-  if (std::find(r.eos_ids.begin(), r.eos_ids.end(), token.id) !=
-      r.eos_ids.end()) {
+  if (std::find(r.eos_ids.begin(), r.eos_ids.end(), token.id) != r.eos_ids.end()) {
     Finish(slot, FinishReason::kEos);
     return false;
   }
@@ -348,8 +333,8 @@ bool Engine::Advance(Slot& slot, const float* logprobs, int64_t version) {
     // Every token decodes to at least one byte, so a stop string completed
     // by this token lies within the last `longest` tokens.
     const size_t window = std::min(c.tokens.size(), longest + 1);
-    const std::string tail = options_.decode(std::vector<int32_t>(
-        c.tokens.end() - static_cast<std::ptrdiff_t>(window), c.tokens.end()));
+    const std::string tail = options_.decode(
+        std::vector<int32_t>(c.tokens.end() - static_cast<std::ptrdiff_t>(window), c.tokens.end()));
     for (const std::string& stop : r.params.stop) {
       if (tail.find(stop) != std::string::npos) {
         Finish(slot, FinishReason::kStop);
@@ -385,8 +370,7 @@ void Engine::Finish(Slot& slot, FinishReason reason) {
   }
 }
 
-void Engine::FailGroup(const std::shared_ptr<Group>& group,
-                       absl::Status status) {
+void Engine::FailGroup(const std::shared_ptr<Group>& group, absl::Status status) {
   std::shared_ptr<Group> keep = group;  // slots may hold the last reference
   for (size_t s = 0; s < slots_.size(); ++s) {
     if (slots_[s].group == keep) {

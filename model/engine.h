@@ -62,7 +62,7 @@ struct GenerationRequest {
 
 struct Completion {
   std::vector<int32_t> tokens;
-  std::vector<float> logprobs;   // behaviour log-prob per token
+  std::vector<float> logprobs;    // behaviour log-prob per token
   std::vector<int64_t> versions;  // policy version per token
   FinishReason finish_reason = FinishReason::kLength;
 };
@@ -72,8 +72,8 @@ struct GenerationResult {
 };
 
 struct EngineOptions {
-  int64_t num_slots = 16;   // sequences decoded together
-  int64_t max_len = 2048;   // prompt + completion positions per slot
+  int64_t num_slots = 16;       // sequences decoded together
+  int64_t max_len = 2048;       // prompt + completion positions per slot
   int64_t initial_version = 0;  // policy version of the model's weights
   // Decodes token ids to text for stop strings; required only when a
   // request has stop strings. Called on the engine's thread.
@@ -81,17 +81,17 @@ struct EngineOptions {
 };
 
 struct EngineStats {
-  int64_t steps = 0;              // decode steps run
-  int64_t generated_tokens = 0;   // tokens sampled
-  int64_t prefill_tokens = 0;     // prompt tokens run through the model
-  int64_t prefix_copies = 0;      // samples that reused a prefilled prompt
+  int64_t steps = 0;             // decode steps run
+  int64_t generated_tokens = 0;  // tokens sampled
+  int64_t prefill_tokens = 0;    // prompt tokens run through the model
+  int64_t prefix_copies = 0;     // samples that reused a prefilled prompt
 };
 
 class Engine {
  public:
   // Takes ownership of the model; allocates the KV cache.
-  static absl::StatusOr<std::unique_ptr<Engine>> Create(
-      std::unique_ptr<Transformer> model, EngineOptions options);
+  static absl::StatusOr<std::unique_ptr<Engine>> Create(std::unique_ptr<Transformer> model,
+                                                        EngineOptions options);
   ~Engine();  // Stop()s
 
   // Queues a request. The future is fulfilled when all its samples finish,
@@ -126,8 +126,7 @@ class Engine {
   struct Group;
   struct Slot;
 
-  Engine(std::unique_ptr<Transformer> model, KvCache cache,
-         EngineOptions options);
+  Engine(std::unique_ptr<Transformer> model, KvCache cache, EngineOptions options);
   void Loop();
   // Loop-thread helpers.
   void InstallPendingWeights();
@@ -154,8 +153,7 @@ class Engine {
   mutable absl::Mutex mu_;
   std::deque<std::shared_ptr<Group>> queue_ ABSL_GUARDED_BY(mu_);
   int64_t in_flight_groups_ ABSL_GUARDED_BY(mu_) = 0;
-  std::optional<std::pair<TensorMap, int64_t>> pending_weights_
-      ABSL_GUARDED_BY(mu_);
+  std::optional<std::pair<TensorMap, int64_t>> pending_weights_ ABSL_GUARDED_BY(mu_);
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;
   bool started_thread_ ABSL_GUARDED_BY(mu_) = false;
   absl::CondVar work_cv_;  // signalled on Submit, SwapWeights, Stop

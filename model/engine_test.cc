@@ -13,18 +13,16 @@
 namespace cohort::model {
 namespace {
 
+using ::testing::Each;
+using ::testing::HasSubstr;
 using testing::RandomWeights;
 using testing::TinyConfig;
 using testing::Variant;
-using ::testing::Each;
-using ::testing::HasSubstr;
 
 std::unique_ptr<Engine> MakeEngine(int64_t slots, int64_t max_len = 128,
-                                   Variant variant = Variant::kQwen2,
-                                   EngineOptions options = {}) {
+                                   Variant variant = Variant::kQwen2, EngineOptions options = {}) {
   ModelConfig config = TinyConfig(variant);
-  auto model = Transformer::Create(config, RandomWeights(config, 1),
-                                   at::kFloat, at::kCPU);
+  auto model = Transformer::Create(config, RandomWeights(config, 1), at::kFloat, at::kCPU);
   EXPECT_TRUE(model.ok()) << model.status();
   options.num_slots = slots;
   options.max_len = max_len;
@@ -33,8 +31,8 @@ std::unique_ptr<Engine> MakeEngine(int64_t slots, int64_t max_len = 128,
   return std::move(engine).value();
 }
 
-GenerationRequest Request(std::vector<int32_t> prompt, int64_t g,
-                          uint64_t seed, int64_t max_new_tokens = 12) {
+GenerationRequest Request(std::vector<int32_t> prompt, int64_t g, uint64_t seed,
+                          int64_t max_new_tokens = 12) {
   GenerationRequest r;
   r.prompt = std::move(prompt);
   r.num_samples = g;
@@ -119,8 +117,8 @@ TEST(EngineTest, ContinuousBatchingServesMoreSamplesThanSlots) {
   auto engine = MakeEngine(2);
   std::vector<std::future<absl::StatusOr<GenerationResult>>> futures;
   for (int i = 0; i < 4; ++i) {
-    futures.push_back(engine->Submit(
-        Request({static_cast<int32_t>(i + 1), 3, 5}, 3, i, 3 + 2 * i)));
+    futures.push_back(
+        engine->Submit(Request({static_cast<int32_t>(i + 1), 3, 5}, 3, i, 3 + 2 * i)));
   }
   engine->RunUntilIdle();
   for (int i = 0; i < 4; ++i) {
@@ -211,8 +209,7 @@ TEST(EngineTest, WeightSwapMidBatchChangesRecordedVersions) {
   TensorMap bad = RandomWeights(config, 3);
   bad.erase("model.layers.0.self_attn.q_norm.weight");
   absl::Status rejected = engine->SwapWeights(bad, 6);
-  EXPECT_THAT(std::string(rejected.message()),
-              HasSubstr("model.layers.0.self_attn.q_norm.weight"));
+  EXPECT_THAT(std::string(rejected.message()), HasSubstr("model.layers.0.self_attn.q_norm.weight"));
   engine->RunUntilIdle();
   EXPECT_EQ(engine->policy_version(), 5);
   GenerationResult r = Get(f);
@@ -228,8 +225,7 @@ TEST(EngineTest, WeightSwapMidBatchChangesRecordedVersions) {
 
 TEST(EngineTest, TruncatedSamplingInBf16) {
   ModelConfig config = TinyConfig(Variant::kLlama3);
-  auto model = Transformer::Create(config, RandomWeights(config, 1),
-                                   at::kBFloat16, at::kCPU);
+  auto model = Transformer::Create(config, RandomWeights(config, 1), at::kBFloat16, at::kCPU);
   ASSERT_TRUE(model.ok());
   EngineOptions options;
   options.num_slots = 4;

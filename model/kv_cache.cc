@@ -7,10 +7,8 @@
 
 namespace cohort::model {
 
-absl::StatusOr<KvCache> KvCache::Create(const ModelConfig& config,
-                                        int64_t slots, int64_t max_len,
-                                        at::ScalarType dtype,
-                                        at::Device device) {
+absl::StatusOr<KvCache> KvCache::Create(const ModelConfig& config, int64_t slots, int64_t max_len,
+                                        at::ScalarType dtype, at::Device device) {
   if (slots <= 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("kv cache: slots must be positive, got ", slots));
@@ -19,14 +17,12 @@ absl::StatusOr<KvCache> KvCache::Create(const ModelConfig& config,
     return absl::InvalidArgumentError(
         absl::StrCat("kv cache: max_len must be positive, got ", max_len));
   }
-  if (config.max_position_embeddings > 0 &&
-      max_len > config.max_position_embeddings) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "kv cache: max_len ", max_len, " exceeds the model's ",
-        "max_position_embeddings ", config.max_position_embeddings));
+  if (config.max_position_embeddings > 0 && max_len > config.max_position_embeddings) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("kv cache: max_len ", max_len, " exceeds the model's ",
+                     "max_position_embeddings ", config.max_position_embeddings));
   }
-  if (config.num_hidden_layers <= 0 || config.num_key_value_heads <= 0 ||
-      config.head_dim <= 0) {
+  if (config.num_hidden_layers <= 0 || config.num_key_value_heads <= 0 || config.head_dim <= 0) {
     return absl::InvalidArgumentError(
         "kv cache: config needs positive num_hidden_layers, "
         "num_key_value_heads and head_dim");
@@ -37,21 +33,18 @@ absl::StatusOr<KvCache> KvCache::Create(const ModelConfig& config,
   try {
     auto options = at::TensorOptions().dtype(dtype).device(device);
     for (int64_t l = 0; l < config.num_hidden_layers; ++l) {
-      cache.k_.push_back(at::zeros(
-          {slots, config.num_key_value_heads, max_len, config.head_dim},
-          options));
-      cache.v_.push_back(at::zeros(
-          {slots, config.num_key_value_heads, max_len, config.head_dim},
-          options));
+      cache.k_.push_back(
+          at::zeros({slots, config.num_key_value_heads, max_len, config.head_dim}, options));
+      cache.v_.push_back(
+          at::zeros({slots, config.num_key_value_heads, max_len, config.head_dim}, options));
     }
   } catch (const c10::Error& e) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "kv cache: cannot allocate ", slots, " slots x ", max_len,
-        " positions: ", e.what_without_backtrace()));
+    return absl::ResourceExhaustedError(absl::StrCat("kv cache: cannot allocate ", slots,
+                                                     " slots x ", max_len,
+                                                     " positions: ", e.what_without_backtrace()));
   }
-  cache.bytes_per_position_ = 2 * config.num_hidden_layers *
-                              config.num_key_value_heads * config.head_dim *
-                              static_cast<int64_t>(c10::elementSize(dtype));
+  cache.bytes_per_position_ = 2 * config.num_hidden_layers * config.num_key_value_heads *
+                              config.head_dim * static_cast<int64_t>(c10::elementSize(dtype));
   return cache;
 }
 

@@ -40,10 +40,8 @@ class KvCache {
   // Allocates the pool (zero-filled). InvalidArgument for non-positive sizes
   // or max_len above the model's max_position_embeddings; ResourceExhausted
   // if the allocation fails.
-  static absl::StatusOr<KvCache> Create(const ModelConfig& config,
-                                        int64_t slots, int64_t max_len,
-                                        at::ScalarType dtype,
-                                        at::Device device);
+  static absl::StatusOr<KvCache> Create(const ModelConfig& config, int64_t slots, int64_t max_len,
+                                        at::ScalarType dtype, at::Device device);
 
   int64_t num_slots() const { return static_cast<int64_t>(lengths_.size()); }
   int64_t max_len() const { return max_len_; }

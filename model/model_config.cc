@@ -33,8 +33,7 @@ absl::Status GetInt(const Json& j, const std::string& key, bool required, int64_
   return absl::OkStatus();
 }
 
-absl::Status GetPositive(const Json& j, const std::string& key, bool required,
-                         int64_t* out) {
+absl::Status GetPositive(const Json& j, const std::string& key, bool required, int64_t* out) {
   RETURN_IF_ERROR(GetInt(j, key, required, out));
   if (j.contains(key) && !j[key].is_null() && *out <= 0) {
     return KeyError(key, absl::StrCat("is ", *out, ", expected a positive integer"));
@@ -45,7 +44,8 @@ absl::Status GetPositive(const Json& j, const std::string& key, bool required,
 absl::Status GetDouble(const Json& j, const std::string& key, double* out) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return absl::OkStatus();
-  if (!it->is_number()) return KeyError(key, absl::StrCat("is ", it->dump(), ", expected a number"));
+  if (!it->is_number())
+    return KeyError(key, absl::StrCat("is ", it->dump(), ", expected a number"));
   *out = it->get<double>();
   return absl::OkStatus();
 }
@@ -53,7 +53,8 @@ absl::Status GetDouble(const Json& j, const std::string& key, double* out) {
 absl::Status GetBool(const Json& j, const std::string& key, bool* out) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return absl::OkStatus();
-  if (!it->is_boolean()) return KeyError(key, absl::StrCat("is ", it->dump(), ", expected true or false"));
+  if (!it->is_boolean())
+    return KeyError(key, absl::StrCat("is ", it->dump(), ", expected true or false"));
   *out = it->get<bool>();
   return absl::OkStatus();
 }
@@ -61,7 +62,8 @@ absl::Status GetBool(const Json& j, const std::string& key, bool* out) {
 absl::Status GetString(const Json& j, const std::string& key, std::string* out) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return absl::OkStatus();
-  if (!it->is_string()) return KeyError(key, absl::StrCat("is ", it->dump(), ", expected a string"));
+  if (!it->is_string())
+    return KeyError(key, absl::StrCat("is ", it->dump(), ", expected a string"));
   *out = it->get<std::string>();
   return absl::OkStatus();
 }
@@ -86,11 +88,11 @@ absl::Status ParseRopeScaling(const Json& rs, const std::string& key, RopeScalin
   RETURN_IF_ERROR(GetInt(rs, "original_max_position_embeddings", false,
                          &out->original_max_position_embeddings));
   if (out->factor <= 0 || out->low_freq_factor <= 0 ||
-      out->high_freq_factor <= out->low_freq_factor ||
-      out->original_max_position_embeddings <= 0) {
-    return KeyError(key, "has llama3 parameters out of range (need factor > 0, "
-                         "0 < low_freq_factor < high_freq_factor, "
-                         "original_max_position_embeddings > 0)");
+      out->high_freq_factor <= out->low_freq_factor || out->original_max_position_embeddings <= 0) {
+    return KeyError(key,
+                    "has llama3 parameters out of range (need factor > 0, "
+                    "0 < low_freq_factor < high_freq_factor, "
+                    "original_max_position_embeddings > 0)");
   }
   return absl::OkStatus();
 }
@@ -143,7 +145,8 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const std::string& text) {
 
   ModelConfig c;
   RETURN_IF_ERROR(GetString(j, "model_type", &c.model_type));
-  if (c.model_type.empty()) return KeyError("model_type", "is missing (expected qwen2, qwen3 or llama)");
+  if (c.model_type.empty())
+    return KeyError("model_type", "is missing (expected qwen2, qwen3 or llama)");
   if (c.model_type != "qwen2" && c.model_type != "qwen3" && c.model_type != "llama") {
     return KeyError("model_type", absl::StrCat("is \"", c.model_type,
                                                "\", which cohort does not support "
@@ -159,8 +162,8 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const std::string& text) {
     c.architecture = DefaultArchitecture(c.model_type);
   }
   if (c.architecture.find("ForCausalLM") == std::string::npos) {
-    return KeyError("architectures", absl::StrCat("is \"", c.architecture,
-                                                  "\", expected a *ForCausalLM model"));
+    return KeyError("architectures",
+                    absl::StrCat("is \"", c.architecture, "\", expected a *ForCausalLM model"));
   }
 
   RETURN_IF_ERROR(GetPositive(j, "vocab_size", true, &c.vocab_size));
@@ -171,10 +174,10 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const std::string& text) {
   c.num_key_value_heads = c.num_attention_heads;
   RETURN_IF_ERROR(GetPositive(j, "num_key_value_heads", false, &c.num_key_value_heads));
   if (c.num_attention_heads % c.num_key_value_heads != 0) {
-    return KeyError("num_key_value_heads",
-                    absl::StrCat("is ", c.num_key_value_heads,
-                                 ", which does not divide num_attention_heads ",
-                                 c.num_attention_heads));
+    return KeyError(
+        "num_key_value_heads",
+        absl::StrCat("is ", c.num_key_value_heads, ", which does not divide num_attention_heads ",
+                     c.num_attention_heads));
   }
   if (j.contains("head_dim") && !j["head_dim"].is_null()) {
     RETURN_IF_ERROR(GetPositive(j, "head_dim", true, &c.head_dim));
@@ -305,10 +308,9 @@ std::string ModelConfig::Fingerprint() const {
   // weights fit). FNV-1a 64 over that text.
   std::string canon = absl::StrCat(
       "type=", model_type, ";vocab=", vocab_size, ";hidden=", hidden_size,
-      ";inter=", intermediate_size, ";layers=", num_hidden_layers,
-      ";heads=", num_attention_heads, ";kv=", num_key_value_heads, ";hd=", head_dim,
-      ";eps=", DoubleText(rms_norm_eps), ";theta=", DoubleText(rope_theta),
-      ";rs=", rope_scaling.type);
+      ";inter=", intermediate_size, ";layers=", num_hidden_layers, ";heads=", num_attention_heads,
+      ";kv=", num_key_value_heads, ";hd=", head_dim, ";eps=", DoubleText(rms_norm_eps),
+      ";theta=", DoubleText(rope_theta), ";rs=", rope_scaling.type);
   if (rope_scaling.type == "llama3") {
     absl::StrAppend(&canon, ",", DoubleText(rope_scaling.factor), ",",
                     DoubleText(rope_scaling.low_freq_factor), ",",

@@ -35,8 +35,8 @@ struct ModelConfig {
   double rope_theta = 10000.0;
   RopeScaling rope_scaling;
   bool tie_word_embeddings = false;
-  bool attention_bias = false;  // q/k/v projections have biases (Qwen2)
-  bool qk_norm = false;         // per-head RMSNorm on q and k (Qwen3)
+  bool attention_bias = false;          // q/k/v projections have biases (Qwen2)
+  bool qk_norm = false;                 // per-head RMSNorm on q and k (Qwen3)
   std::string torch_dtype = "float32";  // "float32", "bfloat16", "float16"
   int64_t bos_token_id = -1;            // -1: none
   std::vector<int64_t> eos_token_ids;   // config's eos_token_id (int or list)

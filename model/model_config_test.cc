@@ -144,10 +144,13 @@ TEST(ModelConfigTest, ErrorsNameTheKey) {
   ExpectError(Qwen3With("model_type", ""), "\"model_type\" is missing");
   ExpectError(Qwen3With("model_type", "\"gpt2\""), "\"model_type\" is \"gpt2\"");
   ExpectError(Qwen3With("hidden_size", ""), "\"hidden_size\" is missing");
-  ExpectError(Qwen3With("hidden_size", "\"1024\""), "\"hidden_size\" is \"1024\", expected an integer");
-  ExpectError(Qwen3With("num_hidden_layers", "0"), "\"num_hidden_layers\" is 0, expected a positive");
+  ExpectError(Qwen3With("hidden_size", "\"1024\""),
+              "\"hidden_size\" is \"1024\", expected an integer");
+  ExpectError(Qwen3With("num_hidden_layers", "0"),
+              "\"num_hidden_layers\" is 0, expected a positive");
   ExpectError(Qwen3With("vocab_size", "-5"), "\"vocab_size\" is -5");
-  ExpectError(Qwen3With("num_key_value_heads", "5"), "\"num_key_value_heads\" is 5, which does not divide");
+  ExpectError(Qwen3With("num_key_value_heads", "5"),
+              "\"num_key_value_heads\" is 5, which does not divide");
   ExpectError(Qwen3With("rope_scaling", R"({"rope_type": "yarn", "factor": 4.0})"),
               "\"rope_scaling\" has rope_type \"yarn\"");
   ExpectError(Qwen3With("rms_norm_eps", "\"small\""), "\"rms_norm_eps\"");

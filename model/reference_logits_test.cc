@@ -63,8 +63,9 @@ TEST(ReferenceLogitsTest, MatchesTransformers) {
     ++checked;
   }
   if (checked == 0) {
-    GTEST_SKIP() << "no hf_logits.json under " << root
-                 << " (made on a machine with transformers by scripts/device/run_reference_check.sh)";
+    GTEST_SKIP()
+        << "no hf_logits.json under " << root
+        << " (made on a machine with transformers by scripts/device/run_reference_check.sh)";
   }
 }
 

@@ -12,20 +12,19 @@ namespace cohort::model {
 
 absl::Status SamplingParams::Validate() const {
   if (!(temperature >= 0) || !std::isfinite(temperature)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "sampling: temperature must be >= 0, got ", temperature));
+    return absl::InvalidArgumentError(
+        absl::StrCat("sampling: temperature must be >= 0, got ", temperature));
   }
   if (top_k < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("sampling: top_k must be >= 0, got ", top_k));
+    return absl::InvalidArgumentError(absl::StrCat("sampling: top_k must be >= 0, got ", top_k));
   }
   if (!(top_p > 0 && top_p <= 1)) {
     return absl::InvalidArgumentError(
         absl::StrCat("sampling: top_p must be in (0, 1], got ", top_p));
   }
   if (max_new_tokens <= 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "sampling: max_new_tokens must be positive, got ", max_new_tokens));
+    return absl::InvalidArgumentError(
+        absl::StrCat("sampling: max_new_tokens must be positive, got ", max_new_tokens));
   }
   for (const std::string& s : stop) {
     if (s.empty()) {
@@ -47,12 +46,10 @@ uint64_t SampleRng::Next() {
   return z ^ (z >> 31);
 }
 
-double SampleRng::Uniform() {
-  return static_cast<double>(Next() >> 11) * 0x1.0p-53;
-}
+double SampleRng::Uniform() { return static_cast<double>(Next() >> 11) * 0x1.0p-53; }
 
-SampledToken SampleFromLogProbs(const float* logprobs, int64_t vocab,
-                                const SamplingParams& params, SampleRng& rng) {
+SampledToken SampleFromLogProbs(const float* logprobs, int64_t vocab, const SamplingParams& params,
+                                SampleRng& rng) {
   SampledToken out;
   if (params.temperature == 0) {
     int64_t best = 0;
@@ -64,8 +61,7 @@ SampledToken SampleFromLogProbs(const float* logprobs, int64_t vocab,
     return out;
   }
   const double u = rng.Uniform();
-  const bool truncate =
-      (params.top_k > 0 && params.top_k < vocab) || params.top_p < 1.0;
+  const bool truncate = (params.top_k > 0 && params.top_k < vocab) || params.top_p < 1.0;
   int64_t chosen = -1;
   if (!truncate) {
     // log-probs are normalized, so the mass is 1 up to rounding.
@@ -92,8 +88,7 @@ SampledToken SampleFromLogProbs(const float* logprobs, int64_t vocab,
     int64_t kept = vocab;
     if (params.top_k > 0 && params.top_k < vocab) {
       kept = params.top_k;
-      std::partial_sort(order.begin(), order.begin() + kept, order.end(),
-                        more_likely);
+      std::partial_sort(order.begin(), order.begin() + kept, order.end(), more_likely);
     } else {
       std::sort(order.begin(), order.end(), more_likely);
     }
@@ -128,16 +123,13 @@ SampledToken SampleFromLogProbs(const float* logprobs, int64_t vocab,
   return out;
 }
 
-at::Tensor TemperatureLogProbs(const at::Tensor& logits,
-                               const std::vector<double>& temperatures) {
+at::Tensor TemperatureLogProbs(const at::Tensor& logits, const std::vector<double>& temperatures) {
   std::vector<float> inv(temperatures.size());
   for (size_t i = 0; i < temperatures.size(); ++i) {
-    inv[i] = temperatures[i] > 0 ? static_cast<float>(1.0 / temperatures[i])
-                                 : 1.0f;
+    inv[i] = temperatures[i] > 0 ? static_cast<float>(1.0 / temperatures[i]) : 1.0f;
   }
   at::Tensor x = logits.to(at::kCPU, at::kFloat);
-  const bool all_one =
-      std::all_of(inv.begin(), inv.end(), [](float v) { return v == 1.0f; });
+  const bool all_one = std::all_of(inv.begin(), inv.end(), [](float v) { return v == 1.0f; });
   if (!all_one) {
     x = x * at::tensor(at::ArrayRef<float>(inv), at::kFloat).unsqueeze(1);
   }

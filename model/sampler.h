@@ -66,13 +66,12 @@ struct SampledToken {
 
 // Samples one token given `logprobs` = log_softmax(logits / T) over the
 // vocabulary (T = 1 when greedy): see TemperatureLogProbs.
-SampledToken SampleFromLogProbs(const float* logprobs, int64_t vocab,
-                                const SamplingParams& params, SampleRng& rng);
+SampledToken SampleFromLogProbs(const float* logprobs, int64_t vocab, const SamplingParams& params,
+                                SampleRng& rng);
 
 // log_softmax(logits / T) per row, fp32 on the CPU, contiguous; `logits` is
 // [n, vocab] and temperatures[i] applies to row i (0 means greedy: T = 1).
-at::Tensor TemperatureLogProbs(const at::Tensor& logits,
-                               const std::vector<double>& temperatures);
+at::Tensor TemperatureLogProbs(const at::Tensor& logits, const std::vector<double>& temperatures);
 
 }  // namespace cohort::model
 

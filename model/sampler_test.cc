@@ -12,8 +12,7 @@ namespace cohort::model {
 namespace {
 
 at::Tensor LogProbsOf(const std::vector<float>& logits, double temperature) {
-  at::Tensor t =
-      at::tensor(at::ArrayRef<float>(logits), at::kFloat).unsqueeze(0);
+  at::Tensor t = at::tensor(at::ArrayRef<float>(logits), at::kFloat).unsqueeze(0);
   return TemperatureLogProbs(t, {temperature})[0].contiguous();
 }
 
@@ -56,8 +55,7 @@ TEST(SamplerTest, FrequenciesFollowTheTemperatureSoftmax) {
     for (float l : logits) z += std::exp(l / temperature);
     for (int id = 0; id < 4; ++id) {
       const double p = std::exp(logits[id] / temperature) / z;
-      EXPECT_NEAR(counts[id] / double(n), p, 0.01)
-          << "id " << id << " T " << temperature;
+      EXPECT_NEAR(counts[id] / double(n), p, 0.01) << "id " << id << " T " << temperature;
     }
   }
 }
@@ -108,8 +106,7 @@ TEST(SamplerTest, ValidateNamesTheBadField) {
   SamplingParams p;
   EXPECT_TRUE(p.Validate().ok());
   p.temperature = -1;
-  EXPECT_NE(std::string(p.Validate().message()).find("temperature"),
-            std::string::npos);
+  EXPECT_NE(std::string(p.Validate().message()).find("temperature"), std::string::npos);
   p = SamplingParams();
   p.top_p = 0;
   EXPECT_NE(std::string(p.Validate().message()).find("top_p"), std::string::npos);
@@ -118,8 +115,7 @@ TEST(SamplerTest, ValidateNamesTheBadField) {
   EXPECT_NE(std::string(p.Validate().message()).find("top_k"), std::string::npos);
   p = SamplingParams();
   p.max_new_tokens = 0;
-  EXPECT_NE(std::string(p.Validate().message()).find("max_new_tokens"),
-            std::string::npos);
+  EXPECT_NE(std::string(p.Validate().message()).find("max_new_tokens"), std::string::npos);
   p = SamplingParams();
   p.stop = {""};
   EXPECT_FALSE(p.Validate().ok());

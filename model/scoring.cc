@@ -11,17 +11,15 @@
 
 namespace cohort::model {
 
-absl::StatusOr<at::Tensor> TokenLogProbs(const Transformer& model,
-                                         const at::Tensor& tokens,
+absl::StatusOr<at::Tensor> TokenLogProbs(const Transformer& model, const at::Tensor& tokens,
                                          const at::Tensor& attention_mask,
                                          const ScoreOptions& options) {
   if (!(options.temperature > 0)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "score: temperature must be > 0, got ", options.temperature));
+    return absl::InvalidArgumentError(
+        absl::StrCat("score: temperature must be > 0, got ", options.temperature));
   }
   if (tokens.dim() != 2 || tokens.size(1) < 2) {
-    return absl::InvalidArgumentError(
-        "score: tokens must be [batch, time] with time >= 2");
+    return absl::InvalidArgumentError("score: tokens must be [batch, time] with time >= 2");
   }
   std::optional<at::NoGradGuard> no_grad;
   if (!options.keep_graph) no_grad.emplace();
@@ -37,8 +35,7 @@ absl::StatusOr<at::Tensor> TokenLogProbs(const Transformer& model,
     at::Tensor next = ids.narrow(1, 1, t - 1).unsqueeze(-1);
     at::Tensor picked = scaled.gather(-1, next).squeeze(-1);
     at::Tensor logprobs = picked - at::logsumexp(scaled, -1);
-    at::Tensor valid =
-        at::logical_and(mask.narrow(1, 0, t - 1), mask.narrow(1, 1, t - 1));
+    at::Tensor valid = at::logical_and(mask.narrow(1, 0, t - 1), mask.narrow(1, 1, t - 1));
     return logprobs * valid.to(at::kFloat);
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat("score: ", e.what()));
@@ -46,8 +43,7 @@ absl::StatusOr<at::Tensor> TokenLogProbs(const Transformer& model,
 }
 
 absl::StatusOr<std::vector<std::vector<float>>> CompletionLogProbs(
-    const Transformer& model, const std::vector<ScoredSequence>& sequences,
-    double temperature) {
+    const Transformer& model, const std::vector<ScoredSequence>& sequences, double temperature) {
   if (sequences.empty()) return std::vector<std::vector<float>>();
   int64_t t = 2;
   for (const ScoredSequence& s : sequences) {
@@ -74,8 +70,7 @@ absl::StatusOr<std::vector<std::vector<float>>> CompletionLogProbs(
   }
   ScoreOptions options;
   options.temperature = temperature;
-  ASSIGN_OR_RETURN(at::Tensor logprobs,
-                   TokenLogProbs(model, tokens, mask, options));
+  ASSIGN_OR_RETURN(at::Tensor logprobs, TokenLogProbs(model, tokens, mask, options));
   at::Tensor cpu = logprobs.to(at::kCPU, at::kFloat).contiguous();
   auto lp = cpu.accessor<float, 2>();
   std::vector<std::vector<float>> out(b);

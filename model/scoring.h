@@ -31,8 +31,7 @@ struct ScoreOptions {
 // tokens, attention_mask: [B, T] (1 real, 0 padding, left or right).
 // Returns [B, T - 1] fp32: entry t scores tokens[:, t + 1] given the tokens
 // up to t; 0 where either position is padding.
-absl::StatusOr<at::Tensor> TokenLogProbs(const Transformer& model,
-                                         const at::Tensor& tokens,
+absl::StatusOr<at::Tensor> TokenLogProbs(const Transformer& model, const at::Tensor& tokens,
                                          const at::Tensor& attention_mask,
                                          const ScoreOptions& options = {});
 

@@ -20,8 +20,7 @@ class ScoringTest : public ::testing::TestWithParam<Variant> {};
 // weights (fp32, temperature-only sampling).
 TEST_P(ScoringTest, AgreesWithEngineBehaviourLogProbs) {
   ModelConfig config = TinyConfig(GetParam());
-  auto model = Transformer::Create(config, RandomWeights(config, 4),
-                                   at::kFloat, at::kCPU);
+  auto model = Transformer::Create(config, RandomWeights(config, 4), at::kFloat, at::kCPU);
   ASSERT_TRUE(model.ok());
   EngineOptions options;
   options.num_slots = 3;
@@ -51,8 +50,7 @@ TEST_P(ScoringTest, AgreesWithEngineBehaviourLogProbs) {
     }
     // Score together with a longer unrelated sequence so rows are padded.
     batch.push_back({std::vector<int32_t>(40, 3), {4, 5}});
-    auto scored =
-        CompletionLogProbs((*engine)->model(), batch, prompts[i].second);
+    auto scored = CompletionLogProbs((*engine)->model(), batch, prompts[i].second);
     ASSERT_TRUE(scored.ok()) << scored.status();
     for (size_t s = 0; s < result->completions.size(); ++s) {
       const Completion& c = result->completions[s];
@@ -67,20 +65,16 @@ TEST_P(ScoringTest, AgreesWithEngineBehaviourLogProbs) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Layouts, ScoringTest,
-                         ::testing::Values(Variant::kQwen2, Variant::kQwen3,
-                                           Variant::kLlama3),
+                         ::testing::Values(Variant::kQwen2, Variant::kQwen3, Variant::kLlama3),
                          [](const auto& info) { return VariantName(info.param); });
 
 TEST(ScoringGradTest, KeepsAutogradToTheWeights) {
   ModelConfig config = TinyConfig(Variant::kQwen2);
-  auto model = Transformer::Create(config, RandomWeights(config, 4),
-                                   at::kFloat, at::kCPU);
+  auto model = Transformer::Create(config, RandomWeights(config, 4), at::kFloat, at::kCPU);
   ASSERT_TRUE(model.ok());
   for (auto& [name, w] : (*model)->weights()) w.requires_grad_(true);
-  at::Tensor tokens = at::tensor({1, 2, 3, 4, 0, 0, 5, 6, 7, 8, 9, 10}, at::kLong)
-                          .view({2, 6});
-  at::Tensor mask = at::tensor({1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1, 1}, at::kLong)
-                        .view({2, 6});
+  at::Tensor tokens = at::tensor({1, 2, 3, 4, 0, 0, 5, 6, 7, 8, 9, 10}, at::kLong).view({2, 6});
+  at::Tensor mask = at::tensor({1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1, 1}, at::kLong).view({2, 6});
   ScoreOptions options;
   options.keep_graph = true;
   auto lp = TokenLogProbs(**model, tokens, mask, options);
@@ -91,8 +85,7 @@ TEST(ScoringGradTest, KeepsAutogradToTheWeights) {
   EXPECT_EQ((*lp)[0][3].item<float>(), 0.0f);
   EXPECT_EQ((*lp)[0][4].item<float>(), 0.0f);
   lp->sum().backward();
-  const at::Tensor& g =
-      (*model)->weights().at("model.layers.0.self_attn.q_proj.weight").grad();
+  const at::Tensor& g = (*model)->weights().at("model.layers.0.self_attn.q_proj.weight").grad();
   ASSERT_TRUE(g.defined());
   EXPECT_GT(g.abs().sum().item<double>(), 0.0);
   // Without keep_graph: no history.
@@ -104,15 +97,13 @@ TEST(ScoringGradTest, KeepsAutogradToTheWeights) {
 
 TEST(ScoringGradTest, RejectsBadInput) {
   ModelConfig config = TinyConfig(Variant::kQwen2);
-  auto model = Transformer::Create(config, RandomWeights(config, 4),
-                                   at::kFloat, at::kCPU);
+  auto model = Transformer::Create(config, RandomWeights(config, 4), at::kFloat, at::kCPU);
   ASSERT_TRUE(model.ok());
   at::Tensor tokens = at::ones({1, 4}, at::kLong);
   ScoreOptions zero;
   zero.temperature = 0;
   EXPECT_FALSE(TokenLogProbs(**model, tokens, at::ones_like(tokens), zero).ok());
-  EXPECT_FALSE(
-      TokenLogProbs(**model, tokens, at::ones({1, 3}, at::kLong)).ok());
+  EXPECT_FALSE(TokenLogProbs(**model, tokens, at::ones({1, 3}, at::kLong)).ok());
   EXPECT_FALSE(CompletionLogProbs(**model, {{{}, {1}}}).ok());
 }
 

@@ -20,9 +20,12 @@ enum class Variant { kQwen2, kQwen3, kLlama3 };
 // The layout's name, e.g. for parametrized test names.
 inline std::string VariantName(Variant variant) {
   switch (variant) {
-    case Variant::kQwen2: return "Qwen2";
-    case Variant::kQwen3: return "Qwen3";
-    case Variant::kLlama3: return "Llama3";
+    case Variant::kQwen2:
+      return "Qwen2";
+    case Variant::kQwen3:
+      return "Qwen3";
+    case Variant::kLlama3:
+      return "Llama3";
   }
   return "unknown";
 }
@@ -73,15 +76,13 @@ inline ModelConfig TinyConfig(Variant variant = Variant::kQwen2) {
 
 // Random weights for `config`: matrices N(0, std), norms 1 + N(0, 0.1),
 // biases N(0, 0.1); deterministic in `seed`.
-inline TensorMap RandomWeights(const ModelConfig& config, uint64_t seed,
-                               double std = 0.08) {
+inline TensorMap RandomWeights(const ModelConfig& config, uint64_t seed, double std = 0.08) {
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
   TensorMap weights;
   for (const auto& [name, shape] : Transformer::ExpectedWeightShapes(config)) {
     at::Tensor t = at::empty(shape, at::kFloat);
     const bool is_norm = name.find("norm") != std::string::npos;
-    const bool is_bias = name.size() > 5 &&
-                         name.compare(name.size() - 5, 5, ".bias") == 0;
+    const bool is_bias = name.size() > 5 && name.compare(name.size() - 5, 5, ".bias") == 0;
     if (is_norm) {
       t.normal_(1.0, 0.1, gen);
     } else if (is_bias) {

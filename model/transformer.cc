@@ -23,8 +23,7 @@ std::string ShapeString(at::IntArrayRef shape) {
 
 absl::Status TorchError(const char* where, const std::exception& e) {
   if (const auto* c10 = dynamic_cast<const c10::Error*>(&e)) {
-    return absl::InternalError(
-        absl::StrCat(where, ": ", c10->what_without_backtrace()));
+    return absl::InternalError(absl::StrCat(where, ": ", c10->what_without_backtrace()));
   }
   return absl::InternalError(absl::StrCat(where, ": ", e.what()));
 }
@@ -50,20 +49,18 @@ absl::Status CheckConfig(const ModelConfig& c) {
   RETURN_IF_ERROR(positive("num_key_value_heads", c.num_key_value_heads));
   RETURN_IF_ERROR(positive("head_dim", HeadDim(c)));
   if (c.num_attention_heads % c.num_key_value_heads != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "model config: num_attention_heads (", c.num_attention_heads,
-        ") is not a multiple of num_key_value_heads (", c.num_key_value_heads,
-        ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("model config: num_attention_heads (", c.num_attention_heads,
+                     ") is not a multiple of num_key_value_heads (", c.num_key_value_heads, ")"));
   }
   if (HeadDim(c) % 2 != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "model config: head_dim must be even for RoPE, got ", HeadDim(c)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("model config: head_dim must be even for RoPE, got ", HeadDim(c)));
   }
   if (!c.rope_scaling.type.empty() && c.rope_scaling.type != "llama3" &&
       c.rope_scaling.type != "default") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("model config: unsupported rope_scaling type \"",
-                     c.rope_scaling.type, "\" (supported: llama3)"));
+    return absl::InvalidArgumentError(absl::StrCat("model config: unsupported rope_scaling type \"",
+                                                   c.rope_scaling.type, "\" (supported: llama3)"));
   }
   if (c.rope_theta <= 0) {
     return absl::InvalidArgumentError("model config: rope_theta must be > 0");
@@ -74,25 +71,21 @@ absl::Status CheckConfig(const ModelConfig& c) {
 // Inverse RoPE frequencies, computed in fp32 the way Hugging Face does,
 // with Llama 3 scaling when configured.
 at::Tensor InverseFrequencies(const ModelConfig& c, int64_t head_dim) {
-  at::Tensor exponent =
-      at::arange(0, head_dim, 2, at::kLong).to(at::kFloat) / head_dim;
+  at::Tensor exponent = at::arange(0, head_dim, 2, at::kLong).to(at::kFloat) / head_dim;
   at::Tensor inv_freq = at::reciprocal(at::pow(c.rope_theta, exponent));
   if (c.rope_scaling.type == "llama3") {
     const double factor = c.rope_scaling.factor;
     const double low = c.rope_scaling.low_freq_factor;
     const double high = c.rope_scaling.high_freq_factor;
-    const double old_len =
-        static_cast<double>(c.rope_scaling.original_max_position_embeddings);
+    const double old_len = static_cast<double>(c.rope_scaling.original_max_position_embeddings);
     const double low_freq_wavelen = old_len / low;
     const double high_freq_wavelen = old_len / high;
     at::Tensor wavelen = 2 * M_PI / inv_freq;
-    at::Tensor scaled =
-        at::where(wavelen > low_freq_wavelen, inv_freq / factor, inv_freq);
+    at::Tensor scaled = at::where(wavelen > low_freq_wavelen, inv_freq / factor, inv_freq);
     at::Tensor smooth = (old_len / wavelen - low) / (high - low);
     at::Tensor smoothed = (1 - smooth) * scaled / factor + smooth * scaled;
-    at::Tensor medium = at::logical_and(
-        at::logical_not(wavelen < high_freq_wavelen),
-        at::logical_not(wavelen > low_freq_wavelen));
+    at::Tensor medium = at::logical_and(at::logical_not(wavelen < high_freq_wavelen),
+                                        at::logical_not(wavelen > low_freq_wavelen));
     inv_freq = at::where(medium, smoothed, scaled);
   }
   return inv_freq.contiguous();
@@ -131,8 +124,8 @@ struct Transformer::AttentionPlan {
   int64_t read_len = 0;
 };
 
-std::vector<std::pair<std::string, std::vector<int64_t>>>
-Transformer::ExpectedWeightShapes(const ModelConfig& c) {
+std::vector<std::pair<std::string, std::vector<int64_t>>> Transformer::ExpectedWeightShapes(
+    const ModelConfig& c) {
   const int64_t d = c.hidden_size, hd = HeadDim(c);
   const int64_t q_out = c.num_attention_heads * hd;
   const int64_t kv_out = c.num_key_value_heads * hd;
@@ -166,8 +159,7 @@ Transformer::ExpectedWeightShapes(const ModelConfig& c) {
   return out;
 }
 
-absl::Status Transformer::CheckWeights(const ModelConfig& config,
-                                       const TensorMap& weights) {
+absl::Status Transformer::CheckWeights(const ModelConfig& config, const TensorMap& weights) {
   RETURN_IF_ERROR(CheckConfig(config));
   std::vector<std::string> missing;
   std::set<std::string> expected;
@@ -179,9 +171,9 @@ absl::Status Transformer::CheckWeights(const ModelConfig& config,
       continue;
     }
     if (it->second.sizes() != at::IntArrayRef(shape)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "weight ", name, " has shape ", ShapeString(it->second.sizes()),
-          ", expected ", ShapeString(shape)));
+      return absl::InvalidArgumentError(absl::StrCat("weight ", name, " has shape ",
+                                                     ShapeString(it->second.sizes()), ", expected ",
+                                                     ShapeString(shape)));
     }
     if (!at::isFloatingType(it->second.scalar_type())) {
       return absl::InvalidArgumentError(
@@ -189,37 +181,29 @@ absl::Status Transformer::CheckWeights(const ModelConfig& config,
     }
   }
   if (!missing.empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("missing weights (", missing.size(), "): ",
-                     absl::StrJoin(missing.begin(),
-                                   missing.begin() + std::min<size_t>(
-                                                         missing.size(), 8),
-                                   ", "),
-                     missing.size() > 8 ? ", ..." : ""));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "missing weights (", missing.size(), "): ",
+        absl::StrJoin(missing.begin(), missing.begin() + std::min<size_t>(missing.size(), 8), ", "),
+        missing.size() > 8 ? ", ..." : ""));
   }
   std::vector<std::string> extra;
   for (const auto& [name, tensor] : weights) {
     // A tied checkpoint may still carry lm_head.weight; it is ignored.
-    if (!expected.count(name) &&
-        !(config.tie_word_embeddings && name == "lm_head.weight")) {
+    if (!expected.count(name) && !(config.tie_word_embeddings && name == "lm_head.weight")) {
       extra.push_back(name);
     }
   }
   if (!extra.empty()) {
     std::sort(extra.begin(), extra.end());
-    return absl::InvalidArgumentError(
-        absl::StrCat("unexpected weights (", extra.size(), "): ",
-                     absl::StrJoin(extra.begin(),
-                                   extra.begin() + std::min<size_t>(
-                                                       extra.size(), 8),
-                                   ", "),
-                     extra.size() > 8 ? ", ..." : ""));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "unexpected weights (", extra.size(), "): ",
+        absl::StrJoin(extra.begin(), extra.begin() + std::min<size_t>(extra.size(), 8), ", "),
+        extra.size() > 8 ? ", ..." : ""));
   }
   return absl::OkStatus();
 }
 
-Transformer::Transformer(const ModelConfig& config, at::ScalarType dtype,
-                         at::Device device)
+Transformer::Transformer(const ModelConfig& config, at::ScalarType dtype, at::Device device)
     : config_([&] {
         ModelConfig c = config;
         c.head_dim = HeadDim(config);
@@ -228,21 +212,19 @@ Transformer::Transformer(const ModelConfig& config, at::ScalarType dtype,
       dtype_(dtype),
       device_(device) {}
 
-absl::StatusOr<std::unique_ptr<Transformer>> Transformer::Create(
-    const ModelConfig& config, TensorMap weights, at::ScalarType dtype,
-    at::Device device) {
+absl::StatusOr<std::unique_ptr<Transformer>> Transformer::Create(const ModelConfig& config,
+                                                                 TensorMap weights,
+                                                                 at::ScalarType dtype,
+                                                                 at::Device device) {
   if (dtype != at::kFloat && dtype != at::kBFloat16) {
     return absl::InvalidArgumentError(
-        absl::StrCat("transformer: dtype must be float32 or bfloat16, got ",
-                     c10::toString(dtype)));
+        absl::StrCat("transformer: dtype must be float32 or bfloat16, got ", c10::toString(dtype)));
   }
   RETURN_IF_ERROR(CheckConfig(config));
   std::unique_ptr<Transformer> model(new Transformer(config, dtype, device));
   try {
     at::NoGradGuard no_grad;
-    model->inv_freq_ =
-        InverseFrequencies(model->config_, model->config_.head_dim)
-            .to(device);
+    model->inv_freq_ = InverseFrequencies(model->config_, model->config_.head_dim).to(device);
   } catch (const std::exception& e) {
     return TorchError("transformer: rope frequencies", e);
   }
@@ -284,8 +266,7 @@ absl::Status Transformer::Install(TensorMap weights) {
     }
     embed_ = get("model.embed_tokens.weight");
     final_norm_ = get("model.norm.weight");
-    lm_head_ =
-        config_.tie_word_embeddings ? embed_ : get("lm_head.weight");
+    lm_head_ = config_.tie_word_embeddings ? embed_ : get("lm_head.weight");
     layers_ = std::move(layers);
     weights_ = std::move(weights);
   } catch (const std::exception& e) {
@@ -307,9 +288,8 @@ int64_t Transformer::DecodeWeightBytes() const {
   };
   for (const Layer& l : layers_) {
     for (const at::Tensor* t :
-         {&l.input_norm, &l.post_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.bq,
-          &l.bk, &l.bv, &l.q_norm, &l.k_norm, &l.w_gate, &l.w_up,
-          &l.w_down}) {
+         {&l.input_norm, &l.post_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.bq, &l.bk, &l.bv, &l.q_norm,
+          &l.k_norm, &l.w_gate, &l.w_up, &l.w_down}) {
       add(*t);
     }
   }
@@ -318,8 +298,7 @@ int64_t Transformer::DecodeWeightBytes() const {
   return bytes;
 }
 
-at::Tensor Transformer::RmsNorm(const at::Tensor& x,
-                                const at::Tensor& weight) const {
+at::Tensor Transformer::RmsNorm(const at::Tensor& x, const at::Tensor& weight) const {
   at::Tensor xf = x.to(at::kFloat);
   at::Tensor variance = xf.pow(2).mean(-1, /*keepdim=*/true);
   xf = xf * at::rsqrt(variance + config_.rms_norm_eps);
@@ -339,10 +318,8 @@ at::Tensor Transformer::Logits(const at::Tensor& hidden) const {
   return Linear(hidden, lm_head_).to(at::kFloat);
 }
 
-at::Tensor Transformer::Attention(int64_t layer_index, const Layer& layer,
-                                  const at::Tensor& normed,
-                                  const at::Tensor& rope,
-                                  const AttentionPlan& plan) const {
+at::Tensor Transformer::Attention(int64_t layer_index, const Layer& layer, const at::Tensor& normed,
+                                  const at::Tensor& rope, const AttentionPlan& plan) const {
   const int64_t b = normed.size(0), t = normed.size(1);
   const int64_t h = config_.num_attention_heads;
   const int64_t kvh = config_.num_key_value_heads;
@@ -388,8 +365,7 @@ at::Tensor Transformer::Attention(int64_t layer_index, const Layer& layer,
         values = cv.narrow(0, plan.first_slot, b).narrow(2, 0, plan.read_len);
       } else {
         keys = ck.narrow(2, 0, plan.read_len).index_select(0, plan.slot_index);
-        values =
-            cv.narrow(2, 0, plan.read_len).index_select(0, plan.slot_index);
+        values = cv.narrow(2, 0, plan.read_len).index_select(0, plan.slot_index);
       }
       break;
     }
@@ -403,15 +379,13 @@ at::Tensor Transformer::Attention(int64_t layer_index, const Layer& layer,
   scores = scores.view({b, kvh, g, t, tk})
                .masked_fill(plan.allowed.unsqueeze(2).logical_not(),
                             -std::numeric_limits<float>::infinity());
-  at::Tensor probs =
-      at::softmax(scores, -1).to(dtype_).view({b, kvh, g * t, tk});
+  at::Tensor probs = at::softmax(scores, -1).to(dtype_).view({b, kvh, g * t, tk});
   at::Tensor out = at::matmul(probs, values);  // [B, kvh, g*T, hd]
   out = out.view({b, h, t, hd}).transpose(1, 2).reshape({b, t, h * hd});
   return Linear(out, layer.wo);
 }
 
-at::Tensor Transformer::RunLayers(at::Tensor hidden,
-                                  const at::Tensor& positions,
+at::Tensor Transformer::RunLayers(at::Tensor hidden, const at::Tensor& positions,
                                   const AttentionPlan& plan) const {
   // cos/sin in fp32 (as Hugging Face computes them), then the model dtype.
   at::Tensor freqs = positions.to(at::kFloat).unsqueeze(-1) * inv_freq_;
@@ -419,28 +393,26 @@ at::Tensor Transformer::RunLayers(at::Tensor hidden,
   at::Tensor rope = at::stack({emb.cos().to(dtype_), emb.sin().to(dtype_)});
   for (size_t i = 0; i < layers_.size(); ++i) {
     const Layer& layer = layers_[i];
-    hidden = hidden + Attention(static_cast<int64_t>(i), layer,
-                                RmsNorm(hidden, layer.input_norm), rope, plan);
+    hidden = hidden + Attention(static_cast<int64_t>(i), layer, RmsNorm(hidden, layer.input_norm),
+                                rope, plan);
     at::Tensor x = RmsNorm(hidden, layer.post_norm);
-    at::Tensor mlp = Linear(
-        at::silu(Linear(x, layer.w_gate)) * Linear(x, layer.w_up),
-        layer.w_down);
+    at::Tensor mlp =
+        Linear(at::silu(Linear(x, layer.w_gate)) * Linear(x, layer.w_up), layer.w_down);
     hidden = hidden + mlp;
   }
   return RmsNorm(hidden, final_norm_);
 }
 
-absl::StatusOr<at::Tensor> Transformer::Forward(
-    const at::Tensor& tokens, const at::Tensor& attention_mask) const {
+absl::StatusOr<at::Tensor> Transformer::Forward(const at::Tensor& tokens,
+                                                const at::Tensor& attention_mask) const {
   if (tokens.dim() != 2) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "forward: tokens must be [batch, time], got ",
-        ShapeString(tokens.sizes())));
+    return absl::InvalidArgumentError(
+        absl::StrCat("forward: tokens must be [batch, time], got ", ShapeString(tokens.sizes())));
   }
   if (attention_mask.sizes() != tokens.sizes()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "forward: attention_mask shape ", ShapeString(attention_mask.sizes()),
-        " differs from tokens shape ", ShapeString(tokens.sizes())));
+    return absl::InvalidArgumentError(
+        absl::StrCat("forward: attention_mask shape ", ShapeString(attention_mask.sizes()),
+                     " differs from tokens shape ", ShapeString(tokens.sizes())));
   }
   if (tokens.numel() == 0) {
     return absl::InvalidArgumentError("forward: empty batch");
@@ -450,34 +422,27 @@ absl::StatusOr<at::Tensor> Transformer::Forward(
     const int64_t lo = ids.min().item<int64_t>();
     const int64_t hi = ids.max().item<int64_t>();
     if (lo < 0 || hi >= config_.vocab_size) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "forward: token id ", lo < 0 ? lo : hi, " outside the vocabulary [0, ",
-          config_.vocab_size, ")"));
+      return absl::InvalidArgumentError(absl::StrCat("forward: token id ", lo < 0 ? lo : hi,
+                                                     " outside the vocabulary [0, ",
+                                                     config_.vocab_size, ")"));
     }
     const int64_t t = ids.size(1);
-    if (config_.max_position_embeddings > 0 &&
-        t > config_.max_position_embeddings) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "forward: sequence length ", t, " exceeds max_position_embeddings ",
-          config_.max_position_embeddings));
+    if (config_.max_position_embeddings > 0 && t > config_.max_position_embeddings) {
+      return absl::InvalidArgumentError(absl::StrCat("forward: sequence length ", t,
+                                                     " exceeds max_position_embeddings ",
+                                                     config_.max_position_embeddings));
     }
     at::Tensor mask = attention_mask.to(device_).to(at::kBool);
-    at::Tensor positions =
-        (mask.to(at::kLong).cumsum(1) - 1).clamp_min(0);  // [B, T]
-    at::Tensor causal = at::ones({t, t}, at::TensorOptions()
-                                             .dtype(at::kBool)
-                                             .device(device_))
-                            .tril();
-    at::Tensor eye = at::eye(
-        t, at::TensorOptions().dtype(at::kBool).device(device_));
+    at::Tensor positions = (mask.to(at::kLong).cumsum(1) - 1).clamp_min(0);  // [B, T]
+    at::Tensor causal =
+        at::ones({t, t}, at::TensorOptions().dtype(at::kBool).device(device_)).tril();
+    at::Tensor eye = at::eye(t, at::TensorOptions().dtype(at::kBool).device(device_));
     // Padding queries attend to themselves only, so no row is all -inf.
     AttentionPlan plan;
     plan.kind = AttentionPlan::kFull;
-    plan.allowed =
-        at::logical_or(at::logical_and(causal.unsqueeze(0),
-                                       mask.unsqueeze(1)),
-                       eye.unsqueeze(0))
-            .unsqueeze(1);  // [B, 1, T, T]
+    plan.allowed = at::logical_or(at::logical_and(causal.unsqueeze(0), mask.unsqueeze(1)),
+                                  eye.unsqueeze(0))
+                       .unsqueeze(1);  // [B, 1, T, T]
     at::Tensor hidden = at::embedding(embed_, ids);
     return Logits(RunLayers(hidden, positions, plan));
   } catch (const std::exception& e) {
@@ -485,12 +450,11 @@ absl::StatusOr<at::Tensor> Transformer::Forward(
   }
 }
 
-absl::StatusOr<at::Tensor> Transformer::Prefill(
-    KvCache& cache, int64_t slot, const std::vector<int32_t>& tokens,
-    bool all_logits) const {
+absl::StatusOr<at::Tensor> Transformer::Prefill(KvCache& cache, int64_t slot,
+                                                const std::vector<int32_t>& tokens,
+                                                bool all_logits) const {
   if (slot < 0 || slot >= cache.num_slots()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("prefill: slot ", slot, " out of range"));
+    return absl::InvalidArgumentError(absl::StrCat("prefill: slot ", slot, " out of range"));
   }
   if (tokens.empty()) {
     return absl::InvalidArgumentError("prefill: no tokens");
@@ -499,22 +463,19 @@ absl::StatusOr<at::Tensor> Transformer::Prefill(
   const int64_t t = static_cast<int64_t>(tokens.size());
   if (start + t > cache.max_len()) {
     return absl::OutOfRangeError(absl::StrCat(
-        "prefill: ", start, " + ", t, " tokens exceed the cache's max_len ",
-        cache.max_len()));
+        "prefill: ", start, " + ", t, " tokens exceed the cache's max_len ", cache.max_len()));
   }
   for (int32_t id : tokens) {
     if (id < 0 || id >= config_.vocab_size) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "prefill: token id ", id, " outside the vocabulary [0, ",
-          config_.vocab_size, ")"));
+          "prefill: token id ", id, " outside the vocabulary [0, ", config_.vocab_size, ")"));
     }
   }
   try {
     at::NoGradGuard no_grad;
-    at::Tensor ids =
-        at::tensor(at::ArrayRef<int32_t>(tokens), at::kInt)
-            .to(device_, at::kLong)
-            .unsqueeze(0);  // [1, T]
+    at::Tensor ids = at::tensor(at::ArrayRef<int32_t>(tokens), at::kInt)
+                         .to(device_, at::kLong)
+                         .unsqueeze(0);  // [1, T]
     auto long_opts = at::TensorOptions().dtype(at::kLong).device(device_);
     at::Tensor positions = at::arange(start, start + t, long_opts).unsqueeze(0);
     AttentionPlan plan;
@@ -523,8 +484,8 @@ absl::StatusOr<at::Tensor> Transformer::Prefill(
     plan.slot = slot;
     plan.start = start;
     at::Tensor key_pos = at::arange(start + t, long_opts);
-    plan.allowed = (key_pos.unsqueeze(0) <= positions.squeeze(0).unsqueeze(1))
-                       .view({1, 1, t, start + t});
+    plan.allowed =
+        (key_pos.unsqueeze(0) <= positions.squeeze(0).unsqueeze(1)).view({1, 1, t, start + t});
     at::Tensor hidden = RunLayers(at::embedding(embed_, ids), positions, plan);
     cache.set_length(slot, start + t);
     if (all_logits) return Logits(hidden[0]);
@@ -534,13 +495,12 @@ absl::StatusOr<at::Tensor> Transformer::Prefill(
   }
 }
 
-absl::StatusOr<at::Tensor> Transformer::Decode(
-    KvCache& cache, const std::vector<int64_t>& slots,
-    const std::vector<int32_t>& tokens) const {
+absl::StatusOr<at::Tensor> Transformer::Decode(KvCache& cache, const std::vector<int64_t>& slots,
+                                               const std::vector<int32_t>& tokens) const {
   if (slots.empty() || slots.size() != tokens.size()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "decode: need one token per slot, got ", slots.size(), " slots and ",
-        tokens.size(), " tokens"));
+    return absl::InvalidArgumentError(absl::StrCat("decode: need one token per slot, got ",
+                                                   slots.size(), " slots and ", tokens.size(),
+                                                   " tokens"));
   }
   const int64_t n = static_cast<int64_t>(slots.size());
   std::vector<int64_t> lengths(n);
@@ -555,13 +515,12 @@ absl::StatusOr<at::Tensor> Transformer::Decode(
     }
     if (tokens[i] < 0 || tokens[i] >= config_.vocab_size) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "decode: token id ", tokens[i], " outside the vocabulary [0, ",
-          config_.vocab_size, ")"));
+          "decode: token id ", tokens[i], " outside the vocabulary [0, ", config_.vocab_size, ")"));
     }
     lengths[i] = cache.length(s);
     if (lengths[i] >= cache.max_len()) {
-      return absl::OutOfRangeError(absl::StrCat(
-          "decode: slot ", s, " is full (", cache.max_len(), " positions)"));
+      return absl::OutOfRangeError(
+          absl::StrCat("decode: slot ", s, " is full (", cache.max_len(), " positions)"));
     }
     read_len = std::max(read_len, lengths[i] + 1);
     if (i > 0 && s != slots[i - 1] + 1) consecutive = false;
@@ -571,22 +530,18 @@ absl::StatusOr<at::Tensor> Transformer::Decode(
     auto long_opts = at::TensorOptions().dtype(at::kLong).device(device_);
     at::Tensor ids = at::tensor(at::ArrayRef<int32_t>(tokens), at::kInt)
                          .to(device_, at::kLong)
-                         .unsqueeze(1);  // [n, 1]
-    at::Tensor pos = at::tensor(at::ArrayRef<int64_t>(lengths), at::kLong)
-                         .to(device_);  // [n]
+                         .unsqueeze(1);                                                  // [n, 1]
+    at::Tensor pos = at::tensor(at::ArrayRef<int64_t>(lengths), at::kLong).to(device_);  // [n]
     AttentionPlan plan;
     plan.kind = AttentionPlan::kDecode;
     plan.cache = &cache;
-    plan.slot_index =
-        at::tensor(at::ArrayRef<int64_t>(slots), at::kLong).to(device_);
+    plan.slot_index = at::tensor(at::ArrayRef<int64_t>(slots), at::kLong).to(device_);
     plan.write_pos = pos;
     plan.first_slot = consecutive ? slots[0] : -1;
     plan.read_len = read_len;
-    plan.allowed = (at::arange(read_len, long_opts).unsqueeze(0) <=
-                    pos.unsqueeze(1))
+    plan.allowed = (at::arange(read_len, long_opts).unsqueeze(0) <= pos.unsqueeze(1))
                        .view({n, 1, 1, read_len});
-    at::Tensor hidden =
-        RunLayers(at::embedding(embed_, ids), pos.unsqueeze(1), plan);
+    at::Tensor hidden = RunLayers(at::embedding(embed_, ids), pos.unsqueeze(1), plan);
     for (int64_t i = 0; i < n; ++i) cache.set_length(slots[i], lengths[i] + 1);
     return Logits(hidden.select(1, 0));
   } catch (const std::exception& e) {

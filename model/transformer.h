@@ -42,18 +42,18 @@ class Transformer {
   // that every expected tensor is present with its shape and that there is
   // nothing extra, and converts them to `dtype` (kFloat or kBFloat16) on
   // `device`. Returns InvalidArgument naming the first bad tensor.
-  static absl::StatusOr<std::unique_ptr<Transformer>> Create(
-      const ModelConfig& config, TensorMap weights, at::ScalarType dtype,
-      at::Device device);
+  static absl::StatusOr<std::unique_ptr<Transformer>> Create(const ModelConfig& config,
+                                                             TensorMap weights,
+                                                             at::ScalarType dtype,
+                                                             at::Device device);
 
   // The names and shapes the config implies (HF layout; Linear is [out, in]).
-  static std::vector<std::pair<std::string, std::vector<int64_t>>>
-  ExpectedWeightShapes(const ModelConfig& config);
+  static std::vector<std::pair<std::string, std::vector<int64_t>>> ExpectedWeightShapes(
+      const ModelConfig& config);
 
   // Checks `weights` against ExpectedWeightShapes: missing, extra and
   // mis-shaped tensors are reported by name.
-  static absl::Status CheckWeights(const ModelConfig& config,
-                                   const TensorMap& weights);
+  static absl::Status CheckWeights(const ModelConfig& config, const TensorMap& weights);
 
   // Replaces all weights (same checks as Create) and records `version`.
   // Call between steps; the KV caches written with the old weights stay as
@@ -78,8 +78,7 @@ class Transformer {
   // One decode step: token i is appended to slots[i] at that slot's current
   // length; every slot's length advances by one. Slots must be distinct.
   // Returns logits [n, vocab].
-  absl::StatusOr<at::Tensor> Decode(KvCache& cache,
-                                    const std::vector<int64_t>& slots,
+  absl::StatusOr<at::Tensor> Decode(KvCache& cache, const std::vector<int64_t>& slots,
                                     const std::vector<int32_t>& tokens) const;
 
   const ModelConfig& config() const { return config_; }
@@ -100,23 +99,20 @@ class Transformer {
   struct Layer {
     at::Tensor input_norm, post_norm;
     at::Tensor wq, wk, wv, wo, bq, bk, bv;  // biases undefined without bias
-    at::Tensor q_norm, k_norm;               // undefined without qk_norm
+    at::Tensor q_norm, k_norm;              // undefined without qk_norm
     at::Tensor w_gate, w_up, w_down;
   };
   // Describes where each layer's attention reads its keys and values.
   struct AttentionPlan;
 
-  Transformer(const ModelConfig& config, at::ScalarType dtype,
-              at::Device device);
+  Transformer(const ModelConfig& config, at::ScalarType dtype, at::Device device);
   absl::Status Install(TensorMap weights);
   at::Tensor RunLayers(at::Tensor hidden, const at::Tensor& positions,
                        const AttentionPlan& plan) const;
-  at::Tensor Attention(int64_t layer_index, const Layer& layer,
-                       const at::Tensor& normed, const at::Tensor& rope,
-                       const AttentionPlan& plan) const;
+  at::Tensor Attention(int64_t layer_index, const Layer& layer, const at::Tensor& normed,
+                       const at::Tensor& rope, const AttentionPlan& plan) const;
   at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight) const;
-  at::Tensor ApplyRope(const at::Tensor& x, const at::Tensor& cos,
-                       const at::Tensor& sin) const;
+  at::Tensor ApplyRope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) const;
   at::Tensor Logits(const at::Tensor& hidden) const;
 
   // Constant after construction.

@@ -12,21 +12,19 @@
 namespace cohort::model {
 namespace {
 
+using ::testing::HasSubstr;
 using testing::RandomWeights;
 using testing::TinyConfig;
 using testing::Variant;
-using ::testing::HasSubstr;
 
 double MaxAbsDiff(const at::Tensor& a, const at::Tensor& b) {
   return (a.to(at::kFloat) - b.to(at::kFloat)).abs().max().item<double>();
 }
 
-std::unique_ptr<Transformer> MakeModel(Variant variant,
-                                       at::ScalarType dtype = at::kFloat,
+std::unique_ptr<Transformer> MakeModel(Variant variant, at::ScalarType dtype = at::kFloat,
                                        uint64_t seed = 1) {
   ModelConfig config = TinyConfig(variant);
-  auto model = Transformer::Create(config, RandomWeights(config, seed), dtype,
-                                   at::kCPU);
+  auto model = Transformer::Create(config, RandomWeights(config, seed), dtype, at::kCPU);
   EXPECT_TRUE(model.ok()) << model.status();
   return std::move(model).value();
 }
@@ -38,9 +36,7 @@ std::vector<int32_t> Tokens(int n, int offset = 0) {
 }
 
 at::Tensor Row(const std::vector<int32_t>& ids) {
-  return at::tensor(at::ArrayRef<int32_t>(ids), at::kInt)
-      .to(at::kLong)
-      .unsqueeze(0);
+  return at::tensor(at::ArrayRef<int32_t>(ids), at::kInt).to(at::kLong).unsqueeze(0);
 }
 
 class VariantTest : public ::testing::TestWithParam<Variant> {};
@@ -56,8 +52,7 @@ TEST_P(VariantTest, IncrementalDecodingMatchesFullForward) {
   auto cache = KvCache::Create(model->config(), 4, 64, at::kFloat, at::kCPU);
   ASSERT_TRUE(cache.ok()) << cache.status();
   // Prompt of 10 tokens in slot 2, then one token at a time.
-  auto prefill = model->Prefill(*cache, 2,
-                                std::vector<int32_t>(ids.begin(), ids.begin() + 10),
+  auto prefill = model->Prefill(*cache, 2, std::vector<int32_t>(ids.begin(), ids.begin() + 10),
                                 /*all_logits=*/true);
   ASSERT_TRUE(prefill.ok()) << prefill.status();
   EXPECT_LE(MaxAbsDiff(*prefill, (*full)[0].narrow(0, 0, 10)), 1e-5);
@@ -70,16 +65,14 @@ TEST_P(VariantTest, IncrementalDecodingMatchesFullForward) {
   // Chunked prefill continues at the slot's length.
   auto cache2 = KvCache::Create(model->config(), 1, 64, at::kFloat, at::kCPU);
   ASSERT_TRUE(model->Prefill(*cache2, 0, Tokens(10)).ok());
-  auto rest = model->Prefill(*cache2, 0,
-                             std::vector<int32_t>(ids.begin() + 10, ids.end()));
+  auto rest = model->Prefill(*cache2, 0, std::vector<int32_t>(ids.begin() + 10, ids.end()));
   ASSERT_TRUE(rest.ok());
   EXPECT_LE(MaxAbsDiff(*rest, (*full)[0][23]), 1e-5);
 }
 
 TEST_P(VariantTest, BatchedEqualsUnbatched) {
   auto model = MakeModel(GetParam());
-  const std::vector<std::vector<int32_t>> seqs = {Tokens(12, 0), Tokens(7, 5),
-                                                  Tokens(3, 9)};
+  const std::vector<std::vector<int32_t>> seqs = {Tokens(12, 0), Tokens(7, 5), Tokens(3, 9)};
   const int64_t t = 12;
   for (bool left_pad : {false, true}) {
     at::Tensor tokens = at::zeros({3, t}, at::kLong);
@@ -108,8 +101,7 @@ TEST_P(VariantTest, BatchedDecodeOverSlotsOfDifferentLengths) {
   auto model = MakeModel(GetParam());
   auto cache = KvCache::Create(model->config(), 6, 64, at::kFloat, at::kCPU);
   ASSERT_TRUE(cache.ok());
-  const std::vector<std::vector<int32_t>> prompts = {Tokens(5, 1), Tokens(9, 2),
-                                                     Tokens(2, 3)};
+  const std::vector<std::vector<int32_t>> prompts = {Tokens(5, 1), Tokens(9, 2), Tokens(2, 3)};
   const std::vector<int64_t> slots = {4, 0, 2};  // not consecutive
   for (size_t i = 0; i < prompts.size(); ++i) {
     ASSERT_TRUE(model->Prefill(*cache, slots[i], prompts[i]).ok());
@@ -182,8 +174,7 @@ TEST_P(VariantTest, Bf16IsCloseToFp32) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Layouts, VariantTest,
-                         ::testing::Values(Variant::kQwen2, Variant::kQwen3,
-                                           Variant::kLlama3),
+                         ::testing::Values(Variant::kQwen2, Variant::kQwen3, Variant::kLlama3),
                          [](const auto& info) { return VariantName(info.param); });
 
 TEST(TransformerTest, VariantFeaturesChangeTheOutput) {
@@ -208,8 +199,7 @@ TEST(TransformerTest, VariantFeaturesChangeTheOutput) {
     for (auto& [name, t] : zero_bias) {
       if (name.find(".bias") != std::string::npos) t = at::zeros_like(t);
     }
-    EXPECT_GT(MaxAbsDiff(logits_of(qwen2, w), logits_of(qwen2, zero_bias)),
-              1e-4);
+    EXPECT_GT(MaxAbsDiff(logits_of(qwen2, w), logits_of(qwen2, zero_bias)), 1e-4);
   }
   {
     ModelConfig qwen3 = TinyConfig(Variant::kQwen3);
@@ -221,8 +211,7 @@ TEST(TransformerTest, VariantFeaturesChangeTheOutput) {
         t = at::ones_like(t);
       }
     }
-    EXPECT_GT(MaxAbsDiff(logits_of(qwen3, w), logits_of(qwen3, unit_norm)),
-              1e-4);
+    EXPECT_GT(MaxAbsDiff(logits_of(qwen3, w), logits_of(qwen3, unit_norm)), 1e-4);
   }
 }
 
@@ -235,8 +224,7 @@ TEST(TransformerTest, RejectsBadWeightsByName) {
     auto m = Transformer::Create(config, missing, at::kFloat, at::kCPU);
     ASSERT_FALSE(m.ok());
     EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument);
-    EXPECT_THAT(std::string(m.status().message()),
-                HasSubstr("model.layers.1.mlp.up_proj.weight"));
+    EXPECT_THAT(std::string(m.status().message()), HasSubstr("model.layers.1.mlp.up_proj.weight"));
   }
   {
     TensorMap bad = w;
@@ -260,8 +248,7 @@ TEST(TransformerTest, RejectsBadWeightsByName) {
     odd.num_key_value_heads = 3;
     auto m = Transformer::Create(odd, w, at::kFloat, at::kCPU);
     ASSERT_FALSE(m.ok());
-    EXPECT_THAT(std::string(m.status().message()),
-                HasSubstr("num_key_value_heads"));
+    EXPECT_THAT(std::string(m.status().message()), HasSubstr("num_key_value_heads"));
   }
   auto m = Transformer::Create(config, w, at::kFloat, at::kCPU);
   ASSERT_TRUE(m.ok());
@@ -277,8 +264,7 @@ TEST(TransformerTest, RejectsBadWeightsByName) {
 
 TEST(TransformerTest, SwapWeightsChangesOutputAndVersion) {
   ModelConfig config = TinyConfig(Variant::kQwen3);
-  auto m = Transformer::Create(config, RandomWeights(config, 1), at::kFloat,
-                               at::kCPU);
+  auto m = Transformer::Create(config, RandomWeights(config, 1), at::kFloat, at::kCPU);
   ASSERT_TRUE(m.ok());
   at::Tensor tokens = Row(Tokens(5));
   at::Tensor before = (*m)->Forward(tokens, at::ones_like(tokens)).value();

@@ -145,8 +145,7 @@ std::vector<std::string> Split(std::string_view text, char sep) {
 std::string NormalizeOutput(std::string_view text) {
   std::vector<std::string> lines = Split(text, '\n');
   for (auto& l : lines) {
-    while (!l.empty() && (l.back() == ' ' || l.back() == '\t' ||
-                          l.back() == '\r')) {
+    while (!l.empty() && (l.back() == ' ' || l.back() == '\t' || l.back() == '\r')) {
       l.pop_back();
     }
   }
@@ -180,10 +179,8 @@ std::string ExtractPythonCode(std::string_view completion) {
     while (!tag.empty() && tag.front() == ' ') tag.remove_prefix(1);
     size_t close = completion.find("```", eol + 1);
     std::string_view body = completion.substr(
-        eol + 1, (close == std::string_view::npos ? completion.size() : close) -
-                     eol - 1);
-    if (tag == "python" || tag == "py" || tag == "python3" || tag == "Python" ||
-        tag.empty()) {
+        eol + 1, (close == std::string_view::npos ? completion.size() : close) - eol - 1);
+    if (tag == "python" || tag == "py" || tag == "python3" || tag == "Python" || tag.empty()) {
       best = std::string(body);
       found = true;
     }
@@ -194,8 +191,7 @@ std::string ExtractPythonCode(std::string_view completion) {
 }
 
 ComponentResult CodeAccuracy(const Sample& sample, Sandbox* sandbox,
-                             const std::string& sandbox_error,
-                             const CodeVerifierOptions& options) {
+                             const std::string& sandbox_error, const CodeVerifierOptions& options) {
   // --- Validate the tests first: a malformed sample is INVALID whether or
   // not a sandbox exists.
   if (!sample.extra.is_object() || !sample.extra.contains("tests")) {
@@ -205,45 +201,40 @@ ComponentResult CodeAccuracy(const Sample& sample, Sandbox* sandbox,
   if (tests.is_string()) {
     tests = nlohmann::json::parse(tests.get<std::string>(), nullptr, false);
     if (tests.is_discarded()) {
-      return ComponentResult::Invalid(
-          "code: 'tests' is a string that is not JSON");
+      return ComponentResult::Invalid("code: 'tests' is a string that is not JSON");
     }
   }
   if (!tests.is_array() || tests.empty()) {
     return ComponentResult::Invalid("code: 'tests' must be a non-empty list");
   }
   if (static_cast<int>(tests.size()) > options.max_tests) {
-    return ComponentResult::Invalid(absl::StrCat(
-        "code: ", tests.size(), " tests, more than the limit ",
-        options.max_tests));
+    return ComponentResult::Invalid(
+        absl::StrCat("code: ", tests.size(), " tests, more than the limit ", options.max_tests));
   }
   const bool statements = tests[0].is_string();
   for (size_t i = 0; i < tests.size(); ++i) {
     const auto& t = tests[i];
     if (statements) {
       if (!t.is_string()) {
-        return ComponentResult::Invalid(absl::StrCat(
-            "code: tests[", i, "]: expected a string like tests[0]"));
+        return ComponentResult::Invalid(
+            absl::StrCat("code: tests[", i, "]: expected a string like tests[0]"));
       }
-    } else if (!t.is_object() || !t.contains("input") ||
-               !t.contains("output") || !t["input"].is_string() ||
-               !t["output"].is_string()) {
-      return ComponentResult::Invalid(absl::StrCat(
-          "code: tests[", i,
-          "]: expected a statement string or {\"input\": str, \"output\": "
-          "str}"));
+    } else if (!t.is_object() || !t.contains("input") || !t.contains("output") ||
+               !t["input"].is_string() || !t["output"].is_string()) {
+      return ComponentResult::Invalid(
+          absl::StrCat("code: tests[", i,
+                       "]: expected a statement string or {\"input\": str, \"output\": "
+                       "str}"));
     }
   }
   if (sandbox == nullptr) {
-    return ComponentResult::Error(
-        sandbox_error.empty() ? "code: no sandbox" : sandbox_error);
+    return ComponentResult::Error(sandbox_error.empty() ? "code: no sandbox" : sandbox_error);
   }
 
   const std::string code = ExtractPythonCode(sample.completion);
   const auto start = Clock::now();
   auto remaining = [&] {
-    return options.budget_seconds -
-           std::chrono::duration<double>(Clock::now() - start).count();
+    return options.budget_seconds - std::chrono::duration<double>(Clock::now() - start).count();
   };
   const double run_limit = sandbox->options().limits.wall_seconds;
   const size_t n = tests.size();
@@ -251,22 +242,18 @@ ComponentResult CodeAccuracy(const Sample& sample, Sandbox* sandbox,
   if (statements) {
     const std::string nonce = Nonce();
     SandboxRun run;
-    run.files = {{"harness.py", kStatementHarness},
-                 {"solution.py", code},
-                 {"tests.json", ""}};
+    run.files = {{"harness.py", kStatementHarness}, {"solution.py", code}, {"tests.json", ""}};
     run.args = {"/sandbox/harness.py"};
     run.fd3_data = nonce;
     run.wall_seconds = std::min(run_limit, std::max(0.05, remaining()));
     // The harness shares the run's time among the tests, keeping a margin
     // for start-up and reporting.
     run.files[2].second =
-        nlohmann::json{{"tests", tests},
-                       {"seconds", std::max(0.1, run.wall_seconds * 0.9 - 0.2)}}
+        nlohmann::json{{"tests", tests}, {"seconds", std::max(0.1, run.wall_seconds * 0.9 - 0.2)}}
             .dump();
     auto result = sandbox->Run(run);
     if (!result.ok()) {
-      return ComponentResult::Error(
-          absl::StrCat("code: ", result.status().message()));
+      return ComponentResult::Error(absl::StrCat("code: ", result.status().message()));
     }
     std::set<size_t> passed;
     bool done = false;
@@ -285,14 +272,12 @@ ComponentResult CodeAccuracy(const Sample& sample, Sandbox* sandbox,
     }
     std::string why = absl::StrCat(passed.size(), "/", n, " tests passed");
     if (!ended.empty()) {
-      absl::StrAppend(&why, "; the program ended before the tests (", ended,
-                      ")");
+      absl::StrAppend(&why, "; the program ended before the tests (", ended, ")");
     } else if (result->timed_out) {
-      absl::StrAppend(&why, "; killed after ", run.wall_seconds,
-                      " s wall time");
+      absl::StrAppend(&why, "; killed after ", run.wall_seconds, " s wall time");
     } else if (!done) {
-      absl::StrAppend(&why, "; the program stopped during the tests (exit ",
-                      result->exit_code, ")");
+      absl::StrAppend(&why, "; the program stopped during the tests (exit ", result->exit_code,
+                      ")");
     }
     return ComponentResult::Ok(static_cast<double>(passed.size()) / n, why);
   }
@@ -312,12 +297,10 @@ ComponentResult CodeAccuracy(const Sample& sample, Sandbox* sandbox,
     run.wall_seconds = std::min(run_limit, left);
     auto result = sandbox->Run(run);
     if (!result.ok()) {
-      return ComponentResult::Error(
-          absl::StrCat("code: ", result.status().message()));
+      return ComponentResult::Error(absl::StrCat("code: ", result.status().message()));
     }
     if (result->timed_out) ++timed_out;
-    if (!result->timed_out && result->exit_code == 0 &&
-        !result->stdout_truncated &&
+    if (!result->timed_out && result->exit_code == 0 && !result->stdout_truncated &&
         NormalizeOutput(result->stdout_data) ==
             NormalizeOutput(tests[i]["output"].get<std::string>())) {
       ++passed;

@@ -11,13 +11,12 @@
 #include "reward_server/service.h"
 
 int main(int argc, char** argv) {
-  cohort::ServiceMain service(
-      "reward", "cohort-reward",
-      "A cohort reward server: serves cohort.v1.Reward (scores batches of "
-      "completions with the rule-based verifiers configured in the run "
-      "config's reward section), plus grpc.health.v1, reflection and "
-      "/metrics. Stateless. Stops cleanly on SIGTERM or SIGINT within "
-      "supervisor.stop_timeout_seconds.");
+  cohort::ServiceMain service("reward", "cohort-reward",
+                              "A cohort reward server: serves cohort.v1.Reward (scores batches of "
+                              "completions with the rule-based verifiers configured in the run "
+                              "config's reward section), plus grpc.health.v1, reflection and "
+                              "/metrics. Stateless. Stops cleanly on SIGTERM or SIGINT within "
+                              "supervisor.stop_timeout_seconds.");
   int64_t workers = -1;
   service.flags().Int("workers", &workers,
                       "Verifier threads; overrides reward.workers (0 = one "
@@ -25,8 +24,7 @@ int main(int argc, char** argv) {
   if (!service.Init(argc, argv)) return 2;
   const cohort::RunConfig& config = service.config();
 
-  cohort::reward::ScorerOptions options =
-      cohort::reward::ScorerOptionsFromConfig(config.reward);
+  cohort::reward::ScorerOptions options = cohort::reward::ScorerOptionsFromConfig(config.reward);
   if (workers >= 0) options.workers = static_cast<int>(workers);
   auto channel_options = cohort::ChannelOptionsFromConfig(config.security);
   if (!channel_options.ok()) {
@@ -41,8 +39,8 @@ int main(int argc, char** argv) {
     LOG(ERROR) << "reward config: " << scorer.status().message();
     return 1;
   }
-  LOG(INFO) << "scoring with " << (*scorer)->workers() << " workers, "
-            << (*scorer)->tasks().size() << " tasks";
+  LOG(INFO) << "scoring with " << (*scorer)->workers() << " workers, " << (*scorer)->tasks().size()
+            << " tasks";
 
   cohort::reward::RewardServiceOptions service_options;
   service_options.max_batch = config.reward.max_batch;

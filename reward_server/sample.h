@@ -16,12 +16,12 @@ enum class Status { kOk, kInvalid, kTimeout, kError };
 // One completion to score.
 struct Sample {
   std::string id;
-  std::string task;        // "math", "gsm8k", "countdown", "code", ...
+  std::string task;  // "math", "gsm8k", "countdown", "code", ...
   std::string prompt;
   std::string completion;
-  std::string answer;      // reference answer
+  std::string answer;                               // reference answer
   nlohmann::json extra = nlohmann::json::object();  // task-specific fields
-  int completion_tokens = 0;  // 0 if unknown
+  int completion_tokens = 0;                        // 0 if unknown
 };
 
 // Outcome of one verifier or reward component on one sample. `value` is
@@ -37,9 +37,7 @@ struct ComponentResult {
   static ComponentResult Invalid(std::string why) {
     return {Status::kInvalid, 0.0, std::move(why)};
   }
-  static ComponentResult Error(std::string why) {
-    return {Status::kError, 0.0, std::move(why)};
-  }
+  static ComponentResult Error(std::string why) { return {Status::kError, 0.0, std::move(why)}; }
 };
 
 // Final result of a sample: the weighted reward and its named components.
@@ -54,10 +52,14 @@ struct Result {
 
 inline const char* StatusName(Status s) {
   switch (s) {
-    case Status::kOk: return "OK";
-    case Status::kInvalid: return "INVALID";
-    case Status::kTimeout: return "TIMEOUT";
-    case Status::kError: return "ERROR";
+    case Status::kOk:
+      return "OK";
+    case Status::kInvalid:
+      return "INVALID";
+    case Status::kTimeout:
+      return "TIMEOUT";
+    case Status::kError:
+      return "ERROR";
   }
   return "ERROR";
 }

@@ -60,14 +60,13 @@ class Fd {
 };
 
 absl::Status Errno(const std::string& what) {
-  return absl::InternalError(absl::StrCat("sandbox: ", what, ": ",
-                                          std::strerror(errno)));
+  return absl::InternalError(absl::StrCat("sandbox: ", what, ": ", std::strerror(errno)));
 }
 
 // A sealed-size in-memory file holding `data`, positioned at 0.
 absl::StatusOr<Fd> MemFile(const std::string& name, const std::string& data) {
-  Fd fd(static_cast<int>(syscall(SYS_memfd_create, name.c_str(),
-                                  static_cast<unsigned>(MFD_CLOEXEC))));
+  Fd fd(static_cast<int>(
+      syscall(SYS_memfd_create, name.c_str(), static_cast<unsigned>(MFD_CLOEXEC))));
   if (fd.get() < 0) return Errno("memfd_create");
   size_t off = 0;
   while (off < data.size()) {
@@ -208,26 +207,24 @@ int KillProcessesOfUid(int uid) {
   return killed;
 }
 
-Sandbox::Sandbox(SandboxOptions options)
-    : options_(std::move(options)), as_root_(geteuid() == 0) {
+Sandbox::Sandbox(SandboxOptions options) : options_(std::move(options)), as_root_(geteuid() == 0) {
   for (int i = options_.uid_count - 1; i >= 0; --i) {
     free_uids_.push_back(options_.first_uid + i);
   }
 }
 
-absl::StatusOr<std::unique_ptr<Sandbox>> Sandbox::Create(
-    SandboxOptions options) {
+absl::StatusOr<std::unique_ptr<Sandbox>> Sandbox::Create(SandboxOptions options) {
   if (access(options.bwrap_path.c_str(), X_OK) != 0) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "sandbox unavailable: bubblewrap not found at ", options.bwrap_path,
-        " (apt-get install bubblewrap); code samples will be answered with "
-        "ERROR"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("sandbox unavailable: bubblewrap not found at ", options.bwrap_path,
+                     " (apt-get install bubblewrap); code samples will be answered with "
+                     "ERROR"));
   }
   if (access(options.python_path.c_str(), X_OK) != 0) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "sandbox unavailable: python not found at ", options.python_path,
-        " (apt-get install python3); code samples will be answered with "
-        "ERROR"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("sandbox unavailable: python not found at ", options.python_path,
+                     " (apt-get install python3); code samples will be answered with "
+                     "ERROR"));
   }
   if (options.uid_count <= 0 || options.first_uid <= 0) {
     return absl::InvalidArgumentError("sandbox: uid pool must be non-empty");
@@ -239,21 +236,19 @@ absl::StatusOr<std::unique_ptr<Sandbox>> Sandbox::Create(
   probe.wall_seconds = 20;
   auto result = sandbox->Run(probe);
   if (!result.ok()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "sandbox self-test could not start bwrap (", result.status().message(),
-        "); code samples will be answered with ERROR"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("sandbox self-test could not start bwrap (", result.status().message(),
+                     "); code samples will be answered with ERROR"));
   }
   if (result->exit_code != 0 ||
       result->stdout_data.find("cohort-sandbox-ok") == std::string::npos) {
     return absl::FailedPreconditionError(absl::StrCat(
         "sandbox self-test failed (exit ", result->exit_code, "): stdout=",
-        result->stdout_data.substr(0, 300),
-        " stderr=", result->stderr_data.substr(0, 500),
+        result->stdout_data.substr(0, 300), " stderr=", result->stderr_data.substr(0, 500),
         " — user namespaces may be forbidden here; code samples will be "
         "answered with ERROR"));
   }
-  if (sandbox->as_root_ &&
-      result->stdout_data.find("uid=0") != std::string::npos) {
+  if (sandbox->as_root_ && result->stdout_data.find("uid=0") != std::string::npos) {
     return absl::FailedPreconditionError(
         "sandbox self-test: program ran as uid 0; refusing to run code");
   }
@@ -280,8 +275,7 @@ Sandbox::UidLease Sandbox::AcquireUid() {
         back.push_back(uid);
         continue;
       }
-      std::string path =
-          absl::StrCat(options_.lock_dir, "/cohort-sandbox-uid-", uid, ".lock");
+      std::string path = absl::StrCat(options_.lock_dir, "/cohort-sandbox-uid-", uid, ".lock");
       int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
       if (fd < 0) {
         // No lock directory: in-process exclusion only.
@@ -314,8 +308,7 @@ void Sandbox::ReleaseUid(const UidLease& lease) {
 
 absl::StatusOr<SandboxResult> Sandbox::Run(const SandboxRun& run) {
   const SandboxLimits& lim = options_.limits;
-  const double wall = run.wall_seconds > 0 ? run.wall_seconds
-                                           : lim.wall_seconds;
+  const double wall = run.wall_seconds > 0 ? run.wall_seconds : lim.wall_seconds;
 
   // --- Everything the child needs is prepared before fork(): after it,
   // only async-signal-safe calls.
@@ -327,16 +320,15 @@ absl::StatusOr<SandboxResult> Sandbox::Run(const SandboxRun& run) {
   ASSIGN_OR_RETURN(Pipe chan_pipe, MakePipe());
   ASSIGN_OR_RETURN(Pipe status_pipe, MakePipe());
   ASSIGN_OR_RETURN(Pipe exec_err_pipe, MakePipe());
-  sources = {stdin_fd.get(), out_pipe.write.get(), err_pipe.write.get(),
-             fd3.get(), chan_pipe.write.get(), status_pipe.write.get()};
+  sources = {stdin_fd.get(), out_pipe.write.get(),  err_pipe.write.get(),
+             fd3.get(),      chan_pipe.write.get(), status_pipe.write.get()};
   if (run.files.size() > 32) {
     return absl::InvalidArgumentError("sandbox: at most 32 files per run");
   }
   std::vector<Fd> file_fds;
   for (const auto& [name, content] : run.files) {
     if (name.empty() || name.find('/') != std::string::npos || name[0] == '.') {
-      return absl::InvalidArgumentError(
-          absl::StrCat("sandbox: bad file name '", name, "'"));
+      return absl::InvalidArgumentError(absl::StrCat("sandbox: bad file name '", name, "'"));
     }
     ASSIGN_OR_RETURN(Fd f, MemFile(name, content));
     sources.push_back(f.get());
@@ -344,30 +336,68 @@ absl::StatusOr<SandboxResult> Sandbox::Run(const SandboxRun& run) {
   }
 
   const std::string tmp_size = absl::StrCat(lim.tmp_bytes);
-  std::vector<std::string> args = {
-      options_.bwrap_path,
-      "--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc",
-      "--unshare-uts", "--unshare-cgroup-try",
-      "--die-with-parent", "--new-session", "--cap-drop", "ALL",
-      "--hostname", "sandbox",
-      "--ro-bind", "/usr", "/usr",
-      "--symlink", "usr/bin", "/bin",
-      "--symlink", "usr/lib", "/lib",
-      "--symlink", "usr/lib64", "/lib64",
-      "--symlink", "usr/sbin", "/sbin",
-      "--proc", "/proc",
-      "--dev", "/dev",
-      "--size", tmp_size, "--tmpfs", "/tmp",
-      "--size", tmp_size, "--tmpfs", "/dev/shm",
-      "--dir", "/sandbox",
-      "--json-status-fd", "5",
-      "--clearenv",
-      "--setenv", "PATH", "/usr/bin:/bin",
-      "--setenv", "HOME", "/tmp",
-      "--setenv", "LANG", "C.UTF-8",
-      "--setenv", "PYTHONDONTWRITEBYTECODE", "1",
-      "--setenv", "PYTHONHASHSEED", "0",
-      "--chdir", "/tmp"};
+  std::vector<std::string> args = {options_.bwrap_path,
+                                   "--unshare-user",
+                                   "--unshare-pid",
+                                   "--unshare-net",
+                                   "--unshare-ipc",
+                                   "--unshare-uts",
+                                   "--unshare-cgroup-try",
+                                   "--die-with-parent",
+                                   "--new-session",
+                                   "--cap-drop",
+                                   "ALL",
+                                   "--hostname",
+                                   "sandbox",
+                                   "--ro-bind",
+                                   "/usr",
+                                   "/usr",
+                                   "--symlink",
+                                   "usr/bin",
+                                   "/bin",
+                                   "--symlink",
+                                   "usr/lib",
+                                   "/lib",
+                                   "--symlink",
+                                   "usr/lib64",
+                                   "/lib64",
+                                   "--symlink",
+                                   "usr/sbin",
+                                   "/sbin",
+                                   "--proc",
+                                   "/proc",
+                                   "--dev",
+                                   "/dev",
+                                   "--size",
+                                   tmp_size,
+                                   "--tmpfs",
+                                   "/tmp",
+                                   "--size",
+                                   tmp_size,
+                                   "--tmpfs",
+                                   "/dev/shm",
+                                   "--dir",
+                                   "/sandbox",
+                                   "--json-status-fd",
+                                   "5",
+                                   "--clearenv",
+                                   "--setenv",
+                                   "PATH",
+                                   "/usr/bin:/bin",
+                                   "--setenv",
+                                   "HOME",
+                                   "/tmp",
+                                   "--setenv",
+                                   "LANG",
+                                   "C.UTF-8",
+                                   "--setenv",
+                                   "PYTHONDONTWRITEBYTECODE",
+                                   "1",
+                                   "--setenv",
+                                   "PYTHONHASHSEED",
+                                   "0",
+                                   "--chdir",
+                                   "/tmp"};
   for (size_t i = 0; i < run.files.size(); ++i) {
     args.push_back("--ro-bind-data");
     args.push_back(absl::StrCat(6 + i));
@@ -437,8 +467,7 @@ absl::StatusOr<SandboxResult> Sandbox::Run(const SandboxRun& run) {
     int err_fd = fcntl(exec_err_fd, F_DUPFD_CLOEXEC, max_fd + 1);
     int tmp[64];
     for (int i = 0; i < n_targets && i < 64; ++i) {
-      tmp[i] = fcntl(sources[static_cast<size_t>(i)], F_DUPFD,
-                     max_fd + 2 + i);
+      tmp[i] = fcntl(sources[static_cast<size_t>(i)], F_DUPFD, max_fd + 2 + i);
     }
     for (int i = 0; i < n_targets && i < 64; ++i) dup2(tmp[i], i);
     // Close everything else but the exec-error pipe (close-on-exec).
@@ -479,8 +508,7 @@ absl::StatusOr<SandboxResult> Sandbox::Run(const SandboxRun& run) {
   chan_pipe.write.Reset();
   status_pipe.write.Reset();
   exec_err_pipe.write.Reset();
-  for (Fd* f : {&out_pipe.read, &err_pipe.read, &chan_pipe.read,
-                &status_pipe.read}) {
+  for (Fd* f : {&out_pipe.read, &err_pipe.read, &chan_pipe.read, &status_pipe.read}) {
     fcntl(f->get(), F_SETFL, fcntl(f->get(), F_GETFL) | O_NONBLOCK);
   }
   Fd pidfd(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
@@ -495,15 +523,12 @@ absl::StatusOr<SandboxResult> Sandbox::Run(const SandboxRun& run) {
     bool* truncated;
   };
   Stream streams[] = {
-      {&out_pipe.read, &result.stdout_data, lim.output_bytes,
-       &result.stdout_truncated},
-      {&err_pipe.read, &result.stderr_data, lim.output_bytes,
-       &result.stderr_truncated},
+      {&out_pipe.read, &result.stdout_data, lim.output_bytes, &result.stdout_truncated},
+      {&err_pipe.read, &result.stderr_data, lim.output_bytes, &result.stderr_truncated},
       {&chan_pipe.read, &result.channel, lim.output_bytes, &chan_trunc},
       {&status_pipe.read, &status_json, 1 << 16, &status_trunc},
   };
-  const auto deadline =
-      start + std::chrono::microseconds(static_cast<int64_t>(wall * 1e6));
+  const auto deadline = start + std::chrono::microseconds(static_cast<int64_t>(wall * 1e6));
   bool exited = false;
   int wstatus = 0;
   Clock::time_point drain_until{};
@@ -532,9 +557,10 @@ absl::StatusOr<SandboxResult> Sandbox::Run(const SandboxRun& run) {
     if (!exited && pidfd.get() < 0) {
       until = std::min(until, now + std::chrono::milliseconds(20));
     }
-    int timeout_ms = static_cast<int>(
-        std::chrono::duration_cast<std::chrono::milliseconds>(until - now)
-            .count()) + 1;
+    int timeout_ms =
+        static_cast<int>(
+            std::chrono::duration_cast<std::chrono::milliseconds>(until - now).count()) +
+        1;
     int rc = poll(pfds.data(), pfds.size(), timeout_ms);
     if (rc < 0 && errno != EINTR) break;
     for (size_t i = 0; i < which.size(); ++i) {
@@ -552,8 +578,7 @@ absl::StatusOr<SandboxResult> Sandbox::Run(const SandboxRun& run) {
       }
     }
   }
-  result.wall_seconds =
-      std::chrono::duration<double>(Clock::now() - start).count();
+  result.wall_seconds = std::chrono::duration<double>(Clock::now() - start).count();
   // Whatever is left of the process group (there should be nothing).
   kill(-pid, SIGKILL);
 
@@ -593,9 +618,8 @@ absl::StatusOr<SandboxResult> Sandbox::Run(const SandboxRun& run) {
   }
   if (WIFSIGNALED(wstatus)) result.term_signal = WTERMSIG(wstatus);
   if (!started && !result.timed_out) {
-    return absl::InternalError(absl::StrCat(
-        "sandbox: bwrap failed to set up the sandbox: ",
-        result.stderr_data.substr(0, 500)));
+    return absl::InternalError(absl::StrCat("sandbox: bwrap failed to set up the sandbox: ",
+                                            result.stderr_data.substr(0, 500)));
   }
   return result;
 }

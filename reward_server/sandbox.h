@@ -43,14 +43,14 @@
 namespace cohort::reward {
 
 struct SandboxLimits {
-  double wall_seconds = 5.0;            // killed after this, parent-enforced
-  int cpu_seconds = 5;                  // RLIMIT_CPU
-  int64_t memory_bytes = 1LL << 30;     // RLIMIT_AS
-  int max_processes = 32;               // RLIMIT_NPROC (per pool uid)
-  int64_t file_size_bytes = 16LL << 20; // RLIMIT_FSIZE
-  int max_open_files = 64;              // RLIMIT_NOFILE
-  int64_t tmp_bytes = 32LL << 20;       // size of the /tmp and /dev/shm tmpfs
-  int64_t output_bytes = 1LL << 20;     // cap on each captured stream
+  double wall_seconds = 5.0;             // killed after this, parent-enforced
+  int cpu_seconds = 5;                   // RLIMIT_CPU
+  int64_t memory_bytes = 1LL << 30;      // RLIMIT_AS
+  int max_processes = 32;                // RLIMIT_NPROC (per pool uid)
+  int64_t file_size_bytes = 16LL << 20;  // RLIMIT_FSIZE
+  int max_open_files = 64;               // RLIMIT_NOFILE
+  int64_t tmp_bytes = 32LL << 20;        // size of the /tmp and /dev/shm tmpfs
+  int64_t output_bytes = 1LL << 20;      // cap on each captured stream
 };
 
 struct SandboxOptions {
@@ -69,7 +69,7 @@ struct SandboxOptions {
 // One program run. Files are placed read-only at /sandbox/<name>.
 struct SandboxRun {
   std::vector<std::pair<std::string, std::string>> files;  // name, content
-  std::vector<std::string> args;  // argv after the interpreter
+  std::vector<std::string> args;                           // argv after the interpreter
   std::string stdin_data;
   // Bytes readable by the program on fd 3 (then EOF). Output the program
   // writes to fd 4 comes back in SandboxResult::channel.
@@ -96,8 +96,7 @@ class Sandbox {
   // Checks bwrap and python exist, then runs a self-test program in the
   // sandbox (prints, checks it is not uid 0 and has no network). Errors
   // say what failed and why code cannot be run.
-  static absl::StatusOr<std::unique_ptr<Sandbox>> Create(
-      SandboxOptions options = {});
+  static absl::StatusOr<std::unique_ptr<Sandbox>> Create(SandboxOptions options = {});
 
   // Runs `run`. A non-OK status is an infrastructure failure (fork, pipes,
   // bwrap refused to start); the program's own failures (crash, timeout,

@@ -70,8 +70,7 @@ class SandboxTest : public ::testing::Test {
     }
     return n;
   }
-  static SandboxResult RunPy(const std::string& code,
-                             const std::string& stdin_data = "") {
+  static SandboxResult RunPy(const std::string& code, const std::string& stdin_data = "") {
     SandboxRun run;
     run.files = {{"main.py", code}};
     run.args = {"/sandbox/main.py"};
@@ -97,8 +96,7 @@ Sample CodeSample(const std::string& code, nlohmann::json tests) {
 }
 
 TEST_F(SandboxTest, RunsPythonAsUnprivilegedUserWithCleanEnvironment) {
-  SandboxResult r = RunPy(
-      "import os\nprint(os.getuid())\nprint(sorted(os.environ.items()))\n");
+  SandboxResult r = RunPy("import os\nprint(os.getuid())\nprint(sorted(os.environ.items()))\n");
   EXPECT_EQ(r.exit_code, 0) << r.stderr_data;
   EXPECT_EQ(r.stdout_data.find("hunter2"), std::string::npos);
   EXPECT_EQ(r.stdout_data.find("COHORT_TEST_SECRET"), std::string::npos);
@@ -106,9 +104,7 @@ TEST_F(SandboxTest, RunsPythonAsUnprivilegedUserWithCleanEnvironment) {
 }
 
 TEST_F(SandboxTest, StdinAndExitCode) {
-  SandboxResult r =
-      RunPy("import sys\nprint(sys.stdin.read().upper())\nsys.exit(7)\n",
-            "hello");
+  SandboxResult r = RunPy("import sys\nprint(sys.stdin.read().upper())\nsys.exit(7)\n", "hello");
   EXPECT_EQ(r.exit_code, 7);
   EXPECT_EQ(r.stdout_data, "HELLO\n");
   EXPECT_FALSE(r.timed_out);
@@ -187,8 +183,7 @@ TEST_F(SandboxTest, ParallelRunsUseDistinctUids) {
 
 TEST_F(SandboxTest, CorrectSolutionPassesAllStatementTests) {
   auto r = CodeAccuracy(CodeSample("def add(a, b):\n    return a + b",
-                                   {"assert add(1, 2) == 3",
-                                    "assert add(-1, 1) == 0",
+                                   {"assert add(1, 2) == 3", "assert add(-1, 1) == 0",
                                     "assert add('a', 'b') == 'ab'"}),
                         sandbox_, "");
   EXPECT_EQ(r.status, Status::kOk) << r.reason;
@@ -208,20 +203,19 @@ TEST_F(SandboxTest, CommonStandardLibraryWorksUnderTheHarness) {
       "warnings.warn('hello')\nlogging.getLogger('x').warning('hi')\n"
       "def solve(xs: typing.List[int]) -> int:\n"
       "    return sum(heapq.nsmallest(2, xs)) + P(1, 2).x + Q(3).a + C.A.value\n";
-  auto r = CodeAccuracy(CodeSample(code, {"assert solve([5, 1, 2]) == 8",
-                                          "assert fib(80) == 23416728348467685",
-                                          "assert re.match('a+', 'aaa')"}),
-                        sandbox_, "");
+  auto r = CodeAccuracy(
+      CodeSample(code, {"assert solve([5, 1, 2]) == 8", "assert fib(80) == 23416728348467685",
+                        "assert re.match('a+', 'aaa')"}),
+      sandbox_, "");
   EXPECT_EQ(r.status, Status::kOk) << r.reason;
   EXPECT_DOUBLE_EQ(r.value, 1.0) << r.reason;
 }
 
 TEST_F(SandboxTest, PartialSolutionGivesTheFraction) {
-  auto r = CodeAccuracy(
-      CodeSample("def add(a, b):\n    return a + b if a >= 0 else 0",
-                 {"assert add(1, 2) == 3", "assert add(-1, 1) == 0",
-                  "assert add(-5, 1) == -4", "assert add(2, 2) == 4"}),
-      sandbox_, "");
+  auto r = CodeAccuracy(CodeSample("def add(a, b):\n    return a + b if a >= 0 else 0",
+                                   {"assert add(1, 2) == 3", "assert add(-1, 1) == 0",
+                                    "assert add(-5, 1) == -4", "assert add(2, 2) == 4"}),
+                        sandbox_, "");
   EXPECT_EQ(r.status, Status::kOk) << r.reason;
   EXPECT_DOUBLE_EQ(r.value, 0.75) << r.reason;
 }
@@ -229,27 +223,23 @@ TEST_F(SandboxTest, PartialSolutionGivesTheFraction) {
 TEST_F(SandboxTest, OneLoopingTestDoesNotTakeTheOthersTime) {
   auto r = CodeAccuracy(
       CodeSample("def f(x):\n    while x < 0: pass\n    return x",
-                 {"assert f(1) == 1", "assert f(-1) == 0", "assert f(2) == 2",
-                  "assert f(3) == 3"}),
+                 {"assert f(1) == 1", "assert f(-1) == 0", "assert f(2) == 2", "assert f(3) == 3"}),
       sandbox_, "");
   EXPECT_EQ(r.status, Status::kOk) << r.reason;
   EXPECT_DOUBLE_EQ(r.value, 0.75) << r.reason;
 }
 
 TEST_F(SandboxTest, StdinStdoutTests) {
-  nlohmann::json tests = nlohmann::json::array(
-      {{{"input", "1 2\n"}, {"output", "3\n"}},
-       {{"input", "10 20"}, {"output", "30"}},
-       {{"input", "-1 -1\n"}, {"output", "-2  \n\n"}},
-       {{"input", "2 2\n"}, {"output", "5\n"}}});
-  auto r = CodeAccuracy(
-      CodeSample("a, b = map(int, input().split())\nprint(a + b)", tests),
-      sandbox_, "");
+  nlohmann::json tests = nlohmann::json::array({{{"input", "1 2\n"}, {"output", "3\n"}},
+                                                {{"input", "10 20"}, {"output", "30"}},
+                                                {{"input", "-1 -1\n"}, {"output", "-2  \n\n"}},
+                                                {{"input", "2 2\n"}, {"output", "5\n"}}});
+  auto r = CodeAccuracy(CodeSample("a, b = map(int, input().split())\nprint(a + b)", tests),
+                        sandbox_, "");
   EXPECT_EQ(r.status, Status::kOk) << r.reason;
   EXPECT_DOUBLE_EQ(r.value, 0.75) << r.reason;
   // A program that exits early prints nothing and passes nothing.
-  auto early = CodeAccuracy(CodeSample("import sys\nsys.exit(0)", tests),
-                            sandbox_, "");
+  auto early = CodeAccuracy(CodeSample("import sys\nsys.exit(0)", tests), sandbox_, "");
   EXPECT_EQ(early.status, Status::kOk);
   EXPECT_DOUBLE_EQ(early.value, 0.0);
 }
@@ -259,18 +249,15 @@ TEST_F(SandboxTest, WholeCompletionIsTheProgramWithoutAFence) {
   s.completion = "def sq(x):\n    return x * x\n";
   auto r = CodeAccuracy(s, sandbox_, "");
   EXPECT_DOUBLE_EQ(r.value, 1.0) << r.reason;
-  EXPECT_EQ(ExtractPythonCode("a\n```python\nx=1\n```\nb\n```py\ny=2\n```\n"),
-            "y=2\n");
+  EXPECT_EQ(ExtractPythonCode("a\n```python\nx=1\n```\nb\n```py\ny=2\n```\n"), "y=2\n");
   EXPECT_EQ(ExtractPythonCode("no fence"), "no fence");
 }
 
 TEST_F(SandboxTest, MalformedTestsAreInvalid) {
   for (const nlohmann::json& tests :
        {nlohmann::json(nullptr), nlohmann::json(3), nlohmann::json::array(),
-        nlohmann::json::array({"assert True", 5}),
-        nlohmann::json::array({{{"input", "1"}}}),
-        nlohmann::json("not json ["),
-        nlohmann::json::array({{{"input", 1}, {"output", "1"}}})}) {
+        nlohmann::json::array({"assert True", 5}), nlohmann::json::array({{{"input", "1"}}}),
+        nlohmann::json("not json ["), nlohmann::json::array({{{"input", 1}, {"output", "1"}}})}) {
     auto r = CodeAccuracy(CodeSample("x = 1", tests), sandbox_, "");
     EXPECT_EQ(r.status, Status::kInvalid) << tests.dump();
     EXPECT_NE(r.reason.find("tests"), std::string::npos) << r.reason;
@@ -292,8 +279,7 @@ TEST(SandboxCreate, MissingBwrapIsAClearError) {
   o.bwrap_path = "/nonexistent/bwrap";
   auto s = Sandbox::Create(o);
   ASSERT_FALSE(s.ok());
-  EXPECT_NE(std::string(s.status().message()).find("bubblewrap not found"),
-            std::string::npos);
+  EXPECT_NE(std::string(s.status().message()).find("bubblewrap not found"), std::string::npos);
 }
 
 // --- Hostile programs. None defines `add` unless its attack succeeded, so
@@ -312,24 +298,23 @@ TEST_F(SandboxTest, HostileProgramsAreContainedAndFailTheirTests) {
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)),
-            0);
+  ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
   ASSERT_EQ(listen(listener, 16), 0);
   socklen_t len = sizeof(addr);
   getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len);
   const int port = ntohs(addr.sin_port);
-  const std::string host_file =
-      absl::StrCat("/tmp/cohort_sandbox_escape_", getpid());
+  const std::string host_file = absl::StrCat("/tmp/cohort_sandbox_escape_", getpid());
   std::filesystem::remove(host_file);
   const std::string pass = "\ndef add(a, b):\n    return a + b\n";
 
   std::vector<Hostile> hostile = {
       {"network socket to the host",
-       absl::StrCat("import socket\ns = socket.create_connection(('127.0.0.1', ",
-                    port, "), timeout=1)", pass)},
+       absl::StrCat("import socket\ns = socket.create_connection(('127.0.0.1', ", port,
+                    "), timeout=1)", pass)},
       {"network to the internet",
        "import socket\ns = socket.create_connection(('1.1.1.1', 80), "
-       "timeout=1)" + pass},
+       "timeout=1)" +
+           pass},
       {"fork bomb",
        "import os\nwhile True:\n    try:\n        os.fork()\n    except "
        "OSError:\n        pass\n"},
@@ -348,18 +333,18 @@ TEST_F(SandboxTest, HostileProgramsAreContainedAndFailTheirTests) {
        "'/work/evil', '/etc/evil'):\n    try:\n        open(p, "
        "'w').write('x'); ok = True\n    except OSError: pass\nif ok:" +
            absl::StrReplaceAll(pass, {{"\n", "\n    "}})},
-      {"write the host's /tmp",
-       absl::StrCat("open('", host_file, "', 'w').write('escaped')\n",
-                    "import os\nif os.path.exists('/work') or "
-                    "os.path.exists('/root'):",
-                    absl::StrReplaceAll(pass, {{"\n", "\n    "}}))},
+      {"write the host's /tmp", absl::StrCat("open('", host_file, "', 'w').write('escaped')\n",
+                                             "import os\nif os.path.exists('/work') or "
+                                             "os.path.exists('/root'):",
+                                             absl::StrReplaceAll(pass, {{"\n", "\n    "}}))},
       {"read the server's environment",
        "import os\nif 'COHORT_TEST_SECRET' in os.environ or "
        "'hunter2' in open('/proc/1/environ').read():" +
            absl::StrReplaceAll(pass, {{"\n", "\n    "}})},
       {"kill the parent",
        "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n"
-       "import sys\nsys.exit(0)" + pass},
+       "import sys\nsys.exit(0)" +
+           pass},
       {"killpg and kill -9 -1",
        "import os, signal\ntry:\n    os.killpg(os.getpgid(0), "
        "signal.SIGKILL)\nexcept OSError: pass\nos.kill(-1, signal.SIGKILL)" +
@@ -370,8 +355,7 @@ TEST_F(SandboxTest, HostileProgramsAreContainedAndFailTheirTests) {
       {"fill /dev/shm",
        "f = open('/dev/shm/fill', 'wb')\nwhile True:\n    f.write(b'x' * "
        "(1 << 20))\n    f.flush()\n"},
-      {"print gigabytes",
-       "import sys\nwhile True:\n    sys.stdout.write('y' * (1 << 20))\n"},
+      {"print gigabytes", "import sys\nwhile True:\n    sys.stdout.write('y' * (1 << 20))\n"},
       {"daemonize a child that outlives the program",
        "import os, time\nif os.fork() == 0:\n    os.setsid()\n    if "
        "os.fork() == 0:\n        time.sleep(120)\n    os._exit(0)\n"
@@ -411,8 +395,7 @@ TEST_F(SandboxTest, HostileProgramsAreContainedAndFailTheirTests) {
       {"open every file descriptor",
        "fs = []\nwhile True:\n    fs.append(open('/sandbox/solution.py'))\n"},
       {"giant file in tmp",
-       "f = open('/tmp/big', 'wb')\nf.seek(1 << 40)\nf.write(b'x')\nf.flush()" +
-           pass},
+       "f = open('/tmp/big', 'wb')\nf.seek(1 << 40)\nf.write(b'x')\nf.flush()" + pass},
       {"recursion bomb", "def r(n):\n    return r(n + 1)\nr(0)" + pass},
       {"block on stdin", "input()" + pass},
   };
@@ -428,8 +411,7 @@ TEST_F(SandboxTest, HostileProgramsAreContainedAndFailTheirTests) {
     threads.emplace_back([&] {
       for (size_t i = next++; i < hostile.size(); i = next++) {
         results[i] = CodeAccuracy(
-            CodeSample(hostile[i].code,
-                       {"assert add(1, 2) == 3", "assert add(2, 3) == 5"}),
+            CodeSample(hostile[i].code, {"assert add(1, 2) == 3", "assert add(2, 3) == 5"}),
             sandbox_, "", options);
       }
     });
@@ -450,8 +432,7 @@ TEST_F(SandboxTest, HostileProgramsAreContainedAndFailTheirTests) {
   EXPECT_EQ(PoolProcesses(), 0);
 
   // And the verifier keeps working.
-  auto good = CodeAccuracy(CodeSample(pass, {"assert add(1, 2) == 3",
-                                             "assert add(2, 3) == 5"}),
+  auto good = CodeAccuracy(CodeSample(pass, {"assert add(1, 2) == 3", "assert add(2, 3) == 5"}),
                            sandbox_, "");
   EXPECT_EQ(good.status, Status::kOk);
   EXPECT_DOUBLE_EQ(good.value, 1.0) << good.reason;

@@ -21,8 +21,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-constexpr const char* kComponents[] = {"accuracy", "format", "language",
-                                       "length"};
+constexpr const char* kComponents[] = {"accuracy", "format", "language", "length"};
 
 bool KnownVerifier(const std::string& v) {
   return v == "math" || v == "gsm8k" || v == "countdown" || v == "code";
@@ -39,10 +38,14 @@ Result NonOk(const std::string& id, Status status, std::string reason) {
 
 Status FromProto(cohort::v1::RewardStatus s) {
   switch (s) {
-    case cohort::v1::REWARD_STATUS_OK: return Status::kOk;
-    case cohort::v1::REWARD_STATUS_INVALID: return Status::kInvalid;
-    case cohort::v1::REWARD_STATUS_TIMEOUT: return Status::kTimeout;
-    default: return Status::kError;
+    case cohort::v1::REWARD_STATUS_OK:
+      return Status::kOk;
+    case cohort::v1::REWARD_STATUS_INVALID:
+      return Status::kInvalid;
+    case cohort::v1::REWARD_STATUS_TIMEOUT:
+      return Status::kTimeout;
+    default:
+      return Status::kError;
   }
 }
 
@@ -73,8 +76,7 @@ Scorer::Scorer(ScorerOptions options) : options_(std::move(options)) {}
 
 absl::StatusOr<std::unique_ptr<Scorer>> Scorer::Create(ScorerOptions options) {
   if (!(options.sample_timeout_seconds > 0)) {
-    return absl::InvalidArgumentError(
-        "reward.sample_timeout_seconds: expected a number > 0");
+    return absl::InvalidArgumentError("reward.sample_timeout_seconds: expected a number > 0");
   }
   if (options.workers < 0) {
     return absl::InvalidArgumentError("reward.workers: expected >= 0");
@@ -88,50 +90,46 @@ absl::StatusOr<std::unique_ptr<Scorer>> Scorer::Create(ScorerOptions options) {
     if (!spec.endpoint.empty()) continue;
     if (spec.verifier.empty() && KnownVerifier(name)) spec.verifier = name;
     if (!KnownVerifier(spec.verifier)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          where, ".verifier: expected math, gsm8k, countdown or code, got \"",
-          spec.verifier, "\" (or set an endpoint)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ".verifier: expected math, gsm8k, countdown or code, got \"",
+                       spec.verifier, "\" (or set an endpoint)"));
     }
     if (spec.verifier == "code") needs_sandbox = true;
     for (const auto& [key, weight] : spec.weights) {
-      if (std::find(std::begin(kComponents), std::end(kComponents), key) ==
-          std::end(kComponents)) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            where, ".weights.", key,
-            ": unknown component (expected accuracy, format, language or "
-            "length)"));
+      if (std::find(std::begin(kComponents), std::end(kComponents), key) == std::end(kComponents)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, ".weights.", key,
+                         ": unknown component (expected accuracy, format, language or "
+                         "length)"));
       }
       if (!std::isfinite(weight)) {
         return absl::InvalidArgumentError(
             absl::StrCat(where, ".weights.", key, ": not a finite number"));
       }
     }
-    if (spec.weights.count("format") &&
-        !ParseFormatKind(spec.format).has_value()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          where, ".format: expected r1, r1-zero or none, got \"", spec.format,
-          "\""));
+    if (spec.weights.count("format") && !ParseFormatKind(spec.format).has_value()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ".format: expected r1, r1-zero or none, got \"", spec.format, "\""));
     }
-    if (spec.weights.count("language") && spec.language != "en" &&
-        spec.language != "zh") {
-      return absl::InvalidArgumentError(absl::StrCat(
-          where, ".language: a language weight needs language en or zh, got \"",
-          spec.language, "\""));
+    if (spec.weights.count("language") && spec.language != "en" && spec.language != "zh") {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ".language: a language weight needs language en or zh, got \"",
+                       spec.language, "\""));
     }
     if (spec.weights.count("length") &&
-        (spec.max_length <= 0 || spec.cache_length < 0 ||
-         spec.cache_length > spec.max_length)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          where, ": a length weight needs max_length > 0 and 0 <= "
-                 "cache_length <= max_length"));
+        (spec.max_length <= 0 || spec.cache_length < 0 || spec.cache_length > spec.max_length)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where,
+                       ": a length weight needs max_length > 0 and 0 <= "
+                       "cache_length <= max_length"));
     }
   }
 
   std::unique_ptr<Scorer> scorer(new Scorer(std::move(options)));
   ScorerOptions& o = scorer->options_;
   if (!o.make_channel) {
-    o.make_channel = [](const std::string& target)
-        -> absl::StatusOr<std::shared_ptr<grpc::Channel>> {
+    o.make_channel =
+        [](const std::string& target) -> absl::StatusOr<std::shared_ptr<grpc::Channel>> {
       return grpc::CreateChannel(target, grpc::InsecureChannelCredentials());
     };
   }
@@ -142,21 +140,18 @@ absl::StatusOr<std::unique_ptr<Scorer>> Scorer::Create(ScorerOptions options) {
     auto channel = o.make_channel(spec.endpoint);
     if (!channel.ok()) {
       return absl::InvalidArgumentError(
-          absl::StrCat("reward.tasks.", name, ".endpoint: ",
-                       channel.status().message()));
+          absl::StrCat("reward.tasks.", name, ".endpoint: ", channel.status().message()));
     }
     scorer->channels_[spec.endpoint] = *channel;
   }
   if (needs_sandbox) {
     SandboxOptions so = o.sandbox;
-    so.limits.wall_seconds =
-        std::min(so.limits.wall_seconds, o.sample_timeout_seconds);
+    so.limits.wall_seconds = std::min(so.limits.wall_seconds, o.sample_timeout_seconds);
     auto sandbox = Sandbox::Create(so);
     if (sandbox.ok()) {
       scorer->sandbox_ = std::move(*sandbox);
       LOG(INFO) << "code sandbox ready (bubblewrap"
-                << (scorer->sandbox_->uses_uid_pool() ? ", uid pool" : "")
-                << ")";
+                << (scorer->sandbox_->uses_uid_pool() ? ", uid pool" : "") << ")";
     } else {
       scorer->sandbox_error_ = std::string(sandbox.status().message());
       LOG(ERROR) << scorer->sandbox_error_;
@@ -166,11 +161,10 @@ absl::StatusOr<std::unique_ptr<Scorer>> Scorer::Create(ScorerOptions options) {
   MetricsRegistry* reg = o.metrics ? o.metrics : MetricsRegistry::Default();
   auto make_task_metrics = [&](const std::string& task) {
     auto tm = std::make_unique<TaskMetrics>();
-    for (Status s : {Status::kOk, Status::kInvalid, Status::kTimeout,
-                     Status::kError}) {
-      tm->by_status[static_cast<int>(s)] = reg->GetCounter(
-          "cohort_reward_samples_total", "Samples scored, by task and status.",
-          {{"task", task}, {"status", StatusName(s)}});
+    for (Status s : {Status::kOk, Status::kInvalid, Status::kTimeout, Status::kError}) {
+      tm->by_status[static_cast<int>(s)] =
+          reg->GetCounter("cohort_reward_samples_total", "Samples scored, by task and status.",
+                          {{"task", task}, {"status", StatusName(s)}});
     }
     return tm;
   };
@@ -180,16 +174,13 @@ absl::StatusOr<std::unique_ptr<Scorer>> Scorer::Create(ScorerOptions options) {
   // Requests naming no configured task share one label value, so a caller
   // cannot grow the metric without bound.
   scorer->task_metrics_["(unknown)"] = make_task_metrics("(unknown)");
-  scorer->queue_gauge_ = reg->GetGauge(
-      "cohort_reward_queue_depth", "Samples queued and not yet started.");
-  scorer->verify_seconds_ = reg->GetHistogram(
-      "cohort_reward_verify_seconds",
-      "Wall time verifying one sample, from its start.",
-      Histogram::ExponentialBuckets(1e-5, 4, 12));
+  scorer->queue_gauge_ =
+      reg->GetGauge("cohort_reward_queue_depth", "Samples queued and not yet started.");
+  scorer->verify_seconds_ = reg->GetHistogram("cohort_reward_verify_seconds",
+                                              "Wall time verifying one sample, from its start.",
+                                              Histogram::ExponentialBuckets(1e-5, 4, 12));
 
-  int workers = o.workers > 0
-                    ? o.workers
-                    : std::max(1u, std::thread::hardware_concurrency());
+  int workers = o.workers > 0 ? o.workers : std::max(1u, std::thread::hardware_concurrency());
   for (int i = 0; i < workers; ++i) {
     scorer->threads_.emplace_back([s = scorer.get()] { s->WorkerLoop(); });
   }
@@ -223,8 +214,7 @@ int Scorer::queue_depth() const {
 
 double Scorer::LimitSeconds(const Sample& sample) const {
   auto it = options_.tasks.find(sample.task);
-  if (it != options_.tasks.end() && it->second.endpoint.empty() &&
-      it->second.verifier == "code") {
+  if (it != options_.tasks.end() && it->second.endpoint.empty() && it->second.verifier == "code") {
     // The sandbox works within sample_timeout_seconds; only the verifier
     // itself overrunning that is a TIMEOUT.
     return options_.sample_timeout_seconds + 1.0;
@@ -232,8 +222,7 @@ double Scorer::LimitSeconds(const Sample& sample) const {
   return options_.sample_timeout_seconds;
 }
 
-void Scorer::Submit(Sample sample, Callback done,
-                    std::shared_ptr<std::atomic<bool>> cancelled) {
+void Scorer::Submit(Sample sample, Callback done, std::shared_ptr<std::atomic<bool>> cancelled) {
   auto* job = new Job{std::move(sample), std::move(done), std::move(cancelled)};
   job->limit_seconds = LimitSeconds(job->sample);
   {
@@ -255,9 +244,8 @@ void Scorer::WorkerLoop() {
     {
       absl::MutexLock lock(&mu_);
       mu_.Await(absl::Condition(
-          +[](Scorer* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu_) {
-            return s->stopping_ || !s->queue_.empty();
-          },
+          +[](Scorer* s)
+               ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu_) { return s->stopping_ || !s->queue_.empty(); },
           this));
       if (queue_.empty()) return;  // stopping
       job = queue_.front();
@@ -272,14 +260,12 @@ void Scorer::WorkerLoop() {
       }
     }
     if (skipped) {
-      job->done(NonOk(job->sample.id, Status::kError,
-                      "cancelled before it started (caller gone)"));
+      job->done(NonOk(job->sample.id, Status::kError, "cancelled before it started (caller gone)"));
       delete job;
       continue;
     }
     Result result = Verify(job->sample);
-    result.verify_seconds =
-        std::chrono::duration<double>(Clock::now() - job->started).count();
+    result.verify_seconds = std::chrono::duration<double>(Clock::now() - job->started).count();
     bool deliver;
     {
       absl::MutexLock lock(&mu_);
@@ -310,35 +296,29 @@ void Scorer::WatchdogLoop() {
       Clock::time_point next = now + std::chrono::milliseconds(100);
       for (Job* job : running_) {
         if (job->finished) continue;
-        auto due = job->started + std::chrono::microseconds(static_cast<int64_t>(
-                                      job->limit_seconds * 1e6));
+        auto due = job->started +
+                   std::chrono::microseconds(static_cast<int64_t>(job->limit_seconds * 1e6));
         if (due <= now) {
           job->finished = true;
-          Result r = NonOk(
-              job->sample.id, Status::kTimeout,
-              absl::StrCat("verification overran its limit of ",
-                           job->limit_seconds, " s (task '", job->sample.task,
-                           "')"));
-          r.verify_seconds =
-              std::chrono::duration<double>(now - job->started).count();
+          Result r = NonOk(job->sample.id, Status::kTimeout,
+                           absl::StrCat("verification overran its limit of ", job->limit_seconds,
+                                        " s (task '", job->sample.task, "')"));
+          r.verify_seconds = std::chrono::duration<double>(now - job->started).count();
           // The worker owns (and later deletes) the job; the callback is
           // taken from it here, once, under the lock.
-          expired.push_back({std::move(job->done), job->sample.task,
-                             std::move(r)});
+          expired.push_back({std::move(job->done), job->sample.task, std::move(r)});
         } else {
           next = std::min(next, due);
         }
       }
       if (expired.empty()) {
-        auto wait = std::chrono::duration_cast<std::chrono::microseconds>(
-                        next - now).count();
-        mu_.AwaitWithTimeout(
-            absl::Condition(
-                +[](Scorer* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu_) {
-                  return s->stopping_ && s->running_.empty();
-                },
-                this),
-            absl::Microseconds(std::max<int64_t>(wait, 1000)));
+        auto wait = std::chrono::duration_cast<std::chrono::microseconds>(next - now).count();
+        mu_.AwaitWithTimeout(absl::Condition(
+                                 +[](Scorer* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu_) {
+                                   return s->stopping_ && s->running_.empty();
+                                 },
+                                 this),
+                             absl::Microseconds(std::max<int64_t>(wait, 1000)));
         continue;
       }
     }
@@ -360,8 +340,7 @@ void Scorer::Record(const std::string& task, const Result& result) {
 Result Scorer::ScoreNow(const Sample& sample) {
   auto start = Clock::now();
   Result r = Verify(sample);
-  r.verify_seconds =
-      std::chrono::duration<double>(Clock::now() - start).count();
+  r.verify_seconds = std::chrono::duration<double>(Clock::now() - start).count();
   Record(sample.task, r);
   return r;
 }
@@ -376,8 +355,7 @@ Result Scorer::Verify(const Sample& sample) {
     for (const auto& [name, spec] : options_.tasks) names.push_back(name);
     return NonOk(sample.id, Status::kInvalid,
                  absl::StrCat("unknown task '", sample.task,
-                              "' (configured: ", absl::StrJoin(names, ", "),
-                              ")"));
+                              "' (configured: ", absl::StrJoin(names, ", "), ")"));
   }
   const RewardTaskSpec& spec = it->second;
   if (!spec.endpoint.empty()) return VerifyRemote(sample, spec.endpoint);
@@ -400,21 +378,18 @@ Result Scorer::Verify(const Sample& sample) {
       acc = CodeAccuracy(sample, sandbox_.get(), sandbox_error_, co);
     }
   } catch (const std::exception& e) {
-    acc = ComponentResult::Error(
-        absl::StrCat(spec.verifier, " verifier failed: ", e.what()));
+    acc = ComponentResult::Error(absl::StrCat(spec.verifier, " verifier failed: ", e.what()));
   }
   parts.emplace_back("accuracy", std::move(acc));
   if (spec.weights.count("format")) {
-    parts.emplace_back("format",
-                       FormatReward(sample, *ParseFormatKind(spec.format)));
+    parts.emplace_back("format", FormatReward(sample, *ParseFormatKind(spec.format)));
   }
   if (spec.weights.count("language")) {
     parts.emplace_back("language", LanguageConsistency(sample, spec.language));
   }
   if (spec.weights.count("length")) {
-    parts.emplace_back("length",
-                       OverlongPenalty(sample.completion_tokens,
-                                       spec.max_length, spec.cache_length));
+    parts.emplace_back(
+        "length", OverlongPenalty(sample.completion_tokens, spec.max_length, spec.cache_length));
   }
   double reward = 0;
   for (auto& [name, c] : parts) {
@@ -450,22 +425,20 @@ Result Scorer::VerifyRemote(const Sample& sample, const std::string& endpoint) {
   if (!sample.extra.empty()) s->set_extra_json(sample.extra.dump());
   s->set_completion_tokens(sample.completion_tokens);
   grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() +
-                   std::chrono::microseconds(static_cast<int64_t>(
-                       options_.sample_timeout_seconds * 1e6)));
+  ctx.set_deadline(
+      std::chrono::system_clock::now() +
+      std::chrono::microseconds(static_cast<int64_t>(options_.sample_timeout_seconds * 1e6)));
   cohort::v1::ScoreResponse response;
   grpc::Status st = stub->Score(&ctx, request, &response);
   if (st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
     return NonOk(sample.id, Status::kTimeout,
-                 absl::StrCat("remote reward server ", endpoint,
-                              " did not answer within ",
+                 absl::StrCat("remote reward server ", endpoint, " did not answer within ",
                               options_.sample_timeout_seconds, " s"));
   }
   if (!st.ok()) {
     return NonOk(sample.id, Status::kError,
-                 absl::StrCat("remote reward server ", endpoint, ": ",
-                              st.error_message(), " (code ",
-                              static_cast<int>(st.error_code()), ")"));
+                 absl::StrCat("remote reward server ", endpoint, ": ", st.error_message(),
+                              " (code ", static_cast<int>(st.error_code()), ")"));
   }
   if (response.results_size() != 1) {
     return NonOk(sample.id, Status::kError,
@@ -478,18 +451,15 @@ Result Scorer::VerifyRemote(const Sample& sample, const std::string& endpoint) {
   out.status = FromProto(r.status());
   out.reason = r.reason();
   for (const auto& [k, v] : r.components()) out.components[k] = v;
-  out.reward = out.status == Status::kOk
-                   ? r.reward()
-                   : std::numeric_limits<double>::quiet_NaN();
+  out.reward = out.status == Status::kOk ? r.reward() : std::numeric_limits<double>::quiet_NaN();
   if (out.status != Status::kOk && out.reason.empty()) {
-    out.reason = absl::StrCat("remote reward server ", endpoint,
-                              " gave no reason");
+    out.reason = absl::StrCat("remote reward server ", endpoint, " gave no reason");
   }
   return out;
 }
 
-absl::StatusOr<std::vector<Result>> Scorer::ScoreBatch(
-    std::vector<Sample> samples, absl::Time deadline) {
+absl::StatusOr<std::vector<Result>> Scorer::ScoreBatch(std::vector<Sample> samples,
+                                                       absl::Time deadline) {
   struct State {
     absl::Mutex mu;
     std::vector<Result> results ABSL_GUARDED_BY(mu);
@@ -503,27 +473,25 @@ absl::StatusOr<std::vector<Result>> Scorer::ScoreBatch(
     state->remaining = samples.size();
   }
   for (size_t i = 0; i < samples.size(); ++i) {
-    Submit(std::move(samples[i]),
-           [state, i](Result r) {
-             absl::MutexLock lock(&state->mu);
-             state->results[i] = std::move(r);
-             --state->remaining;
-           },
-           cancelled);
+    Submit(
+        std::move(samples[i]),
+        [state, i](Result r) {
+          absl::MutexLock lock(&state->mu);
+          state->results[i] = std::move(r);
+          --state->remaining;
+        },
+        cancelled);
   }
   absl::MutexLock lock(&state->mu);
   bool done = state->mu.AwaitWithDeadline(
       absl::Condition(
-          +[](State* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu) {
-            return s->remaining == 0;
-          },
+          +[](State* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu) { return s->remaining == 0; },
           state.get()),
       deadline);
   if (!done) {
     cancelled->store(true);
-    return absl::DeadlineExceededError(absl::StrCat(
-        state->remaining, " of ", state->results.size(),
-        " samples not scored before the deadline"));
+    return absl::DeadlineExceededError(absl::StrCat(state->remaining, " of ", state->results.size(),
+                                                    " samples not scored before the deadline"));
   }
   return std::move(state->results);
 }

@@ -57,8 +57,7 @@ struct ScorerOptions {
   // is capped by the sample timeout.
   SandboxOptions sandbox;
   // Makes channels for tasks with an endpoint; default: insecure channel.
-  std::function<absl::StatusOr<std::shared_ptr<grpc::Channel>>(
-      const std::string& target)>
+  std::function<absl::StatusOr<std::shared_ptr<grpc::Channel>>(const std::string& target)>
       make_channel;
   // Where the sample metrics go; default MetricsRegistry::Default().
   MetricsRegistry* metrics = nullptr;
@@ -83,14 +82,12 @@ class Scorer {
   // TIMEOUT, or ERROR "scorer stopped"). If `*cancelled` becomes true
   // before a worker starts the sample, it is skipped and `done` gets an
   // ERROR result saying so.
-  void Submit(Sample sample, Callback done,
-              std::shared_ptr<std::atomic<bool>> cancelled = nullptr);
+  void Submit(Sample sample, Callback done, std::shared_ptr<std::atomic<bool>> cancelled = nullptr);
 
   // Scores `samples` on the pool and returns their results in order.
   // DEADLINE_EXCEEDED when `deadline` passes first (samples not started
   // are cancelled).
-  absl::StatusOr<std::vector<Result>> ScoreBatch(std::vector<Sample> samples,
-                                                 absl::Time deadline);
+  absl::StatusOr<std::vector<Result>> ScoreBatch(std::vector<Sample> samples, absl::Time deadline);
 
   // Scores on the calling thread, without the pool's time limit.
   Result ScoreNow(const Sample& sample);
@@ -101,9 +98,7 @@ class Scorer {
   // Why `code` samples get ERROR; empty when the sandbox works or no task
   // uses it.
   const std::string& sandbox_error() const { return sandbox_error_; }
-  const std::map<std::string, RewardTaskSpec>& tasks() const {
-    return options_.tasks;
-  }
+  const std::map<std::string, RewardTaskSpec>& tasks() const { return options_.tasks; }
 
   // Stops the workers: queued samples get ERROR "scorer stopped"; running
   // ones finish. Idempotent.

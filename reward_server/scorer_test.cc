@@ -68,8 +68,7 @@ ScorerOptions BaseOptions(MetricsRegistry* reg) {
   o.tasks["math"] = Spec("math");
   o.tasks["gsm8k"] = Spec("gsm8k");
   o.tasks["countdown"] = Spec("countdown");
-  RewardTaskSpec r1 = Spec("math", {{"accuracy", 1.0}, {"format", 0.5},
-                                    {"language", 0.25}});
+  RewardTaskSpec r1 = Spec("math", {{"accuracy", 1.0}, {"format", 0.5}, {"language", 0.25}});
   r1.format = "r1-zero";
   r1.language = "en";
   o.tasks["math_r1"] = r1;
@@ -111,8 +110,7 @@ TEST_F(ScorerTest, AccuracyPerVerifier) {
   EXPECT_EQ(r.status, Status::kOk);
   EXPECT_DOUBLE_EQ(r.reward, 0.0);
 
-  r = scorer_->ScoreNow(MakeSample("gsm8k", "3 + 4 = 7\n#### 7",
-                                   "She has 3+4=7 apples.\n#### 7"));
+  r = scorer_->ScoreNow(MakeSample("gsm8k", "3 + 4 = 7\n#### 7", "She has 3+4=7 apples.\n#### 7"));
   EXPECT_EQ(r.status, Status::kOk) << r.reason;
   EXPECT_DOUBLE_EQ(r.reward, 1.0);
 
@@ -129,16 +127,15 @@ TEST_F(ScorerTest, AccuracyPerVerifier) {
 }
 
 TEST_F(ScorerTest, RewardIsTheWeightedSumOfComponents) {
-  Result r = scorer_->ScoreNow(MakeSample(
-      "math_r1",
-      "<think> two plus two is four </think> <answer> 4 </answer>", "4"));
+  Result r = scorer_->ScoreNow(
+      MakeSample("math_r1", "<think> two plus two is four </think> <answer> 4 </answer>", "4"));
   ASSERT_EQ(r.status, Status::kOk) << r.reason;
   ASSERT_EQ(r.components.size(), 3u);
   EXPECT_DOUBLE_EQ(r.components.at("accuracy"), 1.0);
   EXPECT_DOUBLE_EQ(r.components.at("format"), 1.0);
   EXPECT_GT(r.components.at("language"), 0.5);
-  EXPECT_DOUBLE_EQ(r.reward, 1.0 + 0.5 * r.components.at("format") +
-                                 0.25 * r.components.at("language"));
+  EXPECT_DOUBLE_EQ(r.reward,
+                   1.0 + 0.5 * r.components.at("format") + 0.25 * r.components.at("language"));
 
   Sample len = MakeSample("gsm8k_len", "#### 5", "#### 5");
   len.completion_tokens = 90;  // 10 tokens into the 20-token window
@@ -188,23 +185,22 @@ TEST(ScorerConfig, BadTaskSpecsAreRejectedByName) {
     auto s = Scorer::Create(o);
     return s.ok() ? std::string("OK") : std::string(s.status().message());
   };
-  EXPECT_NE(bad([](ScorerOptions& o) { o.tasks["math"].weights["style"] = 1; })
-                .find("reward.tasks.math.weights.style"),
+  EXPECT_NE(bad([](ScorerOptions& o) {
+              o.tasks["math"].weights["style"] = 1;
+            }).find("reward.tasks.math.weights.style"),
             std::string::npos);
-  EXPECT_NE(bad([](ScorerOptions& o) { o.tasks["x"] = Spec("lean"); })
-                .find("reward.tasks.x.verifier"),
-            std::string::npos);
+  EXPECT_NE(
+      bad([](ScorerOptions& o) { o.tasks["x"] = Spec("lean"); }).find("reward.tasks.x.verifier"),
+      std::string::npos);
   EXPECT_NE(bad([](ScorerOptions& o) {
               o.tasks["math"].weights["language"] = 1;
             }).find("reward.tasks.math.language"),
             std::string::npos);
-  EXPECT_NE(bad([](ScorerOptions& o) {
-              o.tasks["math"].weights["length"] = 1;
-            }).find("max_length"),
+  EXPECT_NE(bad([](ScorerOptions& o) { o.tasks["math"].weights["length"] = 1; }).find("max_length"),
             std::string::npos);
-  EXPECT_NE(bad([](ScorerOptions& o) { o.sample_timeout_seconds = 0; })
-                .find("sample_timeout_seconds"),
-            std::string::npos);
+  EXPECT_NE(
+      bad([](ScorerOptions& o) { o.sample_timeout_seconds = 0; }).find("sample_timeout_seconds"),
+      std::string::npos);
 }
 
 TEST(ScorerCode, CodeTaskUsesTheSandboxOrSaysWhyNot) {
@@ -226,15 +222,13 @@ TEST(ScorerCode, CodeTaskUsesTheSandboxOrSaysWhyNot) {
   o.sandbox.bwrap_path = "/nonexistent/bwrap";
   auto broken = Scorer::Create(o);
   ASSERT_TRUE(broken.ok()) << broken.status();
-  EXPECT_NE((*broken)->sandbox_error().find("bubblewrap not found"),
-            std::string::npos);
+  EXPECT_NE((*broken)->sandbox_error().find("bubblewrap not found"), std::string::npos);
   Result r = (*broken)->ScoreNow(c);
   EXPECT_EQ(r.status, Status::kError);
   EXPECT_TRUE(std::isnan(r.reward));
   EXPECT_NE(r.reason.find("bubblewrap not found"), std::string::npos);
   // Other tasks still work.
-  EXPECT_EQ((*broken)->ScoreNow(MakeSample("math", "\\boxed{2}", "2")).reward,
-            1.0);
+  EXPECT_EQ((*broken)->ScoreNow(MakeSample("math", "\\boxed{2}", "2")).reward, 1.0);
 }
 
 TEST(ScorerRemote, EndpointTasksCallTheRemoteServer) {
@@ -286,8 +280,7 @@ TEST_F(ScorerTest, BatchesKeepOrderAcrossWorkers) {
   std::vector<Sample> batch;
   for (int i = 0; i < 200; ++i) {
     batch.push_back(MakeSample("gsm8k", "#### " + std::to_string(i % 7),
-                               "#### " + std::to_string(i % 5),
-                               "id" + std::to_string(i)));
+                               "#### " + std::to_string(i % 5), "id" + std::to_string(i)));
   }
   auto results = scorer_->ScoreBatch(batch, absl::Now() + absl::Seconds(30));
   ASSERT_TRUE(results.ok());
@@ -299,8 +292,7 @@ TEST_F(ScorerTest, BatchesKeepOrderAcrossWorkers) {
     EXPECT_EQ(r.reward, (i % 7 == i % 5) ? 1.0 : 0.0) << i;
   }
   EXPECT_EQ(registry_
-                .GetCounter("cohort_reward_samples_total",
-                            "Samples scored, by task and status.",
+                .GetCounter("cohort_reward_samples_total", "Samples scored, by task and status.",
                             {{"task", "gsm8k"}, {"status", "OK"}})
                 ->Value(),
             200);

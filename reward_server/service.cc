@@ -20,27 +20,36 @@ namespace {
 
 cohort::v1::RewardStatus ToProto(Status s) {
   switch (s) {
-    case Status::kOk: return cohort::v1::REWARD_STATUS_OK;
-    case Status::kInvalid: return cohort::v1::REWARD_STATUS_INVALID;
-    case Status::kTimeout: return cohort::v1::REWARD_STATUS_TIMEOUT;
-    case Status::kError: return cohort::v1::REWARD_STATUS_ERROR;
+    case Status::kOk:
+      return cohort::v1::REWARD_STATUS_OK;
+    case Status::kInvalid:
+      return cohort::v1::REWARD_STATUS_INVALID;
+    case Status::kTimeout:
+      return cohort::v1::REWARD_STATUS_TIMEOUT;
+    case Status::kError:
+      return cohort::v1::REWARD_STATUS_ERROR;
   }
   return cohort::v1::REWARD_STATUS_ERROR;
 }
 
 constexpr grpc::StatusCode kCodes[] = {
-    grpc::StatusCode::OK, grpc::StatusCode::INVALID_ARGUMENT,
-    grpc::StatusCode::RESOURCE_EXHAUSTED, grpc::StatusCode::DEADLINE_EXCEEDED,
-    grpc::StatusCode::CANCELLED};
+    grpc::StatusCode::OK, grpc::StatusCode::INVALID_ARGUMENT, grpc::StatusCode::RESOURCE_EXHAUSTED,
+    grpc::StatusCode::DEADLINE_EXCEEDED, grpc::StatusCode::CANCELLED};
 
 const char* CodeName(grpc::StatusCode c) {
   switch (c) {
-    case grpc::StatusCode::OK: return "OK";
-    case grpc::StatusCode::INVALID_ARGUMENT: return "INVALID_ARGUMENT";
-    case grpc::StatusCode::RESOURCE_EXHAUSTED: return "RESOURCE_EXHAUSTED";
-    case grpc::StatusCode::DEADLINE_EXCEEDED: return "DEADLINE_EXCEEDED";
-    case grpc::StatusCode::CANCELLED: return "CANCELLED";
-    default: return "OTHER";
+    case grpc::StatusCode::OK:
+      return "OK";
+    case grpc::StatusCode::INVALID_ARGUMENT:
+      return "INVALID_ARGUMENT";
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+      return "RESOURCE_EXHAUSTED";
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      return "DEADLINE_EXCEEDED";
+    case grpc::StatusCode::CANCELLED:
+      return "CANCELLED";
+    default:
+      return "OTHER";
   }
 }
 
@@ -53,8 +62,11 @@ std::string ValidUtf8(const std::string& in) {
   size_t i = 0;
   while (i < in.size()) {
     const auto c = static_cast<unsigned char>(in[i]);
-    size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3
-                            : (c >> 3) == 0x1E ? 4 : 0;
+    size_t len = c < 0x80           ? 1
+                 : (c >> 5) == 0x6  ? 2
+                 : (c >> 4) == 0xE  ? 3
+                 : (c >> 3) == 0x1E ? 4
+                                    : 0;
     bool ok = len > 0 && i + len <= in.size();
     uint32_t cp = len == 1 ? c : len == 2 ? (c & 0x1F) : len == 3 ? (c & 0x0F) : (c & 0x07);
     for (size_t k = 1; ok && k < len; ++k) {
@@ -64,8 +76,7 @@ std::string ValidUtf8(const std::string& in) {
     }
     // No overlong forms, surrogates or code points past U+10FFFF.
     if (ok && ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) ||
-               (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
-               (cp >= 0xD800 && cp <= 0xDFFF))) {
+               (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) || (cp >= 0xD800 && cp <= 0xDFFF))) {
       ok = false;
     }
     if (ok) {
@@ -81,8 +92,8 @@ std::string ValidUtf8(const std::string& in) {
 
 }  // namespace
 
-absl::StatusOr<Sample> SampleFromProto(const cohort::v1::ScoreSample& s,
-                                       size_t index, size_t max_field_bytes) {
+absl::StatusOr<Sample> SampleFromProto(const cohort::v1::ScoreSample& s, size_t index,
+                                       size_t max_field_bytes) {
   const std::string at = absl::StrCat("samples[", index, "].");
   if (s.id().empty()) return absl::InvalidArgumentError(at + "id: empty");
   if (s.task().empty()) return absl::InvalidArgumentError(at + "task: empty");
@@ -92,15 +103,13 @@ absl::StatusOr<Sample> SampleFromProto(const cohort::v1::ScoreSample& s,
         {"answer", &s.answer()},
         {"extra_json", &s.extra_json()}}) {
     if (value->size() > max_field_bytes) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(at, name, ": ", value->size(),
-                       " bytes, more than the limit of ", max_field_bytes));
+      return absl::InvalidArgumentError(absl::StrCat(
+          at, name, ": ", value->size(), " bytes, more than the limit of ", max_field_bytes));
     }
   }
   if (s.completion_tokens() < 0) {
     return absl::InvalidArgumentError(
-        absl::StrCat(at, "completion_tokens: negative (", s.completion_tokens(),
-                     ")"));
+        absl::StrCat(at, "completion_tokens: negative (", s.completion_tokens(), ")"));
   }
   Sample out;
   out.id = s.id();
@@ -112,8 +121,7 @@ absl::StatusOr<Sample> SampleFromProto(const cohort::v1::ScoreSample& s,
   if (!s.extra_json().empty()) {
     out.extra = nlohmann::json::parse(s.extra_json(), nullptr, false);
     if (out.extra.is_discarded() || !out.extra.is_object()) {
-      return absl::InvalidArgumentError(
-          at + "extra_json: not a JSON object");
+      return absl::InvalidArgumentError(at + "extra_json: not a JSON object");
     }
   }
   return out;
@@ -131,12 +139,11 @@ void ResultToProto(const Result& r, cohort::v1::RewardResult* out) {
 RewardService::RewardService(Scorer* scorer, RewardServiceOptions options)
     : scorer_(scorer),
       options_(std::move(options)),
-      metrics_(options_.metrics ? options_.metrics
-                                : MetricsRegistry::Default()) {
+      metrics_(options_.metrics ? options_.metrics : MetricsRegistry::Default()) {
   for (grpc::StatusCode c : kCodes) {
-    batches_[static_cast<int>(c)] = metrics_->GetCounter(
-        "cohort_reward_batches_total",
-        "Score calls answered, by gRPC status code.", {{"code", CodeName(c)}});
+    batches_[static_cast<int>(c)] =
+        metrics_->GetCounter("cohort_reward_batches_total",
+                             "Score calls answered, by gRPC status code.", {{"code", CodeName(c)}});
   }
 }
 
@@ -155,18 +162,17 @@ grpc::Status RewardService::Score(grpc::ServerContext* context,
   const int n = request->samples_size();
   if (n > options_.max_batch) {
     return fail(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                absl::StrCat("samples: ", n, " in one request, more than "
-                             "this server's max_batch of ", options_.max_batch,
-                             "; split the batch"));
+                absl::StrCat("samples: ", n,
+                             " in one request, more than "
+                             "this server's max_batch of ",
+                             options_.max_batch, "; split the batch"));
   }
   std::vector<Sample> samples;
   samples.reserve(static_cast<size_t>(n));
   for (int i = 0; i < n; ++i) {
-    auto s = SampleFromProto(request->samples(i), static_cast<size_t>(i),
-                             options_.max_field_bytes);
+    auto s = SampleFromProto(request->samples(i), static_cast<size_t>(i), options_.max_field_bytes);
     if (!s.ok()) {
-      return fail(grpc::StatusCode::INVALID_ARGUMENT,
-                  std::string(s.status().message()));
+      return fail(grpc::StatusCode::INVALID_ARGUMENT, std::string(s.status().message()));
     }
     samples.push_back(std::move(*s));
   }
@@ -184,23 +190,21 @@ grpc::Status RewardService::Score(grpc::ServerContext* context,
     state->remaining = n;
   }
   for (int i = 0; i < n; ++i) {
-    scorer_->Submit(std::move(samples[static_cast<size_t>(i)]),
-                    [state, i](Result r) {
-                      absl::MutexLock lock(&state->mu);
-                      state->results[static_cast<size_t>(i)] = std::move(r);
-                      --state->remaining;
-                    },
-                    cancelled);
+    scorer_->Submit(
+        std::move(samples[static_cast<size_t>(i)]),
+        [state, i](Result r) {
+          absl::MutexLock lock(&state->mu);
+          state->results[static_cast<size_t>(i)] = std::move(r);
+          --state->remaining;
+        },
+        cancelled);
   }
-  const absl::Time deadline =
-      context->deadline() >= std::chrono::system_clock::time_point::max()
-          ? absl::InfiniteFuture()
-          : absl::FromChrono(context->deadline());
+  const absl::Time deadline = context->deadline() >= std::chrono::system_clock::time_point::max()
+                                  ? absl::InfiniteFuture()
+                                  : absl::FromChrono(context->deadline());
   absl::MutexLock lock(&state->mu);
   auto all_done = absl::Condition(
-      +[](State* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu) {
-        return s->remaining == 0;
-      },
+      +[](State* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu) { return s->remaining == 0; },
       state.get());
   while (true) {
     // Wake up now and then to notice a cancelled call.

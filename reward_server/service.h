@@ -38,8 +38,7 @@ class RewardService final : public cohort::v1::Reward::Service {
   // `scorer` is not owned and must outlive the service.
   RewardService(Scorer* scorer, RewardServiceOptions options);
 
-  grpc::Status Score(grpc::ServerContext* context,
-                     const cohort::v1::ScoreRequest* request,
+  grpc::Status Score(grpc::ServerContext* context, const cohort::v1::ScoreRequest* request,
                      cohort::v1::ScoreResponse* response) override;
 
  private:
@@ -53,8 +52,8 @@ class RewardService final : public cohort::v1::Reward::Service {
 };
 
 // Converts between the proto and the in-process types.
-absl::StatusOr<Sample> SampleFromProto(const cohort::v1::ScoreSample& s,
-                                       size_t index, size_t max_field_bytes);
+absl::StatusOr<Sample> SampleFromProto(const cohort::v1::ScoreSample& s, size_t index,
+                                       size_t max_field_bytes);
 void ResultToProto(const Result& r, cohort::v1::RewardResult* out);
 
 }  // namespace cohort::reward

@@ -34,10 +34,8 @@ class SlowModel final : public cohort::v1::Reward::Service {
   }
 };
 
-cohort::v1::ScoreSample MakeSample(const std::string& id,
-                                   const std::string& task,
-                                   const std::string& completion,
-                                   const std::string& answer,
+cohort::v1::ScoreSample MakeSample(const std::string& id, const std::string& task,
+                                   const std::string& completion, const std::string& answer,
                                    const std::string& extra = "") {
   cohort::v1::ScoreSample s;
   s.set_id(id);
@@ -88,16 +86,14 @@ class ServiceTest : public ::testing::Test {
     auto server = RpcServer::Start(opts, {service_.get()});
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = std::move(*server);
-    channel_ = grpc::CreateChannel(server_->address(),
-                                   grpc::InsecureChannelCredentials());
+    channel_ = grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials());
   }
   void TearDown() override {
     if (server_) server_->Shutdown(absl::Seconds(2));
     if (slow_server_) slow_server_->Shutdown(absl::Seconds(2));
   }
 
-  grpc::Status Call(const cohort::v1::ScoreRequest& req,
-                    cohort::v1::ScoreResponse* resp,
+  grpc::Status Call(const cohort::v1::ScoreRequest& req, cohort::v1::ScoreResponse* resp,
                     std::chrono::milliseconds timeout = std::chrono::seconds(20)) {
     auto stub = cohort::v1::Reward::NewStub(channel_);
     grpc::ClientContext ctx;
@@ -105,8 +101,7 @@ class ServiceTest : public ::testing::Test {
     return stub->Score(&ctx, req, resp);
   }
 
-  double Counter(const std::string& name, const std::string& help,
-                 const Labels& labels) {
+  double Counter(const std::string& name, const std::string& help, const Labels& labels) {
     return registry_.GetCounter(name, help, labels)->Value();
   }
 
@@ -138,8 +133,7 @@ TEST_F(ServiceTest, ScoresABatchInOrder) {
   EXPECT_EQ(resp.results(2).reward(), 0.0);
   EXPECT_EQ(resp.results(3).status(), cohort::v1::REWARD_STATUS_INVALID);
   EXPECT_TRUE(std::isnan(resp.results(3).reward()));
-  EXPECT_NE(resp.results(3).reason().find("unknown task 'nope'"),
-            std::string::npos);
+  EXPECT_NE(resp.results(3).reason().find("unknown task 'nope'"), std::string::npos);
 }
 
 TEST(ResultToProtoTest, ReasonsAreAlwaysValidUtf8) {
@@ -186,17 +180,14 @@ TEST_F(ServiceTest, MalformedRequestsNameTheField) {
   EXPECT_NE(st.error_message().find("max_batch of 64"), std::string::npos);
 
   cohort::v1::ScoreRequest long_field;
-  *long_field.add_samples() =
-      MakeSample("x", "math", std::string(300 << 10, 'a'), "1");
+  *long_field.add_samples() = MakeSample("x", "math", std::string(300 << 10, 'a'), "1");
   st = Call(long_field, &resp);
   EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_NE(st.error_message().find("samples[0].completion: 307200 bytes"),
-            std::string::npos)
+  EXPECT_NE(st.error_message().find("samples[0].completion: 307200 bytes"), std::string::npos)
       << st.error_message();
 
   cohort::v1::ScoreRequest huge;  // over the server's 1 MiB message limit
-  *huge.add_samples() =
-      MakeSample("x", "math", std::string(2 << 20, 'a'), "1");
+  *huge.add_samples() = MakeSample("x", "math", std::string(2 << 20, 'a'), "1");
   st = Call(huge, &resp);
   EXPECT_EQ(st.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
 }
@@ -220,8 +211,7 @@ TEST_F(ServiceTest, CallerDeadlineIsHonoured) {
 
 TEST_F(ServiceTest, ConcurrentLoadWithFailuresMixedIn) {
   const bool sandbox = scorer_->sandbox_error().empty();
-  std::atomic<int> ok_calls{0}, deadline_calls{0}, invalid_calls{0},
-      bad_results{0}, checked{0};
+  std::atomic<int> ok_calls{0}, deadline_calls{0}, invalid_calls{0}, bad_results{0}, checked{0};
   auto client = [&](int t) {
     for (int round = 0; round < 12; ++round) {
       cohort::v1::ScoreRequest req;
@@ -235,25 +225,22 @@ TEST_F(ServiceTest, ConcurrentLoadWithFailuresMixedIn) {
         *req.add_samples() = MakeSample("s", "slow", "x", "");
         timeout = std::chrono::milliseconds(100);
       } else if (kind == 2 && sandbox) {  // hostile and honest code
-        *req.add_samples() = MakeSample(
-            "loop", "code", "```python\nwhile True: pass\n```", "",
-            R"({"tests": ["assert f(1) == 1"]})");
-        *req.add_samples() = MakeSample(
-            "forkbomb", "code",
-            "```python\nimport os\nwhile True:\n    try: os.fork()\n"
-            "    except OSError: pass\n```",
-            "", R"({"tests": ["assert f(1) == 1"]})");
-        *req.add_samples() = MakeSample(
-            "good", "code", "```python\ndef f(x):\n    return x\n```", "",
-            R"({"tests": ["assert f(1) == 1", "assert f(2) == 3"]})");
+        *req.add_samples() = MakeSample("loop", "code", "```python\nwhile True: pass\n```", "",
+                                        R"({"tests": ["assert f(1) == 1"]})");
+        *req.add_samples() = MakeSample("forkbomb", "code",
+                                        "```python\nimport os\nwhile True:\n    try: os.fork()\n"
+                                        "    except OSError: pass\n```",
+                                        "", R"({"tests": ["assert f(1) == 1"]})");
+        *req.add_samples() =
+            MakeSample("good", "code", "```python\ndef f(x):\n    return x\n```", "",
+                       R"({"tests": ["assert f(1) == 1", "assert f(2) == 3"]})");
       } else {  // math and gsm8k, half right
         for (int i = 0; i < 16; ++i) {
           int v = t * 100 + round * 16 + i;
-          *req.add_samples() = MakeSample(
-              std::to_string(v), i % 2 ? "math" : "gsm8k",
-              i % 2 ? "\\boxed{" + std::to_string(v) + "}"
-                    : "#### " + std::to_string(v),
-              std::to_string(i % 4 < 2 ? v : v + 1));
+          *req.add_samples() =
+              MakeSample(std::to_string(v), i % 2 ? "math" : "gsm8k",
+                         i % 2 ? "\\boxed{" + std::to_string(v) + "}" : "#### " + std::to_string(v),
+                         std::to_string(i % 4 < 2 ? v : v + 1));
         }
         *req.add_samples() = MakeSample("bad", "gsm8k", "#### 1", "none");
       }
@@ -305,16 +292,13 @@ TEST_F(ServiceTest, ConcurrentLoadWithFailuresMixedIn) {
   EXPECT_EQ(invalid_calls.load(), 12);
   EXPECT_EQ(ok_calls.load(), 48);
   EXPECT_GT(checked.load(), 500);
-  EXPECT_EQ(Counter("cohort_reward_batches_total",
-                    "Score calls answered, by gRPC status code.",
+  EXPECT_EQ(Counter("cohort_reward_batches_total", "Score calls answered, by gRPC status code.",
                     {{"code", "INVALID_ARGUMENT"}}),
             12);
-  EXPECT_EQ(Counter("cohort_reward_batches_total",
-                    "Score calls answered, by gRPC status code.",
+  EXPECT_EQ(Counter("cohort_reward_batches_total", "Score calls answered, by gRPC status code.",
                     {{"code", "OK"}}),
             48);
-  EXPECT_GE(Counter("cohort_reward_samples_total",
-                    "Samples scored, by task and status.",
+  EXPECT_GE(Counter("cohort_reward_samples_total", "Samples scored, by task and status.",
                     {{"task", "gsm8k"}, {"status", "INVALID"}}),
             1);
 }

@@ -24,9 +24,7 @@ namespace cohort::testing {
 class TempDir {
  public:
   TempDir() {
-    std::string tmpl =
-        (std::filesystem::temp_directory_path() / "cohort_test.XXXXXX")
-            .string();
+    std::string tmpl = (std::filesystem::temp_directory_path() / "cohort_test.XXXXXX").string();
     if (::mkdtemp(tmpl.data()) != nullptr) path_ = tmpl;
   }
   ~TempDir() {
@@ -34,9 +32,7 @@ class TempDir {
     if (!path_.empty()) std::filesystem::remove_all(path_, ec);
   }
   const std::filesystem::path& path() const { return path_; }
-  std::string operator/(const std::string& name) const {
-    return (path_ / name).string();
-  }
+  std::string operator/(const std::string& name) const { return (path_ / name).string(); }
 
  private:
   std::filesystem::path path_;
@@ -62,8 +58,7 @@ inline bool Alive(pid_t pid) {
   if (!stat) return false;
   std::string text((std::istreambuf_iterator<char>(stat)), {});
   size_t close = text.rfind(')');
-  return close != std::string::npos && close + 2 < text.size() &&
-         text[close + 2] != 'Z';
+  return close != std::string::npos && close + 2 < text.size() && text[close + 2] != 'Z';
 }
 
 // The parent pid of `pid`, or -1.
@@ -76,8 +71,7 @@ inline pid_t ParentPid(pid_t pid) {
 }
 
 // Polls `done` every 20 ms until it returns true or `timeout` passes.
-inline bool WaitUntil(const std::function<bool()>& done,
-                      absl::Duration timeout) {
+inline bool WaitUntil(const std::function<bool()>& done, absl::Duration timeout) {
   absl::Time deadline = absl::Now() + timeout;
   while (!done()) {
     if (absl::Now() >= deadline) return false;
@@ -87,8 +81,7 @@ inline bool WaitUntil(const std::function<bool()>& done,
 }
 
 // Waits for a port file whose pid is not `old_pid`.
-inline absl::StatusOr<PortFile> WaitForPortFile(const std::string& path,
-                                                absl::Duration timeout,
+inline absl::StatusOr<PortFile> WaitForPortFile(const std::string& path, absl::Duration timeout,
                                                 pid_t old_pid = 0) {
   absl::StatusOr<PortFile> ports = absl::NotFoundError(path);
   WaitUntil(
@@ -98,16 +91,14 @@ inline absl::StatusOr<PortFile> WaitForPortFile(const std::string& path,
       },
       timeout);
   if (ports.ok() && ports->pid == old_pid) {
-    return absl::DeadlineExceededError(
-        absl::StrCat(path, " still names the old pid ", old_pid));
+    return absl::DeadlineExceededError(absl::StrCat(path, " still names the old pid ", old_pid));
   }
   return ports;
 }
 
 // OK once the gRPC server on 127.0.0.1:port reports SERVING.
 inline absl::Status CheckServing(int port, absl::Duration timeout) {
-  auto channel =
-      MakeChannel(absl::StrCat("127.0.0.1:", port), ChannelOptions());
+  auto channel = MakeChannel(absl::StrCat("127.0.0.1:", port), ChannelOptions());
   if (!channel.ok()) return channel.status();
   return WaitForServing(*channel, timeout);
 }

@@ -70,22 +70,19 @@ supervisor:
     ASSERT_TRUE(run.ok()) << run.status();
     run_ = *std::move(run);
     for (const char* role : kRoles) {
-      absl::StatusOr<PortFile> ports = WaitForPortFile(
-          absl::StrCat(out_, "/", role, ".port"), absl::Seconds(30));
-      ASSERT_TRUE(ports.ok()) << role << ": " << ports.status() << "\n"
-                              << ReadFile(run_log());
+      absl::StatusOr<PortFile> ports =
+          WaitForPortFile(absl::StrCat(out_, "/", role, ".port"), absl::Seconds(30));
+      ASSERT_TRUE(ports.ok()) << role << ": " << ports.status() << "\n" << ReadFile(run_log());
       absl::Status serving = CheckServing(ports->grpc_port, absl::Seconds(10));
       ASSERT_TRUE(serving.ok()) << role << ": " << serving;
       ports_[role] = *ports;
       seen_[role] = ports->pid;
-      EXPECT_EQ(ParentPid(ports->pid), run_->pid())
-          << role << " is not a child of cohort run";
+      EXPECT_EQ(ParentPid(ports->pid), run_->pid()) << role << " is not a child of cohort run";
     }
     // The supervisor logs once every actor is SERVING.
-    ASSERT_TRUE(WaitUntil(
-        [&] { return ReadFile(run_log()).find("actor(s) SERVING") !=
-                     std::string::npos; },
-        absl::Seconds(10)))
+    ASSERT_TRUE(
+        WaitUntil([&] { return ReadFile(run_log()).find("actor(s) SERVING") != std::string::npos; },
+                  absl::Seconds(10)))
         << ReadFile(run_log());
   }
 
@@ -97,8 +94,7 @@ supervisor:
 
   void ExpectNothingLeft() {
     for (const auto& [role, pid] : seen_) {
-      EXPECT_TRUE(WaitUntil([pid = pid] { return !Alive(pid); },
-                            absl::Seconds(5)))
+      EXPECT_TRUE(WaitUntil([pid = pid] { return !Alive(pid); }, absl::Seconds(5)))
           << role << " (pid " << pid << ") left behind";
     }
   }
@@ -108,10 +104,9 @@ supervisor:
   PortFile KillAndWaitForRestart(const std::string& role) {
     pid_t old = ports_[role].pid;
     EXPECT_EQ(::kill(old, SIGKILL), 0);
-    absl::StatusOr<PortFile> ports = WaitForPortFile(
-        absl::StrCat(out_, "/", role, ".port"), absl::Seconds(15), old);
-    EXPECT_TRUE(ports.ok()) << role << ": " << ports.status() << "\n"
-                            << ReadFile(run_log());
+    absl::StatusOr<PortFile> ports =
+        WaitForPortFile(absl::StrCat(out_, "/", role, ".port"), absl::Seconds(15), old);
+    EXPECT_TRUE(ports.ok()) << role << ": " << ports.status() << "\n" << ReadFile(run_log());
     if (!ports.ok()) return {};
     EXPECT_TRUE(CheckServing(ports->grpc_port, absl::Seconds(10)).ok());
     ports_[role] = *ports;
@@ -134,26 +129,21 @@ TEST_F(RunTest, AllRolesStartAndCtrlCStopsEverything) {
   StartCluster();
   // Actors were given both addresses.
   std::string actor_log = ReadFile(out_ + "/actor-0.log");
-  EXPECT_THAT(actor_log, HasSubstr(absl::StrCat(
-                             "--learner 127.0.0.1:", ports_["learner"].grpc_port,
-                             " --reward 127.0.0.1:", ports_["reward"].grpc_port)));
+  EXPECT_THAT(actor_log,
+              HasSubstr(absl::StrCat("--learner 127.0.0.1:", ports_["learner"].grpc_port,
+                                     " --reward 127.0.0.1:", ports_["reward"].grpc_port)));
   EXPECT_TRUE(WaitUntil(
-      [&] {
-        return ReadFile(out_ + "/actor-0.log").find("is reachable") !=
-               std::string::npos;
-      },
+      [&] { return ReadFile(out_ + "/actor-0.log").find("is reachable") != std::string::npos; },
       absl::Seconds(10)))
       << ReadFile(out_ + "/actor-0.log");
   // Ctrl-C: a terminal sends SIGINT to the foreground process group, which
   // is cohort run alone (each role has its own group).
   run_->Signal(SIGINT);
-  EXPECT_EQ(WaitForExit(absl::Seconds(kStopTimeoutSeconds + 5)),
-            "exited with code 0")
+  EXPECT_EQ(WaitForExit(absl::Seconds(kStopTimeoutSeconds + 5)), "exited with code 0")
       << ReadFile(run_log());
   ExpectNothingLeft();
   for (const char* role : kRoles) {
-    EXPECT_THAT(ReadFile(absl::StrCat(out_, "/", role, ".log")),
-                HasSubstr("stopping (SIGTERM)"))
+    EXPECT_THAT(ReadFile(absl::StrCat(out_, "/", role, ".log")), HasSubstr("stopping (SIGTERM)"))
         << role << " was not stopped with SIGTERM";
   }
   EXPECT_THAT(ReadFile(run_log()), HasSubstr("stop requested"));
@@ -171,18 +161,16 @@ TEST_F(RunTest, KilledActorIsRestarted) {
   EXPECT_TRUE(Alive(ports_["actor-1"].pid));
   EXPECT_TRUE(WaitUntil(
       [&] {
-        return ReadFile(run_log()).find(absl::StrCat(
-                   "actor-0 restarted: pid ", now.pid)) != std::string::npos;
+        return ReadFile(run_log()).find(absl::StrCat("actor-0 restarted: pid ", now.pid)) !=
+               std::string::npos;
       },
       absl::Seconds(5)))
       << ReadFile(run_log());
-  EXPECT_THAT(ReadFile(run_log()),
-              HasSubstr(absl::StrCat("actor-0 (pid ", old,
-                                     ") killed by signal 9 (SIGKILL); "
-                                     "restarting in")));
+  EXPECT_THAT(ReadFile(run_log()), HasSubstr(absl::StrCat("actor-0 (pid ", old,
+                                                          ") killed by signal 9 (SIGKILL); "
+                                                          "restarting in")));
   run_->Signal(SIGTERM);
-  EXPECT_EQ(WaitForExit(absl::Seconds(kStopTimeoutSeconds + 5)),
-            "exited with code 0");
+  EXPECT_EQ(WaitForExit(absl::Seconds(kStopTimeoutSeconds + 5)), "exited with code 0");
   ExpectNothingLeft();
 }
 
@@ -192,8 +180,7 @@ TEST_F(RunTest, KilledRewardServerComesBackOnItsPort) {
   PortFile now = KillAndWaitForRestart("reward");
   EXPECT_EQ(now.grpc_port, port) << "actors would lose the reward server";
   run_->Signal(SIGINT);
-  EXPECT_EQ(WaitForExit(absl::Seconds(kStopTimeoutSeconds + 5)),
-            "exited with code 0");
+  EXPECT_EQ(WaitForExit(absl::Seconds(kStopTimeoutSeconds + 5)), "exited with code 0");
   ExpectNothingLeft();
 }
 
@@ -201,13 +188,11 @@ TEST_F(RunTest, KilledLearnerStopsTheRunWithAReport) {
   StartCluster();
   pid_t learner = ports_["learner"].pid;
   ASSERT_EQ(::kill(learner, SIGKILL), 0);
-  EXPECT_EQ(WaitForExit(absl::Seconds(kStopTimeoutSeconds + 5)),
-            "exited with code 1");
+  EXPECT_EQ(WaitForExit(absl::Seconds(kStopTimeoutSeconds + 5)), "exited with code 1");
   ExpectNothingLeft();
   std::string text = ReadFile(run_log());
-  EXPECT_THAT(text, HasSubstr(absl::StrCat(
-                        "learner (pid ", learner,
-                        ") killed by signal 9 (SIGKILL)")));
+  EXPECT_THAT(text,
+              HasSubstr(absl::StrCat("learner (pid ", learner, ") killed by signal 9 (SIGKILL)")));
   // The report carries the learner's last log lines.
   EXPECT_THAT(text, HasSubstr("lines of " + out_ + "/learner.log"));
   EXPECT_THAT(text, HasSubstr("learner serving on 127.0.0.1:"));
@@ -220,8 +205,7 @@ TEST_F(RunTest, RoleThatKeepsDyingStopsTheRun) {
   StartCluster({"--set", "supervisor.max_restarts=1"});
   KillAndWaitForRestart("actor-1");
   ASSERT_EQ(::kill(ports_["actor-1"].pid, SIGKILL), 0);
-  EXPECT_EQ(WaitForExit(absl::Seconds(kStopTimeoutSeconds + 5)),
-            "exited with code 1");
+  EXPECT_EQ(WaitForExit(absl::Seconds(kStopTimeoutSeconds + 5)), "exited with code 1");
   ExpectNothingLeft();
   std::string text = ReadFile(run_log());
   EXPECT_THAT(text, HasSubstr("actor-1 (pid "));
@@ -232,8 +216,7 @@ TEST_F(RunTest, RoleThatKeepsDyingStopsTheRun) {
 TEST_F(RunTest, ForDurationStopsCleanly) {
   absl::Time start = absl::Now();
   StartCluster({"--for", "1s"});
-  EXPECT_EQ(WaitForExit(absl::Seconds(kStopTimeoutSeconds + 10)),
-            "exited with code 0")
+  EXPECT_EQ(WaitForExit(absl::Seconds(kStopTimeoutSeconds + 10)), "exited with code 0")
       << ReadFile(run_log());
   EXPECT_GE(absl::Now() - start, absl::Seconds(1));
   ExpectNothingLeft();
@@ -249,21 +232,18 @@ TEST_F(RunTest, SigkilledSupervisorLeavesNoRoleBehind) {
 }
 
 TEST_F(RunTest, MissingBinariesAreAClearError) {
-  auto run = ChildProcess::Spawn(
-      Binary("cli", "cohort"),
-      {"run", config_, "--out", out_, "--bin_dir", dir_ / "nowhere"},
-      run_log());
+  auto run = ChildProcess::Spawn(Binary("cli", "cohort"),
+                                 {"run", config_, "--out", out_, "--bin_dir", dir_ / "nowhere"},
+                                 run_log());
   ASSERT_TRUE(run.ok());
   run_ = *std::move(run);
   EXPECT_EQ(WaitForExit(absl::Seconds(10)), "exited with code 2");
-  EXPECT_THAT(ReadFile(run_log()),
-              HasSubstr("cannot find the executable cohort-learner"));
+  EXPECT_THAT(ReadFile(run_log()), HasSubstr("cannot find the executable cohort-learner"));
 }
 
 TEST_F(RunTest, BadConfigIsAClearError) {
-  auto run = ChildProcess::Spawn(
-      Binary("cli", "cohort"),
-      {"run", config_, "--set", "actor.count=-1"}, run_log());
+  auto run = ChildProcess::Spawn(Binary("cli", "cohort"),
+                                 {"run", config_, "--set", "actor.count=-1"}, run_log());
   ASSERT_TRUE(run.ok());
   run_ = *std::move(run);
   EXPECT_EQ(WaitForExit(absl::Seconds(10)), "exited with code 2");
@@ -271,8 +251,7 @@ TEST_F(RunTest, BadConfigIsAClearError) {
 }
 
 TEST_F(RunTest, HelpExplainsEveryFlag) {
-  auto run = ChildProcess::Spawn(Binary("cli", "cohort"), {"run", "--help"},
-                                 run_log());
+  auto run = ChildProcess::Spawn(Binary("cli", "cohort"), {"run", "--help"}, run_log());
   ASSERT_TRUE(run.ok());
   run_ = *std::move(run);
   EXPECT_EQ(WaitForExit(absl::Seconds(10)), "exited with code 0");

@@ -64,13 +64,13 @@ class ServiceTest : public ::testing::TestWithParam<Role> {
   absl::StatusOr<PortFile> Start(std::vector<std::string> args = {}) {
     const Role& role = GetParam();
     std::vector<std::string> all = {
-        "--port", "0", "--metrics_port", "0", "--port_file",
-        dir_ / "ports", "--set",
-        absl::StrCat("supervisor.stop_timeout_seconds=", kStopTimeoutSeconds)};
+        "--port",         "0",
+        "--metrics_port", "0",
+        "--port_file",    dir_ / "ports",
+        "--set",          absl::StrCat("supervisor.stop_timeout_seconds=", kStopTimeoutSeconds)};
     all.insert(all.end(), role.extra_args.begin(), role.extra_args.end());
     all.insert(all.end(), args.begin(), args.end());
-    auto child =
-        ChildProcess::Spawn(Binary(role.dir, role.binary), all, log());
+    auto child = ChildProcess::Spawn(Binary(role.dir, role.binary), all, log());
     if (!child.ok()) return child.status();
     child_ = *std::move(child);
     return WaitForPortFile(dir_ / "ports", absl::Seconds(20));
@@ -100,16 +100,14 @@ TEST_P(ServiceTest, ServesHealthAndMetricsThenStopsOnSigterm) {
   absl::Time start = absl::Now();
   child_->Signal(SIGTERM);
   ASSERT_TRUE(child_->WaitFor(absl::Seconds(kStopTimeoutSeconds + 2)))
-      << "did not stop within the deadline\n" << ReadFile(log());
-  absl::Duration took = absl::Now() - start;
-  EXPECT_EQ(DescribeWaitStatus(child_->wait_status()), "exited with code 0")
+      << "did not stop within the deadline\n"
       << ReadFile(log());
+  absl::Duration took = absl::Now() - start;
+  EXPECT_EQ(DescribeWaitStatus(child_->wait_status()), "exited with code 0") << ReadFile(log());
   EXPECT_LT(took, absl::Seconds(kStopTimeoutSeconds));
   std::string text = ReadFile(log());
-  EXPECT_THAT(text, HasSubstr(absl::StrCat("serving on 127.0.0.1:",
-                                           ports->grpc_port)));
-  EXPECT_THAT(text, HasSubstr(absl::StrCat("metrics on :",
-                                           ports->metrics_port)));
+  EXPECT_THAT(text, HasSubstr(absl::StrCat("serving on 127.0.0.1:", ports->grpc_port)));
+  EXPECT_THAT(text, HasSubstr(absl::StrCat("metrics on :", ports->metrics_port)));
   EXPECT_THAT(text, HasSubstr("stopping (SIGTERM)"));
   EXPECT_THAT(text, HasSubstr("stopped in"));
 }
@@ -126,16 +124,14 @@ TEST_P(ServiceTest, StopsOnSigint) {
 
 TEST_P(ServiceTest, HelpExplainsEveryFlag) {
   const Role& role = GetParam();
-  auto child = ChildProcess::Spawn(Binary(role.dir, role.binary), {"--help"},
-                                   log());
+  auto child = ChildProcess::Spawn(Binary(role.dir, role.binary), {"--help"}, log());
   ASSERT_TRUE(child.ok()) << child.status();
   ASSERT_TRUE((*child)->WaitFor(absl::Seconds(10)));
   EXPECT_EQ(DescribeWaitStatus((*child)->wait_status()), "exited with code 0");
   std::string help = ReadFile(log());
   EXPECT_THAT(help, HasSubstr(role.binary));
-  std::vector<std::string> flags = {"--config", "--set", "--host",
-                                    "--port", "--metrics_port", "--port_file",
-                                    "--log_level"};
+  std::vector<std::string> flags = {"--config",       "--set",       "--host",     "--port",
+                                    "--metrics_port", "--port_file", "--log_level"};
   flags.insert(flags.end(), role.extra_flags.begin(), role.extra_flags.end());
   for (const std::string& flag : flags) {
     EXPECT_THAT(help, HasSubstr(flag)) << help;
@@ -146,8 +142,7 @@ TEST_P(ServiceTest, BadConfigIsAClearErrorAndExitCode2) {
   const Role& role = GetParam();
   auto child = ChildProcess::Spawn(
       Binary(role.dir, role.binary),
-      {"--set", "sampling.temperature=-1", "--port_file", dir_ / "ports"},
-      log());
+      {"--set", "sampling.temperature=-1", "--port_file", dir_ / "ports"}, log());
   ASSERT_TRUE(child.ok()) << child.status();
   ASSERT_TRUE((*child)->WaitFor(absl::Seconds(10)));
   EXPECT_EQ(DescribeWaitStatus((*child)->wait_status()), "exited with code 2");
@@ -157,33 +152,31 @@ TEST_P(ServiceTest, BadConfigIsAClearErrorAndExitCode2) {
 
 TEST_P(ServiceTest, MissingConfigFileIsAClearError) {
   const Role& role = GetParam();
-  auto child = ChildProcess::Spawn(Binary(role.dir, role.binary),
-                                   {"--config", dir_ / "nope.yaml"}, log());
+  auto child =
+      ChildProcess::Spawn(Binary(role.dir, role.binary), {"--config", dir_ / "nope.yaml"}, log());
   ASSERT_TRUE(child.ok()) << child.status();
   ASSERT_TRUE((*child)->WaitFor(absl::Seconds(10)));
   EXPECT_EQ(DescribeWaitStatus((*child)->wait_status()), "exited with code 2");
   EXPECT_THAT(ReadFile(log()), HasSubstr("nope.yaml"));
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Binaries, ServiceTest, ::testing::ValuesIn(Roles()),
-    [](const ::testing::TestParamInfo<Role>& info) { return info.param.name; });
+INSTANTIATE_TEST_SUITE_P(Binaries, ServiceTest, ::testing::ValuesIn(Roles()),
+                         [](const ::testing::TestParamInfo<Role>& info) {
+                           return info.param.name;
+                         });
 
 // The learner's RPCs are not implemented yet: they must say so, not pretend.
 TEST(LearnerPlaceholderTest, RpcsAnswerUnimplementedWithAReason) {
   TempDir dir;
   auto child = ChildProcess::Spawn(
       Binary("learner", "cohort-learner"),
-      {"--port", "0", "--metrics_port", "0", "--port_file", dir / "ports"},
-      dir / "log");
+      {"--port", "0", "--metrics_port", "0", "--port_file", dir / "ports"}, dir / "log");
   ASSERT_TRUE(child.ok()) << child.status();
-  absl::StatusOr<PortFile> ports =
-      WaitForPortFile(dir / "ports", absl::Seconds(20));
+  absl::StatusOr<PortFile> ports = WaitForPortFile(dir / "ports", absl::Seconds(20));
   ASSERT_TRUE(ports.ok()) << ports.status();
   ASSERT_TRUE(CheckServing(ports->grpc_port, absl::Seconds(10)).ok());
-  auto channel = grpc::CreateChannel(
-      absl::StrCat("127.0.0.1:", ports->grpc_port),
-      grpc::InsecureChannelCredentials());
+  auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", ports->grpc_port),
+                                     grpc::InsecureChannelCredentials());
   {
     auto stub = v1::Learner::NewStub(channel);
     grpc::ClientContext ctx;

@@ -7,8 +7,7 @@
 namespace cohort::reward {
 namespace {
 
-Sample Make(std::string completion, std::string answer = "",
-            std::string prompt = "") {
+Sample Make(std::string completion, std::string answer = "", std::string prompt = "") {
   Sample s;
   s.completion = std::move(completion);
   s.answer = std::move(answer);
@@ -76,9 +75,7 @@ TEST(FormatReward, R1Zero) {
 }
 
 TEST(FormatReward, R1AndNone) {
-  auto fmt = [](const std::string& c, FormatKind k) {
-    return FormatReward(Make(c), k).value;
-  };
+  auto fmt = [](const std::string& c, FormatKind k) { return FormatReward(Make(c), k).value; };
   EXPECT_EQ(fmt("<think>step by step</think>The answer is \\boxed{5}.", FormatKind::kR1), 1.0);
   EXPECT_EQ(fmt("<think>step by step</think>", FormatKind::kR1), 0.0);
   EXPECT_EQ(fmt("The answer is 5", FormatKind::kR1), 0.0);
@@ -90,15 +87,12 @@ TEST(FormatReward, R1AndNone) {
 }
 
 TEST(LanguageConsistency, EnglishChineseMixed) {
-  auto lang = [](const std::string& c, const char* l) {
-    return LanguageConsistency(Make(c), l);
-  };
+  auto lang = [](const std::string& c, const char* l) { return LanguageConsistency(Make(c), l); };
   EXPECT_DOUBLE_EQ(lang("<think>We add two and three.</think>5", "en").value, 1.0);
   EXPECT_DOUBLE_EQ(lang("<think>我们把两个数相加</think>5", "zh").value, 1.0);
   EXPECT_DOUBLE_EQ(lang("<think>我们把两个数相加</think>5", "en").value, 0.0);
   // 4 English words + 5 Han characters (one word each).
-  EXPECT_DOUBLE_EQ(lang("<think>first we 相加 then 两个数 now</think>", "en").value,
-                   4.0 / 9.0);
+  EXPECT_DOUBLE_EQ(lang("<think>first we 相加 then 两个数 now</think>", "en").value, 4.0 / 9.0);
   EXPECT_DOUBLE_EQ(lang("first we 相加 then 两个数 now", "zh").value, 5.0 / 9.0);
   // LaTeX commands and digits are not words; accents stay Latin.
   EXPECT_DOUBLE_EQ(lang("<think>\\frac{1}{2} 所以 café</think>", "zh").value, 2.0 / 3.0);
@@ -137,9 +131,9 @@ TEST(CountdownAccuracy, Rules) {
   EXPECT_EQ(score("<answer>50 + 25 + 7 - 3</answer>").value, 1.0);
   EXPECT_EQ(score("<answer>(50 + 25) + (7 - 3) = 79</answer>").value, 1.0);
   EXPECT_EQ(score("<answer>7 - 3 + 25 + 50</answer>").value, 1.0);
-  EXPECT_EQ(score("<answer>50 + 25 + 7 + 3</answer>").value, 0.0);      // 85
-  EXPECT_EQ(score("<answer>50 + 25 + 7 - 3 - 0</answer>").value, 0.0);  // 0 not given
-  EXPECT_EQ(score("<answer>50 + 25 + 4</answer>").value, 0.0);          // 3, 7 unused
+  EXPECT_EQ(score("<answer>50 + 25 + 7 + 3</answer>").value, 0.0);          // 85
+  EXPECT_EQ(score("<answer>50 + 25 + 7 - 3 - 0</answer>").value, 0.0);      // 0 not given
+  EXPECT_EQ(score("<answer>50 + 25 + 4</answer>").value, 0.0);              // 3, 7 unused
   EXPECT_EQ(score("<answer>50 + 25 + 7 - 3 + 7 - 7</answer>").value, 0.0);  // 7 thrice
   EXPECT_EQ(score("<answer>50 \\times 1 + 25 + 7 - 3</answer>").value, 0.0);
   EXPECT_EQ(score("<answer>-3 + 50 + 25 + 7</answer>").value, 0.0);  // unary minus
@@ -156,18 +150,17 @@ TEST(CountdownAccuracy, Rules) {
 
 TEST(CountdownAccuracy, MalformedExtraIsInvalid) {
   const char* c = "<answer>1+2</answer>";
-  EXPECT_EQ(CountdownAccuracy(Countdown(c, nlohmann::json::object())).status,
-            Status::kInvalid);
-  EXPECT_EQ(CountdownAccuracy(Countdown(c, {{"numbers", {1, 2}}})).status,
-            Status::kInvalid);
+  EXPECT_EQ(CountdownAccuracy(Countdown(c, nlohmann::json::object())).status, Status::kInvalid);
+  EXPECT_EQ(CountdownAccuracy(Countdown(c, {{"numbers", {1, 2}}})).status, Status::kInvalid);
   EXPECT_EQ(CountdownAccuracy(Countdown(c, {{"numbers", "1,2"}, {"target", 3}})).status,
             Status::kInvalid);
   EXPECT_EQ(CountdownAccuracy(Countdown(c, {{"numbers", {1, 2.5}}, {"target", 3}})).status,
             Status::kInvalid);
   EXPECT_EQ(CountdownAccuracy(Countdown(c, {{"numbers", {1, 2}}, {"target", "3"}})).status,
             Status::kInvalid);
-  EXPECT_EQ(CountdownAccuracy(Countdown(c, {{"numbers", nlohmann::json::array()}, {"target", 3}})).status,
-            Status::kInvalid);
+  EXPECT_EQ(
+      CountdownAccuracy(Countdown(c, {{"numbers", nlohmann::json::array()}, {"target", 3}})).status,
+      Status::kInvalid);
   EXPECT_EQ(CountdownAccuracy(Countdown(c, {{"numbers", {1, 2}}, {"target", 3}})).value, 1.0);
 }
 

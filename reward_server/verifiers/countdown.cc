@@ -27,8 +27,7 @@ bool Normalize(Rational* r) {
 
 class CountdownParser {
  public:
-  CountdownParser(std::string s, std::vector<std::int64_t>* used)
-      : s_(std::move(s)), used_(used) {}
+  CountdownParser(std::string s, std::vector<std::int64_t>* used) : s_(std::move(s)), used_(used) {}
 
   std::optional<Rational> Run(std::string* why) {
     auto v = Sum();
@@ -56,8 +55,7 @@ class CountdownParser {
     switch (op) {
       case '+':
       case '-':
-        if (__builtin_mul_overflow(a.num, b.den, &x) ||
-            __builtin_mul_overflow(b.num, a.den, &y) ||
+        if (__builtin_mul_overflow(a.num, b.den, &x) || __builtin_mul_overflow(b.num, a.den, &y) ||
             __builtin_mul_overflow(a.den, b.den, &r.den)) {
           return Fail("overflow");
         }
@@ -127,8 +125,7 @@ class CountdownParser {
     if (c >= '0' && c <= '9') {
       std::int64_t v = 0;
       while (pos_ < s_.size() && s_[pos_] >= '0' && s_[pos_] <= '9') {
-        if (__builtin_mul_overflow(v, 10, &v) ||
-            __builtin_add_overflow(v, s_[pos_] - '0', &v)) {
+        if (__builtin_mul_overflow(v, 10, &v) || __builtin_add_overflow(v, s_[pos_] - '0', &v)) {
           return Fail("number too large");
         }
         ++pos_;
@@ -149,8 +146,7 @@ class CountdownParser {
 };
 
 std::string ReplaceAll(std::string s, std::string_view from, std::string_view to) {
-  for (std::size_t p = s.find(from); p != std::string::npos;
-       p = s.find(from, p + to.size())) {
+  for (std::size_t p = s.find(from); p != std::string::npos; p = s.find(from, p + to.size())) {
     s.replace(p, from.size(), to);
   }
   return s;
@@ -159,8 +155,7 @@ std::string ReplaceAll(std::string s, std::string_view from, std::string_view to
 }  // namespace
 
 std::optional<Rational> EvaluateCountdown(std::string_view expression,
-                                          std::vector<std::int64_t>* used,
-                                          std::string* why) {
+                                          std::vector<std::int64_t>* used, std::string* why) {
   if (expression.size() > kMaxCountdownExprBytes) {
     *why = "expression too long";
     return std::nullopt;
@@ -180,17 +175,14 @@ std::optional<Rational> EvaluateCountdown(std::string_view expression,
 
 ComponentResult CountdownAccuracy(const Sample& sample) {
   const nlohmann::json& extra = sample.extra;
-  if (!extra.is_object() || !extra.contains("numbers") ||
-      !extra.contains("target")) {
+  if (!extra.is_object() || !extra.contains("numbers") || !extra.contains("target")) {
     return ComponentResult::Invalid("countdown sample needs \"numbers\" and \"target\"");
   }
   const nlohmann::json& numbers = extra["numbers"];
   const nlohmann::json& target_json = extra["target"];
-  if (!numbers.is_array() || numbers.empty() ||
-      numbers.size() > kMaxCountdownNumbers) {
-    return ComponentResult::Invalid(
-        "\"numbers\" must be a list of 1 to " +
-        std::to_string(kMaxCountdownNumbers) + " integers");
+  if (!numbers.is_array() || numbers.empty() || numbers.size() > kMaxCountdownNumbers) {
+    return ComponentResult::Invalid("\"numbers\" must be a list of 1 to " +
+                                    std::to_string(kMaxCountdownNumbers) + " integers");
   }
   std::vector<std::int64_t> given;
   for (const nlohmann::json& n : numbers) {

@@ -28,8 +28,7 @@ struct Rational {
   std::int64_t den = 1;
 };
 std::optional<Rational> EvaluateCountdown(std::string_view expression,
-                                          std::vector<std::int64_t>* used,
-                                          std::string* why);
+                                          std::vector<std::int64_t>* used, std::string* why);
 
 // 1 when the answer extracted from sample.completion (the part before any
 // "=") uses each of sample.extra["numbers"] exactly once and equals

@@ -87,8 +87,8 @@ Math500 Evaluate() {
     auto boxed = ExtractLastBoxed(items[i]["solution"].get<std::string>());
     EquivalenceResult r = CompareAnswers(boxed ? *boxed : "", answer);
     if (r.verdict != Equivalence::kEqual) {
-      m.misses["equal " + id] = "boxed " + boxed.value_or("<none>") +
-                                " vs answer " + answer + ": " + r.reason;
+      m.misses["equal " + id] =
+          "boxed " + boxed.value_or("<none>") + " vs answer " + answer + ": " + r.reason;
     }
     // The next item with a different answer text.
     for (std::size_t k = 1; k < items.size(); ++k) {
@@ -96,8 +96,8 @@ Math500 Evaluate() {
       std::string other_answer = other["answer"];
       if (Squash(other_answer) == Squash(answer)) continue;
       if (MathEquivalent(other_answer, answer)) {
-        m.misses["different " + id] = other_answer + " judged equal to " + answer +
-                                      " (" + other["unique_id"].get<std::string>() + ")";
+        m.misses["different " + id] = other_answer + " judged equal to " + answer + " (" +
+                                      other["unique_id"].get<std::string>() + ")";
       }
       break;
     }
@@ -132,8 +132,7 @@ TEST(Math500, BoxedAnswersAndMissList) {
   }
   for (const auto& [key, detail] : m.misses) {
     EXPECT_TRUE(listed.count(key))
-        << "new miss (a regression, or list it with its reason): " << key
-        << ": " << detail;
+        << "new miss (a regression, or list it with its reason): " << key << ": " << detail;
   }
   for (const std::string& key : listed) {
     EXPECT_TRUE(m.misses.count(key))

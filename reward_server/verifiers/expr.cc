@@ -11,21 +11,17 @@ namespace {
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
 bool IsDigit(char c) { return c >= '0' && c <= '9'; }
-bool IsAlpha(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
-}
+bool IsAlpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
 
 struct FnName {
   std::string_view name;
   Fn fn;
 };
 constexpr FnName kFunctions[] = {
-    {"sqrt", Fn::kSqrt},   {"sin", Fn::kSin},       {"cos", Fn::kCos},
-    {"tan", Fn::kTan},     {"cot", Fn::kCot},       {"sec", Fn::kSec},
-    {"csc", Fn::kCsc},     {"arcsin", Fn::kAsin},   {"arccos", Fn::kAcos},
-    {"arctan", Fn::kAtan}, {"ln", Fn::kLn},         {"log", Fn::kLn},
-    {"exp", Fn::kExp},     {"asin", Fn::kAsin},     {"acos", Fn::kAcos},
-    {"atan", Fn::kAtan},
+    {"sqrt", Fn::kSqrt},   {"sin", Fn::kSin},     {"cos", Fn::kCos},   {"tan", Fn::kTan},
+    {"cot", Fn::kCot},     {"sec", Fn::kSec},     {"csc", Fn::kCsc},   {"arcsin", Fn::kAsin},
+    {"arccos", Fn::kAcos}, {"arctan", Fn::kAtan}, {"ln", Fn::kLn},     {"log", Fn::kLn},
+    {"exp", Fn::kExp},     {"asin", Fn::kAsin},   {"acos", Fn::kAcos}, {"atan", Fn::kAtan},
 };
 
 std::optional<Fn> LookupFunction(std::string_view name) {
@@ -36,11 +32,10 @@ std::optional<Fn> LookupFunction(std::string_view name) {
 }
 
 constexpr std::string_view kGreek[] = {
-    "alpha", "beta",  "gamma", "delta", "epsilon", "varepsilon", "zeta",
-    "eta",   "theta", "vartheta", "iota", "kappa", "lambda", "mu", "nu",
-    "xi",    "rho",   "sigma", "tau",   "upsilon", "phi", "varphi", "chi",
-    "psi",   "omega", "Gamma", "Delta", "Theta", "Lambda", "Xi", "Sigma",
-    "Phi",   "Psi",   "Omega",
+    "alpha",    "beta",    "gamma", "delta",  "epsilon", "varepsilon", "zeta",  "eta",   "theta",
+    "vartheta", "iota",    "kappa", "lambda", "mu",      "nu",         "xi",    "rho",   "sigma",
+    "tau",      "upsilon", "phi",   "varphi", "chi",     "psi",        "omega", "Gamma", "Delta",
+    "Theta",    "Lambda",  "Xi",    "Sigma",  "Phi",     "Psi",        "Omega",
 };
 
 bool IsGreek(std::string_view name) {
@@ -53,13 +48,12 @@ bool IsGreek(std::string_view name) {
 // Commands that act as binary operators or relations; they never start an
 // operand.
 bool IsOperatorCommand(std::string_view name) {
-  return name == "cdot" || name == "times" || name == "div" || name == "pm" ||
-         name == "mp" || name == "cup" || name == "cap" || name == "le" ||
-         name == "leq" || name == "ge" || name == "geq" || name == "neq" ||
-         name == "ne" || name == "in" || name == "to" || name == "ldots" ||
-         name == "dots" || name == "cdots" || name == "lt" || name == "gt" ||
-         name == "setminus" || name == "approx" || name == "equiv" ||
-         name == "quad" || name == "qquad" || name == "right" || name == "end";
+  return name == "cdot" || name == "times" || name == "div" || name == "pm" || name == "mp" ||
+         name == "cup" || name == "cap" || name == "le" || name == "leq" || name == "ge" ||
+         name == "geq" || name == "neq" || name == "ne" || name == "in" || name == "to" ||
+         name == "ldots" || name == "dots" || name == "cdots" || name == "lt" || name == "gt" ||
+         name == "setminus" || name == "approx" || name == "equiv" || name == "quad" ||
+         name == "qquad" || name == "right" || name == "end";
 }
 
 }  // namespace
@@ -92,8 +86,8 @@ class Parser {
   }
 
   void SkipSpace() {
-    while (pos_ < s_.size() && (s_[pos_] == ' ' || s_[pos_] == '\t' ||
-                                s_[pos_] == '\n' || s_[pos_] == '\r')) {
+    while (pos_ < s_.size() &&
+           (s_[pos_] == ' ' || s_[pos_] == '\t' || s_[pos_] == '\n' || s_[pos_] == '\r')) {
       ++pos_;
     }
   }
@@ -101,9 +95,7 @@ class Parser {
   char Peek(std::size_t ahead = 0) const {
     return pos_ + ahead < s_.size() ? s_[pos_ + ahead] : '\0';
   }
-  bool StartsWith(std::string_view p) const {
-    return s_.substr(pos_, p.size()) == p;
-  }
+  bool StartsWith(std::string_view p) const { return s_.substr(pos_, p.size()) == p; }
   // The command name at pos_ (which must be '\\'), without consuming it.
   std::string_view CommandAt(std::size_t at) const {
     std::size_t j = at + 1;
@@ -177,8 +169,7 @@ class Parser {
       std::string_view cmd = CommandAt(pos_);
       return !cmd.empty() && !IsOperatorCommand(cmd);
     }
-    if (StartsWith("\xCF\x80") || StartsWith("\xE2\x88\x9E") ||
-        StartsWith("\xE2\x88\x9A")) {
+    if (StartsWith("\xCF\x80") || StartsWith("\xE2\x88\x9E") || StartsWith("\xE2\x88\x9A")) {
       return true;  // π ∞ √
     }
     return false;
@@ -237,8 +228,7 @@ class Parser {
       } else if (Peek() == '/') {
         ++pos_;
         divide = true;
-      } else if (Peek() == '\\' && (CommandAt(pos_) == "cdot" ||
-                                    CommandAt(pos_) == "times")) {
+      } else if (Peek() == '\\' && (CommandAt(pos_) == "cdot" || CommandAt(pos_) == "times")) {
         pos_ += 1 + CommandAt(pos_).size();
       } else if (Peek() == '\\' && CommandAt(pos_) == "div") {
         pos_ += 4;
@@ -260,8 +250,7 @@ class Parser {
       if (!explicit_op && kids.size() == 1 && out_->nodes_[f].from_frac) {
         int lead = kids[0];
         bool negated = false;
-        if (out_->nodes_[lead].op == Op::kNeg &&
-            IsIntLiteral(out_->nodes_[lead].kids[0])) {
+        if (out_->nodes_[lead].op == Op::kNeg && IsIntLiteral(out_->nodes_[lead].kids[0])) {
           negated = true;
           lead = out_->nodes_[lead].kids[0];
         }
@@ -369,13 +358,11 @@ class Parser {
       is_int = false;
       ++pos_;
       while (IsDigit(Peek())) ++pos_;
-    } else if (Peek() == '.' && pos_ > start && !IsDigit(Peek(1)) &&
-               Peek(1) != '.') {
+    } else if (Peek() == '.' && pos_ > start && !IsDigit(Peek(1)) && Peek(1) != '.') {
       ++pos_;  // "5." is 5
     }
     if ((Peek() == 'e' || Peek() == 'E') &&
-        (IsDigit(Peek(1)) ||
-         ((Peek(1) == '-' || Peek(1) == '+') && IsDigit(Peek(2))))) {
+        (IsDigit(Peek(1)) || ((Peek(1) == '-' || Peek(1) == '+') && IsDigit(Peek(2))))) {
       is_int = false;
       pos_ += 2;
       while (IsDigit(Peek())) ++pos_;
@@ -539,8 +526,8 @@ class Parser {
       }
       return Var(name);
     }
-    if (cmd == "left" || cmd == "right" || cmd == "mathrm" || cmd == "text" ||
-        cmd == "mathbf" || cmd == "boldsymbol") {
+    if (cmd == "left" || cmd == "right" || cmd == "mathrm" || cmd == "text" || cmd == "mathbf" ||
+        cmd == "boldsymbol") {
       // Normally removed by normalization; a group follows.
       return ParseArgument();
     }
@@ -588,8 +575,7 @@ class Parser {
       while (j < s_.size() && IsAlpha(s_[j])) ++j;
       std::string_view word = s_.substr(pos_, j - pos_);
       // A function name, also glued to its argument ("sinx", "ln2").
-      for (std::size_t len = std::min<std::size_t>(word.size(), 6); len >= 2;
-           --len) {
+      for (std::size_t len = std::min<std::size_t>(word.size(), 6); len >= 2; --len) {
         if (auto fn = LookupFunction(word.substr(0, len))) {
           pos_ += len;
           return ApplyFunction(*fn);
@@ -623,8 +609,7 @@ class Parser {
   std::string error_;
 };
 
-std::optional<Expression> Expression::Parse(std::string_view text,
-                                            std::string* error) {
+std::optional<Expression> Expression::Parse(std::string_view text, std::string* error) {
   Expression e;
   Parser p(text, &e);
   if (!p.Run(error)) return std::nullopt;
@@ -659,8 +644,8 @@ Complex Power(Complex b, Complex e) {
 }
 
 Complex Root(Complex x, Complex n) {
-  if (IsReal(x) && IsReal(n) && n.real() == std::floor(n.real()) &&
-      n.real() >= 1 && n.real() <= kMaxExponent) {
+  if (IsReal(x) && IsReal(n) && n.real() == std::floor(n.real()) && n.real() >= 1 &&
+      n.real() <= kMaxExponent) {
     double k = n.real();
     if (x.real() >= 0) return {std::pow(x.real(), 1.0 / k), 0};
     if (std::fmod(k, 2.0) == 1.0) return {-std::pow(-x.real(), 1.0 / k), 0};
@@ -686,8 +671,7 @@ Complex Expression::Eval(int id, const std::vector<Complex>& values) const {
     case Op::kNum:
       return {n.value, 0};
     case Op::kVar:
-      return n.var < static_cast<int>(values.size()) ? values[n.var]
-                                                     : Complex(0, 0);
+      return n.var < static_cast<int>(values.size()) ? values[n.var] : Complex(0, 0);
     case Op::kPi:
       return {M_PI, 0};
     case Op::kI:
@@ -749,20 +733,15 @@ Complex Expression::Eval(int id, const std::vector<Complex>& values) const {
         case Fn::kTan:
           return real ? Complex(std::tan(r), 0) : std::tan(x);
         case Fn::kCot:
-          return real ? Complex(1.0 / std::tan(r), 0)
-                      : Complex(1, 0) / std::tan(x);
+          return real ? Complex(1.0 / std::tan(r), 0) : Complex(1, 0) / std::tan(x);
         case Fn::kSec:
-          return real ? Complex(1.0 / std::cos(r), 0)
-                      : Complex(1, 0) / std::cos(x);
+          return real ? Complex(1.0 / std::cos(r), 0) : Complex(1, 0) / std::cos(x);
         case Fn::kCsc:
-          return real ? Complex(1.0 / std::sin(r), 0)
-                      : Complex(1, 0) / std::sin(x);
+          return real ? Complex(1.0 / std::sin(r), 0) : Complex(1, 0) / std::sin(x);
         case Fn::kAsin:
-          return real && std::abs(r) <= 1 ? Complex(std::asin(r), 0)
-                                          : std::asin(x);
+          return real && std::abs(r) <= 1 ? Complex(std::asin(r), 0) : std::asin(x);
         case Fn::kAcos:
-          return real && std::abs(r) <= 1 ? Complex(std::acos(r), 0)
-                                          : std::acos(x);
+          return real && std::abs(r) <= 1 ? Complex(std::acos(r), 0) : std::acos(x);
         case Fn::kAtan:
           return real ? Complex(std::atan(r), 0) : std::atan(x);
         case Fn::kLn:

@@ -30,8 +30,8 @@ inline constexpr int kMaxExprDepth = 64;
 inline constexpr double kMaxExponent = 1e6;
 
 enum class Op : std::uint8_t {
-  kNum,      // value
-  kVar,      // var (index into variables())
+  kNum,  // value
+  kVar,  // var (index into variables())
   kPi,
   kI,        // imaginary unit
   kInf,      // +infinity
@@ -45,8 +45,20 @@ enum class Op : std::uint8_t {
 };
 
 enum class Fn : std::uint8_t {
-  kSqrt, kRoot, kSin, kCos, kTan, kCot, kSec, kCsc, kAsin, kAcos, kAtan,
-  kLn, kLogBase, kExp,
+  kSqrt,
+  kRoot,
+  kSin,
+  kCos,
+  kTan,
+  kCot,
+  kSec,
+  kCsc,
+  kAsin,
+  kAcos,
+  kAtan,
+  kLn,
+  kLogBase,
+  kExp,
 };
 
 struct Node {
@@ -64,8 +76,7 @@ class Expression {
  public:
   // Parses `text` (already normalized by NormalizeLatex, or plain). Returns
   // nullopt and sets *error (if given) when it is not a single expression.
-  static std::optional<Expression> Parse(std::string_view text,
-                                         std::string* error = nullptr);
+  static std::optional<Expression> Parse(std::string_view text, std::string* error = nullptr);
 
   // Evaluates with values[k] for variables()[k] (missing values read as 0).
   Complex Evaluate(const std::vector<Complex>& values) const;

@@ -12,13 +12,10 @@ constexpr std::size_t kMaxBoxedBytes = 1 << 16;
 constexpr int kMaxBoxedTries = 16;
 
 bool IsSpace(char c) {
-  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' ||
-         c == '\v';
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
 }
 
-char LowerAscii(char c) {
-  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
-}
+char LowerAscii(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
 
 // Finds the last occurrence of `needle` in `hay` ignoring ASCII case.
 // `needle` must be lower case.
@@ -151,14 +148,12 @@ std::optional<std::string> ExtractWithoutTag(std::string_view text) {
   }
 
   // Markdown emphasis ("**Final Answer:** 42") is skipped after the phrase.
-  static constexpr std::string_view kPhrases[] = {"answer is", "final answer",
-                                                  "answer:"};
+  static constexpr std::string_view kPhrases[] = {"answer is", "final answer", "answer:"};
   std::size_t best = std::string_view::npos;
   std::size_t best_len = 0;
   for (std::string_view phrase : kPhrases) {
     std::size_t p = RFindNoCase(text, phrase);
-    if (p != std::string_view::npos &&
-        (best == std::string_view::npos || p > best)) {
+    if (p != std::string_view::npos && (best == std::string_view::npos || p > best)) {
       best = p;
       best_len = phrase.size();
     }

@@ -16,15 +16,13 @@ TEST(ExtractAnswer, AnswerTagComesFirst) {
   EXPECT_EQ(Ex("<think>so \\boxed{3}</think> <answer> 42 </answer>"), "42");
   EXPECT_EQ(Ex("<answer>1</answer> then <answer>2</answer>"), "2");
   // A boxed answer inside the tag is unwrapped.
-  EXPECT_EQ(Ex("<answer>The answer is $\\boxed{\\frac{1}{2}}$.</answer>"),
-            "\\frac{1}{2}");
+  EXPECT_EQ(Ex("<answer>The answer is $\\boxed{\\frac{1}{2}}$.</answer>"), "\\frac{1}{2}");
   // An unclosed tag (truncated) falls through to the other rules.
   EXPECT_EQ(Ex("\\boxed{7} <answer> 8"), "7");
 }
 
 TEST(ExtractAnswer, LastBoxedWithNestedBraces) {
-  EXPECT_EQ(Ex("first \\boxed{1}, finally \\boxed{\\frac{a}{b^{2}}}"),
-            "\\frac{a}{b^{2}}");
+  EXPECT_EQ(Ex("first \\boxed{1}, finally \\boxed{\\frac{a}{b^{2}}}"), "\\frac{a}{b^{2}}");
   EXPECT_EQ(Ex("\\fbox{12}"), "12");
   EXPECT_EQ(Ex("so $\\boxed 5$."), "5");
   EXPECT_EQ(Ex("\\boxed{\\{1, 2\\}}"), "\\{1, 2\\}");

@@ -20,8 +20,7 @@ bool PromptOpensThink(const Sample& sample) {
 }
 
 // Checks "<think> reasoning </think>" at the start of `c` and returns the rest.
-std::optional<std::string_view> ThinkBlock(const Sample& sample,
-                                           std::string_view c,
+std::optional<std::string_view> ThinkBlock(const Sample& sample, std::string_view c,
                                            std::string* why) {
   std::size_t opens = Count(c, "<think>");
   std::size_t closes = Count(c, "</think>");
@@ -61,9 +60,12 @@ std::optional<FormatKind> ParseFormatKind(std::string_view name) {
 
 const char* FormatKindName(FormatKind kind) {
   switch (kind) {
-    case FormatKind::kR1Zero: return "r1-zero";
-    case FormatKind::kR1: return "r1";
-    case FormatKind::kNone: return "none";
+    case FormatKind::kR1Zero:
+      return "r1-zero";
+    case FormatKind::kR1:
+      return "r1";
+    case FormatKind::kNone:
+      return "none";
   }
   return "none";
 }

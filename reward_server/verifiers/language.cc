@@ -26,8 +26,8 @@ bool IsHangul(utf8proc_int32_t c) {
 }
 bool IsLatin(utf8proc_int32_t c) {
   return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
-         (c >= 0xC0 && c <= 0x24F && c != 0xD7 && c != 0xF7) ||
-         (c >= 0x1E00 && c <= 0x1EFF) || (c >= 0xFF21 && c <= 0xFF5A);
+         (c >= 0xC0 && c <= 0x24F && c != 0xD7 && c != 0xF7) || (c >= 0x1E00 && c <= 0x1EFF) ||
+         (c >= 0xFF21 && c <= 0xFF5A);
 }
 
 }  // namespace
@@ -92,8 +92,7 @@ WordCounts CountWords(std::string_view text) {
 
 ComponentResult LanguageConsistency(const Sample& sample, std::string_view lang) {
   if (lang != "en" && lang != "zh") {
-    return ComponentResult::Invalid("unsupported language \"" +
-                                    std::string(lang) + "\" (en, zh)");
+    return ComponentResult::Invalid("unsupported language \"" + std::string(lang) + "\" (en, zh)");
   }
   std::string_view cot = ChainOfThought(sample.completion);
   if (cot.size() > kMaxCompletionBytes) {

@@ -12,11 +12,11 @@
 namespace cohort::reward {
 
 struct WordCounts {
-  int total = 0;     // all words
-  int latin = 0;     // words of Latin letters ("en")
-  int han = 0;       // Han characters ("zh"), one word each
-  int kana = 0;      // Hiragana/Katakana characters, one word each
-  int hangul = 0;    // Hangul syllables/jamo, one word each
+  int total = 0;   // all words
+  int latin = 0;   // words of Latin letters ("en")
+  int han = 0;     // Han characters ("zh"), one word each
+  int kana = 0;    // Hiragana/Katakana characters, one word each
+  int hangul = 0;  // Hangul syllables/jamo, one word each
 };
 
 // Counts the words of `text` (UTF-8; invalid bytes are skipped). A word is a

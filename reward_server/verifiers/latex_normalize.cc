@@ -3,29 +3,24 @@
 namespace cohort::reward {
 namespace {
 
-bool IsAlpha(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
-}
+bool IsAlpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
 bool IsDigit(char c) { return c >= '0' && c <= '9'; }
 bool IsSpace(char c) {
-  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' ||
-         c == '\v';
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
 }
 
 bool IsTextCommand(std::string_view name) {
-  return name == "text" || name == "textbf" || name == "textit" ||
-         name == "textrm" || name == "textnormal" || name == "mbox" ||
-         name == "mathrm" || name == "mathbf" || name == "mathit" ||
-         name == "boldsymbol" || name == "textsf" || name == "mathsf" ||
+  return name == "text" || name == "textbf" || name == "textit" || name == "textrm" ||
+         name == "textnormal" || name == "mbox" || name == "mathrm" || name == "mathbf" ||
+         name == "mathit" || name == "boldsymbol" || name == "textsf" || name == "mathsf" ||
          name == "texttt" || name == "hbox" || name == "emph";
 }
 
 bool IsSizingCommand(std::string_view name) {
-  return name == "left" || name == "right" || name == "big" ||
-         name == "Big" || name == "bigg" || name == "Bigg" || name == "bigl" ||
-         name == "bigr" || name == "Bigl" || name == "Bigr" ||
-         name == "biggl" || name == "biggr" || name == "Biggl" ||
-         name == "Biggr" || name == "middle";
+  return name == "left" || name == "right" || name == "big" || name == "Big" || name == "bigg" ||
+         name == "Bigg" || name == "bigl" || name == "bigr" || name == "Bigl" || name == "Bigr" ||
+         name == "biggl" || name == "biggr" || name == "Biggl" || name == "Biggr" ||
+         name == "middle";
 }
 
 // Index just past the brace group opening at s[open] == '{', or npos.
@@ -137,14 +132,16 @@ void Scan(std::string_view s, std::string* out, int depth) {
           break;
         case ',':
           // A thin space between digit groups is a thousands separator.
-          if (!out->empty() && IsDigit(out->back()) && i + 3 <= s.size() &&
-              IsDigit(s[i]) && IsDigit(s[i + 1]) && IsDigit(s[i + 2]) &&
-              (i + 3 == s.size() || !IsDigit(s[i + 3]))) {
+          if (!out->empty() && IsDigit(out->back()) && i + 3 <= s.size() && IsDigit(s[i]) &&
+              IsDigit(s[i + 1]) && IsDigit(s[i + 2]) && (i + 3 == s.size() || !IsDigit(s[i + 3]))) {
             break;
           }
           out->push_back(' ');
           break;
-        case ';': case ':': case ' ': case '>':
+        case ';':
+        case ':':
+        case ' ':
+        case '>':
           out->push_back(' ');
           break;
         case '%':
@@ -171,8 +168,8 @@ void Scan(std::string_view s, std::string* out, int depth) {
       i = j;
       continue;
     }
-    if (name == "displaystyle" || name == "textstyle" || name == "circ" ||
-        name == "degree" || name == "limits" || name == "nolimits") {
+    if (name == "displaystyle" || name == "textstyle" || name == "circ" || name == "degree" ||
+        name == "limits" || name == "nolimits") {
       i = j;
       continue;
     }

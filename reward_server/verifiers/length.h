@@ -13,8 +13,7 @@ namespace cohort::reward {
 //   ((M - C) - L) / C     when M - C < L <= M   (linear from 0 down to -1)
 //   -1                    when L > M
 // INVALID when M <= 0, C < 0, C > M or L < 0.
-ComponentResult OverlongPenalty(int completion_tokens, int max_length,
-                                int cache_length);
+ComponentResult OverlongPenalty(int completion_tokens, int max_length, int cache_length);
 
 }  // namespace cohort::reward
 

@@ -49,8 +49,7 @@ ComponentResult MathAccuracy(const Sample& sample) {
 
 std::optional<std::string> Gsm8kReference(std::string_view answer) {
   std::size_t hashes = answer.rfind("####");
-  std::string_view s =
-      hashes == std::string_view::npos ? answer : answer.substr(hashes + 4);
+  std::string_view s = hashes == std::string_view::npos ? answer : answer.substr(hashes + 4);
   s = TrimAscii(s);
   if (!s.empty() && s[0] == '$') s = TrimAscii(s.substr(1));
   std::string out;
@@ -77,8 +76,7 @@ std::optional<std::string> Gsm8kReference(std::string_view answer) {
 ComponentResult Gsm8kAccuracy(const Sample& sample) {
   std::optional<std::string> reference = Gsm8kReference(sample.answer);
   if (!reference) {
-    return ComponentResult::Invalid(
-        "reference answer has no number after ####");
+    return ComponentResult::Invalid("reference answer has no number after ####");
   }
   return Score(sample, *reference);
 }

@@ -14,8 +14,8 @@ namespace cohort::reward {
 
 // 1 when the answer extracted from sample.completion is equivalent to
 // sample.answer (LaTeX allowed; when the reference is a whole solution, its
-// last \boxed{} or the text after its last "####" is used), else 0. No extractable answer: OK with 0. A
-// reference that cannot be parsed: INVALID.
+// last \boxed{} or the text after its last "####" is used), else 0. No extractable answer: OK with
+// 0. A reference that cannot be parsed: INVALID.
 ComponentResult MathAccuracy(const Sample& sample);
 
 // The GSM8K reference number: the text after the last "####" in `answer`,

@@ -21,9 +21,7 @@ constexpr std::size_t kMaxItems = 64;
 constexpr int kMaxPlusMinus = 3;
 constexpr int kPoints = 6;
 
-bool IsAlpha(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
-}
+bool IsAlpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
 bool IsDigit(char c) { return c >= '0' && c <= '9'; }
 
 std::vector<Complex> PointValues(const Expression& e, int point);
@@ -76,8 +74,7 @@ bool Balanced(std::string_view s) {
 }
 
 // Splits at `sep` outside any brackets. Returns {s} when there is none.
-std::vector<std::string_view> SplitTopLevel(std::string_view s,
-                                            std::string_view sep) {
+std::vector<std::string_view> SplitTopLevel(std::string_view s, std::string_view sep) {
   std::vector<std::string_view> parts;
   int depth = 0;
   std::size_t start = 0;
@@ -86,8 +83,7 @@ std::vector<std::string_view> SplitTopLevel(std::string_view s,
     if (c == '(' || c == '[' || c == '{') ++depth;
     if (c == ')' || c == ']' || c == '}') --depth;
     if (depth == 0 && s.compare(i, sep.size(), sep) == 0) {
-      if (sep[0] == '\\' && i + sep.size() < s.size() &&
-          IsAlpha(s[i + sep.size()])) {
+      if (sep[0] == '\\' && i + sep.size() < s.size() && IsAlpha(s[i + sep.size()])) {
         continue;  // "\in" inside "\infty"
       }
       parts.push_back(s.substr(start, i - start));
@@ -153,8 +149,8 @@ bool IsSimpleName(std::string_view s) {
 
 bool IsKnownWord(std::string_view w) {
   static constexpr std::string_view kWords[] = {
-      "sqrt", "sin", "cos", "tan", "cot", "sec", "csc", "arcsin", "arccos",
-      "arctan", "log", "exp", "pi", "infty", "frac", "inf", "infinity"};
+      "sqrt",   "sin", "cos", "tan", "cot",   "sec",  "csc", "arcsin",  "arccos",
+      "arctan", "log", "exp", "pi",  "infty", "frac", "inf", "infinity"};
   for (std::string_view k : kWords) {
     if (k == w) return true;
   }
@@ -162,9 +158,9 @@ bool IsKnownWord(std::string_view w) {
 }
 
 bool IsShortUnit(std::string_view w) {
-  static constexpr std::string_view kUnits[] = {
-      "cm", "mm", "km", "ft", "in", "yd", "mi", "kg", "mg", "ml", "hr",
-      "oz", "lb", "pt", "ms", "sq", "mL", "kL", "ha"};
+  static constexpr std::string_view kUnits[] = {"cm", "mm", "km", "ft", "in", "yd", "mi",
+                                                "kg", "mg", "ml", "hr", "oz", "lb", "pt",
+                                                "ms", "sq", "mL", "kL", "ha"};
   for (std::string_view k : kUnits) {
     if (k == w) return true;
   }
@@ -218,8 +214,7 @@ std::string CanonicalInteger(std::string_view s) {
 }
 
 // Replaces the first \pm (or \mp) with + and with -.
-bool ExpandPlusMinus(const std::string& s, std::vector<std::string>* out,
-                     int budget) {
+bool ExpandPlusMinus(const std::string& s, std::vector<std::string>* out, int budget) {
   std::size_t p = s.find("\\pm");
   std::size_t m = s.find("\\mp");
   std::size_t at = std::min(p, m);
@@ -231,14 +226,13 @@ bool ExpandPlusMinus(const std::string& s, std::vector<std::string>* out,
   bool minus_first = at == m;
   std::string plus = s.substr(0, at) + (minus_first ? "-" : "+") + s.substr(at + 3);
   std::string minus = s.substr(0, at) + (minus_first ? "+" : "-") + s.substr(at + 3);
-  return ExpandPlusMinus(plus, out, budget - 1) &&
-         ExpandPlusMinus(minus, out, budget - 1);
+  return ExpandPlusMinus(plus, out, budget - 1) && ExpandPlusMinus(minus, out, budget - 1);
 }
 
 std::optional<Value> Analyze(std::string_view raw, int depth, std::string* why);
 
-bool AddItems(const std::vector<std::string_view>& parts, int depth,
-              bool flatten_pm, Value* v, std::string* why) {
+bool AddItems(const std::vector<std::string_view>& parts, int depth, bool flatten_pm, Value* v,
+              std::string* why) {
   if (parts.size() > kMaxItems) {
     *why = "too many elements";
     return false;
@@ -259,24 +253,20 @@ bool AddItems(const std::vector<std::string_view>& parts, int depth,
   return true;
 }
 
-std::optional<Value> AnalyzeMatrix(std::string_view s, int depth,
-                                   std::string* why) {
+std::optional<Value> AnalyzeMatrix(std::string_view s, int depth, std::string* why) {
   // s = \begin{env} ... \end{env}
   std::size_t close = s.find('}');
   if (close == std::string_view::npos) return std::nullopt;
   std::string_view env = s.substr(7, close - 7);
-  if (env != "pmatrix" && env != "bmatrix" && env != "matrix" &&
-      env != "vmatrix" && env != "Bmatrix" && env != "smallmatrix" &&
-      env != "array") {
+  if (env != "pmatrix" && env != "bmatrix" && env != "matrix" && env != "vmatrix" &&
+      env != "Bmatrix" && env != "smallmatrix" && env != "array") {
     return std::nullopt;
   }
   std::string end = "\\end{" + std::string(env) + "}";
-  if (s.size() < close + 1 + end.size() ||
-      s.substr(s.size() - end.size()) != end) {
+  if (s.size() < close + 1 + end.size() || s.substr(s.size() - end.size()) != end) {
     return std::nullopt;
   }
-  std::string_view body =
-      TrimAscii(s.substr(close + 1, s.size() - end.size() - close - 1));
+  std::string_view body = TrimAscii(s.substr(close + 1, s.size() - end.size() - close - 1));
   if (env == "array" && !body.empty() && body[0] == '{') {  // column spec
     std::size_t spec_end = body.find('}');
     if (spec_end == std::string_view::npos) return std::nullopt;
@@ -294,8 +284,7 @@ std::optional<Value> AnalyzeMatrix(std::string_view s, int depth,
   for (std::string_view row : rows) {
     std::vector<std::string_view> cells = SplitTopLevel(row, "&");
     if (v.cols == 0) v.cols = static_cast<int>(cells.size());
-    if (static_cast<int>(cells.size()) != v.cols ||
-        v.items.size() + cells.size() > kMaxItems) {
+    if (static_cast<int>(cells.size()) != v.cols || v.items.size() + cells.size() > kMaxItems) {
       *why = "ragged or too large matrix";
       return std::nullopt;
     }
@@ -329,8 +318,7 @@ std::optional<Value> AnalyzeScalar(std::string s, int depth, std::string* why) {
     return std::nullopt;
   }
   v.key = StripSpaces(body) + (v.percent ? "%" : "");
-  if (body.find("\\pm") != std::string::npos ||
-      body.find("\\mp") != std::string::npos) {
+  if (body.find("\\pm") != std::string::npos || body.find("\\mp") != std::string::npos) {
     std::vector<std::string> variants;
     if (!ExpandPlusMinus(body, &variants, kMaxPlusMinus)) {
       *why = "too many \\pm";
@@ -362,8 +350,7 @@ std::optional<Value> AnalyzeScalar(std::string s, int depth, std::string* why) {
     v.key.clear();
     for (char c : body) {
       if (c == ' ' || c == '{' || c == '}') continue;
-      v.key.push_back(
-          static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c));
+      v.key.push_back(static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c));
     }
   }
   return v;
@@ -419,8 +406,7 @@ std::optional<Value> Analyze(std::string_view raw, int depth, std::string* why) 
   // Thousands separators: "1,000" is one number when no brackets are around.
   std::string flat;
   if (s.find(',') != std::string_view::npos &&
-      s.find_first_of("()[]{}") == std::string_view::npos &&
-      HasOnlyThousandsCommas(s)) {
+      s.find_first_of("()[]{}") == std::string_view::npos && HasOnlyThousandsCommas(s)) {
     for (char c : s) {
       if (c != ',') flat.push_back(c);
     }
@@ -449,8 +435,7 @@ std::optional<Value> Analyze(std::string_view raw, int depth, std::string* why) 
       bool esc_close = esc_open && match >= 1 && s[match - 1] == '\\';
       std::size_t close_len = esc_close ? 2 : 1;
       if (match + 1 >= open_len + close_len) {
-        std::string_view inner =
-            s.substr(open_len, match + 1 - close_len - open_len);
+        std::string_view inner = s.substr(open_len, match + 1 - close_len - open_len);
         std::vector<std::string_view> parts = SplitTopLevel(inner, ",");
         bool is_set = first == '{' || esc_open;
         if (parts.size() > 1 || esc_open) {
@@ -492,8 +477,7 @@ std::optional<Value> Analyze(std::string_view raw, int depth, std::string* why) 
       // "x = 2 or x = 3" are left to the text comparison below.
       if (all_names) return Analyze(parts.back(), depth + 1, why);
       if (parts.size() == 2 && s.find('=') != std::string_view::npos) {
-        std::string diff = "(" + std::string(parts[0]) + ")-(" +
-                           std::string(parts[1]) + ")";
+        std::string diff = "(" + std::string(parts[0]) + ")-(" + std::string(parts[1]) + ")";
         std::string error;
         auto e = Expression::Parse(diff, &error);
         if (e) {
@@ -522,8 +506,8 @@ double PointValue(std::string_view name, int point) {
   h *= 0xff51afd7ed558ccdULL;
   h ^= h >> 33;
   double u = static_cast<double>(h >> 11) / static_cast<double>(1ULL << 53);
-  double mag = 0.35 + 1.9 * u;          // (0.35, 2.25)
-  return point % 3 == 2 ? -mag : mag;   // a third of the points negative
+  double mag = 0.35 + 1.9 * u;         // (0.35, 2.25)
+  return point % 3 == 2 ? -mag : mag;  // a third of the points negative
 }
 
 std::vector<Complex> PointValues(const Expression& e, int point) {
@@ -535,9 +519,7 @@ std::vector<Complex> PointValues(const Expression& e, int point) {
   return vals;
 }
 
-bool Finite(Complex z) {
-  return std::isfinite(z.real()) && std::isfinite(z.imag());
-}
+bool Finite(Complex z) { return std::isfinite(z.real()) && std::isfinite(z.imag()); }
 
 bool Close(Complex a, Complex b) {
   if (!Finite(a) || !Finite(b)) {
@@ -545,8 +527,8 @@ bool Close(Complex a, Complex b) {
         std::isnan(b.imag())) {
       return false;
     }
-    return std::isinf(a.real()) && a.real() == b.real() &&
-           std::abs(a.imag()) < 1e-9 && std::abs(b.imag()) < 1e-9;
+    return std::isinf(a.real()) && a.real() == b.real() && std::abs(a.imag()) < 1e-9 &&
+           std::abs(b.imag()) < 1e-9;
   }
   double scale = std::max(std::abs(a), std::abs(b));
   return std::abs(a - b) <= kAbsoluteTolerance + kRelativeTolerance * scale;
@@ -648,13 +630,10 @@ bool Equal(const Value& a, const Value& b) {
   if (a.kind == K::kTuple && b.kind == K::kTuple) {
     return a.open == b.open && a.close == b.close && OrderedEqual(a.items, b.items);
   }
-  if ((a.kind == K::kList && IsParenTuple(b)) ||
-      (b.kind == K::kList && IsParenTuple(a))) {
+  if ((a.kind == K::kList && IsParenTuple(b)) || (b.kind == K::kList && IsParenTuple(a))) {
     return OrderedEqual(a.items, b.items);
   }
-  auto unordered = [](K k) {
-    return k == K::kList || k == K::kSet || k == K::kUnion;
-  };
+  auto unordered = [](K k) { return k == K::kList || k == K::kSet || k == K::kUnion; };
   if (unordered(a.kind) && unordered(b.kind)) {
     if ((a.kind == K::kUnion) != (b.kind == K::kUnion)) return false;
     return UnorderedEqual(a.items, b.items);
@@ -687,8 +666,7 @@ bool ReferenceParses(std::string_view reference, std::string* why) {
   return ok;
 }
 
-EquivalenceResult CompareAnswers(std::string_view predicted,
-                                 std::string_view reference) {
+EquivalenceResult CompareAnswers(std::string_view predicted, std::string_view reference) {
   std::string why;
   auto ref = AnalyzeAnswer(reference, &why);
   if (!ref) {

@@ -33,8 +33,7 @@ struct EquivalenceResult {
 
 // Compares a predicted answer (already extracted from the completion) with
 // the reference answer.
-EquivalenceResult CompareAnswers(std::string_view predicted,
-                                 std::string_view reference);
+EquivalenceResult CompareAnswers(std::string_view predicted, std::string_view reference);
 
 // True when CompareAnswers says kEqual.
 bool MathEquivalent(std::string_view predicted, std::string_view reference);

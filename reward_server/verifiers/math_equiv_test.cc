@@ -54,9 +54,8 @@ TEST(EquivalencePairs, AllLabelledPairsAgree) {
     EXPECT_NE(r.verdict, Equivalence::kInvalidReference)
         << "line " << p.line << ": reference " << p.reference << ": " << r.reason;
     EXPECT_EQ(r.verdict == Equivalence::kEqual, want)
-        << "line " << p.line << " [" << p.rule << "]: \"" << p.predicted
-        << "\" vs \"" << p.reference << "\" should be " << p.label << " ("
-        << r.reason << ")";
+        << "line " << p.line << " [" << p.rule << "]: \"" << p.predicted << "\" vs \""
+        << p.reference << "\" should be " << p.label << " (" << r.reason << ")";
     ++per_rule[p.rule];
     (want ? equal : different)++;
   }
@@ -64,10 +63,10 @@ TEST(EquivalencePairs, AllLabelledPairsAgree) {
   EXPECT_GE(different, 60);
   // Every rule the verifier promises is exercised.
   for (const char* rule :
-       {"integer", "decimal", "thousands", "sign", "percent", "frac", "mixed",
-        "sqrt", "pi", "scientific", "units", "text", "degrees", "left-right",
-        "spacing", "assignment", "tuple", "interval", "set", "list", "matrix",
-        "algebra", "complex", "plus-minus", "equation", "tolerance"}) {
+       {"integer", "decimal",    "thousands",  "sign",     "percent",  "frac",    "mixed",
+        "sqrt",    "pi",         "scientific", "units",    "text",     "degrees", "left-right",
+        "spacing", "assignment", "tuple",      "interval", "set",      "list",    "matrix",
+        "algebra", "complex",    "plus-minus", "equation", "tolerance"}) {
     EXPECT_GE(per_rule[rule], 3) << "rule " << rule << " has too few pairs";
   }
 }
@@ -132,8 +131,7 @@ TEST(CompareAnswers, BoundedOnHostileInput) {
 }
 
 TEST(NormalizeLatex, CleansUpCommonNoise) {
-  EXPECT_EQ(NormalizeLatex("\\left( 3, \\frac{\\pi}{2} \\right)"),
-            "( 3, \\frac{\\pi}{2} )");
+  EXPECT_EQ(NormalizeLatex("\\left( 3, \\frac{\\pi}{2} \\right)"), "( 3, \\frac{\\pi}{2} )");
   EXPECT_EQ(NormalizeLatex("10,\\!080"), "10,080");
   EXPECT_EQ(NormalizeLatex("\\$32,\\!348"), "32,348");
   EXPECT_EQ(NormalizeLatex("90^\\circ"), "90");
