@@ -34,9 +34,10 @@ void WatchLearner(const std::string& address, std::shared_ptr<grpc::Channel> cha
     reachable->Set(now);
     if (now != last) {
       if (now == 1) {
-        LOG(INFO) << "learner at " << address << " is reachable (SERVING)";
+        COHORT_LOG(INFO) << "learner at " << address << " is reachable (SERVING)";
       } else {
-        LOG(WARNING) << "learner at " << address << " is not reachable: " << health.message();
+        COHORT_LOG(WARNING) << "learner at " << address
+                            << " is not reachable: " << health.message();
       }
       last = now;
     }
@@ -65,8 +66,8 @@ int main(int argc, char** argv) {
   const cohort::RunConfig& config = service.config();
   if (learner.empty()) {
     if (config.learner.port == 0) {
-      LOG(ERROR) << "--learner is required (the config's learner.port is 0, "
-                    "so the learner's address is not known)";
+      COHORT_LOG(ERROR) << "--learner is required (the config's learner.port is 0, "
+                           "so the learner's address is not known)";
       return 2;
     }
     learner = absl::StrCat(config.learner.host, ":", config.learner.port);
@@ -76,16 +77,17 @@ int main(int argc, char** argv) {
   absl::StatusOr<cohort::ChannelOptions> channel_options =
       cohort::ChannelOptionsFromConfig(config.security);
   if (!channel_options.ok()) {
-    LOG(ERROR) << "security config: " << channel_options.status().message();
+    COHORT_LOG(ERROR) << "security config: " << channel_options.status().message();
     return 2;
   }
   absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
       cohort::MakeChannel(learner, *channel_options);
   if (!channel.ok()) {
-    LOG(ERROR) << "--learner " << learner << ": " << channel.status().message();
+    COHORT_LOG(ERROR) << "--learner " << learner << ": " << channel.status().message();
     return 2;
   }
-  LOG(INFO) << "learner " << learner << ", reward server " << (reward.empty() ? "(none)" : reward);
+  COHORT_LOG(INFO) << "learner " << learner << ", reward server "
+                   << (reward.empty() ? "(none)" : reward);
 
   absl::Notification stop;
   std::thread watcher;

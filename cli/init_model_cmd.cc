@@ -153,9 +153,9 @@ absl::Status InitModel(const std::string& preset, const std::string& tokenizer,
     config.bos_token_id = tok.bos;
     config.eos_token_ids = tok.eos;
   }
-  LOG(INFO) << "init-model: preset " << preset << ", vocab " << config.vocab_size << ", "
-            << config.num_hidden_layers << " layers, hidden " << config.hidden_size << ", seed "
-            << seed << ", " << dtype_name << " -> " << out;
+  COHORT_LOG(INFO) << "init-model: preset " << preset << ", vocab " << config.vocab_size << ", "
+                   << config.num_hidden_layers << " layers, hidden " << config.hidden_size
+                   << ", seed " << seed << ", " << dtype_name << " -> " << out;
   model::TensorMap weights =
       model::RandomInitWeights(config, static_cast<uint64_t>(seed), init_std);
   RETURN_IF_ERROR(model::SaveModelDir(out, config, weights, options));

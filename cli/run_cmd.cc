@@ -147,12 +147,12 @@ int RunMain(int argc, char** argv) {
     return channel.ok() && WaitForServing(*channel, timeout).ok();
   };
 
-  LOG(INFO) << "cohort run " << config->run.name << ": 1 learner, 1 reward "
-            << "server, " << options.actor_count << " actor(s); logs in " << options.out_dir;
+  COHORT_LOG(INFO) << "cohort run " << config->run.name << ": 1 learner, 1 reward "
+                   << "server, " << options.actor_count << " actor(s); logs in " << options.out_dir;
   Supervisor supervisor(std::move(options));
   absl::Status started = supervisor.Start();
   if (absl::IsCancelled(started)) {
-    LOG(INFO) << "stopped before every role was up (signal received)";
+    COHORT_LOG(INFO) << "stopped before every role was up (signal received)";
     return 0;
   }
   if (!started.ok()) {

@@ -523,8 +523,9 @@ void Supervisor::StopAll() {
   for (auto& role : roles_) {
     if (!role->child) continue;
     if (!role->child->WaitFor(std::max(absl::ZeroDuration(), deadline - absl::Now()))) {
-      LOG(WARNING) << role->name << " (pid " << role->child->pid() << ") did not stop within "
-                   << absl::FormatDuration(options_.stop_timeout) << " of SIGTERM; sending SIGKILL";
+      COHORT_LOG(WARNING) << role->name << " (pid " << role->child->pid()
+                          << ") did not stop within " << absl::FormatDuration(options_.stop_timeout)
+                          << " of SIGTERM; sending SIGKILL";
       role->child->Signal(SIGKILL);
       role->child->WaitFor(absl::InfiniteDuration());
     }
@@ -548,7 +549,7 @@ void Supervisor::Event(const std::string& message) {
     std::fflush(stderr);
     status_drawn_ = false;
   }
-  LOG(INFO) << message;
+  COHORT_LOG(INFO) << message;
 }
 
 void Supervisor::DrawStatus(absl::Time start) {

@@ -1,11 +1,11 @@
 // Process logging.
 //
-// LOG(INFO) << "text";  writes one line to stderr: human-readable when
+// COHORT_LOG(INFO) << "text";  writes one line to stderr: human-readable when
 // stderr is a terminal, one JSON object per line otherwise:
 //   {"ts":"2026-11-28T15:49:33.123Z","level":"info","role":"learner",
 //    "file":"learner.cc","line":42,"msg":"text"}
 // Thread-safe: each line is written with a single write(2).
-// LOG(FATAL) writes the line and aborts. CHECK(cond) is for programmer
+// COHORT_LOG(FATAL) writes the line and aborts. COHORT_CHECK(cond) is for programmer
 // errors only; user errors return an absl::Status.
 #ifndef COHORT_CORE_LOGGING_H_
 #define COHORT_CORE_LOGGING_H_
@@ -62,13 +62,13 @@ bool LogLevelEnabled(LogLevel level);
 #define COHORT_LOG_LEVEL_ERROR ::cohort::LogLevel::kError
 #define COHORT_LOG_LEVEL_FATAL ::cohort::LogLevel::kFatal
 
-#define LOG(severity)                                     \
+#define COHORT_LOG(severity)                              \
   !::cohort::LogLevelEnabled(COHORT_LOG_LEVEL_##severity) \
       ? (void)0                                           \
       : ::cohort::LogVoidify() &                          \
             ::cohort::LogMessage(COHORT_LOG_LEVEL_##severity, __FILE__, __LINE__).stream()
 
-#define CHECK(cond)                                                                          \
+#define COHORT_CHECK(cond)                                                                   \
   (cond) ? (void)0                                                                           \
          : ::cohort::LogVoidify() &                                                          \
                ::cohort::LogMessage(::cohort::LogLevel::kFatal, __FILE__, __LINE__).stream() \

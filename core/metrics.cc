@@ -52,17 +52,19 @@ bool EndsWith(const std::string& s, const std::string& suffix) {
 }
 
 void CheckMetricName(const std::string& name, int type) {
-  CHECK(ValidName(name, /*allow_colon=*/true)) << "invalid metric name \"" << name << "\"";
-  CHECK(name.rfind("cohort_", 0) == 0) << "metric \"" << name << "\" must start with cohort_";
+  COHORT_CHECK(ValidName(name, /*allow_colon=*/true)) << "invalid metric name \"" << name << "\"";
+  COHORT_CHECK(name.rfind("cohort_", 0) == 0)
+      << "metric \"" << name << "\" must start with cohort_";
   if (type == kCounter) {
-    CHECK(EndsWith(name, "_total")) << "counter \"" << name << "\" must end in _total";
+    COHORT_CHECK(EndsWith(name, "_total")) << "counter \"" << name << "\" must end in _total";
   } else {
-    CHECK(!EndsWith(name, "_total"))
+    COHORT_CHECK(!EndsWith(name, "_total"))
         << TypeName(type) << " \"" << name << "\" must not end in _total (counters only)";
   }
   if (type == kHistogram) {
     for (const char* suffix : {"_bucket", "_sum", "_count"}) {
-      CHECK(!EndsWith(name, suffix)) << "histogram \"" << name << "\" must not end in " << suffix;
+      COHORT_CHECK(!EndsWith(name, suffix))
+          << "histogram \"" << name << "\" must not end in " << suffix;
     }
   }
 }
@@ -73,10 +75,10 @@ Labels Canonical(const Labels& labels, int type) {
   std::sort(sorted.begin(), sorted.end());
   for (size_t i = 0; i < sorted.size(); ++i) {
     const std::string& name = sorted[i].first;
-    CHECK(ValidName(name, /*allow_colon=*/false)) << "invalid label name \"" << name << "\"";
-    CHECK(name.rfind("__", 0) != 0) << "label name \"" << name << "\" is reserved";
-    CHECK(!(type == kHistogram && name == "le")) << "label \"le\" is reserved for buckets";
-    CHECK(i == 0 || sorted[i - 1].first != name) << "duplicate label \"" << name << "\"";
+    COHORT_CHECK(ValidName(name, /*allow_colon=*/false)) << "invalid label name \"" << name << "\"";
+    COHORT_CHECK(name.rfind("__", 0) != 0) << "label name \"" << name << "\" is reserved";
+    COHORT_CHECK(!(type == kHistogram && name == "le")) << "label \"le\" is reserved for buckets";
+    COHORT_CHECK(i == 0 || sorted[i - 1].first != name) << "duplicate label \"" << name << "\"";
   }
   return sorted;
 }
@@ -141,7 +143,7 @@ void AtomicAdd(std::atomic<double>* value, double delta) {
 }  // namespace
 
 void Counter::Increment(double delta) {
-  CHECK(delta >= 0) << "counter increment must be >= 0, got " << delta;
+  COHORT_CHECK(delta >= 0) << "counter increment must be >= 0, got " << delta;
   AtomicAdd(&value_, delta);
 }
 
@@ -150,8 +152,9 @@ void Gauge::Add(double delta) { AtomicAdd(&value_, delta); }
 Histogram::Histogram(std::vector<double> bounds)
     : bounds_(std::move(bounds)), counts_(new std::atomic<uint64_t>[bounds_.size() + 1]) {
   for (size_t i = 0; i < bounds_.size(); ++i) {
-    CHECK(std::isfinite(bounds_[i])) << "histogram bucket bounds must be finite";
-    CHECK(i == 0 || bounds_[i - 1] < bounds_[i]) << "histogram buckets must increase strictly";
+    COHORT_CHECK(std::isfinite(bounds_[i])) << "histogram bucket bounds must be finite";
+    COHORT_CHECK(i == 0 || bounds_[i - 1] < bounds_[i])
+        << "histogram buckets must increase strictly";
   }
   for (size_t i = 0; i <= bounds_.size(); ++i) counts_[i].store(0, std::memory_order_relaxed);
 }
@@ -176,14 +179,14 @@ uint64_t Histogram::Count() const {
 }
 
 std::vector<double> Histogram::ExponentialBuckets(double start, double factor, int count) {
-  CHECK(start > 0 && factor > 1 && count >= 1) << "bad exponential buckets";
+  COHORT_CHECK(start > 0 && factor > 1 && count >= 1) << "bad exponential buckets";
   std::vector<double> out;
   for (int i = 0; i < count; ++i, start *= factor) out.push_back(start);
   return out;
 }
 
 std::vector<double> Histogram::LinearBuckets(double start, double width, int count) {
-  CHECK(width > 0 && count >= 1) << "bad linear buckets";
+  COHORT_CHECK(width > 0 && count >= 1) << "bad linear buckets";
   std::vector<double> out;
   for (int i = 0; i < count; ++i) out.push_back(start + i * width);
   return out;
@@ -225,10 +228,10 @@ MetricsRegistry::Family* MetricsRegistry::GetFamily(const std::string& name,
     it = families_.emplace(name, std::move(family)).first;
   }
   Family* f = it->second.get();
-  CHECK(f->type == type) << "metric \"" << name << "\" registered as " << TypeName(f->type)
-                         << ", requested as " << TypeName(type);
-  CHECK(f->help == help) << "metric \"" << name << "\" registered with another help text";
-  CHECK(!buckets || f->buckets == *buckets)
+  COHORT_CHECK(f->type == type) << "metric \"" << name << "\" registered as " << TypeName(f->type)
+                                << ", requested as " << TypeName(type);
+  COHORT_CHECK(f->help == help) << "metric \"" << name << "\" registered with another help text";
+  COHORT_CHECK(!buckets || f->buckets == *buckets)
       << "histogram \"" << name << "\" registered with other buckets";
   return f;
 }
@@ -388,7 +391,7 @@ MetricsServer::~MetricsServer() { Stop(); }
 absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(const std::string& host,
                                                                     int port,
                                                                     MetricsRegistry* registry) {
-  CHECK(registry != nullptr);
+  COHORT_CHECK(registry != nullptr);
   if (port < 0 || port > 65535) {
     return absl::InvalidArgumentError(absl::StrCat("metrics port: expected 0..65535, got ", port));
   }

@@ -103,7 +103,7 @@ class PlaintextTokenServerCredentials final : public grpc::ServerCredentials {
   explicit PlaintextTokenServerCredentials(const TokenChecker* checker) : checker_(checker) {}
 
   void SetAuthMetadataProcessor(const std::shared_ptr<grpc::AuthMetadataProcessor>&) override {
-    CHECK(false) << "PlaintextTokenServerCredentials has its own processor";
+    COHORT_CHECK(false) << "PlaintextTokenServerCredentials has its own processor";
   }
 
  private:

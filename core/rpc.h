@@ -5,7 +5,7 @@
 //
 //   ServerOptions options;                      // 127.0.0.1, port 0
 //   ASSIGN_OR_RETURN(auto server, RpcServer::Start(options, {&reward_service}));
-//   LOG(INFO) << "serving on " << server->address();
+//   COHORT_LOG(INFO) << "serving on " << server->address();
 //   ...
 //   server->Shutdown(absl::Seconds(5));
 //

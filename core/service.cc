@@ -159,29 +159,29 @@ bool ServiceMain::Init(int argc, char** argv) {
   std::vector<std::string> positional = ParseFlagsOrExit(flags_, argc, argv);
   InitLogging(role_);
   if (!positional.empty()) {
-    LOG(ERROR) << "unexpected argument '" << positional[0] << "' (see --help)";
+    COHORT_LOG(ERROR) << "unexpected argument '" << positional[0] << "' (see --help)";
     return false;
   }
   absl::StatusOr<RunConfig> config = config_path_.empty()
                                          ? ParseConfig("", overrides_, "<defaults>")
                                          : LoadConfig(config_path_, overrides_);
   if (!config.ok()) {
-    LOG(ERROR) << "bad config: " << config.status().message();
+    COHORT_LOG(ERROR) << "bad config: " << config.status().message();
     return false;
   }
   config_ = *std::move(config);
   std::string level_text = log_level_.empty() ? config_.run.log_level : log_level_;
   LogLevel level;
   if (!ParseLogLevel(level_text, &level)) {
-    LOG(ERROR) << "--log_level: expected debug, info, warning or error, got \"" << level_text
-               << "\"";
+    COHORT_LOG(ERROR) << "--log_level: expected debug, info, warning or error, got \"" << level_text
+                      << "\"";
     return false;
   }
   InitLogging(role_, level);
   if (port_ < -1 || port_ > 65535 || metrics_port_ < -1 || metrics_port_ > 65535) {
-    LOG(ERROR) << "--port and --metrics_port: expected -1 (config), 0 (free "
-                  "port) or 1..65535, got "
-               << port_ << " and " << metrics_port_;
+    COHORT_LOG(ERROR) << "--port and --metrics_port: expected -1 (config), 0 (free "
+                         "port) or 1..65535, got "
+                      << port_ << " and " << metrics_port_;
     return false;
   }
   return true;
@@ -208,22 +208,22 @@ int ServiceMain::Serve(const std::vector<grpc::Service*>& services, Hooks hooks)
 
   absl::StatusOr<ServerOptions> options = ServerOptionsFromConfig(config_.security, host, port);
   if (!options.ok()) {
-    LOG(ERROR) << "security config: " << options.status().message();
+    COHORT_LOG(ERROR) << "security config: " << options.status().message();
     return 1;
   }
   options->serving_at_start = false;
   absl::StatusOr<std::unique_ptr<RpcServer>> server = RpcServer::Start(*options, services);
   if (!server.ok()) {
-    LOG(ERROR) << "cannot start the gRPC server on " << host << ":" << port << ": "
-               << server.status().message();
+    COHORT_LOG(ERROR) << "cannot start the gRPC server on " << host << ":" << port << ": "
+                      << server.status().message();
     return 1;
   }
   MetricsRegistry* registry = MetricsRegistry::Default();
   absl::StatusOr<std::unique_ptr<MetricsServer>> metrics =
       MetricsServer::Start(host, metrics_port, registry);
   if (!metrics.ok()) {
-    LOG(ERROR) << "cannot start the metrics server on " << host << ":" << metrics_port << ": "
-               << metrics.status().message();
+    COHORT_LOG(ERROR) << "cannot start the metrics server on " << host << ":" << metrics_port
+                      << ": " << metrics.status().message();
     (*server)->Shutdown(absl::Seconds(1));
     return 1;
   }
@@ -237,7 +237,7 @@ int ServiceMain::Serve(const std::vector<grpc::Service*>& services, Hooks hooks)
   if (!port_file_.empty()) {
     absl::Status s = WritePortFile(port_file_, {(*server)->port(), (*metrics)->port(), ::getpid()});
     if (!s.ok()) {
-      LOG(ERROR) << s.message();
+      COHORT_LOG(ERROR) << s.message();
       shutdown();
       return 1;
     }
@@ -245,35 +245,36 @@ int ServiceMain::Serve(const std::vector<grpc::Service*>& services, Hooks hooks)
   if (hooks.on_serving) {
     absl::Status s = hooks.on_serving();
     if (!s.ok()) {
-      LOG(ERROR) << "start-up failed: " << s.message();
+      COHORT_LOG(ERROR) << "start-up failed: " << s.message();
       if (hooks.on_stopping) hooks.on_stopping();
       shutdown();
       return 1;
     }
   }
   (*server)->SetServing(true);
-  LOG(INFO) << role_ << " serving on " << (*server)->address()
-            << ", metrics on :" << (*metrics)->port() << " (pid " << ::getpid() << ")";
+  COHORT_LOG(INFO) << role_ << " serving on " << (*server)->address()
+                   << ", metrics on :" << (*metrics)->port() << " (pid " << ::getpid() << ")";
 
   int sig = 0;
   while (sig == 0) {
     struct pollfd p = {signal_fd_, POLLIN, 0};
     int n = ::poll(&p, 1, -1);
     if (n < 0 && errno != EINTR) {
-      LOG(ERROR) << "poll on the signal fd failed: " << Errno(errno) << "; stopping";
+      COHORT_LOG(ERROR) << "poll on the signal fd failed: " << Errno(errno) << "; stopping";
       break;
     }
     if (n > 0) sig = ReadStopSignal(signal_fd_);
   }
   absl::Time stop_start = absl::Now();
   const char* name = sig != 0 ? sigabbrev_np(sig) : nullptr;
-  LOG(INFO) << role_ << " stopping (SIG" << (name != nullptr ? name : "?") << "), deadline "
-            << absl::FormatDuration(stop_deadline);
+  COHORT_LOG(INFO) << role_ << " stopping (SIG" << (name != nullptr ? name : "?") << "), deadline "
+                   << absl::FormatDuration(stop_deadline);
   (*server)->SetServing(false);
   if (hooks.on_stopping) hooks.on_stopping();
   shutdown();
-  LOG(INFO) << role_ << " stopped in "
-            << absl::FormatDuration(absl::Trunc(absl::Now() - stop_start, absl::Milliseconds(1)));
+  COHORT_LOG(INFO) << role_ << " stopped in "
+                   << absl::FormatDuration(
+                          absl::Trunc(absl::Now() - stop_start, absl::Milliseconds(1)));
   return 0;
 }
 

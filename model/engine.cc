@@ -7,9 +7,6 @@
 #include <ATen/core/grad_mode.h>
 
 #include "absl/strings/str_cat.h"
-// c10 defines its own LOG and CHECK; cohort's replace them in this file.
-#undef LOG
-#undef CHECK
 #include "core/logging.h"
 #include "core/status.h"
 
@@ -197,8 +194,9 @@ void Engine::InstallPendingWeights() {
   if (!pending.has_value()) return;
   absl::Status status = model_->SwapWeights(std::move(pending->first), pending->second);
   if (!status.ok()) {
-    LOG(ERROR) << "engine: weight swap to version " << pending->second
-               << " failed, keeping version " << model_->version() << ": " << status.message();
+    COHORT_LOG(ERROR) << "engine: weight swap to version " << pending->second
+                      << " failed, keeping version " << model_->version() << ": "
+                      << status.message();
     return;
   }
   absl::MutexLock lock(&mu_);

@@ -28,7 +28,7 @@ int main(int argc, char** argv) {
   if (workers >= 0) options.workers = static_cast<int>(workers);
   auto channel_options = cohort::ChannelOptionsFromConfig(config.security);
   if (!channel_options.ok()) {
-    LOG(ERROR) << "security: " << channel_options.status().message();
+    COHORT_LOG(ERROR) << "security: " << channel_options.status().message();
     return 1;
   }
   options.make_channel = [co = *channel_options](const std::string& target) {
@@ -36,11 +36,11 @@ int main(int argc, char** argv) {
   };
   auto scorer = cohort::reward::Scorer::Create(std::move(options));
   if (!scorer.ok()) {
-    LOG(ERROR) << "reward config: " << scorer.status().message();
+    COHORT_LOG(ERROR) << "reward config: " << scorer.status().message();
     return 1;
   }
-  LOG(INFO) << "scoring with " << (*scorer)->workers() << " workers, " << (*scorer)->tasks().size()
-            << " tasks";
+  COHORT_LOG(INFO) << "scoring with " << (*scorer)->workers() << " workers, "
+                   << (*scorer)->tasks().size() << " tasks";
 
   cohort::reward::RewardServiceOptions service_options;
   service_options.max_batch = config.reward.max_batch;

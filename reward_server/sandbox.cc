@@ -604,8 +604,8 @@ absl::StatusOr<SandboxResult> Sandbox::Run(const SandboxRun& run) {
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
     if (result.stragglers_killed > 0) {
-      LOG(WARNING) << "sandbox: killed " << result.stragglers_killed
-                   << " leftover processes of uid " << uid;
+      COHORT_LOG(WARNING) << "sandbox: killed " << result.stragglers_killed
+                          << " leftover processes of uid " << uid;
     }
   }
 

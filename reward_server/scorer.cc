@@ -150,11 +150,11 @@ absl::StatusOr<std::unique_ptr<Scorer>> Scorer::Create(ScorerOptions options) {
     auto sandbox = Sandbox::Create(so);
     if (sandbox.ok()) {
       scorer->sandbox_ = std::move(*sandbox);
-      LOG(INFO) << "code sandbox ready (bubblewrap"
-                << (scorer->sandbox_->uses_uid_pool() ? ", uid pool" : "") << ")";
+      COHORT_LOG(INFO) << "code sandbox ready (bubblewrap"
+                       << (scorer->sandbox_->uses_uid_pool() ? ", uid pool" : "") << ")";
     } else {
       scorer->sandbox_error_ = std::string(sandbox.status().message());
-      LOG(ERROR) << scorer->sandbox_error_;
+      COHORT_LOG(ERROR) << scorer->sandbox_error_;
     }
   }
 
@@ -323,7 +323,7 @@ void Scorer::WatchdogLoop() {
       }
     }
     for (Expired& e : expired) {
-      LOG(WARNING) << "sample " << e.result.id << ": " << e.result.reason;
+      COHORT_LOG(WARNING) << "sample " << e.result.id << ": " << e.result.reason;
       Record(e.task, e.result);
       e.done(std::move(e.result));
     }
