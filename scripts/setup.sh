@@ -40,3 +40,7 @@ if [[ ${#missing[@]} -gt 0 ]]; then
   fi
   rm -f "$log"
 fi
+
+# Deploy checks and the network-namespace test: iproute2, helm, kubectl,
+# kubernetes-models (into a cache outside the tree).
+"$(dirname "$0")/setup_deploy_tools.sh"
