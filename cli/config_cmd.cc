@@ -50,7 +50,11 @@ int ConfigMain(int argc, char** argv) {
                 : action == "print" ? "[CONFIG]"
                                     : "CONFIG");
   std::vector<std::string> overrides;
-  if (action != "keys") {
+  bool markdown = false;
+  if (action == "keys") {
+    flags.Bool("markdown", &markdown,
+               "Print the table of docs/config.md (key, type, default, allowed, meaning).");
+  } else {
     flags.StringList("set", &overrides,
                      "Override one key, e.g. --set sampling.temperature=0.7 or "
                      "--set reward.tasks.math.weights.format=0.2 (repeatable; applied in "
@@ -62,6 +66,10 @@ int ConfigMain(int argc, char** argv) {
     if (!args.empty()) {
       std::fprintf(stderr, "%s: takes no arguments\n", program.c_str());
       return 2;
+    }
+    if (markdown) {
+      std::fputs(ConfigKeysMarkdown().c_str(), stdout);
+      return 0;
     }
     std::printf("%-40s %-7s %-18s %s\n", "KEY", "TYPE", "DEFAULT", "ALLOWED");
     for (const ConfigKeyInfo& key : ConfigKeys()) {

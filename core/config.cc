@@ -17,306 +17,15 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
+#include "core/config_binder.h"
 #include "core/status.h"
 
 namespace cohort {
 namespace {
 
-// ---------------------------------------------------------------------------
-// Constraints. Each carries the text that completes "expected ...".
-
-struct IntRule {
-  int64_t min = INT64_MIN;
-  int64_t max = INT64_MAX;
-  // The field type's range (e.g. int's); checked, not shown in messages.
-  int64_t type_min = INT64_MIN;
-  int64_t type_max = INT64_MAX;
-  std::string Expected() const {
-    if (min == INT64_MIN && max == INT64_MAX) return "an integer";
-    if (max == INT64_MAX) return absl::StrCat("an integer >= ", min);
-    if (min == INT64_MIN) return absl::StrCat("an integer <= ", max);
-    return absl::StrCat("an integer in [", min, ", ", max, "]");
-  }
-  bool Ok(int64_t v) const { return v >= min && v <= max && v >= type_min && v <= type_max; }
-};
-
-IntRule AtLeast(int64_t n) { return IntRule{n, INT64_MAX}; }
-IntRule Port() { return IntRule{0, 65535}; }
-
-std::string FormatDouble(double v) {
-  char buf[64];
-  auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), v);
-  std::string s(buf, ec == std::errc() ? end : buf);
-  if (s.find_first_of(".eEn") == std::string::npos) s += ".0";  // "1" -> "1.0"
-  return s;
-}
-
-// Bounds in messages: "0", "0.5", "1e-06".
-std::string BoundText(double v) { return absl::StrCat(v); }
-
-struct DoubleRule {
-  double lo = -HUGE_VAL;
-  bool lo_open = false;
-  double hi = HUGE_VAL;
-  bool hi_open = false;
-  std::string Expected() const {
-    bool has_lo = lo != -HUGE_VAL, has_hi = hi != HUGE_VAL;
-    if (!has_lo && !has_hi) return "a finite number";
-    if (!has_hi) return absl::StrCat("a number ", lo_open ? ">" : ">=", " ", BoundText(lo));
-    if (!has_lo) return absl::StrCat("a number ", hi_open ? "<" : "<=", " ", BoundText(hi));
-    return absl::StrCat("a number in ", lo_open ? "(" : "[", BoundText(lo), ", ", BoundText(hi),
-                        hi_open ? ")" : "]");
-  }
-  bool Ok(double v) const {
-    if (!std::isfinite(v)) return false;
-    if (lo_open ? !(v > lo) : !(v >= lo)) return false;
-    if (hi_open ? !(v < hi) : !(v <= hi)) return false;
-    return true;
-  }
-};
-
-DoubleRule Positive() { return DoubleRule{0.0, true}; }
-
-struct StringRule {
-  std::string expected = "a string";
-  std::function<bool(const std::string&)> ok;  // null = anything
-};
-
-StringRule OneOf(std::vector<std::string> choices) {
-  StringRule r;
-  r.expected = absl::StrCat("one of ",
-                            absl::StrJoin(choices, "|", [](std::string* out, const std::string& c) {
-                              out->append(c.empty() ? "\"\"" : c);
-                            }));
-  r.ok = [choices](const std::string& s) {
-    for (const auto& c : choices) {
-      if (s == c) return true;
-    }
-    return false;
-  };
-  return r;
-}
-
-StringRule NonEmpty() {
-  return StringRule{"a non-empty string", [](const std::string& s) { return !s.empty(); }};
-}
-
-// "" or host:port (the port numeric); also accepts gRPC target URIs
-// ("dns:///host:port", "unix:/path").
-bool IsHostPort(const std::string& s) {
-  if (s.find(":/") != std::string::npos) return true;  // a URI scheme
-  size_t colon = s.rfind(':');
-  if (colon == std::string::npos || colon == 0 || colon + 1 == s.size()) return false;
-  for (size_t i = colon + 1; i < s.size(); ++i) {
-    if (s[i] < '0' || s[i] > '9') return false;
-  }
-  return s.size() - colon - 1 <= 5 && std::stoi(s.substr(colon + 1)) <= 65535;
-}
-
-StringRule OptionalHostPort() {
-  return StringRule{"\"\" or host:port",
-                    [](const std::string& s) { return s.empty() || IsHostPort(s); }};
-}
-
-const std::vector<std::string>& Verifiers() {
-  static const auto* v = new std::vector<std::string>{"math", "gsm8k", "countdown", "code"};
-  return *v;
-}
-
-bool IsVerifier(const std::string& name) {
-  for (const auto& v : Verifiers()) {
-    if (v == name) return true;
-  }
-  return false;
-}
-
-// ---------------------------------------------------------------------------
-// Binder: one interface that every field is bound through. Reading YAML,
-// applying overrides, validating, printing and listing keys are each one
-// implementation, so a field is declared once (in the Bind() functions
-// below) and every operation covers it.
-
-class Binder {
- public:
-  virtual ~Binder() = default;
-
-  virtual void String(const char* key, std::string* v, const StringRule& rule = {}) = 0;
-  virtual void Int64(const char* key, int64_t* v, const IntRule& rule = {}) = 0;
-  virtual void Double(const char* key, double* v, const DoubleRule& rule = {}) = 0;
-  virtual void Bool(const char* key, bool* v) = 0;
-  virtual void StringList(const char* key, std::vector<std::string>* v) = 0;
-  // name -> number; names are non-empty.
-  virtual void NumberMap(const char* key, std::map<std::string, double>* v,
-                         const DoubleRule& rule = {}) = 0;
-  virtual void Section(const char* key, const std::function<void(Binder&)>& bind) = 0;
-
-  // A map of name -> section.
-  struct MapOps {
-    std::function<std::vector<std::string>()> names;
-    // Binds the entry `name`, creating it (with defaults) when missing.
-    std::function<void(const std::string& name, Binder&)> bind_entry;
-    std::function<void()> clear;
-    // Binds a default-constructed entry (for listing keys).
-    std::function<void(Binder&)> bind_template;
-  };
-  virtual void SectionMap(const char* key, const MapOps& ops) = 0;
-
-  // int fields go through Int64 with the rule clamped to int's range.
-  void Int(const char* key, int* v, IntRule rule = {}) {
-    rule.type_min = INT_MIN;
-    rule.type_max = INT_MAX;
-    int64_t wide = *v;
-    Int64(key, &wide, rule);
-    *v = static_cast<int>(std::clamp<int64_t>(wide, INT_MIN, INT_MAX));
-  }
-};
-
-// The schema's Bind() overloads (defined below), declared first so the
-// templates can name them.
-void Bind(Binder& b, RunSection& s);
-void Bind(Binder& b, ModelSection& s);
-void Bind(Binder& b, SamplingSection& s);
-void Bind(Binder& b, LearnerSection& s);
-void Bind(Binder& b, ActorSection& s);
-void Bind(Binder& b, RewardTaskSpec& s);
-void Bind(Binder& b, RewardSection& s);
-void Bind(Binder& b, TlsSection& s);
-void Bind(Binder& b, SecuritySection& s);
-void Bind(Binder& b, SupervisorSection& s);
-void Bind(Binder& b, RunConfig& c);
-
-template <typename T>
-void BindSection(Binder& b, const char* key, T* section);
-
-// `init` runs on a newly created entry before its fields are bound.
-template <typename T>
-void BindSectionMap(Binder& b, const char* key, std::map<std::string, T>* map,
-                    std::function<void(const std::string&, T*)> init = nullptr) {
-  Binder::MapOps ops;
-  ops.names = [map] {
-    std::vector<std::string> names;
-    for (const auto& [name, unused] : *map) names.push_back(name);
-    return names;
-  };
-  ops.bind_entry = [map, init](const std::string& name, Binder& eb) {
-    auto it = map->find(name);
-    if (it == map->end()) {
-      it = map->emplace(name, T{}).first;
-      if (init) init(name, &it->second);
-    }
-    Bind(eb, it->second);
-  };
-  ops.clear = [map] { map->clear(); };
-  ops.bind_template = [](Binder& eb) {
-    T entry;
-    Bind(eb, entry);
-  };
-  b.SectionMap(key, ops);
-}
-
-// ---------------------------------------------------------------------------
-// The schema. One line per field; the struct in config.h holds the default.
-
-void Bind(Binder& b, RunSection& s) {
-  b.String("name", &s.name, NonEmpty());
-  b.Int64("seed", &s.seed, AtLeast(0));
-  b.String("out_dir", &s.out_dir, NonEmpty());
-  b.String("log_level", &s.log_level, OneOf({"debug", "info", "warning", "error"}));
-}
-
-void Bind(Binder& b, ModelSection& s) {
-  b.String("path", &s.path);
-  b.String("preset", &s.preset);
-  b.String("tokenizer", &s.tokenizer);
-  b.String("dtype", &s.dtype, OneOf({"float32", "bfloat16"}));
-  b.String("chat_template", &s.chat_template, OneOf({"chatml", "llama3", "r1-zero", "plain"}));
-}
-
-void Bind(Binder& b, SamplingSection& s) {
-  b.Int("group_size", &s.group_size, AtLeast(1));
-  b.Double("temperature", &s.temperature, Positive());
-  b.Double("top_p", &s.top_p, DoubleRule{0.0, true, 1.0, false});
-  b.Int("top_k", &s.top_k, AtLeast(0));
-  b.Int("max_new_tokens", &s.max_new_tokens, AtLeast(1));
-  b.StringList("stop", &s.stop);
-}
-
-void Bind(Binder& b, LearnerSection& s) {
-  b.String("host", &s.host, NonEmpty());
-  b.Int("port", &s.port, Port());
-  b.Int("metrics_port", &s.metrics_port, Port());
-  b.Int("heartbeat_interval_ms", &s.heartbeat_interval_ms, AtLeast(1));
-  b.Int("lease_ttl_ms", &s.lease_ttl_ms, AtLeast(1));
-  b.Int("max_staleness", &s.max_staleness, AtLeast(0));
-}
-
-void Bind(Binder& b, ActorSection& s) {
-  b.Int("count", &s.count, AtLeast(0));
-  b.Int("slots", &s.slots, AtLeast(1));
-  b.Int("metrics_port", &s.metrics_port, Port());
-}
-
-void Bind(Binder& b, RewardTaskSpec& s) {
-  b.String("verifier", &s.verifier, OneOf(Verifiers()));
-  b.String("format", &s.format, OneOf({"r1", "r1-zero", "none"}));
-  b.String("language", &s.language, OneOf({"", "en", "zh"}));
-  b.NumberMap("weights", &s.weights);
-  b.Int("max_length", &s.max_length, AtLeast(0));
-  b.Int("cache_length", &s.cache_length, AtLeast(0));
-  b.String("endpoint", &s.endpoint, OptionalHostPort());
-}
-
-void Bind(Binder& b, RewardSection& s) {
-  b.String("host", &s.host, NonEmpty());
-  b.Int("port", &s.port, Port());
-  b.Int("metrics_port", &s.metrics_port, Port());
-  b.Int("workers", &s.workers, AtLeast(0));
-  b.Int("max_batch", &s.max_batch, AtLeast(1));
-  b.Double("sample_timeout_seconds", &s.sample_timeout_seconds, Positive());
-  b.String("address", &s.address, OptionalHostPort());
-  BindSectionMap<RewardTaskSpec>(b, "tasks", &s.tasks,
-                                 [](const std::string& name, RewardTaskSpec* t) {
-                                   t->verifier = IsVerifier(name) ? name : "";
-                                 });
-}
-
-void Bind(Binder& b, TlsSection& s) {
-  b.String("cert_file", &s.cert_file);
-  b.String("key_file", &s.key_file);
-  b.String("ca_file", &s.ca_file);
-  b.Bool("require_client_cert", &s.require_client_cert);
-}
-
-void Bind(Binder& b, SecuritySection& s) {
-  BindSection(b, "tls", &s.tls);
-  b.String("token_file", &s.token_file);
-}
-
-void Bind(Binder& b, SupervisorSection& s) {
-  b.Int("max_restarts", &s.max_restarts, AtLeast(0));
-  b.Int("restart_window_seconds", &s.restart_window_seconds, AtLeast(1));
-  b.Int("backoff_initial_ms", &s.backoff_initial_ms, AtLeast(1));
-  b.Int("backoff_max_ms", &s.backoff_max_ms, AtLeast(1));
-  b.Int("stop_timeout_seconds", &s.stop_timeout_seconds, AtLeast(1));
-  b.Int("ready_timeout_seconds", &s.ready_timeout_seconds, AtLeast(1));
-}
-
-void Bind(Binder& b, RunConfig& c) {
-  BindSection(b, "run", &c.run);
-  BindSection(b, "model", &c.model);
-  BindSection(b, "sampling", &c.sampling);
-  BindSection(b, "learner", &c.learner);
-  BindSection(b, "actor", &c.actor);
-  BindSection(b, "reward", &c.reward);
-  BindSection(b, "security", &c.security);
-  BindSection(b, "supervisor", &c.supervisor);
-}
-
-template <typename T>
-void BindSection(Binder& b, const char* key, T* section) {
-  b.Section(key, [section](Binder& sb) { Bind(sb, *section); });
-}
+using namespace config_internal;  // NOLINT: the binder types are this file's vocabulary
 
 // ---------------------------------------------------------------------------
 // Shared helpers.
@@ -369,7 +78,7 @@ class YamlReader : public Binder {
         merge_maps_(merge_maps),
         error_(error) {}
 
-  void String(const char* key, std::string* v, const StringRule& rule) override {
+  void String(const char* key, std::string* v, const StringRule& rule, const char* help) override {
     YAML::Node n = Take(key);
     if (!n) return;
     std::string value;
@@ -384,7 +93,7 @@ class YamlReader : public Binder {
     *v = value;
   }
 
-  void Int64(const char* key, int64_t* v, const IntRule& rule) override {
+  void Int64(const char* key, int64_t* v, const IntRule& rule, const char* help) override {
     YAML::Node n = Take(key);
     if (!n) return;
     int64_t value;
@@ -394,7 +103,7 @@ class YamlReader : public Binder {
     *v = value;
   }
 
-  void Double(const char* key, double* v, const DoubleRule& rule) override {
+  void Double(const char* key, double* v, const DoubleRule& rule, const char* help) override {
     YAML::Node n = Take(key);
     if (!n) return;
     double value;
@@ -402,7 +111,7 @@ class YamlReader : public Binder {
     *v = value;
   }
 
-  void Bool(const char* key, bool* v) override {
+  void Bool(const char* key, bool* v, const char* help) override {
     YAML::Node n = Take(key);
     if (!n) return;
     bool value;
@@ -412,7 +121,7 @@ class YamlReader : public Binder {
     *v = value;
   }
 
-  void StringList(const char* key, std::vector<std::string>* v) override {
+  void StringList(const char* key, std::vector<std::string>* v, const char* help) override {
     YAML::Node n = Take(key);
     if (!n) return;
     std::vector<std::string> value;
@@ -427,8 +136,8 @@ class YamlReader : public Binder {
     *v = std::move(value);
   }
 
-  void NumberMap(const char* key, std::map<std::string, double>* v,
-                 const DoubleRule& rule) override {
+  void NumberMap(const char* key, std::map<std::string, double>* v, const DoubleRule& rule,
+                 const char* help) override {
     YAML::Node n = Take(key);
     if (!n) return;
     if (!n.IsMap() && !n.IsNull()) return Fail(n, key, "a map of name: number");
@@ -562,25 +271,26 @@ class YamlWriter : public Binder {
  public:
   explicit YamlWriter(YAML::Emitter* out) : out_(*out) {}
 
-  void String(const char* key, std::string* v, const StringRule&) override {
+  void String(const char* key, std::string* v, const StringRule&, const char* help) override {
     out_ << YAML::Key << key << YAML::Value;
     EmitString(*v);
   }
-  void Int64(const char* key, int64_t* v, const IntRule&) override {
+  void Int64(const char* key, int64_t* v, const IntRule&, const char* help) override {
     out_ << YAML::Key << key << YAML::Value << *v;
   }
-  void Double(const char* key, double* v, const DoubleRule&) override {
+  void Double(const char* key, double* v, const DoubleRule&, const char* help) override {
     out_ << YAML::Key << key << YAML::Value << FormatDouble(*v);
   }
-  void Bool(const char* key, bool* v) override {
+  void Bool(const char* key, bool* v, const char* help) override {
     out_ << YAML::Key << key << YAML::Value << (*v ? "true" : "false");
   }
-  void StringList(const char* key, std::vector<std::string>* v) override {
+  void StringList(const char* key, std::vector<std::string>* v, const char* help) override {
     out_ << YAML::Key << key << YAML::Value << YAML::Flow << YAML::BeginSeq;
     for (const auto& s : *v) EmitString(s);
     out_ << YAML::EndSeq;
   }
-  void NumberMap(const char* key, std::map<std::string, double>* v, const DoubleRule&) override {
+  void NumberMap(const char* key, std::map<std::string, double>* v, const DoubleRule&,
+                 const char* help) override {
     out_ << YAML::Key << key << YAML::Value << YAML::Flow << YAML::BeginMap;
     for (const auto& [name, number] : *v) {
       out_ << YAML::Key;
@@ -630,19 +340,19 @@ class Validator : public Binder {
  public:
   Validator(std::string path, absl::Status* error) : path_(std::move(path)), error_(error) {}
 
-  void String(const char* key, std::string* v, const StringRule& rule) override {
+  void String(const char* key, std::string* v, const StringRule& rule, const char* help) override {
     if (rule.ok && !rule.ok(*v)) Fail(key, rule.expected, Quote(*v));
   }
-  void Int64(const char* key, int64_t* v, const IntRule& rule) override {
+  void Int64(const char* key, int64_t* v, const IntRule& rule, const char* help) override {
     if (!rule.Ok(*v)) Fail(key, rule.Expected(), absl::StrCat(*v));
   }
-  void Double(const char* key, double* v, const DoubleRule& rule) override {
+  void Double(const char* key, double* v, const DoubleRule& rule, const char* help) override {
     if (!rule.Ok(*v)) Fail(key, rule.Expected(), FormatDouble(*v));
   }
-  void Bool(const char*, bool*) override {}
-  void StringList(const char*, std::vector<std::string>*) override {}
-  void NumberMap(const char* key, std::map<std::string, double>* v,
-                 const DoubleRule& rule) override {
+  void Bool(const char*, bool*, const char* help) override {}
+  void StringList(const char*, std::vector<std::string>*, const char* help) override {}
+  void NumberMap(const char* key, std::map<std::string, double>* v, const DoubleRule& rule,
+                 const char* help) override {
     for (const auto& [name, number] : *v) {
       if (name.empty()) Fail(key, "non-empty names", "\"\"");
       if (!rule.Ok(number))
@@ -682,25 +392,26 @@ class KeyLister : public Binder {
   KeyLister(std::string path, std::vector<ConfigKeyInfo>* out)
       : path_(std::move(path)), out_(out) {}
 
-  void String(const char* key, std::string* v, const StringRule& rule) override {
-    Add(key, "string", EmitScalar(*v), rule.expected);
+  void String(const char* key, std::string* v, const StringRule& rule, const char* help) override {
+    Add(key, "string", EmitScalar(*v), rule.expected, help);
   }
-  void Int64(const char* key, int64_t* v, const IntRule& rule) override {
-    Add(key, "int", absl::StrCat(*v), rule.Expected());
+  void Int64(const char* key, int64_t* v, const IntRule& rule, const char* help) override {
+    Add(key, "int", absl::StrCat(*v), rule.Expected(), help);
   }
-  void Double(const char* key, double* v, const DoubleRule& rule) override {
-    Add(key, "number", FormatDouble(*v), rule.Expected());
+  void Double(const char* key, double* v, const DoubleRule& rule, const char* help) override {
+    Add(key, "number", FormatDouble(*v), rule.Expected(), help);
   }
-  void Bool(const char* key, bool* v) override {
-    Add(key, "bool", *v ? "true" : "false", "true or false");
+  void Bool(const char* key, bool* v, const char* help) override {
+    Add(key, "bool", *v ? "true" : "false", "true or false", help);
   }
-  void StringList(const char* key, std::vector<std::string>* v) override {
-    Add(key, "list", Emit([&](YamlWriter& w) { w.StringList("x", v); }), "a list of strings");
+  void StringList(const char* key, std::vector<std::string>* v, const char* help) override {
+    Add(key, "list", Emit([&](YamlWriter& w) { w.StringList("x", v, ""); }), "a list of strings",
+        help);
   }
-  void NumberMap(const char* key, std::map<std::string, double>* v,
-                 const DoubleRule& rule) override {
-    Add(key, "map", Emit([&](YamlWriter& w) { w.NumberMap("x", v, rule); }),
-        absl::StrCat("a map of name: ", rule.Expected()));
+  void NumberMap(const char* key, std::map<std::string, double>* v, const DoubleRule& rule,
+                 const char* help) override {
+    Add(key, "map", Emit([&](YamlWriter& w) { w.NumberMap("x", v, rule, ""); }),
+        absl::StrCat("a map of name: ", rule.Expected()), help);
   }
   void Section(const char* key, const std::function<void(Binder&)>& bind) override {
     KeyLister child(Join(key), out_);
@@ -715,7 +426,7 @@ class KeyLister : public Binder {
   static std::string EmitScalar(const std::string& s) {
     return Emit([&](YamlWriter& w) {
       std::string copy = s;
-      w.String("x", &copy, {});
+      w.String("x", &copy, {}, "");
     });
   }
   // Emits {x: value} and returns the text after "x: ".
@@ -731,51 +442,16 @@ class KeyLister : public Binder {
   std::string Join(const std::string& key) const {
     return path_.empty() ? key : absl::StrCat(path_, ".", key);
   }
-  void Add(const std::string& key, std::string type, std::string def, std::string expected) {
-    out_->push_back({Join(key), std::move(type), std::move(def), std::move(expected)});
+  void Add(const std::string& key, std::string type, std::string def, std::string expected,
+           const char* help) {
+    out_->push_back({Join(key), std::move(type), std::move(def), std::move(expected), help});
   }
 
   std::string path_;
   std::vector<ConfigKeyInfo>* out_;
 };
 
-absl::Status CrossFieldChecks(const RunConfig& c) {
-  const TlsSection& tls = c.security.tls;
-  if (tls.cert_file.empty() != tls.key_file.empty()) {
-    return absl::InvalidArgumentError(
-        "security.tls: cert_file and key_file must be set together (got only " +
-        std::string(tls.cert_file.empty() ? "key_file" : "cert_file") + ")");
-  }
-  if (tls.require_client_cert && tls.ca_file.empty()) {
-    return absl::InvalidArgumentError(
-        "security.tls.require_client_cert: true needs security.tls.ca_file (the CA that signs "
-        "client certificates)");
-  }
-  if (tls.require_client_cert && tls.cert_file.empty()) {
-    return absl::InvalidArgumentError(
-        "security.tls.require_client_cert: true needs security.tls.cert_file and key_file");
-  }
-  if (c.supervisor.backoff_max_ms < c.supervisor.backoff_initial_ms) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "supervisor.backoff_max_ms: expected an integer >= supervisor.backoff_initial_ms (",
-        c.supervisor.backoff_initial_ms, "), got ", c.supervisor.backoff_max_ms));
-  }
-  for (const auto& [name, task] : c.reward.tasks) {
-    if (task.weights.empty()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "reward.tasks.", name, ".weights: expected at least one weight, e.g. {accuracy: 1.0}"));
-    }
-  }
-  return absl::OkStatus();
-}
-
 }  // namespace
-
-std::map<std::string, RewardTaskSpec> RewardSection::DefaultTasks() {
-  std::map<std::string, RewardTaskSpec> tasks;
-  for (const auto& verifier : Verifiers()) tasks[verifier].verifier = verifier;
-  return tasks;
-}
 
 bool operator==(const RunConfig& a, const RunConfig& b) {
   // Printing is exact (doubles in shortest round-trip form) and covers
@@ -888,6 +564,16 @@ std::vector<ConfigKeyInfo> ConfigKeys() {
   KeyLister lister("", &keys);
   Bind(lister, defaults);
   return keys;
+}
+
+std::string ConfigKeysMarkdown() {
+  auto cell = [](const std::string& text) { return absl::StrReplaceAll(text, {{"|", "\\|"}}); };
+  std::string out = "| key | type | default | allowed | meaning |\n|---|---|---|---|---|\n";
+  for (const ConfigKeyInfo& key : ConfigKeys()) {
+    absl::StrAppend(&out, "| `", key.path, "` | ", key.type, " | `", cell(key.default_value),
+                    "` | ", cell(key.expected), " | ", cell(key.help), " |\n");
+  }
+  return out;
 }
 
 }  // namespace cohort

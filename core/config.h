@@ -12,8 +12,10 @@
 //   --set sampling.top_p=2: sampling.top_p: expected a number in (0, 1], got "2"
 //
 // Adding a field: add it to its struct below (with its default) and add one
-// binding line in config.cc's Bind() for that struct; parsing, overrides,
-// validation, printing and docs/config.md's table all follow from that.
+// binding line (constraint + help text) to that struct's Bind() in
+// config_schema.cc; parsing, overrides, validation, printing, `cohort config
+// keys` and docs/config.md's table all follow from that (see
+// config_binder.h).
 //
 // Thread-safety: plain value types; the functions are reentrant.
 #ifndef COHORT_CORE_CONFIG_H_
@@ -165,8 +167,15 @@ struct ConfigKeyInfo {
   std::string type;           // "string", "int", "number", "bool", "list", "map"
   std::string default_value;  // as YAML
   std::string expected;       // the constraint, e.g. "a number > 0"
+  std::string help;           // what the key means
 };
 std::vector<ConfigKeyInfo> ConfigKeys();
+
+// The key table of docs/config.md ("| key | type | default | allowed |
+// meaning |" and one row per key), generated from ConfigKeys();
+// `cohort config keys --markdown` prints it and config_test checks that
+// the docs hold exactly this table.
+std::string ConfigKeysMarkdown();
 
 }  // namespace cohort
 

@@ -312,5 +312,19 @@ TEST(ConfigTest, KeyTableListsEveryKeyWithConstraints) {
   EXPECT_EQ(keys["supervisor.ready_timeout_seconds"].default_value, "60");
 }
 
+// Every key carries its help text, and docs/config.md holds exactly the
+// generated table (regenerate: `cohort config keys --markdown`).
+TEST(ConfigTest, DocsTableIsGeneratedFromTheSchema) {
+  for (const auto& key : ConfigKeys()) EXPECT_FALSE(key.help.empty()) << key.path << " has no help";
+  std::ifstream in(COHORT_SOURCE_DIR "/docs/config.md");
+  std::stringstream text;
+  text << in.rdbuf();
+  const std::string table = ConfigKeysMarkdown();
+  EXPECT_THAT(text.str(), HasSubstr(table))
+      << "docs/config.md's key table is out of date; replace it with the output of "
+         "`cohort config keys --markdown`:\n"
+      << table;
+}
+
 }  // namespace
 }  // namespace cohort

@@ -1,4 +1,5 @@
-// The one conversion between absl::Status and grpc::Status.
+// The one conversion between absl::Status and grpc::Status. Part of the
+// cohort_rpc library (which links gRPC); cohort_base stays gRPC-free.
 //
 // The canonical codes are numerically identical in both libraries, so the
 // conversion keeps the code and the message. Transient failures should be

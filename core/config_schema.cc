@@ -1,0 +1,194 @@
+// The run config's schema: one binding line per key (constraint and help
+// text; the default is the struct field's initialiser in config.h), and the
+// checks across fields. This is the file a component author edits to add a
+// key; see config_binder.h.
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "core/config.h"
+#include "core/config_binder.h"
+
+namespace cohort {
+namespace config_internal {
+
+// ---------------------------------------------------------------------------
+// The schema. One line per field; the struct in config.h holds the default.
+
+void Bind(Binder& b, RunSection& s) {
+  b.String("name", &s.name, NonEmpty(), "Run name, shown in logs and reports.");
+  b.Int64("seed", &s.seed, AtLeast(0),
+          "Global seed; with a fixed seed on CPU a run is reproducible.");
+  b.String("out_dir", &s.out_dir, NonEmpty(),
+           "Checkpoints, role logs, `trained.jsonl`, `report.html`.");
+  b.String("log_level", &s.log_level, OneOf({"debug", "info", "warning", "error"}),
+           "Minimum log level of every role.");
+}
+
+void Bind(Binder& b, ModelSection& s) {
+  b.String("path", &s.path, {},
+           "Hugging Face model directory (`config.json`, `*.safetensors`, `tokenizer.json`); "
+           "`\"\"` uses `preset`.");
+  b.String("preset", &s.preset, {},
+           "Built-in randomly initialised architecture used when `path` is empty.");
+  b.String("tokenizer", &s.tokenizer, {},
+           "`tokenizer.json` path; `\"\"` = `<path>/tokenizer.json`.");
+  b.String("dtype", &s.dtype, OneOf({"float32", "bfloat16"}),
+           "Weights and compute dtype (bf16 autocast on GPU).");
+  b.String("chat_template", &s.chat_template, OneOf({"chatml", "llama3", "r1-zero", "plain"}),
+           "How prompts are wrapped for the policy.");
+}
+
+void Bind(Binder& b, SamplingSection& s) {
+  b.Int("group_size", &s.group_size, AtLeast(1),
+        "G: completions sampled per prompt (the GRPO group).");
+  b.Double("temperature", &s.temperature, Positive(), "Sampling temperature.");
+  b.Double("top_p", &s.top_p, DoubleRule{0.0, true, 1.0, false}, "Nucleus sampling mass.");
+  b.Int("top_k", &s.top_k, AtLeast(0), "Top-k sampling; 0 = off.");
+  b.Int("max_new_tokens", &s.max_new_tokens, AtLeast(1), "Completion length limit in tokens.");
+  b.StringList("stop", &s.stop, "Extra stop strings (EOS always stops).");
+}
+
+void Bind(Binder& b, LearnerSection& s) {
+  b.String("host", &s.host, NonEmpty(), "Address the learner's gRPC server binds.");
+  b.Int("port", &s.port, Port(), "Learner gRPC port; 0 picks a free one.");
+  b.Int("metrics_port", &s.metrics_port, Port(), "Learner `/metrics` port; 0 picks a free one.");
+  b.Int("heartbeat_interval_ms", &s.heartbeat_interval_ms, AtLeast(1),
+        "How often actors renew their leases.");
+  b.Int("lease_ttl_ms", &s.lease_ttl_ms, AtLeast(1),
+        "A lease not renewed for this long returns to the queue.");
+  b.Int("max_staleness", &s.max_staleness, AtLeast(0),
+        "Most policy versions between sampling and training.");
+}
+
+void Bind(Binder& b, ActorSection& s) {
+  b.Int("count", &s.count, AtLeast(0), "Actors `cohort run` starts.");
+  b.Int("slots", &s.slots, AtLeast(1), "Sequences each actor decodes concurrently.");
+  b.Int("metrics_port", &s.metrics_port, Port(), "Actor `/metrics` port; 0 picks a free one.");
+}
+
+void Bind(Binder& b, RewardTaskSpec& s) {
+  b.String("verifier", &s.verifier, OneOf(Verifiers()),
+           "Verifier; defaults to the task's name when that names one.");
+  b.String("format", &s.format, OneOf({"r1", "r1-zero", "none"}),
+           "Format reward: `r1` (`<think>…</think><answer>…</answer>`), `r1-zero`, or none.");
+  b.String("language", &s.language, OneOf({"", "en", "zh"}),
+           "Language-consistency reward; `\"\"` = off.");
+  b.NumberMap("weights", &s.weights, {},
+              "Reward = Σ weight × component (`accuracy`, `format`, `language`, `length`, …).");
+  b.Int("max_length", &s.max_length, AtLeast(0), "Length shaping limit in tokens; 0 = off.");
+  b.Int("cache_length", &s.cache_length, AtLeast(0),
+        "Soft overlong window before `max_length`, in tokens.");
+  b.String("endpoint", &s.endpoint, OptionalHostPort(),
+           "`\"\"` = built-in verifier; `host:port` = any `cohort.v1.Reward` server.");
+}
+
+void Bind(Binder& b, RewardSection& s) {
+  b.String("host", &s.host, NonEmpty(), "Address the reward server binds.");
+  b.Int("port", &s.port, Port(), "Reward gRPC port; 0 picks a free one.");
+  b.Int("metrics_port", &s.metrics_port, Port(), "Reward `/metrics` port; 0 picks a free one.");
+  b.Int("workers", &s.workers, AtLeast(0), "Verifier threads; 0 = number of cores.");
+  b.Int("max_batch", &s.max_batch, AtLeast(1), "Most samples per `Score` call.");
+  b.Double("sample_timeout_seconds", &s.sample_timeout_seconds, Positive(),
+           "Per-sample verifier limit; over it the sample is `TIMEOUT`, never 0.");
+  b.String("address", &s.address, OptionalHostPort(),
+           "`\"\"` = the reward server `cohort run` starts; else an external `host:port`.");
+  BindSectionMap<RewardTaskSpec>(b, "tasks", &s.tasks,
+                                 [](const std::string& name, RewardTaskSpec* t) {
+                                   t->verifier = IsVerifier(name) ? name : "";
+                                 });
+}
+
+void Bind(Binder& b, TlsSection& s) {
+  b.String("cert_file", &s.cert_file, {},
+           "PEM certificate chain: a server's own; a client's for mutual TLS.");
+  b.String("key_file", &s.key_file, {}, "PEM private key of `cert_file` (set both or neither).");
+  b.String("ca_file", &s.ca_file, {}, "PEM CA bundle that verifies the peer.");
+  b.Bool("require_client_cert", &s.require_client_cert,
+         "Servers refuse clients without a certificate signed by `ca_file`.");
+}
+
+void Bind(Binder& b, SecuritySection& s) {
+  BindSection(b, "tls", &s.tls);
+  b.String("token_file", &s.token_file, {},
+           "File holding a bearer token every call must carry; `\"\"` = none.");
+}
+
+void Bind(Binder& b, SupervisorSection& s) {
+  b.Int("max_restarts", &s.max_restarts, AtLeast(0),
+        "Restarts of one role within the window before the run stops.");
+  b.Int("restart_window_seconds", &s.restart_window_seconds, AtLeast(1),
+        "Window for `max_restarts`.");
+  b.Int("backoff_initial_ms", &s.backoff_initial_ms, AtLeast(1),
+        "First restart delay; doubles per restart.");
+  b.Int("backoff_max_ms", &s.backoff_max_ms, AtLeast(1),
+        "Restart delay cap (>= `backoff_initial_ms`).");
+  b.Int("stop_timeout_seconds", &s.stop_timeout_seconds, AtLeast(1),
+        "SIGTERM, then SIGKILL after this.");
+  b.Int("ready_timeout_seconds", &s.ready_timeout_seconds, AtLeast(1),
+        "Time a role has to report SERVING.");
+}
+
+void Bind(Binder& b, RunConfig& c) {
+  BindSection(b, "run", &c.run);
+  BindSection(b, "model", &c.model);
+  BindSection(b, "sampling", &c.sampling);
+  BindSection(b, "learner", &c.learner);
+  BindSection(b, "actor", &c.actor);
+  BindSection(b, "reward", &c.reward);
+  BindSection(b, "security", &c.security);
+  BindSection(b, "supervisor", &c.supervisor);
+}
+
+absl::Status CrossFieldChecks(const RunConfig& c) {
+  const TlsSection& tls = c.security.tls;
+  if (tls.cert_file.empty() != tls.key_file.empty()) {
+    return absl::InvalidArgumentError(
+        "security.tls: cert_file and key_file must be set together (got only " +
+        std::string(tls.cert_file.empty() ? "key_file" : "cert_file") + ")");
+  }
+  if (tls.require_client_cert && tls.ca_file.empty()) {
+    return absl::InvalidArgumentError(
+        "security.tls.require_client_cert: true needs security.tls.ca_file (the CA that signs "
+        "client certificates)");
+  }
+  if (tls.require_client_cert && tls.cert_file.empty()) {
+    return absl::InvalidArgumentError(
+        "security.tls.require_client_cert: true needs security.tls.cert_file and key_file");
+  }
+  if (c.supervisor.backoff_max_ms < c.supervisor.backoff_initial_ms) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "supervisor.backoff_max_ms: expected an integer >= supervisor.backoff_initial_ms (",
+        c.supervisor.backoff_initial_ms, "), got ", c.supervisor.backoff_max_ms));
+  }
+  for (const auto& [name, task] : c.reward.tasks) {
+    if (task.weights.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "reward.tasks.", name, ".weights: expected at least one weight, e.g. {accuracy: 1.0}"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+const std::vector<std::string>& Verifiers() {
+  static const auto* v = new std::vector<std::string>{"math", "gsm8k", "countdown", "code"};
+  return *v;
+}
+
+bool IsVerifier(const std::string& name) {
+  for (const auto& v : Verifiers()) {
+    if (v == name) return true;
+  }
+  return false;
+}
+
+}  // namespace config_internal
+
+std::map<std::string, RewardTaskSpec> RewardSection::DefaultTasks() {
+  std::map<std::string, RewardTaskSpec> tasks;
+  for (const auto& verifier : config_internal::Verifiers()) tasks[verifier].verifier = verifier;
+  return tasks;
+}
+
+}  // namespace cohort
