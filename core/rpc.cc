@@ -358,6 +358,7 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& ta
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(options.max_message_bytes);
   args.SetMaxSendMessageSize(options.max_message_bytes);
+  if (!options.lb_policy.empty()) args.SetLoadBalancingPolicyName(options.lb_policy);
   std::shared_ptr<grpc::ChannelCredentials> creds;
   if (options.tls.enabled()) {
     RETURN_IF_ERROR(CheckTls(options.tls, /*server=*/false));

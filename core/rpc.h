@@ -115,6 +115,9 @@ struct ChannelOptions {
   // Expected server name in its certificate when it differs from the
   // target's host (e.g. connecting by IP to a cert for "learner").
   std::string tls_server_name_override;
+  // gRPC load-balancing policy, e.g. "round_robin" (spreads calls over every
+  // address a name resolves to); "" = gRPC's default (pick_first).
+  std::string lb_policy;
 };
 
 // Creates a channel to `target` ("host:port", or any gRPC target URI). Does
