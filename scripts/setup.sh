@@ -42,5 +42,8 @@ if [[ ${#missing[@]} -gt 0 ]]; then
 fi
 
 # Deploy checks and the network-namespace test: iproute2, helm, kubectl,
-# kubernetes-models (into a cache outside the tree).
-"$(dirname "$0")/setup_deploy_tools.sh"
+# kubernetes-models (into a cache outside the tree). Container image builds
+# set COHORT_SKIP_DEPLOY_TOOLS=1.
+if [[ "${COHORT_SKIP_DEPLOY_TOOLS:-0}" != 1 ]]; then
+  "$(dirname "$0")/setup_deploy_tools.sh"
+fi
