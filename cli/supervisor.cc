@@ -3,7 +3,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -23,6 +22,7 @@
 #include "core/logging.h"
 #include "core/service.h"
 #include "core/status.h"
+#include "core/subprocess.h"
 
 namespace cohort::cli {
 namespace {
@@ -117,9 +117,6 @@ absl::StatusOr<std::string> FindRoleBinary(const std::string& binary, const std:
 
 absl::StatusOr<std::unique_ptr<ChildProcess>> ChildProcess::Spawn(
     const std::string& binary, const std::vector<std::string>& args, const std::string& log_path) {
-  // Everything the child needs is prepared before fork(): between fork and
-  // exec only async-signal-safe calls are allowed (the parent may have
-  // threads, e.g. gRPC's).
   int log_fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (log_fd < 0) {
     return absl::FailedPreconditionError(
@@ -131,71 +128,18 @@ absl::StatusOr<std::unique_ptr<ChildProcess>> ChildProcess::Spawn(
     ::close(log_fd);
     return absl::InternalError(absl::StrCat("cannot open /dev/null: ", std::strerror(err)));
   }
-  // Reports an exec failure (errno) to the parent; closed by a successful
-  // exec (O_CLOEXEC), so EOF means the exec worked.
-  int err_pipe[2];
-  if (::pipe2(err_pipe, O_CLOEXEC) != 0) {
-    int err = errno;
-    ::close(log_fd);
-    ::close(null_fd);
-    return absl::InternalError(absl::StrCat("pipe2: ", std::strerror(err)));
-  }
-  std::vector<std::string> argv_storage;
-  argv_storage.push_back(binary);
-  argv_storage.insert(argv_storage.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (std::string& a : argv_storage) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  pid_t parent = ::getpid();
-
-  pid_t pid = ::fork();
-  if (pid < 0) {
-    int err = errno;
-    ::close(log_fd);
-    ::close(null_fd);
-    ::close(err_pipe[0]);
-    ::close(err_pipe[1]);
-    return absl::ResourceExhaustedError(absl::StrCat("fork: ", std::strerror(err)));
-  }
-  if (pid == 0) {
-    // Child: async-signal-safe calls only.
-    ::setpgid(0, 0);
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (::getppid() != parent) ::_exit(127);  // parent already gone
-    sigset_t none;
-    sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);
-    for (int sig = 1; sig < NSIG; ++sig) {
-      if (sig != SIGKILL && sig != SIGSTOP) ::signal(sig, SIG_DFL);
-    }
-    ::dup2(null_fd, STDIN_FILENO);
-    ::dup2(log_fd, STDOUT_FILENO);
-    ::dup2(log_fd, STDERR_FILENO);
-    ::execv(argv[0], argv.data());
-    int err = errno;
-    ssize_t ignored = ::write(err_pipe[1], &err, sizeof(err));
-    (void)ignored;
-    ::_exit(127);
-  }
-  // Parent. Also set the group here so it is in place before we ever signal
-  // it (whichever of parent and child runs first).
-  ::setpgid(pid, pid);
+  SpawnOptions spawn;
+  spawn.binary = binary;
+  spawn.argv.push_back(binary);
+  spawn.argv.insert(spawn.argv.end(), args.begin(), args.end());
+  spawn.fds = {null_fd, log_fd, log_fd};
+  spawn.new_process_group = true;
+  spawn.die_with_parent = true;
+  absl::StatusOr<pid_t> pid = cohort::Spawn(spawn);
   ::close(log_fd);
   ::close(null_fd);
-  ::close(err_pipe[1]);
-  int child_errno = 0;
-  ssize_t n;
-  do {
-    n = ::read(err_pipe[0], &child_errno, sizeof(child_errno));
-  } while (n < 0 && errno == EINTR);
-  ::close(err_pipe[0]);
-  if (n == static_cast<ssize_t>(sizeof(child_errno))) {
-    int status = 0;
-    ::waitpid(pid, &status, 0);
-    return absl::FailedPreconditionError(
-        absl::StrCat("cannot execute ", binary, ": ", std::strerror(child_errno)));
-  }
-  return std::unique_ptr<ChildProcess>(new ChildProcess(pid, log_path));
+  if (!pid.ok()) return pid.status();
+  return std::unique_ptr<ChildProcess>(new ChildProcess(*pid, log_path));
 }
 
 ChildProcess::~ChildProcess() {

@@ -40,6 +40,8 @@ function(cohort_test name)
   endif()
   add_executable(${name} ${ARG_SRCS})
   target_link_libraries(${name} PRIVATE ${ARG_DEPS} GTest::gtest GTest::gmock GTest::gtest_main)
+  # Test helpers (core/testing/) are included by path from any test.
+  target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR})
   target_compile_definitions(${name} PRIVATE
     COHORT_SOURCE_DIR="${PROJECT_SOURCE_DIR}"
     COHORT_BINARY_DIR="${PROJECT_BINARY_DIR}")

@@ -2,12 +2,10 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <grp.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/mman.h>
-#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -26,6 +24,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/logging.h"
 #include "core/status.h"
+#include "core/subprocess.h"
 
 namespace cohort::reward {
 namespace {
@@ -306,98 +305,77 @@ void Sandbox::ReleaseUid(const UidLease& lease) {
   free_uids_.push_back(lease.uid);
 }
 
-absl::StatusOr<SandboxResult> Sandbox::Run(const SandboxRun& run) {
-  const SandboxLimits& lim = options_.limits;
-  const double wall = run.wall_seconds > 0 ? run.wall_seconds : lim.wall_seconds;
+// ---------------------------------------------------------------------------
+// Sandbox::Run and its steps
 
-  // --- Everything the child needs is prepared before fork(): after it,
-  // only async-signal-safe calls.
-  std::vector<int> sources;  // child fd i comes from sources[i]
-  ASSIGN_OR_RETURN(Fd stdin_fd, MemFile("stdin", run.stdin_data));
-  ASSIGN_OR_RETURN(Pipe out_pipe, MakePipe());
-  ASSIGN_OR_RETURN(Pipe err_pipe, MakePipe());
-  ASSIGN_OR_RETURN(Fd fd3, MemFile("fd3", run.fd3_data));
-  ASSIGN_OR_RETURN(Pipe chan_pipe, MakePipe());
-  ASSIGN_OR_RETURN(Pipe status_pipe, MakePipe());
-  ASSIGN_OR_RETURN(Pipe exec_err_pipe, MakePipe());
-  sources = {stdin_fd.get(), out_pipe.write.get(),  err_pipe.write.get(),
-             fd3.get(),      chan_pipe.write.get(), status_pipe.write.get()};
+namespace {
+
+// The descriptors of one run. Child fd i comes from Sources()[i]: 0 stdin,
+// 1 stdout, 2 stderr, 3 fd3 data, 4 the channel, 5 bwrap's JSON status,
+// 6... the files (bound at /sandbox/<name>).
+struct RunFds {
+  Fd stdin_fd;
+  Pipe out, err;
+  Fd fd3;
+  Pipe chan, status;
+  std::vector<Fd> files;
+
+  std::vector<int> Sources() const {
+    std::vector<int> sources = {stdin_fd.get(), out.write.get(),  err.write.get(),
+                                fd3.get(),      chan.write.get(), status.write.get()};
+    for (const Fd& f : files) sources.push_back(f.get());
+    return sources;
+  }
+  // After the child has them: the parent keeps only the read ends, which
+  // become non-blocking.
+  void CloseChildEnds() {
+    for (Fd* f : {&out.write, &err.write, &chan.write, &status.write}) f->Reset();
+    for (Fd* f : {&out.read, &err.read, &chan.read, &status.read}) {
+      fcntl(f->get(), F_SETFL, fcntl(f->get(), F_GETFL) | O_NONBLOCK);
+    }
+  }
+};
+
+absl::StatusOr<RunFds> MakeRunFds(const SandboxRun& run) {
   if (run.files.size() > 32) {
     return absl::InvalidArgumentError("sandbox: at most 32 files per run");
   }
-  std::vector<Fd> file_fds;
+  RunFds fds;
+  ASSIGN_OR_RETURN(fds.stdin_fd, MemFile("stdin", run.stdin_data));
+  ASSIGN_OR_RETURN(fds.out, MakePipe());
+  ASSIGN_OR_RETURN(fds.err, MakePipe());
+  ASSIGN_OR_RETURN(fds.fd3, MemFile("fd3", run.fd3_data));
+  ASSIGN_OR_RETURN(fds.chan, MakePipe());
+  ASSIGN_OR_RETURN(fds.status, MakePipe());
   for (const auto& [name, content] : run.files) {
     if (name.empty() || name.find('/') != std::string::npos || name[0] == '.') {
       return absl::InvalidArgumentError(absl::StrCat("sandbox: bad file name '", name, "'"));
     }
     ASSIGN_OR_RETURN(Fd f, MemFile(name, content));
-    sources.push_back(f.get());
-    file_fds.push_back(std::move(f));
+    fds.files.push_back(std::move(f));
   }
+  return fds;
+}
 
-  const std::string tmp_size = absl::StrCat(lim.tmp_bytes);
-  std::vector<std::string> args = {options_.bwrap_path,
-                                   "--unshare-user",
-                                   "--unshare-pid",
-                                   "--unshare-net",
-                                   "--unshare-ipc",
-                                   "--unshare-uts",
-                                   "--unshare-cgroup-try",
-                                   "--die-with-parent",
-                                   "--new-session",
-                                   "--cap-drop",
-                                   "ALL",
-                                   "--hostname",
-                                   "sandbox",
-                                   "--ro-bind",
-                                   "/usr",
-                                   "/usr",
-                                   "--symlink",
-                                   "usr/bin",
-                                   "/bin",
-                                   "--symlink",
-                                   "usr/lib",
-                                   "/lib",
-                                   "--symlink",
-                                   "usr/lib64",
-                                   "/lib64",
-                                   "--symlink",
-                                   "usr/sbin",
-                                   "/sbin",
-                                   "--proc",
-                                   "/proc",
-                                   "--dev",
-                                   "/dev",
-                                   "--size",
-                                   tmp_size,
-                                   "--tmpfs",
-                                   "/tmp",
-                                   "--size",
-                                   tmp_size,
-                                   "--tmpfs",
-                                   "/dev/shm",
-                                   "--dir",
-                                   "/sandbox",
-                                   "--json-status-fd",
-                                   "5",
-                                   "--clearenv",
-                                   "--setenv",
-                                   "PATH",
-                                   "/usr/bin:/bin",
-                                   "--setenv",
-                                   "HOME",
-                                   "/tmp",
-                                   "--setenv",
-                                   "LANG",
-                                   "C.UTF-8",
-                                   "--setenv",
-                                   "PYTHONDONTWRITEBYTECODE",
-                                   "1",
-                                   "--setenv",
-                                   "PYTHONHASHSEED",
-                                   "0",
-                                   "--chdir",
-                                   "/tmp"};
+// bwrap's command line: namespaces, the read-only host /usr, tmpfs, the
+// files from fds 6..., the environment, then python and the run's args.
+std::vector<std::string> BwrapArgs(const SandboxOptions& options, const SandboxRun& run) {
+  const std::string tmp_size = absl::StrCat(options.limits.tmp_bytes);
+  std::vector<std::string> args = {
+      options.bwrap_path,
+      // Namespaces and privileges.
+      "--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
+      "--unshare-cgroup-try", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+      "--hostname", "sandbox",
+      // File system: the host's /usr only, fresh /proc, /dev, tmpfs.
+      "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib",
+      "--symlink", "usr/lib64", "/lib64", "--symlink", "usr/sbin", "/sbin", "--proc", "/proc",
+      "--dev", "/dev", "--size", tmp_size, "--tmpfs", "/tmp", "--size", tmp_size, "--tmpfs",
+      "/dev/shm", "--dir", "/sandbox", "--json-status-fd", "5",
+      // Environment.
+      "--clearenv", "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", "/tmp", "--setenv",
+      "LANG", "C.UTF-8", "--setenv", "PYTHONDONTWRITEBYTECODE", "1", "--setenv", "PYTHONHASHSEED",
+      "0", "--chdir", "/tmp"};
   for (size_t i = 0; i < run.files.size(); ++i) {
     args.push_back("--ro-bind-data");
     args.push_back(absl::StrCat(6 + i));
@@ -405,41 +383,13 @@ absl::StatusOr<SandboxResult> Sandbox::Run(const SandboxRun& run) {
   }
   args.push_back("--remount-ro");
   args.push_back("/");
-  args.push_back(options_.python_path);
+  args.push_back(options.python_path);
   for (const auto& a : run.args) args.push_back(a);
+  return args;
+}
 
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  char env_path[] = "PATH=/usr/bin:/bin";
-  char* envp[] = {env_path, nullptr};
-
-  UidLease lease;
-  if (as_root_) lease = AcquireUid();
-  const int uid = as_root_ ? lease.uid : static_cast<int>(getuid());
-  struct UidReleaser {
-    Sandbox* s;
-    const UidLease& lease;
-    bool active;
-    ~UidReleaser() {
-      if (active) s->ReleaseUid(lease);
-    }
-  } releaser{this, lease, as_root_};
-
-  rlim_t nproc = static_cast<rlim_t>(lim.max_processes);
-  // Without a uid of its own, a run shares the server's uid, and
-  // RLIMIT_NPROC counts every task of that uid: runs go one at a time, each
-  // allowed max_processes tasks above what the uid has now.
-  std::unique_ptr<absl::MutexLock> serial;
-  if (!as_root_) {
-    serial = std::make_unique<absl::MutexLock>(&serial_mu_);
-    nproc += static_cast<rlim_t>(CountTasksOfUid(uid));
-  }
-  struct Limit {
-    int resource;
-    rlim_t value;
-  };
-  const Limit limits[] = {
+std::vector<std::pair<int, rlim_t>> RunRlimits(const SandboxLimits& lim, rlim_t nproc) {
+  return {
       {RLIMIT_CPU, static_cast<rlim_t>(lim.cpu_seconds)},
       {RLIMIT_AS, static_cast<rlim_t>(lim.memory_bytes)},
       {RLIMIT_NPROC, nproc},
@@ -447,74 +397,15 @@ absl::StatusOr<SandboxResult> Sandbox::Run(const SandboxRun& run) {
       {RLIMIT_NOFILE, static_cast<rlim_t>(lim.max_open_files)},
       {RLIMIT_CORE, 0},
   };
-  int max_fd = static_cast<int>(sources.size());
-  for (int s : sources) max_fd = std::max(max_fd, s);
-  const int n_targets = static_cast<int>(sources.size());
-  const pid_t parent_pid = getpid();
-  const bool as_root = as_root_;
-  const int exec_err_fd = exec_err_pipe.write.get();
+}
 
-  const auto start = Clock::now();
-  pid_t pid = fork();
-  if (pid < 0) return Errno("fork");
-  if (pid == 0) {
-    // Child: async-signal-safe calls only.
-    sigset_t all;
-    sigemptyset(&all);
-    sigprocmask(SIG_SETMASK, &all, nullptr);
-    for (int sig = 1; sig < NSIG; ++sig) signal(sig, SIG_DFL);
-    setpgid(0, 0);
-    int err_fd = fcntl(exec_err_fd, F_DUPFD_CLOEXEC, max_fd + 1);
-    int tmp[64];
-    for (int i = 0; i < n_targets && i < 64; ++i) {
-      tmp[i] = fcntl(sources[static_cast<size_t>(i)], F_DUPFD, max_fd + 2 + i);
-    }
-    for (int i = 0; i < n_targets && i < 64; ++i) dup2(tmp[i], i);
-    // Close everything else but the exec-error pipe (close-on-exec).
-    if (syscall(SYS_close_range, n_targets, err_fd - 1, 0) != 0 ||
-        syscall(SYS_close_range, err_fd + 1, ~0U, 0) != 0) {
-      for (int fd = n_targets; fd < 65536; ++fd) {
-        if (fd != err_fd) close(fd);
-      }
-    }
-    for (const Limit& l : limits) {
-      struct rlimit rl = {l.value, l.value};
-      if (setrlimit(l.resource, &rl) != 0) {
-        int e = errno;
-        (void)!write(err_fd, &e, sizeof(e));
-        _exit(127);
-      }
-    }
-    if (as_root) {
-      if (setgroups(0, nullptr) != 0 || setgid(static_cast<gid_t>(uid)) != 0 ||
-          setuid(static_cast<uid_t>(uid)) != 0) {
-        int e = errno;
-        (void)!write(err_fd, &e, sizeof(e));
-        _exit(127);
-      }
-    }
-    // After the uid change (which clears it): die with the server.
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != parent_pid) _exit(127);
-    execve(argv[0], argv.data(), envp);
-    int e = errno;
-    (void)!write(err_fd, &e, sizeof(e));
-    _exit(127);
-  }
-
-  // --- Parent.
-  out_pipe.write.Reset();
-  err_pipe.write.Reset();
-  chan_pipe.write.Reset();
-  status_pipe.write.Reset();
-  exec_err_pipe.write.Reset();
-  for (Fd* f : {&out_pipe.read, &err_pipe.read, &chan_pipe.read, &status_pipe.read}) {
-    fcntl(f->get(), F_SETFL, fcntl(f->get(), F_GETFL) | O_NONBLOCK);
-  }
+// Reads stdout, stderr, the channel and bwrap's status into `result` and
+// `status_json` until bwrap has exited and the streams are drained (or a
+// grace period after the exit has passed). Kills bwrap (and so the pid
+// namespace) at `deadline`. Returns bwrap's wait status.
+int CollectOutput(pid_t pid, RunFds& fds, const SandboxLimits& lim, Clock::time_point deadline,
+                  SandboxResult* result, std::string* status_json) {
   Fd pidfd(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
-
-  SandboxResult result;
-  std::string status_json;
   bool status_trunc = false, chan_trunc = false;
   struct Stream {
     Fd* fd;
@@ -523,12 +414,11 @@ absl::StatusOr<SandboxResult> Sandbox::Run(const SandboxRun& run) {
     bool* truncated;
   };
   Stream streams[] = {
-      {&out_pipe.read, &result.stdout_data, lim.output_bytes, &result.stdout_truncated},
-      {&err_pipe.read, &result.stderr_data, lim.output_bytes, &result.stderr_truncated},
-      {&chan_pipe.read, &result.channel, lim.output_bytes, &chan_trunc},
-      {&status_pipe.read, &status_json, 1 << 16, &status_trunc},
+      {&fds.out.read, &result->stdout_data, lim.output_bytes, &result->stdout_truncated},
+      {&fds.err.read, &result->stderr_data, lim.output_bytes, &result->stderr_truncated},
+      {&fds.chan.read, &result->channel, lim.output_bytes, &chan_trunc},
+      {&fds.status.read, status_json, 1 << 16, &status_trunc},
   };
-  const auto deadline = start + std::chrono::microseconds(static_cast<int64_t>(wall * 1e6));
   bool exited = false;
   int wstatus = 0;
   Clock::time_point drain_until{};
@@ -545,7 +435,7 @@ absl::StatusOr<SandboxResult> Sandbox::Run(const SandboxRun& run) {
     auto now = Clock::now();
     if (exited && (which.empty() || now >= drain_until)) break;
     if (!exited && now >= deadline) {
-      result.timed_out = true;
+      result->timed_out = true;
       kill(pid, SIGKILL);
       kill(-pid, SIGKILL);
       waitpid(pid, &wstatus, 0);
@@ -578,49 +468,100 @@ absl::StatusOr<SandboxResult> Sandbox::Run(const SandboxRun& run) {
       }
     }
   }
-  result.wall_seconds = std::chrono::duration<double>(Clock::now() - start).count();
   // Whatever is left of the process group (there should be nothing).
   kill(-pid, SIGKILL);
+  return wstatus;
+}
 
-  int exec_errno = 0;
-  ssize_t got = read(exec_err_pipe.read.get(), &exec_errno, sizeof(exec_errno));
-  if (got == static_cast<ssize_t>(sizeof(exec_errno))) {
-    errno = exec_errno;
-    return Errno(absl::StrCat("starting ", options_.bwrap_path));
+// Nothing may outlive a run under its pool uid. The pid namespace dies with
+// its init; this catches anything that escaped it anyway. Processes of the
+// dead namespace may take a moment to finish exiting; only what is still
+// there after that counts as a straggler.
+void SweepUid(int uid, SandboxResult* result) {
+  for (int round = 0; round < 50 && CountProcessesOfUid(uid) > 0; ++round) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
-
-  if (as_root_) {
-    // Nothing may outlive the run under this uid. The pid namespace dies
-    // with its init; this catches anything that escaped it anyway.
-    // Processes of the dead namespace may take a moment to finish exiting;
-    // only what is still there after that counts as a straggler.
-    for (int round = 0; round < 50 && CountProcessesOfUid(uid) > 0; ++round) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    for (int round = 0; round < 200; ++round) {
-      int n = KillProcessesOfUid(uid);
-      if (n == 0) break;
-      if (round == 0) result.stragglers_killed = n;
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    if (result.stragglers_killed > 0) {
-      COHORT_LOG(WARNING) << "sandbox: killed " << result.stragglers_killed
-                          << " leftover processes of uid " << uid;
-    }
+  for (int round = 0; round < 200; ++round) {
+    int n = KillProcessesOfUid(uid);
+    if (n == 0) break;
+    if (round == 0) result->stragglers_killed = n;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
+  if (result->stragglers_killed > 0) {
+    COHORT_LOG(WARNING) << "sandbox: killed " << result->stragglers_killed
+                        << " leftover processes of uid " << uid;
+  }
+}
 
+// The program's exit code from bwrap's status (bwrap's own exit status if
+// it wrote none); an error if bwrap never started the program.
+absl::Status SetOutcome(const std::string& status_json, int wstatus, SandboxResult* result) {
   int code = -1;
   bool started = status_json.find("child-pid") != std::string::npos;
   if (ParseExitCode(status_json, &code)) {
-    result.exit_code = code;
-  } else if (WIFEXITED(wstatus) && !result.timed_out) {
-    result.exit_code = WEXITSTATUS(wstatus);
+    result->exit_code = code;
+  } else if (WIFEXITED(wstatus) && !result->timed_out) {
+    result->exit_code = WEXITSTATUS(wstatus);
   }
-  if (WIFSIGNALED(wstatus)) result.term_signal = WTERMSIG(wstatus);
-  if (!started && !result.timed_out) {
+  if (WIFSIGNALED(wstatus)) result->term_signal = WTERMSIG(wstatus);
+  if (!started && !result->timed_out) {
     return absl::InternalError(absl::StrCat("sandbox: bwrap failed to set up the sandbox: ",
-                                            result.stderr_data.substr(0, 500)));
+                                            result->stderr_data.substr(0, 500)));
   }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<SandboxResult> Sandbox::Run(const SandboxRun& run) {
+  const SandboxLimits& lim = options_.limits;
+  const double wall = run.wall_seconds > 0 ? run.wall_seconds : lim.wall_seconds;
+  ASSIGN_OR_RETURN(RunFds fds, MakeRunFds(run));
+
+  UidLease lease;
+  if (as_root_) lease = AcquireUid();
+  const int uid = as_root_ ? lease.uid : static_cast<int>(getuid());
+  struct UidReleaser {
+    Sandbox* s;
+    const UidLease& lease;
+    bool active;
+    ~UidReleaser() {
+      if (active) s->ReleaseUid(lease);
+    }
+  } releaser{this, lease, as_root_};
+
+  rlim_t nproc = static_cast<rlim_t>(lim.max_processes);
+  // Without a uid of its own, a run shares the server's uid, and
+  // RLIMIT_NPROC counts every task of that uid: runs go one at a time, each
+  // allowed max_processes tasks above what the uid has now.
+  std::unique_ptr<absl::MutexLock> serial;
+  if (!as_root_) {
+    serial = std::make_unique<absl::MutexLock>(&serial_mu_);
+    nproc += static_cast<rlim_t>(CountTasksOfUid(uid));
+  }
+
+  SpawnOptions spawn;
+  spawn.binary = options_.bwrap_path;
+  spawn.argv = BwrapArgs(options_, run);
+  spawn.env = std::vector<std::string>{"PATH=/usr/bin:/bin"};
+  spawn.fds = fds.Sources();
+  spawn.rlimits = RunRlimits(lim, nproc);
+  spawn.uid = as_root_ ? uid : -1;
+  const auto start = Clock::now();
+  absl::StatusOr<pid_t> pid = cohort::Spawn(spawn);
+  if (!pid.ok()) {
+    return absl::InternalError(absl::StrCat("sandbox: ", pid.status().message()));
+  }
+  fds.CloseChildEnds();
+
+  SandboxResult result;
+  std::string status_json;
+  const int wstatus = CollectOutput(
+      *pid, fds, lim, start + std::chrono::microseconds(static_cast<int64_t>(wall * 1e6)), &result,
+      &status_json);
+  result.wall_seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  if (as_root_) SweepUid(uid, &result);
+  RETURN_IF_ERROR(SetOutcome(status_json, wstatus, &result));
   return result;
 }
 
