@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/logging.h"
 #include "core/status.h"
+#include "model/torch_error.h"
 
 namespace cohort::model {
 
@@ -173,11 +174,32 @@ void Engine::Loop() {
 }
 
 bool Engine::Step() {
-  InstallPendingWeights();
-  FillSlots();
-  if (active_ == 0) return false;
-  DecodeActive();
+  // Nothing a step calls may unwind into the loop thread (std::terminate):
+  // a torch exception (a failed prefix copy, device out of memory) or one
+  // thrown by EngineOptions::decode fails the work in flight, whose state
+  // it may have left half-updated; queued requests and the engine go on.
+  try {
+    InstallPendingWeights();
+    FillSlots();
+    if (active_ == 0) return false;
+    DecodeActive();
+    return true;
+  } catch (const std::exception& e) {
+    FailInFlight(TorchError("generate", e));
+  } catch (...) {
+    FailInFlight(UnknownTorchError("generate"));
+  }
   return true;
+}
+
+void Engine::FailInFlight(const absl::Status& status) {
+  COHORT_LOG(ERROR) << "engine: step failed, failing the requests in flight: " << status.message();
+  for (Slot& slot : slots_) {
+    if (slot.group != nullptr) FailGroup(slot.group, status);
+  }
+  for (auto& group : started_) FailGroup(group, status);
+  started_.clear();
+  active_ = 0;
 }
 
 void Engine::RunUntilIdle() {
@@ -245,7 +267,7 @@ void Engine::FillSlots() {
         }
       } catch (const std::exception& e) {
         cache_.Reset(s);
-        FailGroup(next, absl::InternalError(absl::StrCat("generate: after prefill: ", e.what())));
+        FailGroup(next, TorchError("generate: after prefill", e));
         continue;
       }
       next->prefill_version = model_->version();
@@ -285,7 +307,7 @@ void Engine::DecodeActive() {
     try {
       logprobs = TemperatureLogProbs(*logits, temperatures);
     } catch (const std::exception& e) {
-      logits = absl::InternalError(absl::StrCat("generate: sampling: ", e.what()));
+      logits = TorchError("generate: sampling", e);
     }
   }
   if (!logits.ok()) {

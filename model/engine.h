@@ -111,7 +111,9 @@ class Engine {
   void Stop();
 
   // One scheduling iteration (install weights, fill slots, one decode
-  // step). Returns false when there was nothing to do.
+  // step). Returns false when there was nothing to do. Never throws: an
+  // exception inside a step (torch, or EngineOptions::decode) fails the
+  // requests in flight with its status and the engine carries on.
   bool Step();
   // Steps until no request is queued or in flight.
   void RunUntilIdle();
@@ -138,6 +140,8 @@ class Engine {
   void Finish(Slot& slot, FinishReason reason);
   void FailGroup(const std::shared_ptr<Group>& group, absl::Status status);
   void FailAll(const absl::Status& status);
+  // Fails every group that holds a slot or waits for one (not the queue).
+  void FailInFlight(const absl::Status& status);
   void AddStats(const EngineStats& delta);
 
   // Constant after construction.

@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include "model/tiny_model.h"
+#include "model/torch_error.h"
 
 namespace cohort::model {
 namespace {
@@ -286,6 +287,54 @@ TEST(EngineTest, LoopThreadAndIdempotentStop) {
   if (!r.ok()) EXPECT_EQ(r.status().code(), absl::StatusCode::kCancelled);
   auto after = engine->Submit(Request({1}, 1, 0));
   EXPECT_EQ(after.get().status().code(), absl::StatusCode::kCancelled);
+}
+
+TEST(TorchErrorTest, MapsExceptionsToStatuses) {
+  try {
+    TORCH_CHECK(false, "shapes disagree");
+  } catch (const std::exception& e) {
+    absl::Status s = TorchError("decode", e);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInternal);
+    EXPECT_THAT(std::string(s.message()), HasSubstr("decode: shapes disagree"));
+    // No C++ backtrace in the message.
+    EXPECT_THAT(std::string(s.message()), ::testing::Not(HasSubstr("frame #")));
+  }
+  EXPECT_EQ(TorchError("kv", std::bad_alloc()).code(), absl::StatusCode::kResourceExhausted);
+  absl::StatusOr<int> guarded = GuardTorch("load", []() -> absl::StatusOr<int> {
+    at::Tensor a = at::zeros({2, 3});
+    at::Tensor b = at::zeros({4, 5});
+    return static_cast<int>(at::matmul(a, b).numel());  // throws: [2,3] x [4,5]
+  });
+  ASSERT_FALSE(guarded.ok());
+  EXPECT_THAT(std::string(guarded.status().message()), HasSubstr("load: "));
+  EXPECT_EQ(GuardTorch("ok", []() -> absl::StatusOr<int> { return 7; }).value(), 7);
+  EXPECT_EQ(GuardTorch("any", []() -> absl::Status { throw 1; }).code(),
+            absl::StatusCode::kInternal);
+}
+
+// An exception thrown inside a step (here by the decode callback, as a
+// torch call could) fails the requests in flight; the loop thread survives
+// and serves the next request.
+TEST(EngineTest, ExceptionInsideStepFailsInFlightRequestsAndLoopGoesOn) {
+  EngineOptions options;
+  options.decode = [](const std::vector<int32_t>& ids) -> std::string {
+    TORCH_CHECK(false, "decoder exploded");
+    return "";
+  };
+  auto engine = MakeEngine(4, 64, Variant::kQwen2, options);
+  engine->Start();
+  GenerationRequest with_stop = Request({1, 2, 3}, 2, 5, 8);
+  with_stop.params.stop = {"x"};
+  auto failed = engine->Submit(with_stop);
+  absl::StatusOr<GenerationResult> r = failed.get();
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInternal);
+  EXPECT_THAT(std::string(r.status().message()), HasSubstr("decoder exploded"));
+  auto next = engine->Submit(Request({4, 5, 6}, 3, 6, 8));
+  GenerationResult ok = Get(next);
+  ASSERT_EQ(ok.completions.size(), 3u);
+  for (const Completion& c : ok.completions) EXPECT_EQ(c.tokens.size(), 8u);
+  engine->Stop();
 }
 
 }  // namespace

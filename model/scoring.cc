@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/status.h"
+#include "model/torch_error.h"
 
 namespace cohort::model {
 
@@ -38,11 +39,13 @@ absl::StatusOr<at::Tensor> TokenLogProbs(const Transformer& model, const at::Ten
     at::Tensor valid = at::logical_and(mask.narrow(1, 0, t - 1), mask.narrow(1, 1, t - 1));
     return logprobs * valid.to(at::kFloat);
   } catch (const std::exception& e) {
-    return absl::InternalError(absl::StrCat("score: ", e.what()));
+    return TorchError("score", e);
   }
 }
 
-absl::StatusOr<std::vector<std::vector<float>>> CompletionLogProbs(
+namespace {
+
+absl::StatusOr<std::vector<std::vector<float>>> CompletionLogProbsUnguarded(
     const Transformer& model, const std::vector<ScoredSequence>& sequences, double temperature) {
   if (sequences.empty()) return std::vector<std::vector<float>>();
   int64_t t = 2;
@@ -81,6 +84,14 @@ absl::StatusOr<std::vector<std::vector<float>>> CompletionLogProbs(
     }
   }
   return out;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<std::vector<float>>> CompletionLogProbs(
+    const Transformer& model, const std::vector<ScoredSequence>& sequences, double temperature) {
+  return GuardTorch("score",
+                    [&] { return CompletionLogProbsUnguarded(model, sequences, temperature); });
 }
 
 }  // namespace cohort::model

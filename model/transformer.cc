@@ -13,19 +13,13 @@
 #include "absl/strings/str_join.h"
 #include "core/status.h"
 #include "model/kv_cache.h"
+#include "model/torch_error.h"
 
 namespace cohort::model {
 namespace {
 
 std::string ShapeString(at::IntArrayRef shape) {
   return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
-}
-
-absl::Status TorchError(const char* where, const std::exception& e) {
-  if (const auto* c10 = dynamic_cast<const c10::Error*>(&e)) {
-    return absl::InternalError(absl::StrCat(where, ": ", c10->what_without_backtrace()));
-  }
-  return absl::InternalError(absl::StrCat(where, ": ", e.what()));
 }
 
 int64_t HeadDim(const ModelConfig& c) {
