@@ -61,6 +61,7 @@ step() { echo "== $*"; }
 # name | values file ("" = defaults) | extra helm flags | validate.js flags
 cases=(
   "default||--kube-version 1.30.0|--expect-kind StatefulSet --expect-kind NetworkPolicy --expect-kind PodDisruptionBudget"
+  "cpu|deploy/k8s/cpu-values.yaml|--kube-version 1.30.0|"
   "gpu-nccl-tls|$CHART/ci/gpu-nccl-tls-values.yaml|--kube-version 1.33.0 --api-versions monitoring.coreos.com/v1/ServiceMonitor|--allow-sandbox --expect-kind ServiceMonitor --expect-kind HorizontalPodAutoscaler"
 )
 for c in "${cases[@]}"; do
@@ -123,6 +124,29 @@ grep -q 'terminationGracePeriodSeconds: 80$' "$WORK/default.yaml" ||
   fail "actor terminationGracePeriodSeconds is not drain 60 + stop 10 + margin 10"
 grep -q 'terminationGracePeriodSeconds: 140$' "$WORK/default.yaml" ||
   fail "learner terminationGracePeriodSeconds is not checkpoint 120 + stop 10 + margin 10"
+
+# The examples under deploy/k8s/.
+step "deploy/k8s examples"
+if ! node "$VALIDATE" deploy/k8s/namespace.yaml deploy/k8s/alerts.yaml >"$WORK/k8s.log" 2>&1; then
+  cat "$WORK/k8s.log" >&2
+  fail "deploy/k8s/*.yaml do not validate"
+fi
+node -e 'const p = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
+  if (!p.defaultAction || !Array.isArray(p.syscalls)) process.exit(1);' \
+  deploy/k8s/seccomp/cohort-sandbox.json || fail "deploy/k8s/seccomp/cohort-sandbox.json is not a seccomp profile"
+if command -v promtool >/dev/null; then
+  node -e '
+    const yaml = require("js-yaml");
+    const rule = yaml.load(require("fs").readFileSync(process.argv[1], "utf8"));
+    process.stdout.write(yaml.dump({groups: rule.spec.groups}));' deploy/k8s/alerts.yaml \
+    >"$WORK/rules.yaml"
+  if ! promtool check rules "$WORK/rules.yaml" >"$WORK/rules.log" 2>&1; then
+    cat "$WORK/rules.log" >&2
+    fail "promtool check rules deploy/k8s/alerts.yaml"
+  fi
+elif [[ "${COHORT_REQUIRE_DATA:-0}" == 1 ]]; then
+  fail "promtool not installed (Debian package prometheus)"
+fi
 
 # --- 3: wrong values fail with a message -------------------------------------
 step "wrong values fail at install time"
