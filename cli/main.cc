@@ -27,6 +27,8 @@ const Command kCommands[] = {
      "encode JSON-string lines to ids, or decode with --decode"},
     {"reward", cohort::cli::RewardMain,
      "score JSON lines offline with the reward verifiers (reward score)"},
+    {"health", cohort::cli::HealthMain,
+     "ask a server's grpc.health.v1 status with the run's token and TLS (exit 0 = SERVING)"},
     {"init-model", nullptr, "write a randomly initialised Hugging Face model directory"},
 };
 
