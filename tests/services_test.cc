@@ -4,6 +4,7 @@
 // every flag; a bad config is a clear error.
 #include <signal.h>
 
+#include <cstdlib>
 #include <memory>
 #include <ostream>
 #include <string>
@@ -58,6 +59,22 @@ std::vector<Role> Roles() {
 
 constexpr int kStopTimeoutSeconds = 5;
 
+// `promtool check metrics` (Prometheus' own linter) accepts the exposition:
+// names, HELP/TYPE lines, units, counters ending in _total. Without
+// promtool this is skipped, unless COHORT_REQUIRE_DATA=1.
+void PromtoolCheckMetrics(const std::string& body, const std::string& path) {
+  if (std::system("command -v promtool >/dev/null 2>&1") != 0) {
+    const char* require = std::getenv("COHORT_REQUIRE_DATA");
+    EXPECT_FALSE(require != nullptr && std::string(require) == "1")
+        << "COHORT_REQUIRE_DATA=1 but promtool is not installed (Debian package prometheus)";
+    return;
+  }
+  cohort::testing::WriteFile(path, body);
+  std::string out = path + ".promtool";
+  int rc = std::system(("promtool check metrics < " + path + " > " + out + " 2>&1").c_str());
+  EXPECT_EQ(rc, 0) << "promtool check metrics:\n" << ReadFile(out) << "\n" << body;
+}
+
 class ServiceTest : public ::testing::TestWithParam<Role> {
  protected:
   // Starts the binary with free ports; returns its port file once written.
@@ -96,6 +113,7 @@ TEST_P(ServiceTest, ServesHealthAndMetricsThenStopsOnSigterm) {
   ASSERT_TRUE(res) << "GET /metrics failed";
   EXPECT_EQ(res->status, 200);
   EXPECT_THAT(res->body, HasSubstr("# TYPE cohort_"));
+  PromtoolCheckMetrics(res->body, dir_ / "metrics.txt");
 
   absl::Time start = absl::Now();
   child_->Signal(SIGTERM);
