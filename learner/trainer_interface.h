@@ -114,7 +114,7 @@ struct StepResult {
 struct TrainerInfo {
   int64_t vocab_size = 0;
   std::string model_fingerprint;
-  std::string config_json;  // the model's config.json
+  std::string config_json;        // the model's config.json
   std::string dtype = "float32";  // served weights: "float32" | "bfloat16"
 };
 

@@ -1,0 +1,515 @@
+#include "learner/ledger.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <map>
+#include <random>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "core/file.h"
+
+namespace cohort::learner {
+namespace {
+
+const absl::Time kT0 = absl::FromUnixSeconds(1700000000);
+
+LedgerOptions Small(int64_t n, int64_t p, int k) {
+  LedgerOptions o;
+  o.num_prompts = n;
+  o.prompts_per_step = p;
+  o.max_staleness = k;
+  o.lease_ttl = absl::Seconds(10);
+  return o;
+}
+
+GroupVerdict Good(int64_t version = 0) { return {4, false, version}; }
+
+std::shared_ptr<const TrainGroup> G(const LeaseGrant& g) {
+  auto group = std::make_shared<TrainGroup>();
+  group->prompt_id = g.prompt_id;
+  group->epoch = g.epoch;
+  group->lease_id = g.lease_id;
+  return group;
+}
+
+std::string TempDir() {
+  char tmpl[] = "/tmp/ledger_test.XXXXXX";
+  return ::mkdtemp(tmpl);
+}
+
+TEST(LedgerTest, RejectsBadOptions) {
+  EXPECT_FALSE(Ledger::Create(Small(0, 1, 1)).ok());
+  LedgerOptions o = Small(3, 1, 1);
+  o.epoch_orders = {{0, 1, 1}};
+  absl::StatusOr<std::unique_ptr<Ledger>> l = Ledger::Create(o);
+  ASSERT_FALSE(l.ok());
+  EXPECT_NE(l.status().message().find("epoch_orders[0]"), std::string::npos);
+}
+
+TEST(LedgerTest, LeaseSubmitTrain) {
+  auto ledger = *Ledger::Create(Small(4, 2, 1));
+  std::vector<LeaseGrant> a = ledger->Lease(10, 0, "a", kT0);
+  ASSERT_EQ(a.size(), 4u);  // (K + 1) * P
+  EXPECT_EQ(a[0].prompt_id, 0);
+  EXPECT_EQ(a[0].attempt, 1);
+  EXPECT_EQ(a[0].deadline, kT0 + absl::Seconds(10));
+  EXPECT_FALSE(ledger->TakeBatch(kT0).has_value());
+  for (int i = 0; i < 2; ++i) {
+    SubmitOutcome out = *ledger->Submit(a[i].lease_id, Good(), G(a[i]), kT0);
+    EXPECT_TRUE(out.accepted);
+    EXPECT_FALSE(out.duplicate);
+  }
+  SubmitOutcome dup = *ledger->Submit(a[0].lease_id, Good(), G(a[0]), kT0);
+  EXPECT_TRUE(dup.accepted);
+  EXPECT_TRUE(dup.duplicate);
+  std::optional<LedgerBatch> batch = ledger->TakeBatch(kT0);
+  ASSERT_TRUE(batch.has_value());
+  EXPECT_EQ(batch->groups.size(), 2u);
+  EXPECT_EQ(ledger->Counts().buffered, 2);
+  ASSERT_TRUE(ledger->CommitBatch(*batch, 1, true).ok());
+  EXPECT_EQ(ledger->version(), 1);
+  LedgerCounts c = ledger->Counts();
+  EXPECT_EQ(c.trained, 2);
+  EXPECT_EQ(c.leased, 2);
+  EXPECT_FALSE(c.done);
+  absl::StatusOr<SubmitOutcome> unknown = ledger->Submit("nope", Good(), nullptr, kT0);
+  EXPECT_EQ(unknown.status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(LedgerTest, LateSubmitAcceptedUnlessReleased) {
+  auto ledger = *Ledger::Create(Small(2, 1, 0));
+  LeaseGrant a = ledger->Lease(1, 0, "a", kT0)[0];
+  // Expired but not re-leased: accepted.
+  EXPECT_EQ(ledger->ExpireLeases(kT0 + absl::Seconds(11)), 1);
+  EXPECT_EQ(ledger->Counts().queued, 2);
+  EXPECT_TRUE(ledger->Submit(a.lease_id, Good(), G(a), kT0 + absl::Seconds(12))->accepted);
+  // Expired and re-leased: refused with a reason.
+  auto l2 = *Ledger::Create(Small(2, 1, 0));
+  LeaseGrant b = l2->Lease(1, 0, "a", kT0)[0];
+  std::vector<LeaseGrant> again = l2->Lease(1, 0, "b", kT0 + absl::Seconds(11));
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_EQ(again[0].prompt_id, b.prompt_id);
+  EXPECT_EQ(again[0].attempt, 2);
+  SubmitOutcome late = *l2->Submit(b.lease_id, Good(), G(b), kT0 + absl::Seconds(12));
+  EXPECT_FALSE(late.accepted);
+  EXPECT_EQ(late.reason_code, "re_leased");
+  // Renew reports the old lease as gone, the new one as live.
+  std::vector<std::string> gone =
+      l2->Renew({b.lease_id, again[0].lease_id}, kT0 + absl::Seconds(13));
+  EXPECT_EQ(gone, std::vector<std::string>{b.lease_id});
+}
+
+TEST(LedgerTest, ReleaseReturnsToQueueWithoutAttempt) {
+  auto ledger = *Ledger::Create(Small(1, 1, 0));
+  LeaseGrant a = ledger->Lease(1, 0, "a", kT0)[0];
+  ledger->Release({a.lease_id}, kT0);
+  EXPECT_EQ(ledger->Counts().queued, 1);
+  EXPECT_EQ(ledger->Counts().leases_released, 1);
+  LeaseGrant b = ledger->Lease(1, 0, "b", kT0)[0];
+  EXPECT_EQ(b.prompt_id, 0);
+  EXPECT_NE(b.lease_id, a.lease_id);
+}
+
+TEST(LedgerTest, FewOkSamplesRetriedThenFailed) {
+  std::string dir = TempDir();
+  LedgerOptions o = Small(1, 1, 0);
+  o.max_lease_attempts = 2;
+  o.journal_dir = dir;
+  auto ledger = *Ledger::Create(o);
+  LeaseGrant a = ledger->Lease(1, 0, "a", kT0)[0];
+  SubmitOutcome r1 = *ledger->Submit(a.lease_id, {1, false, 0}, G(a), kT0);
+  EXPECT_TRUE(r1.accepted);
+  EXPECT_TRUE(r1.retry);
+  EXPECT_EQ(ledger->Counts().queued, 1);
+  LeaseGrant b = ledger->Lease(1, 0, "a", kT0)[0];
+  SubmitOutcome r2 = *ledger->Submit(b.lease_id, {0, false, 0}, G(b), kT0);
+  EXPECT_EQ(r2.settled, "failed");
+  LedgerCounts c = ledger->Counts();
+  EXPECT_EQ(c.failed, 1);
+  EXPECT_TRUE(c.done);
+  std::string failed = *ReadFile(dir + "/failed.jsonl");
+  nlohmann::json line = nlohmann::json::parse(failed);
+  EXPECT_EQ(line["prompt_id"], 0);
+  EXPECT_EQ(line["attempts"], 2);
+  EXPECT_EQ(line["lease_id"], b.lease_id);
+  RemoveAll(dir).IgnoreError();
+}
+
+TEST(LedgerTest, DynamicSamplingFilters) {
+  LedgerOptions o = Small(2, 1, 0);
+  o.dynamic_sampling = true;
+  auto ledger = *Ledger::Create(o);
+  LeaseGrant a = ledger->Lease(1, 0, "a", kT0)[0];
+  EXPECT_EQ(ledger->Submit(a.lease_id, {4, true, 0}, G(a), kT0)->settled, "filtered");
+  // Pacing freed the slot: the next prompt can be leased.
+  EXPECT_EQ(ledger->Lease(1, 0, "a", kT0).size(), 1u);
+}
+
+TEST(LedgerTest, PacingBoundsStaleness) {
+  // K = 0: synchronous: at most P groups in flight, none while training.
+  auto ledger = *Ledger::Create(Small(10, 2, 0));
+  std::vector<LeaseGrant> a = ledger->Lease(10, 0, "a", kT0);
+  ASSERT_EQ(a.size(), 2u);
+  EXPECT_TRUE(ledger->Lease(10, 0, "a", kT0).empty());
+  for (auto& g : a) ASSERT_TRUE(ledger->Submit(g.lease_id, Good(0), G(g), kT0)->accepted);
+  std::optional<LedgerBatch> batch = ledger->TakeBatch(kT0);
+  ASSERT_TRUE(batch);
+  EXPECT_TRUE(ledger->Lease(10, 1, "a", kT0).empty());  // training in progress
+  ASSERT_TRUE(ledger->CommitBatch(*batch, 1, true).ok());
+  // An actor still on version 0 gets nothing; one on version 1 gets P.
+  EXPECT_TRUE(ledger->Lease(10, 0, "a", kT0).empty());
+  std::vector<LeaseGrant> b = ledger->Lease(10, 1, "b", kT0);
+  ASSERT_EQ(b.size(), 2u);
+  // A group generated with version 0 is now too stale: refused, requeued.
+  SubmitOutcome stale = *ledger->Submit(b[0].lease_id, Good(0), G(b[0]), kT0);
+  EXPECT_FALSE(stale.accepted);
+  EXPECT_EQ(stale.reason_code, "stale");
+  EXPECT_EQ(ledger->Counts().stale, 1);
+  EXPECT_EQ(ledger->Counts().queued, 7);  // 10 - 2 trained - 1 leased
+}
+
+TEST(LedgerTest, RestoreRejectsOtherDataset) {
+  auto a = *Ledger::Create(Small(3, 1, 0));
+  std::string state = *a->Serialize();
+  auto b = *Ledger::Create(Small(4, 1, 0));
+  absl::Status s = b->Restore(state, kT0);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("dataset or config changed"), std::string::npos) << s;
+}
+
+TEST(LedgerTest, DeterministicPinsAndSeeds) {
+  LedgerOptions o = Small(6, 2, 1);
+  o.deterministic = true;
+  auto ledger = *Ledger::Create(o);
+  std::vector<LeaseGrant> a = ledger->Lease(10, 0, "a", kT0);
+  ASSERT_EQ(a.size(), 4u);  // window (K + 1) * P
+  for (const auto& g : a) {
+    EXPECT_EQ(g.pinned_version, 0);
+    EXPECT_EQ(g.seed, LeaseSeed(1, g.prompt_id, 0, 0));
+  }
+  // Out-of-order completion: the batch waits for the first P in order.
+  ASSERT_TRUE(ledger->Submit(a[1].lease_id, Good(), G(a[1]), kT0)->accepted);
+  ASSERT_TRUE(ledger->Submit(a[2].lease_id, Good(), G(a[2]), kT0)->accepted);
+  EXPECT_FALSE(ledger->TakeBatch(kT0));
+  ASSERT_TRUE(ledger->Submit(a[0].lease_id, Good(), G(a[0]), kT0)->accepted);
+  std::optional<LedgerBatch> batch = ledger->TakeBatch(kT0);
+  ASSERT_TRUE(batch);
+  EXPECT_EQ(batch->seqs, (std::vector<int64_t>{0, 1}));
+  ASSERT_TRUE(ledger->CommitBatch(*batch, 1, true).ok());
+  std::vector<LeaseGrant> b = ledger->Lease(10, 0, "a", kT0);
+  ASSERT_EQ(b.size(), 2u);
+  EXPECT_EQ(b[0].seq, 4);
+  EXPECT_EQ(b[0].pinned_version, 1);
+}
+
+// ---------------------------------------------------------------------------
+// The property test: random interleavings of lease, renew, expire, submit,
+// duplicate submit, release, train and restart-from-checkpoint, checking the
+// account after every operation and auditing the journals at the end.
+
+struct Sim {
+  LedgerOptions options;
+  std::unique_ptr<Ledger> ledger;
+  std::string checkpoint;  // last Serialize()
+  absl::Time now = kT0;
+  std::mt19937_64 rng;
+  std::vector<LeaseGrant> held;       // leases actors work on
+  std::vector<LeaseGrant> submitted;  // for duplicate submissions
+  int64_t step = 0;
+  std::string failure;
+
+  int64_t Rand(int64_t n) { return static_cast<int64_t>(rng() % static_cast<uint64_t>(n)); }
+
+  // The outcome of generating a lease: in deterministic mode a function of
+  // the item and its seed only, so schedules cannot change it.
+  GroupVerdict Generate(const LeaseGrant& g, int64_t actor_version) {
+    uint64_t h = options.deterministic ? g.seed ^ static_cast<uint64_t>(g.seq) * 7919 : rng();
+    GroupVerdict v;
+    v.ok_samples = static_cast<int>(h % 5) == 0 ? 1 : 4;
+    v.all_rewards_equal = (h >> 8) % 4 == 0;
+    v.min_version = g.pinned_version >= 0 ? g.pinned_version : actor_version;
+    return v;
+  }
+
+  bool Check(const char* after) {
+    LedgerCounts c = ledger->Counts();
+    int64_t sum = c.queued + c.leased + c.buffered + c.trained + c.filtered + c.failed;
+    if (sum != c.prompts_total || c.duplicates != 0 || c.lost != 0) {
+      failure = absl::StrCat("after ", after, ": total ", c.prompts_total, " sum ", sum,
+                             " duplicates ", c.duplicates, " lost ", c.lost);
+      return false;
+    }
+    return true;
+  }
+
+  bool Train() {
+    std::optional<LedgerBatch> batch = ledger->TakeBatch(now);
+    if (!batch) return true;
+    int64_t v = ledger->version();
+    for (const auto& group : batch->groups) {
+      for (const auto& sample : group->samples) {
+        for (int64_t tv : sample.versions) {
+          if (tv > v || tv < v - options.max_staleness) {
+            failure = absl::StrCat("token version ", tv, " trained at version ", v);
+            return false;
+          }
+        }
+      }
+    }
+    if (static_cast<int64_t>(batch->groups.size()) > options.prompts_per_step) {
+      failure = "batch too large";
+      return false;
+    }
+    ++step;
+    absl::Status s = ledger->CommitBatch(*batch, step, true);
+    if (!s.ok()) failure = std::string(s.message());
+    return s.ok();
+  }
+
+  bool Submit(const LeaseGrant& g, int64_t actor_version) {
+    GroupVerdict v = Generate(g, actor_version);
+    auto group = std::make_shared<TrainGroup>();
+    group->prompt_id = g.prompt_id;
+    group->epoch = g.epoch;
+    group->lease_id = g.lease_id;
+    group->samples.resize(1);
+    group->samples[0].versions = {v.min_version};
+    absl::StatusOr<SubmitOutcome> out = ledger->Submit(g.lease_id, v, group, now);
+    if (!out.ok() && out.status().code() != absl::StatusCode::kFailedPrecondition) {
+      failure = std::string(out.status().message());
+      return false;
+    }
+    submitted.push_back(g);
+    return true;
+  }
+
+  bool Restart() {
+    auto fresh = Ledger::Create(options);
+    if (!fresh.ok()) return false;
+    if (!checkpoint.empty()) {
+      absl::Status s = (*fresh)->Restore(checkpoint, now);
+      if (!s.ok()) {
+        failure = absl::StrCat("restore: ", s.message());
+        return false;
+      }
+    } else if (!options.journal_dir.empty()) {
+      for (const char* f : {"trained.jsonl", "filtered.jsonl", "failed.jsonl"}) {
+        RemoveAll(options.journal_dir + "/" + f).IgnoreError();
+      }
+      fresh = Ledger::Create(options);
+    }
+    ledger = *std::move(fresh);
+    step = ledger->Counts().batches;
+    return true;
+  }
+
+  // One random operation.
+  bool Op() {
+    int64_t v = ledger->version();
+    switch (Rand(12)) {
+      case 0:
+      case 1:
+      case 2: {  // an actor (maybe one version behind) leases
+        int64_t actor_version = std::max<int64_t>(0, v - Rand(2));
+        for (LeaseGrant& g :
+             ledger->Lease(static_cast<int>(1 + Rand(4)), actor_version, "a", now)) {
+          g.pinned_version = g.pinned_version;  // kept as granted
+          held.push_back(g);
+          held.back().seed = g.seed;
+        }
+        return Check("lease");
+      }
+      case 3:
+      case 4:
+      case 5: {  // submit a held lease
+        if (held.empty()) return true;
+        size_t i = Rand(held.size());
+        LeaseGrant g = held[i];
+        held.erase(held.begin() + i);
+        return Submit(g, std::max<int64_t>(0, v - Rand(2))) && Check("submit");
+      }
+      case 6: {  // duplicate submission
+        if (submitted.empty()) return true;
+        return Submit(submitted[Rand(submitted.size())], v) && Check("duplicate");
+      }
+      case 7: {  // renew everything held
+        std::vector<std::string> ids;
+        for (const auto& g : held) ids.push_back(g.lease_id);
+        ledger->Renew(ids, now);
+        return Check("renew");
+      }
+      case 8:  // time passes (maybe past the TTL)
+        now += absl::Seconds(Rand(13));
+        ledger->ExpireLeases(now);
+        return Check("expire");
+      case 9:  // an actor dies or drains
+        if (!held.empty() && Rand(2) == 0) {
+          ledger->Release({held.back().lease_id}, now);
+        }
+        if (!held.empty()) held.pop_back();
+        return Check("release");
+      case 10:
+        return Train() && Check("train");
+      default: {  // checkpoint, and sometimes crash and restart from it
+        if (Rand(2) == 0) {
+          absl::StatusOr<std::string> state = ledger->Serialize();
+          if (!state.ok()) return false;
+          checkpoint = *state;
+          return true;
+        }
+        return Restart() && Check("restart");
+      }
+    }
+  }
+
+  // Drives the stage to its end with a well-behaved actor.
+  bool Finish() {
+    for (int round = 0; round < 10000 && !ledger->Done(); ++round) {
+      int64_t v = ledger->version();
+      for (const LeaseGrant& g : held) {
+        if (!Submit(g, v)) return false;
+      }
+      held.clear();
+      held = ledger->Lease(1000, v, "z", now);
+      if (!Train()) return false;
+      if (held.empty()) now += absl::Seconds(11);  // let orphaned leases expire
+      if (!Check("finish")) return false;
+    }
+    if (!ledger->Done()) {
+      failure = "stage did not finish";
+      return false;
+    }
+    return true;
+  }
+};
+
+std::string AuditJournals(const std::string& dir, const LedgerOptions& o) {
+  std::map<std::pair<int64_t, int64_t>, int> seen;
+  for (const char* f : {"trained.jsonl", "filtered.jsonl", "failed.jsonl"}) {
+    absl::StatusOr<std::string> text = ReadFile(dir + "/" + f);
+    if (!text.ok()) continue;
+    for (absl::string_view line : absl::StrSplit(*text, '\n', absl::SkipEmpty())) {
+      nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+      if (j.is_discarded()) return absl::StrCat(f, ": bad line ", line);
+      ++seen[{j["prompt_id"].get<int64_t>(), j["epoch"].get<int64_t>()}];
+    }
+  }
+  if (static_cast<int64_t>(seen.size()) != o.num_prompts * o.epochs) {
+    return absl::StrCat("journals name ", seen.size(), " items, expected ",
+                        o.num_prompts * o.epochs);
+  }
+  for (const auto& [item, n] : seen) {
+    if (n != 1)
+      return absl::StrCat("item ", item.first, "/", item.second, " appears ", n, " times");
+  }
+  return "";
+}
+
+LedgerOptions RandomOptions(std::mt19937_64& rng, bool deterministic) {
+  LedgerOptions o;
+  o.num_prompts = 1 + rng() % 12;
+  o.epochs = 1 + rng() % 3;
+  o.prompts_per_step = 1 + rng() % 4;
+  o.max_staleness = rng() % 3;
+  o.max_lease_attempts = 1 + rng() % 3;
+  o.dynamic_sampling = rng() % 2 == 0;
+  o.deterministic = deterministic;
+  o.lease_ttl = absl::Seconds(10);
+  o.seed = rng();
+  o.epoch_orders.resize(o.epochs);
+  for (auto& order : o.epoch_orders) {
+    for (int64_t i = 0; i < o.num_prompts; ++i) order.push_back(i);
+    std::shuffle(order.begin(), order.end(), rng);
+  }
+  return o;
+}
+
+TEST(LedgerPropertyTest, ExactlyOnceUnderRandomInterleavings) {
+  std::string dir = TempDir();
+  int journaled = 0;
+  for (uint64_t seed = 1; seed <= 3000; ++seed) {
+    Sim sim;
+    sim.rng.seed(seed);
+    sim.options = RandomOptions(sim.rng, seed % 3 == 0);
+    // Every fourth seed also writes and audits the journals.
+    if (seed % 4 == 0) {
+      sim.options.journal_dir = absl::StrCat(dir, "/", seed);
+      sim.options.sync_journals = false;
+      ++journaled;
+    }
+    sim.ledger = *Ledger::Create(sim.options);
+    int ops = 20 + static_cast<int>(sim.rng() % 200);
+    bool ok = true;
+    for (int i = 0; ok && i < ops; ++i) ok = sim.Op();
+    ok = ok && sim.Finish();
+    ASSERT_TRUE(ok) << "seed " << seed << ": " << sim.failure;
+    LedgerCounts c = sim.ledger->Counts();
+    ASSERT_EQ(c.trained + c.filtered + c.failed, c.prompts_total) << "seed " << seed;
+    if (!sim.options.journal_dir.empty()) {
+      std::string audit = AuditJournals(sim.options.journal_dir, sim.options);
+      ASSERT_EQ(audit, "") << "seed " << seed;
+      RemoveAll(sim.options.journal_dir).IgnoreError();
+    }
+  }
+  EXPECT_GT(journaled, 100);
+  RemoveAll(dir).IgnoreError();
+}
+
+// Deterministic mode: the sequence of batches does not depend on the
+// schedule (how many actors, in which order they submit, expiries,
+// restarts).
+TEST(LedgerPropertyTest, DeterministicBatchesIndependentOfSchedule) {
+  for (uint64_t seed = 1; seed <= 300; ++seed) {
+    std::mt19937_64 orng(seed);
+    LedgerOptions options = RandomOptions(orng, true);
+    std::vector<std::vector<int64_t>> reference;
+    for (int schedule = 0; schedule < 3; ++schedule) {
+      Sim sim;
+      sim.rng.seed(seed * 1000 + schedule);
+      sim.options = options;
+      sim.ledger = *Ledger::Create(options);
+      std::vector<std::vector<int64_t>> batches;
+      // Record batches by wrapping Train.
+      for (int round = 0; round < 20000 && !sim.ledger->Done(); ++round) {
+        int64_t r = sim.Rand(10);
+        if (r < 3) {
+          for (auto& g : sim.ledger->Lease(1 + sim.Rand(3), 0, "a", sim.now)) sim.held.push_back(g);
+        } else if (r < 7 && !sim.held.empty()) {
+          size_t i = sim.Rand(sim.held.size());
+          LeaseGrant g = sim.held[i];
+          sim.held.erase(sim.held.begin() + i);
+          ASSERT_TRUE(sim.Submit(g, 0)) << sim.failure;
+        } else if (r < 8) {
+          sim.now += absl::Seconds(sim.Rand(12));
+          sim.ledger->ExpireLeases(sim.now);
+        } else if (r < 9) {
+          std::optional<LedgerBatch> b = sim.ledger->TakeBatch(sim.now);
+          if (b) {
+            batches.push_back(b->seqs);
+            ASSERT_TRUE(sim.ledger->CommitBatch(*b, ++sim.step, true).ok());
+          }
+        } else if (!sim.held.empty()) {
+          sim.held.pop_back();  // an actor dies
+        }
+      }
+      ASSERT_TRUE(sim.ledger->Done()) << "seed " << seed << " schedule " << schedule;
+      if (schedule == 0) {
+        reference = batches;
+      } else {
+        ASSERT_EQ(batches, reference) << "seed " << seed << " schedule " << schedule;
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace cohort::learner
