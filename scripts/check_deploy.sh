@@ -118,12 +118,22 @@ fi
 grep -q 'procMount: Unmasked' "$WORK/notasks.yaml" ||
   fail "config.reward.tasks absent (defaults include code) renders no sandbox settings"
 
-# Grace periods fit the deadlines: actor = drain + stop + margin, learner =
-# checkpoint + stop + margin.
-grep -q 'terminationGracePeriodSeconds: 80$' "$WORK/default.yaml" ||
-  fail "actor terminationGracePeriodSeconds is not drain 60 + stop 10 + margin 10"
-grep -q 'terminationGracePeriodSeconds: 140$' "$WORK/default.yaml" ||
-  fail "learner terminationGracePeriodSeconds is not checkpoint 120 + stop 10 + margin 10"
+# Grace periods fit the deadlines: supervisor.stop_timeout_seconds = drain
+# 60 + 10; actor = 70 + margin 10; learner = checkpoint 120 + 70 + 10;
+# reward = preStop 5 + 70 + 10.
+grep -q 'stop_timeout_seconds: 70$' "$WORK/default.yaml" ||
+  fail "supervisor.stop_timeout_seconds is not drain 60 + stopTimeoutSeconds 10"
+for want in "actor 80" "learner 200" "reward 85"; do
+  kind=${want% *}
+  node -e '
+    const yaml = require("js-yaml");
+    const docs = yaml.loadAll(require("fs").readFileSync(process.argv[1], "utf8"));
+    const w = docs.find((d) => d && d.spec && d.spec.template &&
+        d.spec.template.metadata.labels["app.kubernetes.io/component"] === process.argv[2]);
+    process.exit(w && w.spec.template.spec.terminationGracePeriodSeconds === +process.argv[3] ? 0 : 1);
+  ' "$WORK/default.yaml" "$kind" "${want#* }" ||
+    fail "$kind terminationGracePeriodSeconds is not ${want#* }"
+done
 
 # The examples under deploy/k8s/.
 step "deploy/k8s examples"

@@ -81,7 +81,7 @@ true
   "actor" (dict "metrics_port" $v.ports.metrics "drain_grace_seconds" $v.actor.drainGraceSeconds)
   "reward" (dict "host" "0.0.0.0" "port" $v.ports.reward "metrics_port" $v.ports.metrics "address" (printf "%s:%v" (include "cohort.rewardHost" .) $v.ports.reward))
   "weights" (dict "transport" $v.weights.transport)
-  "supervisor" (dict "stop_timeout_seconds" $v.stopTimeoutSeconds)
+  "supervisor" (dict "stop_timeout_seconds" (include "cohort.stopTimeout" . | int))
 -}}
 {{- if $security -}}
 {{- $_ := set $owned "security" $security -}}
@@ -90,10 +90,19 @@ true
 {{- toYaml $merged -}}
 {{- end -}}
 
-{{/* terminationGracePeriodSeconds: include "cohort.grace" (list . roleDeadline preStopSleep) */}}
+{{/* supervisor.stop_timeout_seconds: every process's SIGTERM-to-exit
+     deadline. It must exceed actor.drain_grace_seconds (the drain happens
+     inside it), so it is the drain plus stopTimeoutSeconds. */}}
+{{- define "cohort.stopTimeout" -}}
+{{- add .Values.actor.drainGraceSeconds .Values.stopTimeoutSeconds -}}
+{{- end -}}
+
+{{/* terminationGracePeriodSeconds: include "cohort.grace" (list . extraDeadline preStopSleep):
+     preStop + the role's own extra deadline (the learner's checkpoint) +
+     the stop deadline + a margin. */}}
 {{- define "cohort.grace" -}}
 {{- $root := index . 0 -}}
-{{- add (index . 1) (index . 2) $root.Values.stopTimeoutSeconds $root.Values.terminationMarginSeconds -}}
+{{- add (index . 1) (index . 2) (include "cohort.stopTimeout" $root | int) $root.Values.terminationMarginSeconds -}}
 {{- end -}}
 
 {{/* The restricted Pod Security profile, pod level. */}}
