@@ -1,0 +1,358 @@
+#include "learner/weight_store.h"
+
+#include <algorithm>
+#include <cstring>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "core/crc32c.h"
+
+namespace cohort::learner {
+namespace {
+
+// ---------------------------------------------------------------------------
+// CRC-32C combination (zlib's crc32_combine over the Castagnoli
+// polynomial): crc(A ++ B) from crc(A), crc(B) and |B|, so the per-tensor and
+// per-version checksums cost no second pass over the bytes.
+
+constexpr uint32_t kPoly = 0x82F63B78u;
+
+uint32_t Gf2Times(const uint32_t* mat, uint32_t vec) {
+  uint32_t sum = 0;
+  while (vec != 0) {
+    if (vec & 1) sum ^= *mat;
+    vec >>= 1;
+    ++mat;
+  }
+  return sum;
+}
+
+void Gf2Square(uint32_t* square, const uint32_t* mat) {
+  for (int n = 0; n < 32; ++n) square[n] = Gf2Times(mat, mat[n]);
+}
+
+uint32_t Crc32cCombine(uint32_t crc1, uint32_t crc2, int64_t len2) {
+  if (len2 <= 0) return crc1;
+  uint32_t even[32], odd[32];
+  odd[0] = kPoly;
+  uint32_t row = 1;
+  for (int n = 1; n < 32; ++n) {
+    odd[n] = row;
+    row <<= 1;
+  }
+  Gf2Square(even, odd);  // 2 zero bits
+  Gf2Square(odd, even);  // 4 zero bits
+  do {
+    Gf2Square(even, odd);
+    if (len2 & 1) crc1 = Gf2Times(even, crc1);
+    len2 >>= 1;
+    if (len2 == 0) break;
+    Gf2Square(odd, even);
+    if (len2 & 1) crc1 = Gf2Times(odd, crc1);
+    len2 >>= 1;
+  } while (len2 != 0);
+  return crc1 ^ crc2;
+}
+
+void PutVarint(uint64_t v, std::string* out) {
+  while (v >= 0x80) {
+    out->push_back(static_cast<char>((v & 0x7F) | 0x80));
+    v >>= 7;
+  }
+  out->push_back(static_cast<char>(v));
+}
+
+bool GetVarint(std::string_view in, size_t* pos, uint64_t* v) {
+  uint64_t result = 0;
+  for (int shift = 0; shift < 64 && *pos < in.size(); shift += 7) {
+    uint8_t b = static_cast<uint8_t>(in[(*pos)++]);
+    result |= static_cast<uint64_t>(b & 0x7F) << shift;
+    if ((b & 0x80) == 0) {
+      *v = result;
+      return true;
+    }
+  }
+  return false;
+}
+
+// Equal bytes of a and b from i (at most n - i), 8 at a time.
+int64_t EqualRun(const uint8_t* a, const uint8_t* b, int64_t i, int64_t n) {
+  int64_t j = i;
+  while (j + 8 <= n) {
+    uint64_t x, y;
+    std::memcpy(&x, a + j, 8);
+    std::memcpy(&y, b + j, 8);
+    if (x != y) break;
+    j += 8;
+  }
+  while (j < n && a[j] == b[j]) ++j;
+  return j - i;
+}
+
+constexpr int64_t kMinZeroRun = 4;  // shorter equal runs stay inside a literal
+
+}  // namespace
+
+void XorRleEncodeDiff(const uint8_t* next, const uint8_t* base, int64_t n, std::string* out) {
+  int64_t i = 0;
+  while (i < n) {
+    int64_t zero = EqualRun(next, base, i, n);
+    i += zero;
+    int64_t start = i;
+    while (i < n) {
+      if (next[i] != base[i]) {
+        ++i;
+        continue;
+      }
+      int64_t run = EqualRun(next, base, i, std::min(n, i + kMinZeroRun));
+      if (run >= kMinZeroRun || i + run == n) break;
+      i += run;
+    }
+    PutVarint(static_cast<uint64_t>(zero), out);
+    PutVarint(static_cast<uint64_t>(i - start), out);
+    size_t at = out->size();
+    out->resize(at + (i - start));
+    for (int64_t k = start; k < i; ++k)
+      (*out)[at + (k - start)] = static_cast<char>(next[k] ^ base[k]);
+  }
+}
+
+void XorRleEncode(const uint8_t* x, int64_t n, std::string* out) {
+  std::vector<uint8_t> zeros(static_cast<size_t>(std::max<int64_t>(n, 1)), 0);
+  XorRleEncodeDiff(x, zeros.data(), n, out);
+}
+
+absl::Status XorRleApply(std::string_view encoded, uint8_t* base, int64_t n) {
+  size_t pos = 0;
+  int64_t at = 0;
+  while (at < n) {
+    uint64_t zero = 0, lit = 0;
+    if (!GetVarint(encoded, &pos, &zero) || !GetVarint(encoded, &pos, &lit)) {
+      return absl::InvalidArgumentError(absl::StrCat("delta: truncated run header at byte ", pos));
+    }
+    if (zero > static_cast<uint64_t>(n - at) || lit > static_cast<uint64_t>(n - at) - zero ||
+        lit > encoded.size() - pos) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("delta: run of ", zero, " + ", lit, " bytes overruns the range"));
+    }
+    at += static_cast<int64_t>(zero);
+    for (uint64_t k = 0; k < lit; ++k) base[at + k] ^= static_cast<uint8_t>(encoded[pos + k]);
+    pos += lit;
+    at += static_cast<int64_t>(lit);
+    if (zero == 0 && lit == 0) return absl::InvalidArgumentError("delta: empty run");
+  }
+  if (pos != encoded.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("delta: ", encoded.size() - pos, " bytes after the decoded range"));
+  }
+  return absl::OkStatus();
+}
+
+std::vector<ChunkRef> PublishedVersion::Plan(bool want_delta, int64_t base, int64_t chunk) const {
+  if (want_delta && HasDeltaFrom(base)) return delta;
+  if (chunk <= 0 || chunk == chunk_bytes) return full;
+  std::vector<ChunkRef> out;
+  for (size_t t = 0; t < weights.tensors.size(); ++t) {
+    const WeightTensor& w = weights.tensors[t];
+    for (int64_t off = 0; off < w.size || (off == 0 && w.size == 0); off += chunk) {
+      ChunkRef c;
+      c.tensor_index = static_cast<int32_t>(t);
+      c.offset = off;
+      c.size = c.decoded_bytes = std::min(chunk, w.size - off);
+      c.data = w.data.get() + off;
+      c.crc32c = Crc32c(c.data, c.size);
+      c.tensor_last = off + chunk >= w.size;
+      out.push_back(c);
+      if (w.size == 0) break;
+    }
+  }
+  return out;
+}
+
+WeightStore::WeightStore(WeightStoreOptions options) : options_(options) {
+  worker_ = std::thread([this] { Run(); });
+}
+
+WeightStore::~WeightStore() {
+  {
+    absl::MutexLock lock(&mu_);
+    stop_ = true;
+  }
+  worker_.join();
+}
+
+absl::Status WeightStore::Publish(int64_t version, WeightSnapshot snapshot) {
+  for (const WeightTensor& t : snapshot.tensors) {
+    int64_t numel = 1;
+    for (int64_t d : t.shape) numel *= d;
+    if (numel * WeightDTypeSize(t.dtype) != t.size || (t.size > 0 && t.data == nullptr)) {
+      return absl::InvalidArgumentError(absl::StrCat("weights: tensor ", t.name, " has ", t.size,
+                                                     " bytes for ", numel, " elements"));
+    }
+  }
+  absl::MutexLock lock(&mu_);
+  if (version <= last_queued_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("weights: version ", version, " published after version ", last_queued_));
+  }
+  last_queued_ = version;
+  pending_.emplace_back(version, std::move(snapshot));
+  return absl::OkStatus();
+}
+
+bool WeightStore::WaitPublished(int64_t version, absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  auto visible = [this, version]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return !kept_.empty() && kept_.back()->version >= version;
+  };
+  return mu_.AwaitWithTimeout(absl::Condition(&visible), timeout);
+}
+
+std::shared_ptr<const PublishedVersion> WeightStore::Get(int64_t version) const {
+  absl::MutexLock lock(&mu_);
+  for (const auto& v : kept_) {
+    if (v->version == version) return v;
+  }
+  return nullptr;
+}
+
+std::shared_ptr<const PublishedVersion> WeightStore::Latest() const {
+  absl::MutexLock lock(&mu_);
+  return kept_.empty() ? nullptr : kept_.back();
+}
+
+int64_t WeightStore::latest_version() const {
+  absl::MutexLock lock(&mu_);
+  return kept_.empty() ? -1 : kept_.back()->version;
+}
+
+std::vector<int64_t> WeightStore::kept_versions() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<int64_t> out;
+  for (const auto& v : kept_) out.push_back(v->version);
+  return out;
+}
+
+void WeightStore::SetMinNeeded(int64_t version) {
+  absl::MutexLock lock(&mu_);
+  min_needed_ = version;
+}
+
+void WeightStore::Run() {
+  while (true) {
+    std::pair<int64_t, WeightSnapshot> job;
+    std::shared_ptr<const PublishedVersion> prev;
+    {
+      absl::MutexLock lock(&mu_);
+      auto ready = [this]()
+                       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stop_ || !pending_.empty(); };
+      mu_.Await(absl::Condition(&ready));
+      if (pending_.empty()) return;  // stop_ and nothing left
+      job = std::move(pending_.front());
+      pending_.pop_front();
+      prev = kept_.empty() ? nullptr : kept_.back();
+    }
+    std::shared_ptr<PublishedVersion> built = Build(job.first, std::move(job.second), prev);
+    prev.reset();
+    absl::MutexLock lock(&mu_);
+    kept_.push_back(std::move(built));
+    while (static_cast<int>(kept_.size()) > options_.keep_versions &&
+           (min_needed_ < 0 || kept_.front()->version < min_needed_)) {
+      kept_.pop_front();
+    }
+  }
+}
+
+std::shared_ptr<PublishedVersion> WeightStore::Build(
+    int64_t version, WeightSnapshot snapshot, std::shared_ptr<const PublishedVersion> prev) const {
+  auto v = std::make_shared<PublishedVersion>();
+  v->version = version;
+  std::sort(snapshot.tensors.begin(), snapshot.tensors.end(),
+            [](const WeightTensor& a, const WeightTensor& b) { return a.name < b.name; });
+  v->weights = std::move(snapshot);
+  v->chunk_bytes = std::max<int64_t>(1, options_.chunk_bytes);
+  const int64_t chunk = v->chunk_bytes;
+  const auto& tensors = v->weights.tensors;
+  uint32_t version_crc = 0;
+  for (size_t t = 0; t < tensors.size(); ++t) {
+    const WeightTensor& w = tensors[t];
+    uint32_t tensor_crc = 0;
+    int64_t off = 0;
+    do {
+      ChunkRef c;
+      c.tensor_index = static_cast<int32_t>(t);
+      c.offset = off;
+      c.size = c.decoded_bytes = std::min(chunk, w.size - off);
+      c.data = w.data.get() + off;
+      c.crc32c = Crc32c(c.data, c.size);
+      tensor_crc = Crc32cCombine(tensor_crc, c.crc32c, c.size);
+      off += c.size;
+      c.tensor_last = off >= w.size;
+      v->full.push_back(c);
+    } while (off < w.size);
+    v->tensor_crc32c.push_back(tensor_crc);
+    version_crc = Crc32cCombine(version_crc, tensor_crc, w.size);
+    v->full_bytes += w.size;
+  }
+  v->version_crc32c = version_crc;
+
+  // The delta against the previous version, when the tensors line up.
+  bool aligned =
+      options_.compute_deltas && prev != nullptr && prev->weights.tensors.size() == tensors.size();
+  for (size_t t = 0; aligned && t < tensors.size(); ++t) {
+    const WeightTensor& a = tensors[t];
+    const WeightTensor& b = prev->weights.tensors[t];
+    aligned = a.name == b.name && a.dtype == b.dtype && a.shape == b.shape && a.size == b.size;
+  }
+  if (!aligned) return v;
+  v->delta_base = prev->version;
+  struct Pending {
+    ChunkRef ref;
+    int64_t encoded = -1;  // index into v->encoded, or -1 for raw
+  };
+  std::vector<Pending> plan;
+  size_t full_at = 0;
+  for (size_t t = 0; t < tensors.size(); ++t) {
+    const WeightTensor& w = tensors[t];
+    const uint8_t* base = prev->weights.tensors[t].data.get();
+    size_t first = full_at;
+    while (full_at < v->full.size() && v->full[full_at].tensor_index == static_cast<int32_t>(t)) {
+      ++full_at;
+    }
+    std::vector<std::string> enc;
+    int64_t enc_bytes = 0;
+    for (size_t i = first; i < full_at; ++i) {
+      const ChunkRef& c = v->full[i];
+      std::string e;
+      XorRleEncodeDiff(c.data, base + c.offset, c.size, &e);
+      enc_bytes += static_cast<int64_t>(e.size());
+      enc.push_back(std::move(e));
+      if (enc_bytes * 8 >= w.size * 7) break;  // will not pay; stop early
+    }
+    bool use_delta = w.size > 0 && enc_bytes * 8 < w.size * 7;
+    for (size_t i = first; i < full_at; ++i) {
+      Pending p;
+      p.ref = v->full[i];
+      if (use_delta) {
+        p.ref.delta = true;
+        p.encoded = static_cast<int64_t>(v->encoded.size());
+        v->encoded.push_back(std::move(enc[i - first]));
+      }
+      plan.push_back(p);
+    }
+  }
+  // Pointers into v->encoded only now that it no longer reallocates.
+  for (Pending& p : plan) {
+    if (p.encoded >= 0) {
+      const std::string& e = v->encoded[p.encoded];
+      p.ref.data = reinterpret_cast<const uint8_t*>(e.data());
+      p.ref.size = static_cast<int64_t>(e.size());
+      p.ref.crc32c = Crc32c(e.data(), e.size());
+    }
+    v->delta_bytes += p.ref.size;
+    v->delta.push_back(p.ref);
+  }
+  return v;
+}
+
+}  // namespace cohort::learner

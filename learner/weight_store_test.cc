@@ -1,0 +1,184 @@
+#include "learner/weight_store.h"
+
+#include <atomic>
+#include <cstring>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "core/crc32c.h"
+
+namespace cohort::learner {
+namespace {
+
+WeightTensor Tensor(const std::string& name, const std::vector<uint8_t>& bytes) {
+  WeightTensor t;
+  t.name = name;
+  t.dtype = WeightDType::kBF16;
+  t.shape = {static_cast<int64_t>(bytes.size() / 2)};
+  auto data = AllocateWeightBytes(bytes.size());
+  std::memcpy(data.get(), bytes.data(), bytes.size());
+  t.data = data;
+  t.size = static_cast<int64_t>(bytes.size());
+  return t;
+}
+
+std::vector<uint8_t> RandomBytes(std::mt19937_64& rng, size_t n) {
+  std::vector<uint8_t> b(n);
+  for (auto& x : b) x = static_cast<uint8_t>(rng());
+  return b;
+}
+
+TEST(XorRleTest, RoundTripsRandomDiffs) {
+  std::mt19937_64 rng(7);
+  for (int trial = 0; trial < 500; ++trial) {
+    size_t n = rng() % 300;
+    std::vector<uint8_t> base = RandomBytes(rng, n), next = base;
+    int changes = static_cast<int>(rng() % 40);
+    for (int c = 0; c < changes && n > 0; ++c)
+      next[rng() % n] ^= static_cast<uint8_t>(1 + rng() % 255);
+    std::string enc;
+    XorRleEncodeDiff(next.data(), base.data(), static_cast<int64_t>(n), &enc);
+    std::vector<uint8_t> out = base;
+    ASSERT_TRUE(XorRleApply(enc, out.data(), static_cast<int64_t>(n)).ok()) << trial;
+    ASSERT_EQ(out, next) << trial;
+  }
+}
+
+TEST(XorRleTest, SparseDiffIsSmallAndGarbageIsRefused) {
+  std::vector<uint8_t> base(1 << 16, 3), next = base;
+  next[100] ^= 1;
+  next[60000] ^= 2;
+  std::string enc;
+  XorRleEncodeDiff(next.data(), base.data(), static_cast<int64_t>(base.size()), &enc);
+  EXPECT_LT(enc.size(), 16u);
+  std::vector<uint8_t> out = base;
+  EXPECT_FALSE(XorRleApply(enc, out.data(), 1000).ok());  // wrong length
+  EXPECT_FALSE(
+      XorRleApply(enc.substr(0, enc.size() - 1), out.data(), static_cast<int64_t>(out.size()))
+          .ok());
+  EXPECT_FALSE(XorRleApply(std::string("\x00\x00", 2), out.data(), 4).ok());
+}
+
+TEST(WeightStoreTest, ChecksumsDeltasAndKeep) {
+  WeightStore store({.keep_versions = 2, .chunk_bytes = 64});
+  std::mt19937_64 rng(1);
+  std::vector<uint8_t> a = RandomBytes(rng, 1000), b = RandomBytes(rng, 30);
+  WeightSnapshot s0;
+  // Out of name order on purpose: the store streams sorted by name.
+  s0.tensors = {Tensor("z.weight", a), Tensor("a.bias", b)};
+  ASSERT_TRUE(store.Publish(0, s0).ok());
+  std::vector<uint8_t> a1 = a;
+  a1[5] ^= 0x40;
+  a1[900] ^= 0x01;
+  std::vector<uint8_t> b1 = RandomBytes(rng, 30);  // dense change: raw
+  WeightSnapshot s1;
+  s1.tensors = {Tensor("a.bias", b1), Tensor("z.weight", a1)};
+  ASSERT_TRUE(store.Publish(1, s1).ok());
+  EXPECT_FALSE(store.Publish(1, s1).ok());
+  ASSERT_TRUE(store.WaitPublished(1, absl::Seconds(10)));
+
+  auto v1 = store.Get(1);
+  ASSERT_NE(v1, nullptr);
+  ASSERT_EQ(v1->weights.tensors[0].name, "a.bias");
+  std::string all(b1.begin(), b1.end());
+  all.append(a1.begin(), a1.end());
+  EXPECT_EQ(v1->version_crc32c, Crc32c(all));
+  EXPECT_EQ(v1->tensor_crc32c[1], Crc32c(a1.data(), a1.size()));
+  EXPECT_EQ(v1->full.size(), 1u + 16u);  // 30 bytes; 1000 / 64 rounded up
+  EXPECT_EQ(v1->delta_base, 0);
+  EXPECT_LT(v1->delta_bytes, v1->full_bytes / 2);
+
+  // Applying the delta chunks to version 0 gives version 1 exactly.
+  auto v0 = store.Get(0);
+  std::vector<std::vector<uint8_t>> rebuilt;
+  for (const auto& t : v0->weights.tensors) {
+    rebuilt.emplace_back(t.data.get(), t.data.get() + t.size);
+  }
+  bool saw_raw = false, saw_delta = false;
+  for (const ChunkRef& c : v1->Plan(true, 0, 0)) {
+    EXPECT_EQ(c.crc32c, Crc32c(c.data, c.size));
+    auto& dst = rebuilt[c.tensor_index];
+    if (c.delta) {
+      saw_delta = true;
+      ASSERT_TRUE(XorRleApply(std::string_view(reinterpret_cast<const char*>(c.data), c.size),
+                              dst.data() + c.offset, c.decoded_bytes)
+                      .ok());
+    } else {
+      saw_raw = true;
+      std::memcpy(dst.data() + c.offset, c.data, c.size);
+    }
+  }
+  EXPECT_TRUE(saw_raw);
+  EXPECT_TRUE(saw_delta);
+  EXPECT_EQ(rebuilt[0], b1);
+  EXPECT_EQ(rebuilt[1], a1);
+  // No delta from a version it was not computed against: full stream.
+  EXPECT_EQ(v1->Plan(true, 5, 0).size(), v1->full.size());
+  // Another chunk size: re-cut with fresh CRCs.
+  std::vector<ChunkRef> big = v1->Plan(false, 0, 512);
+  EXPECT_EQ(big.size(), 3u);
+  EXPECT_TRUE(big.back().tensor_last);
+
+  // keep_versions = 2: version 0 goes when 2 arrives.
+  ASSERT_TRUE(store.Publish(2, s1).ok());
+  ASSERT_TRUE(store.WaitPublished(2, absl::Seconds(10)));
+  EXPECT_EQ(store.kept_versions(), (std::vector<int64_t>{1, 2}));
+  EXPECT_EQ(store.Get(0), nullptr);
+  EXPECT_LT(store.Get(2)->delta_bytes, 40);  // identical: one 2-byte run per chunk
+  // A stream in progress keeps its version alive.
+  EXPECT_EQ(v0->weights.tensors.size(), 2u);
+}
+
+TEST(WeightStoreTest, RefusesMisSizedTensor) {
+  WeightStore store({});
+  WeightSnapshot s;
+  s.tensors = {Tensor("x", std::vector<uint8_t>(10))};
+  s.tensors[0].shape = {6};
+  absl::Status st = store.Publish(0, s);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("tensor x"), std::string::npos);
+}
+
+TEST(WeightStoreTest, ReadersNeverBlockPublishing) {
+  WeightStore store({.keep_versions = 2, .chunk_bytes = 4096});
+  std::mt19937_64 rng(3);
+  std::vector<uint8_t> bytes = RandomBytes(rng, 1 << 20);
+  std::atomic<bool> stop{false};
+  std::atomic<int64_t> verified{0};
+  std::vector<std::thread> readers;
+  for (int r = 0; r < 4; ++r) {
+    readers.emplace_back([&] {
+      while (!stop) {
+        auto v = store.Latest();
+        if (v == nullptr) continue;
+        uint32_t crc = 0;
+        for (const ChunkRef& c : v->full) {
+          if (Crc32c(c.data, c.size) != c.crc32c) std::abort();
+          crc = Crc32cExtend(crc, c.data, c.size);
+        }
+        if (crc != v->version_crc32c) std::abort();
+        ++verified;
+      }
+    });
+  }
+  for (int64_t version = 0; version < 20; ++version) {
+    bytes[rng() % bytes.size()] ^= 1;
+    WeightSnapshot s;
+    s.tensors = {Tensor("w", bytes)};
+    absl::Time t0 = absl::Now();
+    ASSERT_TRUE(store.Publish(version, std::move(s)).ok());
+    EXPECT_LT(absl::Now() - t0, absl::Seconds(1));  // Publish only queues
+    ASSERT_TRUE(store.WaitPublished(version, absl::Seconds(30)));
+  }
+  stop = true;
+  for (auto& t : readers) t.join();
+  EXPECT_GT(verified.load(), 0);
+  EXPECT_EQ(store.latest_version(), 19);
+}
+
+}  // namespace
+}  // namespace cohort::learner
