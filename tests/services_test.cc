@@ -18,6 +18,7 @@
 #include "cli/supervisor.h"
 #include "cohort/v1/admin.grpc.pb.h"
 #include "cohort/v1/learner.grpc.pb.h"
+#include "core/testing/require.h"
 #include "tests/cluster_util.h"
 
 namespace cohort {
@@ -64,8 +65,7 @@ constexpr int kStopTimeoutSeconds = 5;
 // promtool this is skipped, unless COHORT_REQUIRE_DATA=1.
 void PromtoolCheckMetrics(const std::string& body, const std::string& path) {
   if (std::system("command -v promtool >/dev/null 2>&1") != 0) {
-    const char* require = std::getenv("COHORT_REQUIRE_DATA");
-    EXPECT_FALSE(require != nullptr && std::string(require) == "1")
+    EXPECT_FALSE(cohort::testing::PrerequisitesRequired())
         << "COHORT_REQUIRE_DATA=1 but promtool is not installed (Debian package prometheus)";
     return;
   }
