@@ -30,6 +30,14 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- define "cohort.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
+{{- define "cohort.rewardImage" -}}
+{{- $r := .Values.reward.image -}}
+{{- if $r.repository -}}
+{{- printf "%s:%s" $r.repository (default (default .Chart.AppVersion .Values.image.tag) $r.tag) -}}
+{{- else -}}
+{{- include "cohort.image" . -}}
+{{- end -}}
+{{- end -}}
 
 {{- define "cohort.learnerHost" -}}
 {{- printf "%s-learner.%s.svc" (include "cohort.fullname" .) .Release.Namespace -}}
