@@ -1,6 +1,7 @@
 // cohort's roles on separate network hosts: network namespaces joined by a
 // bridge (tests/netns.h), one host each for the learner, a reward server,
-// two actors and an operator's probe, with the run's bearer token. Checks
+// two actors and an operator's probe, with mutual TLS and the run's bearer
+// token. Checks
 // health and /metrics across hosts, then cuts one actor's link (and
 // restores it) and kills the other: the rest keeps serving, the cut actor
 // notices and recovers.
@@ -60,11 +61,20 @@ class NetnsTest : public ::testing::Test {
     auto lab = NetnsLab::Create({"learner", "reward", "actor0", "actor1", "probe"});
     ASSERT_TRUE(lab.ok()) << lab.status();
     lab_ = *std::move(lab);
+    // Mutual TLS and a bearer token, as a cluster would run: one
+    // certificate naming every host's address.
+    if (std::system("openssl version >/dev/null 2>&1") != 0) {
+      COHORT_SKIP_OR_FAIL("the openssl command is not installed");
+    }
+    ASSERT_TRUE(MakeCertificates());
     WriteFile(dir_ / "token", "netns-test-token\n");
-    WriteFile(dir_ / "run.yaml", absl::StrCat("learner:\n  heartbeat_interval_ms: 300\n"
-                                              "supervisor:\n  stop_timeout_seconds: 5\n"
-                                              "security:\n  token_file: ",
-                                              dir_ / "token", "\n"));
+    WriteFile(dir_ / "run.yaml",
+              absl::StrCat("learner:\n  heartbeat_interval_ms: 300\n"
+                           "supervisor:\n  stop_timeout_seconds: 5\n"
+                           "security:\n  token_file: ",
+                           dir_ / "token", "\n  tls:\n    cert_file: ", dir_ / "tls.crt",
+                           "\n    key_file: ", dir_ / "tls.key", "\n    ca_file: ", dir_ / "ca.crt",
+                           "\n    require_client_cert: true\n"));
   }
   void TearDown() override {
     // Children first (while their namespaces exist), then the lab.
@@ -96,6 +106,29 @@ class NetnsTest : public ::testing::Test {
     roles_[name] = *std::move(child);
   }
   std::string Log(const std::string& name) const { return dir_ / (name + ".log"); }
+
+  bool MakeCertificates() {
+    std::string sans = "subjectAltName=DNS:localhost";
+    for (const char* host : {"learner", "reward", "actor0", "actor1", "probe"}) {
+      absl::StrAppend(&sans, ",IP:", lab_->Address(host));
+    }
+    WriteFile(dir_ / "ext.cnf", sans + "\nextendedKeyUsage=serverAuth,clientAuth\n");
+    const std::string ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    for (const std::string& command :
+         {absl::StrCat("openssl req -x509 ", ec, " -days 2 -subj /CN=netns-ca -keyout ",
+                       dir_ / "ca.key", " -out ", dir_ / "ca.crt"),
+          absl::StrCat("openssl req ", ec, " -subj /CN=cohort -keyout ", dir_ / "tls.key", " -out ",
+                       dir_ / "tls.csr"),
+          absl::StrCat("openssl x509 -req -days 2 -in ", dir_ / "tls.csr", " -CA ", dir_ / "ca.crt",
+                       " -CAkey ", dir_ / "ca.key", " -CAcreateserial -extfile ", dir_ / "ext.cnf",
+                       " -out ", dir_ / "tls.crt")}) {
+      if (std::system((command + " >>" + (dir_ / "openssl.log") + " 2>&1").c_str()) != 0) {
+        ADD_FAILURE() << command << "\n" << ReadFile(dir_ / "openssl.log");
+        return false;
+      }
+    }
+    return true;
+  }
 
   // `cohort health` run on the probe host, with the run's token.
   int Health(const std::string& host, int port, double timeout_seconds = 2) {
@@ -187,10 +220,11 @@ TEST_F(NetnsTest, RolesServeAcrossHostsAndSurviveACutLinkAndAKill) {
   for (const char* host : {"learner", "reward", "actor0", "actor1"}) {
     EXPECT_THAT(Metrics(host), HasSubstr("# TYPE cohort_process_start_time_seconds gauge")) << host;
   }
-  // The token is required across hosts too.
+  // The token is required across hosts too (TLS alone is not enough).
   {
     std::vector<std::string> args = lab_->ExecArgs(
-        "probe", {Binary("cli", "cohort"), "health", learner, "--timeout_seconds", "2"});
+        "probe", {Binary("cli", "cohort"), "health", learner, "--config", dir_ / "run.yaml",
+                  "--set", "security.token_file=", "--timeout_seconds", "2"});
     auto child = ChildProcess::Spawn(NetnsLab::IpBinary(), args, dir_ / "notoken.log");
     ASSERT_TRUE(child.ok());
     ASSERT_TRUE((*child)->WaitFor(absl::Seconds(10)));
