@@ -62,6 +62,11 @@ struct LearnerSection {
   int heartbeat_interval_ms = 2000;  // actor -> learner; > 0
   int lease_ttl_ms = 30000;          // lease lifetime without heartbeat; > 0
   int max_staleness = 1;             // policy versions; >= 0
+  int keep_versions = 3;             // weight versions kept for FetchPolicy; >= 1
+  bool determinism = false;          // reproducible weights (see docs/learner.md)
+  int max_lease_attempts = 3;        // groups with < 2 OK samples before failing; >= 1
+  int threads = 1;                   // intra-op threads of the trainer; >= 1
+  int checkpoint_on_stop_seconds = 120;  // SIGTERM/drain -> checkpoint deadline; > 0
 };
 
 struct ActorSection {
@@ -113,6 +118,7 @@ struct SecuritySection {
   TlsSection tls;
   std::string token_file;  // "" = no bearer token; else a file whose
                            // trimmed content is the token
+  std::string admin_token_file;  // "" = Admin takes token_file's token
 };
 
 struct SupervisorSection {

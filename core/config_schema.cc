@@ -60,6 +60,16 @@ void Bind(Binder& b, LearnerSection& s) {
         "A lease not renewed for this long returns to the queue.");
   b.Int("max_staleness", &s.max_staleness, AtLeast(0),
         "Most policy versions between sampling and training.");
+  b.Int("keep_versions", &s.keep_versions, AtLeast(1),
+        "Weight versions kept in memory for `FetchPolicy` (deltas need the previous one).");
+  b.Bool("determinism", &s.determinism,
+         "Reproducible weights: seeds per (prompt, epoch, sample), leases pin the version, "
+         "batches in ledger order (needs `keep_versions` >= `max_staleness` + 2).");
+  b.Int("max_lease_attempts", &s.max_lease_attempts, AtLeast(1),
+        "Groups with fewer than 2 OK samples a prompt may produce before it is failed.");
+  b.Int("threads", &s.threads, AtLeast(1), "Intra-op threads of the trainer.");
+  b.Int("checkpoint_on_stop_seconds", &s.checkpoint_on_stop_seconds, AtLeast(1),
+        "Time the learner has on SIGTERM or drain to write its final checkpoint.");
 }
 
 void Bind(Binder& b, ActorSection& s) {
@@ -113,6 +123,9 @@ void Bind(Binder& b, SecuritySection& s) {
   BindSection(b, "tls", &s.tls);
   b.String("token_file", &s.token_file, {},
            "File holding a bearer token every call must carry; `\"\"` = none.");
+  b.String("admin_token_file", &s.admin_token_file, {},
+           "File holding the token `cohort.v1.Admin` calls need (pause, drain, checkpoint); "
+           "`\"\"` = Admin takes the `token_file` token.");
 }
 
 void Bind(Binder& b, SupervisorSection& s) {
@@ -156,6 +169,12 @@ absl::Status CrossFieldChecks(const RunConfig& c) {
   if (tls.require_client_cert && tls.cert_file.empty()) {
     return absl::InvalidArgumentError(
         "security.tls.require_client_cert: true needs security.tls.cert_file and key_file");
+  }
+  if (c.learner.determinism && c.learner.keep_versions < c.learner.max_staleness + 2) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "learner.keep_versions: expected >= learner.max_staleness + 2 (", c.learner.max_staleness + 2,
+        ") with learner.determinism (pinned versions must stay fetchable), got ",
+        c.learner.keep_versions));
   }
   if (c.supervisor.backoff_max_ms < c.supervisor.backoff_initial_ms) {
     return absl::InvalidArgumentError(absl::StrCat(

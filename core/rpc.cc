@@ -37,36 +37,52 @@ namespace cohort {
 namespace {
 
 constexpr char kAuthorization[] = "authorization";
+// AuthContext property set on calls that carried the admin token.
+constexpr char kTokenRoleProperty[] = "cohort.token_role";
 
 // ---------------------------------------------------------------------------
 // Bearer token check, shared by the TLS and the plaintext path.
 
 class TokenChecker {
  public:
-  explicit TokenChecker(std::string token) : token_(std::move(token)) {}
+  // `token` may be empty (no token required) when `admin_token` is set.
+  TokenChecker(std::string token, std::string admin_token)
+      : token_(std::move(token)), admin_token_(std::move(admin_token)) {}
 
   // `value` is the authorization header: "Bearer <token>" (the scheme is
   // case-insensitive). Compares in time independent of where they differ.
   bool Accepts(std::string_view value) const {
+    return token_.empty() || Matches(value, token_) || IsAdmin(value);
+  }
+  bool IsAdmin(std::string_view value) const {
+    return !admin_token_.empty() && Matches(value, admin_token_);
+  }
+  // A call without an authorization header.
+  bool AcceptsNone() const { return token_.empty(); }
+
+ private:
+  static bool Matches(std::string_view value, const std::string& token) {
     constexpr std::string_view kScheme = "bearer ";
     if (value.size() < kScheme.size() ||
         strncasecmp(value.data(), kScheme.data(), kScheme.size()) != 0) {
       return false;
     }
     std::string_view presented = value.substr(kScheme.size());
-    unsigned char diff = presented.size() == token_.size() ? 0 : 1;
-    for (size_t i = 0; i < token_.size(); ++i) {
-      diff |= static_cast<unsigned char>(token_[i] ^ (i < presented.size() ? presented[i] : 0));
+    unsigned char diff = presented.size() == token.size() ? 0 : 1;
+    for (size_t i = 0; i < token.size(); ++i) {
+      diff |= static_cast<unsigned char>(token[i] ^ (i < presented.size() ? presented[i] : 0));
     }
     return diff == 0;
   }
 
+ public:
   static constexpr char kError[] =
       "missing or invalid bearer token (send metadata \"authorization: Bearer <token>\" with "
       "the token of security.token_file)";
 
  private:
   const std::string token_;
+  const std::string admin_token_;
 };
 
 // C++ processor for TLS credentials. Non-blocking: runs inline on the
@@ -78,12 +94,16 @@ class TokenAuthProcessor : public grpc::AuthMetadataProcessor {
 
   bool IsBlocking() const override { return false; }
 
-  grpc::Status Process(const InputMetadata& auth_metadata, grpc::AuthContext*,
+  grpc::Status Process(const InputMetadata& auth_metadata, grpc::AuthContext* context,
                        OutputMetadata* consumed, OutputMetadata*) override {
     auto it = auth_metadata.find(kAuthorization);
-    if (it != auth_metadata.end() &&
-        checker_->Accepts(std::string_view(it->second.data(), it->second.size()))) {
-      consumed->insert({kAuthorization, std::string(it->second.data(), it->second.size())});
+    if (it == auth_metadata.end() && checker_->AcceptsNone()) return grpc::Status::OK;
+    std::string_view value = it == auth_metadata.end()
+                                 ? std::string_view()
+                                 : std::string_view(it->second.data(), it->second.size());
+    if (it != auth_metadata.end() && checker_->Accepts(value)) {
+      if (checker_->IsAdmin(value)) context->AddProperty(kTokenRoleProperty, "admin");
+      consumed->insert({kAuthorization, std::string(value)});
       return grpc::Status::OK;
     }
     return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, TokenChecker::kError);
@@ -119,20 +139,29 @@ class PlaintextTokenServerCredentials final : public grpc::ServerCredentials {
     return port;
   }
 
-  static void Process(void* state, grpc_auth_context*, const grpc_metadata* md, size_t num_md,
-                      grpc_process_auth_metadata_done_cb cb, void* user_data) {
+  static void Process(void* state, grpc_auth_context* context, const grpc_metadata* md,
+                      size_t num_md, grpc_process_auth_metadata_done_cb cb, void* user_data) {
     const auto* checker = static_cast<const TokenChecker*>(state);
+    bool found = false;
     for (size_t i = 0; i < num_md; ++i) {
       std::string_view key(reinterpret_cast<const char*>(GRPC_SLICE_START_PTR(md[i].key)),
                            GRPC_SLICE_LENGTH(md[i].key));
       if (key != kAuthorization) continue;
+      found = true;
       std::string_view value(reinterpret_cast<const char*>(GRPC_SLICE_START_PTR(md[i].value)),
                              GRPC_SLICE_LENGTH(md[i].value));
       if (checker->Accepts(value)) {
+        if (checker->IsAdmin(value)) {
+          grpc_auth_context_add_cstring_property(context, kTokenRoleProperty, "admin");
+        }
         cb(user_data, &md[i], 1, nullptr, 0, GRPC_STATUS_OK, nullptr);
         return;
       }
       break;
+    }
+    if (!found && checker->AcceptsNone()) {
+      cb(user_data, nullptr, 0, nullptr, 0, GRPC_STATUS_OK, nullptr);
+      return;
     }
     cb(user_data, nullptr, 0, nullptr, 0, GRPC_STATUS_UNAUTHENTICATED, TokenChecker::kError);
   }
@@ -275,8 +304,8 @@ absl::StatusOr<std::unique_ptr<RpcServer>> RpcServer::Start(
   rpc->host_ = options.host;
 
   std::shared_ptr<const TokenChecker> checker;
-  if (!options.bearer_token.empty()) {
-    checker = std::make_shared<TokenChecker>(options.bearer_token);
+  if (!options.bearer_token.empty() || !options.admin_token.empty()) {
+    checker = std::make_shared<TokenChecker>(options.bearer_token, options.admin_token);
     rpc->keep_alive_ = checker;
   }
   std::shared_ptr<grpc::ServerCredentials> creds;
@@ -492,7 +521,19 @@ absl::StatusOr<ServerOptions> ServerOptionsFromConfig(const SecuritySection& sec
   if (!security.token_file.empty()) {
     ASSIGN_OR_RETURN(options.bearer_token, ReadTokenFile(security.token_file));
   }
+  if (!security.admin_token_file.empty()) {
+    ASSIGN_OR_RETURN(options.admin_token, ReadTokenFile(security.admin_token_file));
+  }
   return options;
+}
+
+bool CallHasAdminToken(const grpc::ServerContext& context) {
+  std::shared_ptr<const grpc::AuthContext> auth = context.auth_context();
+  if (auth == nullptr) return false;
+  for (const grpc::string_ref& v : auth->FindPropertyValues(kTokenRoleProperty)) {
+    if (std::string_view(v.data(), v.size()) == "admin") return true;
+  }
+  return false;
 }
 
 absl::StatusOr<ChannelOptions> ChannelOptionsFromConfig(const SecuritySection& security) {

@@ -37,6 +37,7 @@
 
 namespace grpc {
 class Server;
+class ServerContext;
 }  // namespace grpc
 
 namespace cohort {
@@ -61,6 +62,9 @@ struct ServerOptions {
   int port = 0;  // 0 picks a free port; see RpcServer::port()
   TlsConfig tls;
   std::string bearer_token;  // "" = no token required
+  // A second token that is also accepted and marks the call as an admin
+  // call (CallHasAdminToken); "" = none.
+  std::string admin_token;
   int max_message_bytes = 64 << 20;
   // Health status of "" and every service right after Start().
   bool serving_at_start = true;
@@ -157,8 +161,14 @@ absl::Status CallWithRetry(const RetryPolicy& policy, const std::function<grpc::
 // removed. Errors: unreadable or empty file.
 absl::StatusOr<std::string> ReadTokenFile(const std::string& path);
 
+// True when the call carried ServerOptions::admin_token (cohort.v1.Admin
+// requires it when the server has one, so the actors' token cannot drain a
+// run).
+bool CallHasAdminToken(const grpc::ServerContext& context);
+
 // Options for a server / a client from the run config's security section
-// (reads token_file). Host and port come from the role's own section.
+// (reads token_file, and admin_token_file for servers). Host and port come from the role's own
+// section.
 absl::StatusOr<ServerOptions> ServerOptionsFromConfig(const SecuritySection& security,
                                                       const std::string& host, int port);
 absl::StatusOr<ChannelOptions> ChannelOptionsFromConfig(const SecuritySection& security);
