@@ -14,6 +14,7 @@
 // clang-format on
 
 #include "core/safetensors.h"
+#include "core/testing/require.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "model/checkpoint.h"
@@ -138,7 +139,8 @@ TEST_F(InitModelTest, Bf16AndSharded) {
 TEST_F(InitModelTest, SharedQwen3Tokenizer) {
   fs::path tok = fs::path(COHORT_SOURCE_DIR) / "../shared/data/tokenizers/qwen3";
   if (!fs::exists(tok / "tokenizer.json")) {
-    GTEST_SKIP() << "no shared data at " << tok << " (only present on the project's build machine)";
+    COHORT_SKIP_OR_FAIL("no shared data at " << tok
+                                             << " (only present on the project's build machine)");
   }
   fs::path out = dir_ / "tiny_qwen3";
   Result r = Run("--preset tiny --tokenizer " + tok.string() + " --out " + out.string());

@@ -15,6 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/testing/require.h"
 #include "gtest/gtest.h"
 
 namespace {
@@ -57,7 +58,7 @@ class RewardCmdTest : public ::testing::Test {
  protected:
   void SetUp() override {
     if (access(kCohort.c_str(), X_OK) != 0) {
-      GTEST_SKIP() << kCohort << " not built";
+      COHORT_SKIP_OR_FAIL(kCohort << " not built");
     }
   }
 };

@@ -9,6 +9,7 @@
 #include <sstream>
 #include <string>
 
+#include "core/testing/require.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -140,7 +141,7 @@ TEST_F(TokenizeCmdTest, UsageErrors) {
 }
 
 TEST_F(TokenizeCmdTest, QwenGoldenLines) {
-  if (!std::ifstream(kQwen).good()) GTEST_SKIP() << "shared data not found at " << kQwen;
+  if (!std::ifstream(kQwen).good()) COHORT_SKIP_OR_FAIL("shared data not found at " << kQwen);
   Result r = Run("--tokenizer " + kQwen,
                  "\"Hello world!\"\n\"<|im_start|>user\\nWhat is 2+2?<|im_end|>\"\n");
   EXPECT_EQ(r.exit_code, 0) << r.err;

@@ -14,6 +14,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "core/testing/require.h"
+
 namespace cohort {
 namespace {
 
@@ -230,7 +232,7 @@ TEST(MetricsServerTest, StopRightAfterStart) {
 TEST(MetricsTest, PromtoolAcceptsExposition) {
   const char* promtool = "/usr/bin/promtool";
   if (access(promtool, X_OK) != 0) {
-    GTEST_SKIP() << "promtool not installed (Debian package prometheus); skipping the check";
+    COHORT_SKIP_OR_FAIL("promtool not installed (Debian package prometheus); skipping the check");
   }
   MetricsRegistry* registry = MetricsRegistry::Default();
   registry->GetCounter("cohort_test_promtool_samples_total", "Samples.", {{"task", "a\"b"}})

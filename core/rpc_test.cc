@@ -19,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "cohort/v1/reward.grpc.pb.h"
+#include "core/testing/require.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 
 namespace cohort {
@@ -206,7 +207,7 @@ bool HaveOpenssl() { return std::system("openssl version >/dev/null 2>&1") == 0;
 class TlsTest : public testing::Test {
  protected:
   void SetUp() override {
-    if (!HaveOpenssl()) GTEST_SKIP() << "the openssl command is not installed";
+    if (!HaveOpenssl()) COHORT_SKIP_OR_FAIL("the openssl command is not installed");
     ASSERT_TRUE(pki_.MakeCa("ca") && pki_.MakeCa("other_ca"));
     ASSERT_TRUE(pki_.MakeCert("server", "ca") && pki_.MakeCert("client", "ca") &&
                 pki_.MakeCert("intruder", "other_ca"));

@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/testing/require.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -64,8 +65,9 @@ class QwenGoldenTest : public ::testing::Test {
   }
   void SetUp() override {
     if (tokenizer_ == nullptr) {
-      GTEST_SKIP() << "shared data not found at " << kQwenDir
-                   << " (it sits beside the repository in the project workspace)";
+      COHORT_SKIP_OR_FAIL("shared data not found at "
+                          << kQwenDir
+                          << " (it sits beside the repository in the project workspace)");
     }
   }
   static Tokenizer* tokenizer_;

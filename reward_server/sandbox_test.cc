@@ -19,6 +19,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "core/testing/require.h"
 #include "gtest/gtest.h"
 #include "reward_server/code_verifier.h"
 
@@ -59,7 +60,7 @@ class SandboxTest : public ::testing::Test {
   }
   void SetUp() override {
     if (sandbox_ == nullptr) {
-      GTEST_SKIP() << "sandbox unavailable on this machine: " << *error_;
+      COHORT_SKIP_OR_FAIL("sandbox unavailable on this machine: " << *error_);
     }
   }
   static int PoolProcesses() {

@@ -25,7 +25,7 @@
 
 #include "gtest/gtest.h"
 
-namespace cohort::testing {
+namespace cohort::testutil {
 
 // True when COHORT_REQUIRE_DATA=1: missing prerequisites fail tests.
 inline bool PrerequisitesRequired() {
@@ -33,11 +33,11 @@ inline bool PrerequisitesRequired() {
   return v != nullptr && std::strcmp(v, "1") == 0;
 }
 
-}  // namespace cohort::testing
+}  // namespace cohort::testutil
 
 #define COHORT_SKIP_OR_FAIL(reason)                                                            \
   do {                                                                                         \
-    if (::cohort::testing::PrerequisitesRequired()) {                                          \
+    if (::cohort::testutil::PrerequisitesRequired()) {                                         \
       GTEST_FAIL() << reason << " (COHORT_REQUIRE_DATA=1: this prerequisite must be present)"; \
     } else {                                                                                   \
       GTEST_SKIP() << reason;                                                                  \

@@ -5,7 +5,7 @@
 #include "gtest/gtest-spi.h"
 #include "gtest/gtest.h"
 
-namespace cohort::testing {
+namespace cohort::testutil {
 namespace {
 
 void SkipOrFail() { COHORT_SKIP_OR_FAIL("missing thing " << 42); }
@@ -66,4 +66,4 @@ TEST_F(RequireTest, FailsWhenRequired) {
 }
 
 }  // namespace
-}  // namespace cohort::testing
+}  // namespace cohort::testutil
