@@ -1,0 +1,684 @@
+#include "learner/service.h"
+
+#include <cmath>
+#include <random>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "core/grpc_status.h"
+#include "core/logging.h"
+#include "core/rpc.h"
+
+namespace cohort::learner {
+namespace {
+
+int64_t NowMs() { return absl::ToUnixMillis(absl::Now()); }
+
+grpc::Status Error(grpc::StatusCode code, const std::string& message) {
+  return grpc::Status(code, message);
+}
+
+SampleFinish FinishOf(v1::FinishReason r) {
+  switch (r) {
+    case v1::FINISH_REASON_STOP:
+      return SampleFinish::kStop;
+    case v1::FINISH_REASON_LENGTH:
+      return SampleFinish::kLength;
+    case v1::FINISH_REASON_CONTEXT:
+      return SampleFinish::kContext;
+    case v1::FINISH_REASON_CANCELLED:
+      return SampleFinish::kCancelled;
+    default:
+      return SampleFinish::kEos;
+  }
+}
+
+v1::DType WireDType(WeightDType d) {
+  switch (d) {
+    case WeightDType::kBF16:
+      return v1::DTYPE_BF16;
+    case WeightDType::kF16:
+      return v1::DTYPE_F16;
+    default:
+      return v1::DTYPE_F32;
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<CheckedGroup> CheckGroup(const v1::ScoredGroup& g, const LeaseGrant& lease,
+                                        int32_t group_size, int64_t vocab_size,
+                                        int64_t latest_version) {
+  if (g.prompt_id() != lease.prompt_id || g.epoch() != lease.epoch) {
+    return absl::InvalidArgumentError(absl::StrCat("group.prompt_id/epoch: ", g.prompt_id(), "/",
+                                                   g.epoch(), " but lease ", lease.lease_id,
+                                                   " is for ", lease.prompt_id, "/", lease.epoch));
+  }
+  if (g.completions_size() != group_size) {
+    return absl::InvalidArgumentError(absl::StrCat("group.completions: expected ", group_size,
+                                                   " completions (group_size), got ",
+                                                   g.completions_size()));
+  }
+  CheckedGroup out;
+  out.group = std::make_shared<TrainGroup>();
+  TrainGroup& tg = *out.group;
+  tg.prompt_id = lease.prompt_id;
+  tg.epoch = lease.epoch;
+  tg.lease_id = lease.lease_id;
+  tg.prompt_uid = g.prompt_uid();
+  tg.prompt_tokens.assign(g.prompt_token_ids().begin(), g.prompt_token_ids().end());
+  int64_t min_version = INT64_MAX;
+  std::vector<double> ok_rewards;
+  for (int i = 0; i < g.completions_size(); ++i) {
+    const v1::Completion& c = g.completions(i);
+    std::string field = absl::StrCat("group.completions[", i, "]");
+    if (c.logprobs_size() != c.token_ids_size()) {
+      return absl::InvalidArgumentError(absl::StrCat(field, ".logprobs: ", c.logprobs_size(),
+                                                     " values for ", c.token_ids_size(),
+                                                     " token_ids"));
+    }
+    if (c.policy_versions_size() != c.token_ids_size()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ".policy_versions: ", c.policy_versions_size(), " values for ",
+                       c.token_ids_size(), " token_ids"));
+    }
+    TrainSample s;
+    s.tokens.reserve(c.token_ids_size());
+    for (int t = 0; t < c.token_ids_size(); ++t) {
+      int32_t id = c.token_ids(t);
+      if (id < 0 || (vocab_size > 0 && id >= vocab_size)) {
+        return absl::InvalidArgumentError(absl::StrCat(field, ".token_ids[", t, "]: ", id,
+                                                       " is outside the vocabulary [0, ",
+                                                       vocab_size, ")"));
+      }
+      float lp = c.logprobs(t);
+      if (!std::isfinite(lp) || lp > 1e-4f) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            field, ".logprobs[", t, "]: expected a finite log-probability <= 0, got ", lp));
+      }
+      int64_t v = c.policy_versions(t);
+      if (v < 0 || v > latest_version) {
+        return absl::InvalidArgumentError(absl::StrCat(field, ".policy_versions[", t, "]: ", v,
+                                                       " is not a published version (latest ",
+                                                       latest_version, ")"));
+      }
+      if (lease.pinned_version >= 0 && v != lease.pinned_version) {
+        return absl::FailedPreconditionError(
+            absl::StrCat(field, ".policy_versions[", t, "]: ", v, ", but lease ", lease.lease_id,
+                         " pins version ", lease.pinned_version, " (deterministic mode)"));
+      }
+      min_version = std::min(min_version, v);
+    }
+    s.tokens.assign(c.token_ids().begin(), c.token_ids().end());
+    s.logprobs.assign(c.logprobs().begin(), c.logprobs().end());
+    s.versions.assign(c.policy_versions().begin(), c.policy_versions().end());
+    s.finish = FinishOf(c.finish_reason());
+    s.ok = c.reward().status() == v1::REWARD_STATUS_OK;
+    s.reward = c.reward().reward();
+    if (s.ok && !std::isfinite(s.reward)) {
+      return absl::InvalidArgumentError(absl::StrCat(field, ".reward.reward: ", s.reward,
+                                                     " with status OK (a reward that cannot be "
+                                                     "computed must carry a non-OK status)"));
+    }
+    if (!s.ok) s.reward = std::nan("");
+    for (const auto& [k, val] : c.reward().components()) s.components[k] = val;
+    if (s.ok) ok_rewards.push_back(s.reward);
+    tg.samples.push_back(std::move(s));
+  }
+  out.verdict.ok_samples = static_cast<int>(ok_rewards.size());
+  out.verdict.all_rewards_equal = true;
+  for (double r : ok_rewards) out.verdict.all_rewards_equal &= r == ok_rewards[0];
+  out.verdict.min_version = min_version == INT64_MAX ? latest_version : min_version;
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+
+LearnerService::LearnerService(LearnerServiceOptions options, WeightStore* store)
+    : options_(std::move(options)),
+      store_(store),
+      metrics_(options_.metrics != nullptr ? options_.metrics : MetricsRegistry::Default()),
+      incarnation_(absl::StrFormat("%06x", std::random_device()() & 0xFFFFFF)) {
+  leases_granted_ = metrics_->GetCounter("cohort_learner_leases_granted_total",
+                                         "Prompt leases granted to actors.");
+  groups_accepted_ = metrics_->GetCounter("cohort_learner_groups_accepted_total",
+                                          "Scored groups accepted from actors.");
+  weight_bytes_ = metrics_->GetCounter("cohort_learner_weight_bytes_served_total",
+                                       "Bytes of weight payload streamed by FetchPolicy.");
+  fetches_ =
+      metrics_->GetCounter("cohort_learner_weight_fetches_total", "FetchPolicy streams completed.");
+  staleness_ = metrics_->GetHistogram(
+      "cohort_learner_submitted_token_staleness",
+      "Versions between the latest policy and each accepted token's version.",
+      Histogram::LinearBuckets(0, 1, 8));
+}
+
+LearnerService::~LearnerService() = default;
+
+void LearnerService::SetStage(LeaseStage stage) {
+  absl::MutexLock lock(&mu_);
+  stage_ = std::move(stage);
+}
+
+void LearnerService::ClearStage() {
+  absl::MutexLock lock(&mu_);
+  stage_ = LeaseStage();
+}
+
+void LearnerService::SetPaused(bool paused) {
+  absl::MutexLock lock(&mu_);
+  paused_ = paused;
+}
+
+void LearnerService::SetDraining(bool draining) {
+  absl::MutexLock lock(&mu_);
+  draining_ = draining;
+}
+
+bool LearnerService::paused() const {
+  absl::MutexLock lock(&mu_);
+  return paused_;
+}
+
+bool LearnerService::draining() const {
+  absl::MutexLock lock(&mu_);
+  return draining_;
+}
+
+LeaseStage LearnerService::StageSnapshot() const {
+  absl::MutexLock lock(&mu_);
+  return stage_;
+}
+
+grpc::Status LearnerService::Refuse(grpc::StatusCode code, const std::string& reason,
+                                    const std::string& message) {
+  metrics_
+      ->GetCounter("cohort_learner_refusals_total", "Requests and submissions refused, by reason.",
+                   {{"reason", reason}})
+      ->Increment();
+  {
+    absl::MutexLock lock(&mu_);
+    ++refusals_[reason];
+  }
+  COHORT_LOG(WARNING) << "refused (" << reason << "): " << message;
+  return Error(code, message);
+}
+
+absl::StatusOr<LearnerService::Actor*> LearnerService::FindActorLocked(
+    const std::string& actor_id) {
+  auto it = actors_.find(actor_id);
+  if (it == actors_.end()) {
+    return absl::NotFoundError(absl::StrCat("unknown actor_id \"", actor_id,
+                                            "\" (the learner restarted?): call Join again"));
+  }
+  it->second.last_seen_ms = NowMs();
+  return &it->second;
+}
+
+grpc::Status LearnerService::Join(grpc::ServerContext*, const v1::JoinRequest* req,
+                                  v1::JoinResponse* resp) {
+  if (req->protocol_version() != v1::LEARNER_PROTOCOL_CURRENT) {
+    return Refuse(grpc::StatusCode::FAILED_PRECONDITION, "protocol",
+                  absl::StrCat("protocol_version: the actor speaks learner protocol ",
+                               req->protocol_version(), ", this learner speaks ",
+                               static_cast<int>(v1::LEARNER_PROTOCOL_CURRENT),
+                               " and accepts only that; run matching cohort versions"));
+  }
+  if (req->actor_name().empty()) {
+    return Refuse(grpc::StatusCode::INVALID_ARGUMENT, "bad_request",
+                  "actor_name: expected a non-empty name");
+  }
+  if (req->slots() <= 0) {
+    return Refuse(grpc::StatusCode::INVALID_ARGUMENT, "bad_request",
+                  absl::StrCat("slots: expected > 0, got ", req->slots()));
+  }
+  if (!req->model_fingerprint().empty() &&
+      req->model_fingerprint() != options_.model.model_fingerprint()) {
+    return Refuse(grpc::StatusCode::FAILED_PRECONDITION, "fingerprint",
+                  absl::StrCat("model_fingerprint: the actor's model is ", req->model_fingerprint(),
+                               ", the run's is ", options_.model.model_fingerprint(),
+                               " (start the actor without a model, or with the run's)"));
+  }
+  LeaseStage stage = StageSnapshot();
+  {
+    absl::MutexLock lock(&mu_);
+    std::string id = absl::StrCat("A", incarnation_, "-", next_actor_++);
+    Actor& a = actors_[id];
+    a.id = id;
+    a.name = req->actor_name();
+    a.pid = req->pid();
+    a.last_seen_ms = NowMs();
+    auto prev = by_name_.find(a.name);
+    if (prev != by_name_.end() && actors_.count(prev->second) != 0) {
+      Actor& old = actors_[prev->second];
+      a.joins = old.joins;
+      a.groups = old.groups;
+      a.tokens = old.tokens;
+      a.versions_seen = old.versions_seen;
+      actors_.erase(prev->second);
+    }
+    ++a.joins;
+    by_name_[a.name] = id;
+    resp->set_actor_id(id);
+  }
+  resp->set_policy_version(std::max<int64_t>(0, store_->latest_version()));
+  resp->set_group_size(stage.ledger != nullptr ? stage.group_size : 0);
+  *resp->mutable_sampling() = stage.sampling;
+  resp->set_heartbeat_interval_ms(options_.heartbeat_interval_ms);
+  resp->set_lease_ttl_ms(options_.lease_ttl_ms);
+  if (!options_.reward_addresses.empty()) resp->set_reward_address(options_.reward_addresses[0]);
+  for (const auto& a : options_.reward_addresses) resp->add_reward_addresses(a);
+  resp->set_run_id(options_.run_id);
+  resp->set_protocol_version(v1::LEARNER_PROTOCOL_CURRENT);
+  *resp->mutable_model() = options_.model;
+  resp->set_stage(stage.name);
+  resp->set_stage_kind(stage.kind);
+  resp->set_deterministic(options_.deterministic);
+  resp->set_max_staleness(options_.max_staleness);
+  COHORT_LOG(INFO) << "actor " << req->actor_name() << " joined as " << resp->actor_id();
+  return grpc::Status::OK;
+}
+
+grpc::Status LearnerService::LeasePrompts(grpc::ServerContext*, const v1::LeasePromptsRequest* req,
+                                          v1::LeasePromptsResponse* resp) {
+  if (req->max_prompts() <= 0) {
+    return Refuse(grpc::StatusCode::INVALID_ARGUMENT, "bad_request",
+                  absl::StrCat("max_prompts: expected > 0, got ", req->max_prompts()));
+  }
+  LeaseStage stage;
+  bool paused, draining;
+  {
+    absl::MutexLock lock(&mu_);
+    absl::StatusOr<Actor*> actor = FindActorLocked(req->actor_id());
+    if (!actor.ok()) return ToGrpcStatus(actor.status());
+    (*actor)->version = req->policy_version();
+    stage = stage_;
+    paused = paused_;
+    draining = draining_ || (*actor)->leaving;
+  }
+  int64_t latest = store_->latest_version();
+  resp->set_policy_version(std::max<int64_t>(0, latest));
+  resp->set_drain(draining);
+  resp->set_retry_after_ms(options_.retry_after_ms);
+  if (paused || draining || stage.ledger == nullptr) return grpc::Status::OK;
+  std::vector<LeaseGrant> grants =
+      stage.ledger->Lease(req->max_prompts(), req->policy_version(), req->actor_id(), absl::Now());
+  for (const LeaseGrant& g : grants) {
+    v1::Lease* l = resp->add_leases();
+    l->set_lease_id(g.lease_id);
+    l->set_prompt_id(g.prompt_id);
+    l->set_epoch(g.epoch);
+    l->set_deadline_unix_ms(absl::ToUnixMillis(g.deadline));
+    const StagePrompt& p = (*stage.prompts)[g.prompt_id];
+    *l->mutable_prompt_token_ids() = {p.tokens.begin(), p.tokens.end()};
+    l->set_prompt_text(p.text);
+    l->set_task(p.task);
+    l->set_answer(p.answer);
+    l->set_extra_json(p.extra_json);
+    l->set_group_size(stage.group_size);
+    *l->mutable_sampling() = stage.sampling;
+    l->mutable_sampling()->set_seed(g.seed);
+    l->set_prompt_uid(p.uid);
+    l->set_policy_version(g.pinned_version >= 0 ? g.pinned_version : std::max<int64_t>(0, latest));
+    l->set_version_pinned(g.pinned_version >= 0);
+    l->set_attempt(g.attempt);
+    l->set_model_fingerprint(options_.model.model_fingerprint());
+  }
+  leases_granted_->Increment(static_cast<double>(grants.size()));
+  if (!grants.empty()) resp->set_retry_after_ms(0);
+  return grpc::Status::OK;
+}
+
+grpc::Status LearnerService::Heartbeat(grpc::ServerContext*, const v1::HeartbeatRequest* req,
+                                       v1::HeartbeatResponse* resp) {
+  LeaseStage stage;
+  {
+    absl::MutexLock lock(&mu_);
+    absl::StatusOr<Actor*> actor = FindActorLocked(req->actor_id());
+    if (!actor.ok()) return ToGrpcStatus(actor.status());
+    (*actor)->version = req->policy_version();
+    if (req->leaving()) (*actor)->leaving = true;
+    stage = stage_;
+    resp->set_drain(draining_);
+  }
+  metrics_
+      ->GetCounter("cohort_learner_actor_generated_tokens_total",
+                   "Tokens actors reported generating (Heartbeat).")
+      ->Increment(static_cast<double>(std::max<int64_t>(0, req->generated_tokens())));
+  resp->set_latest_policy_version(std::max<int64_t>(0, store_->latest_version()));
+  absl::Time now = absl::Now();
+  if (stage.ledger == nullptr) {
+    for (const auto& id : req->lease_ids()) resp->add_expired_lease_ids(id);
+    return grpc::Status::OK;
+  }
+  std::vector<std::string> released(req->released_lease_ids().begin(),
+                                    req->released_lease_ids().end());
+  if (!released.empty()) stage.ledger->Release(released, now);
+  std::vector<std::string> ids(req->lease_ids().begin(), req->lease_ids().end());
+  for (const std::string& id : stage.ledger->Renew(ids, now)) resp->add_expired_lease_ids(id);
+  resp->set_deadline_unix_ms(absl::ToUnixMillis(now + stage.ledger->options().lease_ttl));
+  return grpc::Status::OK;
+}
+
+grpc::Status LearnerService::SubmitGroup(grpc::ServerContext*, const v1::SubmitGroupRequest* req,
+                                         v1::SubmitGroupResponse* resp) {
+  LeaseStage stage;
+  {
+    absl::MutexLock lock(&mu_);
+    absl::StatusOr<Actor*> actor = FindActorLocked(req->actor_id());
+    if (!actor.ok()) return ToGrpcStatus(actor.status());
+    stage = stage_;
+  }
+  const v1::ScoredGroup& g = req->group();
+  if (g.lease_id().empty()) {
+    return Refuse(grpc::StatusCode::INVALID_ARGUMENT, "bad_request",
+                  "group.lease_id: expected the lease's id");
+  }
+  if (stage.ledger == nullptr) {
+    resp->set_reason_code("stage_over");
+    resp->set_reason("no lease-driven stage is running");
+    return grpc::Status::OK;
+  }
+  absl::StatusOr<LeaseGrant> lease = stage.ledger->FindLease(g.lease_id());
+  if (!lease.ok()) {
+    return Refuse(grpc::StatusCode::FAILED_PRECONDITION, "unknown_lease",
+                  absl::StrCat("group.lease_id: ", lease.status().message(),
+                               " (not granted by this stage of the run)"));
+  }
+  int64_t latest = std::max<int64_t>(0, store_->latest_version());
+  absl::StatusOr<CheckedGroup> checked =
+      CheckGroup(g, *lease, stage.group_size, options_.vocab_size, latest);
+  if (!checked.ok()) {
+    std::string msg(checked.status().message());
+    std::string reason = msg.find(".logprobs") != std::string::npos          ? "bad_logprobs"
+                         : msg.find(".token_ids") != std::string::npos       ? "bad_token_ids"
+                         : msg.find(".policy_versions") != std::string::npos ? "bad_versions"
+                         : msg.find("completions:") != std::string::npos     ? "bad_group_size"
+                                                                             : "bad_group";
+    return Refuse(checked.status().code() == absl::StatusCode::kFailedPrecondition
+                      ? grpc::StatusCode::FAILED_PRECONDITION
+                      : grpc::StatusCode::INVALID_ARGUMENT,
+                  reason, msg);
+  }
+  absl::StatusOr<SubmitOutcome> out =
+      stage.ledger->Submit(g.lease_id(), checked->verdict, checked->group, absl::Now());
+  if (!out.ok()) {
+    return Refuse(grpc::StatusCode::FAILED_PRECONDITION, "unknown_lease",
+                  std::string(out.status().message()));
+  }
+  resp->set_accepted(out->accepted);
+  resp->set_duplicate(out->duplicate);
+  resp->set_reason(out->reason);
+  resp->set_reason_code(out->reason_code);
+  resp->set_retry(out->retry);
+  if (!out->accepted) {
+    Refuse(grpc::StatusCode::OK, out->reason_code, out->reason);
+    return grpc::Status::OK;
+  }
+  if (out->duplicate) return grpc::Status::OK;
+  groups_accepted_->Increment();
+  int64_t tokens = 0;
+  absl::MutexLock lock(&mu_);
+  auto actor = actors_.find(req->actor_id());
+  for (const TrainSample& s : checked->group->samples) {
+    tokens += static_cast<int64_t>(s.tokens.size());
+    for (int64_t v : s.versions) {
+      staleness_->Observe(static_cast<double>(latest - v));
+      if (actor != actors_.end()) actor->second.versions_seen.insert(v);
+    }
+  }
+  if (actor != actors_.end()) {
+    ++actor->second.groups;
+    actor->second.tokens += tokens;
+  }
+  return grpc::Status::OK;
+}
+
+// ---------------------------------------------------------------------------
+// FetchPolicy: one reactor per stream; one chunk in flight at a time.
+
+namespace {
+
+class FetchReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
+ public:
+  FetchReactor(std::shared_ptr<const PublishedVersion> version, std::vector<ChunkRef> plan,
+               bool delta, Counter* bytes, Counter* fetches)
+      : version_(std::move(version)),
+        plan_(std::move(plan)),
+        delta_(delta),
+        bytes_(bytes),
+        fetches_(fetches) {
+    for (const ChunkRef& c : plan_) stream_bytes_ += c.size;
+    Next();
+  }
+
+  void OnWriteDone(bool ok) override {
+    if (!ok) {
+      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "the client went away"));
+      return;
+    }
+    Next();
+  }
+  void OnDone() override { delete this; }
+  void OnCancel() override {}
+
+ private:
+  static void Unref(void* p) { delete static_cast<std::shared_ptr<const PublishedVersion>*>(p); }
+
+  void Next() {
+    if (next_ == plan_.size()) {
+      fetches_->Increment();
+      Finish(grpc::Status::OK);
+      return;
+    }
+    const ChunkRef& c = plan_[next_];
+    const WeightTensor& t = version_->weights.tensors[c.tensor_index];
+    v1::WeightChunk h;
+    h.set_version(version_->version);
+    h.set_tensor_name(t.name);
+    h.set_dtype(WireDType(t.dtype));
+    for (int64_t d : t.shape) h.add_shape(d);
+    h.set_offset(c.offset);
+    h.set_tensor_bytes(t.size);
+    h.set_crc32c(c.crc32c);
+    h.set_tensor_index(c.tensor_index);
+    h.set_tensor_count(static_cast<int32_t>(version_->weights.tensors.size()));
+    h.set_encoding(c.delta ? v1::WEIGHT_ENCODING_XOR_RLE : v1::WEIGHT_ENCODING_RAW);
+    h.set_decoded_bytes(c.decoded_bytes);
+    if (delta_) h.set_base_version(version_->delta_base);
+    if (c.tensor_last) {
+      h.set_tensor_last(true);
+      h.set_tensor_crc32c(version_->tensor_crc32c[c.tensor_index]);
+    }
+    if (next_ == 0) h.set_stream_bytes(stream_bytes_);
+    if (next_ + 1 == plan_.size()) {
+      h.set_last(true);
+      h.set_version_crc32c(version_->version_crc32c);
+    }
+    std::string header = h.SerializeAsString();
+    if (c.size > 0) {
+      // Field 7 (data), wire type 2, then its length; the bytes follow as
+      // their own slice.
+      header.push_back(static_cast<char>((7 << 3) | 2));
+      uint64_t n = static_cast<uint64_t>(c.size);
+      while (n >= 0x80) {
+        header.push_back(static_cast<char>((n & 0x7F) | 0x80));
+        n >>= 7;
+      }
+      header.push_back(static_cast<char>(n));
+      grpc::Slice slices[2] = {
+          grpc::Slice(header),
+          grpc::Slice(const_cast<uint8_t*>(c.data), static_cast<size_t>(c.size), &Unref,
+                      new std::shared_ptr<const PublishedVersion>(version_))};
+      buffer_ = grpc::ByteBuffer(slices, 2);
+    } else {
+      grpc::Slice slice(header);
+      buffer_ = grpc::ByteBuffer(&slice, 1);
+    }
+    bytes_->Increment(static_cast<double>(c.size));
+    ++next_;
+    StartWrite(&buffer_);
+  }
+
+  const std::shared_ptr<const PublishedVersion> version_;
+  const std::vector<ChunkRef> plan_;
+  const bool delta_;
+  Counter* const bytes_;
+  Counter* const fetches_;
+  int64_t stream_bytes_ = 0;
+  size_t next_ = 0;
+  grpc::ByteBuffer buffer_;  // the write in flight
+};
+
+class ErrorReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
+ public:
+  explicit ErrorReactor(grpc::Status status) { Finish(std::move(status)); }
+  void OnDone() override { delete this; }
+};
+
+}  // namespace
+
+grpc::ServerWriteReactor<grpc::ByteBuffer>* LearnerService::FetchPolicy(
+    grpc::CallbackServerContext*, const grpc::ByteBuffer* request) {
+  std::vector<grpc::Slice> slices;
+  v1::FetchPolicyRequest req;
+  std::string bytes;
+  if (request->Dump(&slices).ok()) {
+    for (const grpc::Slice& s : slices)
+      bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  }
+  if (!req.ParseFromString(bytes)) {
+    return new ErrorReactor(Refuse(grpc::StatusCode::INVALID_ARGUMENT, "bad_request",
+                                   "FetchPolicyRequest: not a valid message"));
+  }
+  std::shared_ptr<const PublishedVersion> v =
+      req.version() > 0 ? store_->Get(req.version()) : store_->Latest();
+  if (v == nullptr) {
+    return new ErrorReactor(
+        grpc::Status(grpc::StatusCode::NOT_FOUND,
+                     absl::StrCat("version ", req.version(), " is not kept (kept: ",
+                                  store_->kept_versions().empty()
+                                      ? std::string("none yet")
+                                      : absl::StrCat(store_->kept_versions().front(), "..",
+                                                     store_->kept_versions().back()),
+                                  ")")));
+  }
+  int64_t chunk = req.chunk_bytes() <= 0 ? 0 : std::min(req.chunk_bytes(), options_.chunk_bytes);
+  bool delta = req.delta() && req.version() > 0 && v->HasDeltaFrom(req.base_version());
+  std::vector<ChunkRef> plan = v->Plan(delta, req.base_version(), delta ? 0 : chunk);
+  return new FetchReactor(std::move(v), std::move(plan), delta, weight_bytes_, fetches_);
+}
+
+// ---------------------------------------------------------------------------
+
+int64_t LearnerService::OutstandingLeases() const {
+  LeaseStage stage = StageSnapshot();
+  return stage.ledger == nullptr ? 0 : stage.ledger->Counts().leased;
+}
+
+void LearnerService::FillStatus(v1::RunStatus* status) const {
+  LeaseStage stage = StageSnapshot();
+  int64_t ttl_ms = options_.lease_ttl_ms, now = NowMs();
+  {
+    absl::MutexLock lock(&mu_);
+    status->set_paused(paused_);
+    status->set_draining(draining_);
+    for (const auto& [id, a] : actors_) {
+      v1::ActorInfo* info = status->add_actors();
+      info->set_actor_id(a.id);
+      info->set_actor_name(a.name);
+      info->set_policy_version(a.version);
+      info->set_last_seen_unix_ms(a.last_seen_ms);
+      info->set_pid(a.pid);
+      info->set_joins(a.joins);
+      info->set_groups_submitted(a.groups);
+      info->set_tokens_generated(a.tokens);
+      info->set_policy_versions_seen(static_cast<int64_t>(a.versions_seen.size()));
+      info->set_gone(a.leaving || now - a.last_seen_ms > ttl_ms);
+    }
+    for (const auto& [reason, n] : refusals_) (*status->mutable_refusals())[reason] = n;
+  }
+  for (int64_t v : store_->kept_versions()) status->add_kept_versions(v);
+  if (stage.ledger != nullptr) {
+    LedgerCounts c = stage.ledger->Counts();
+    v1::LedgerCounts* l = status->mutable_ledger();
+    l->set_queued(c.queued);
+    l->set_leased(c.leased);
+    l->set_trained(c.trained);
+    l->set_filtered(c.filtered);
+    l->set_failed(c.failed);
+    l->set_buffered(c.buffered);
+    l->set_prompts_total(c.prompts_total);
+    l->set_duplicates(c.duplicates);
+    l->set_lost(c.lost);
+    l->set_leases_granted(c.leases_granted);
+    l->set_leases_expired(c.leases_expired);
+    l->set_leases_released(c.leases_released);
+    l->set_leases_retried(c.leases_retried);
+  }
+}
+
+// ---------------------------------------------------------------------------
+
+AdminService::AdminService(LearnerService* learner, LearnerControl* control,
+                           bool require_admin_token)
+    : learner_(learner), control_(control), require_admin_token_(require_admin_token) {}
+
+grpc::Status AdminService::CheckAdmin(grpc::ServerContext* context) const {
+  if (!require_admin_token_ || CallHasAdminToken(*context)) return grpc::Status::OK;
+  return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                      "cohort.v1.Admin needs the admin token (security.admin_token_file); the "
+                      "token of security.token_file is not enough");
+}
+
+grpc::Status AdminService::GetStatus(grpc::ServerContext* context, const v1::GetStatusRequest*,
+                                     v1::RunStatus* response) {
+  grpc::Status s = CheckAdmin(context);
+  if (!s.ok()) return s;
+  control_->FillStatus(response);
+  learner_->FillStatus(response);
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::Checkpoint(grpc::ServerContext* context, const v1::CheckpointRequest*,
+                                      v1::CheckpointResponse* response) {
+  grpc::Status s = CheckAdmin(context);
+  if (!s.ok()) return s;
+  absl::StatusOr<v1::CheckpointResponse> r = control_->CheckpointNow();
+  if (!r.ok()) return ToGrpcStatus(r.status());
+  *response = *r;
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::Pause(grpc::ServerContext* context, const v1::PauseRequest*,
+                                 v1::PauseResponse*) {
+  grpc::Status s = CheckAdmin(context);
+  if (!s.ok()) return s;
+  learner_->SetPaused(true);
+  COHORT_LOG(INFO) << "paused by Admin/Pause";
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::Resume(grpc::ServerContext* context, const v1::ResumeRequest*,
+                                  v1::ResumeResponse*) {
+  grpc::Status s = CheckAdmin(context);
+  if (!s.ok()) return s;
+  learner_->SetPaused(false);
+  COHORT_LOG(INFO) << "resumed by Admin/Resume";
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::Drain(grpc::ServerContext* context, const v1::DrainRequest*,
+                                 v1::DrainResponse* response) {
+  grpc::Status s = CheckAdmin(context);
+  if (!s.ok()) return s;
+  response->set_leases_outstanding(learner_->OutstandingLeases());
+  learner_->SetDraining(true);
+  control_->StartDrain();
+  COHORT_LOG(INFO) << "draining by Admin/Drain";
+  return grpc::Status::OK;
+}
+
+}  // namespace cohort::learner

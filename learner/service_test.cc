@@ -1,0 +1,377 @@
+// cohort.v1.Learner and cohort.v1.Admin over real gRPC on an ephemeral
+// loopback port, driven by a fake actor client.
+#include "learner/service.h"
+
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include "core/crc32c.h"
+#include "core/rpc.h"
+
+namespace cohort::learner {
+namespace {
+
+constexpr char kToken[] = "actor-token";
+constexpr char kAdminToken[] = "admin-token";
+
+WeightTensor Bf16(const std::string& name, std::vector<uint8_t> bytes) {
+  WeightTensor t;
+  t.name = name;
+  t.dtype = WeightDType::kBF16;
+  t.shape = {static_cast<int64_t>(bytes.size() / 2)};
+  auto data = AllocateWeightBytes(bytes.size());
+  std::memcpy(data.get(), bytes.data(), bytes.size());
+  t.data = data;
+  t.size = static_cast<int64_t>(bytes.size());
+  return t;
+}
+
+class FakeControl : public LearnerControl {
+ public:
+  absl::StatusOr<v1::CheckpointResponse> CheckpointNow() override {
+    v1::CheckpointResponse r;
+    r.set_path("/tmp/ckpt-1");
+    r.set_step(1);
+    return r;
+  }
+  void StartDrain() override { drained = true; }
+  void FillStatus(v1::RunStatus* s) override {
+    s->set_run_id("run-1");
+    s->set_stage("grpo");
+    s->set_stage_kind("grpo");
+  }
+  bool drained = false;
+};
+
+class LearnerServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    LedgerOptions lo;
+    lo.num_prompts = 4;
+    lo.prompts_per_step = 2;
+    lo.max_staleness = 1;
+    lo.max_lease_attempts = 2;
+    ledger_ = std::shared_ptr<Ledger>(*Ledger::Create(lo));
+    auto prompts = std::make_shared<std::vector<StagePrompt>>();
+    for (int i = 0; i < 4; ++i) {
+      prompts->push_back({{1, 2, 3},
+                          "what is " + std::to_string(i),
+                          "math",
+                          "4",
+                          "{}",
+                          "uid-" + std::to_string(i)});
+    }
+    LearnerServiceOptions o;
+    o.run_id = "run-1";
+    o.model.set_model_fingerprint("fp-tiny");
+    o.model.set_config_json("{\"vocab_size\": 100}");
+    o.model.add_eos_token_ids(2);
+    o.vocab_size = 100;
+    o.reward_addresses = {"127.0.0.1:1", "127.0.0.1:2"};
+    o.metrics = &registry_;
+    o.chunk_bytes = 64;
+    store_ =
+        std::make_unique<WeightStore>(WeightStoreOptions{.keep_versions = 3, .chunk_bytes = 64});
+    std::vector<uint8_t> w(300);
+    for (size_t i = 0; i < w.size(); ++i) w[i] = static_cast<uint8_t>(i * 7);
+    weights0_ = w;
+    WeightSnapshot s;
+    s.tensors = {Bf16("w", w), Bf16("b", {1, 2, 3, 4})};
+    ASSERT_TRUE(store_->Publish(0, s).ok());
+    ASSERT_TRUE(store_->WaitPublished(0, absl::Seconds(10)));
+    service_ = std::make_unique<LearnerService>(o, store_.get());
+    LeaseStage stage;
+    stage.name = "grpo";
+    stage.ledger = ledger_;
+    stage.prompts = prompts;
+    stage.group_size = 3;
+    stage.sampling.set_temperature(1.0);
+    stage.sampling.set_max_new_tokens(8);
+    service_->SetStage(stage);
+    admin_ = std::make_unique<AdminService>(service_.get(), &control_, true);
+    ServerOptions so;
+    so.bearer_token = kToken;
+    so.admin_token = kAdminToken;
+    server_ = *RpcServer::Start(so, {service_.get(), admin_.get()});
+    ChannelOptions co;
+    co.bearer_token = kToken;
+    auto channel = *MakeChannel(server_->address(), co);
+    stub_ = v1::Learner::NewStub(channel);
+    actor_admin_ = v1::Admin::NewStub(channel);
+    co.bearer_token = kAdminToken;
+    admin_stub_ = v1::Admin::NewStub(*MakeChannel(server_->address(), co));
+  }
+
+  void TearDown() override { server_->Shutdown(absl::Seconds(2)); }
+
+  std::string Join() {
+    grpc::ClientContext ctx;
+    v1::JoinRequest req;
+    req.set_actor_name("fake-actor");
+    req.set_slots(4);
+    req.set_protocol_version(v1::LEARNER_PROTOCOL_CURRENT);
+    v1::JoinResponse resp;
+    grpc::Status s = stub_->Join(&ctx, req, &resp);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return resp.actor_id();
+  }
+
+  v1::ScoredGroup Group(const v1::Lease& lease, std::vector<double> rewards) {
+    v1::ScoredGroup g;
+    g.set_prompt_id(lease.prompt_id());
+    g.set_epoch(lease.epoch());
+    g.set_lease_id(lease.lease_id());
+    for (double r : rewards) {
+      v1::Completion* c = g.add_completions();
+      for (int t = 0; t < 3; ++t) {
+        c->add_token_ids(5 + t);
+        c->add_logprobs(-0.5f);
+        c->add_policy_versions(0);
+      }
+      c->set_finish_reason(v1::FINISH_REASON_EOS);
+      c->mutable_reward()->set_status(std::isnan(r) ? v1::REWARD_STATUS_TIMEOUT
+                                                    : v1::REWARD_STATUS_OK);
+      c->mutable_reward()->set_reward(r);
+    }
+    return g;
+  }
+
+  grpc::Status Submit(const std::string& actor, const v1::ScoredGroup& g,
+                      v1::SubmitGroupResponse* resp) {
+    grpc::ClientContext ctx;
+    v1::SubmitGroupRequest req;
+    req.set_actor_id(actor);
+    *req.mutable_group() = g;
+    return stub_->SubmitGroup(&ctx, req, resp);
+  }
+
+  MetricsRegistry registry_;
+  std::shared_ptr<Ledger> ledger_;
+  std::unique_ptr<WeightStore> store_;
+  std::vector<uint8_t> weights0_;
+  std::unique_ptr<LearnerService> service_;
+  FakeControl control_;
+  std::unique_ptr<AdminService> admin_;
+  std::unique_ptr<RpcServer> server_;
+  std::unique_ptr<v1::Learner::Stub> stub_;
+  std::unique_ptr<v1::Admin::Stub> actor_admin_, admin_stub_;
+};
+
+TEST_F(LearnerServiceTest, JoinChecksProtocolAndFingerprint) {
+  grpc::ClientContext c1;
+  v1::JoinRequest req;
+  req.set_actor_name("old");
+  req.set_slots(1);
+  v1::JoinResponse resp;
+  grpc::Status s = stub_->Join(&c1, req, &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_NE(s.error_message().find("speaks learner protocol 0, this learner speaks 1"),
+            std::string::npos)
+      << s.error_message();
+  req.set_protocol_version(v1::LEARNER_PROTOCOL_CURRENT);
+  req.set_model_fingerprint("fp-other");
+  grpc::ClientContext c2;
+  s = stub_->Join(&c2, req, &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_NE(s.error_message().find("fp-other"), std::string::npos);
+  req.set_model_fingerprint("fp-tiny");
+  grpc::ClientContext c3;
+  ASSERT_TRUE(stub_->Join(&c3, req, &resp).ok());
+  EXPECT_EQ(resp.model().config_json(), "{\"vocab_size\": 100}");
+  EXPECT_EQ(resp.reward_addresses_size(), 2);
+  EXPECT_EQ(resp.reward_address(), "127.0.0.1:1");
+  EXPECT_EQ(resp.run_id(), "run-1");
+  EXPECT_EQ(resp.group_size(), 3);
+  EXPECT_EQ(resp.protocol_version(), 1);
+}
+
+TEST_F(LearnerServiceTest, LeaseSubmitRefusalsAndStatus) {
+  std::string actor = Join();
+  grpc::ClientContext lctx;
+  v1::LeasePromptsRequest lreq;
+  lreq.set_actor_id(actor);
+  lreq.set_max_prompts(10);
+  v1::LeasePromptsResponse leases;
+  ASSERT_TRUE(stub_->LeasePrompts(&lctx, lreq, &leases).ok());
+  ASSERT_EQ(leases.leases_size(), 4);  // (K + 1) * P
+  const v1::Lease& l0 = leases.leases(0);
+  EXPECT_EQ(l0.prompt_uid(), "uid-" + std::to_string(l0.prompt_id()));
+  EXPECT_EQ(l0.group_size(), 3);
+  EXPECT_NE(l0.sampling().seed(), 0u);
+  EXPECT_EQ(l0.prompt_token_ids_size(), 3);
+
+  v1::SubmitGroupResponse resp;
+  // Bad input: each refused, naming the field, counted by reason.
+  v1::ScoredGroup g = Group(l0, {1, 0, 1});
+  g.mutable_completions()->RemoveLast();
+  grpc::Status s = Submit(actor, g, &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("group.completions"), std::string::npos);
+  g = Group(l0, {1, 0, 1});
+  g.mutable_completions(1)->set_logprobs(2, std::nanf(""));
+  s = Submit(actor, g, &resp);
+  EXPECT_NE(s.error_message().find("group.completions[1].logprobs[2]"), std::string::npos);
+  g = Group(l0, {1, 0, 1});
+  g.mutable_completions(2)->set_token_ids(0, 100);
+  s = Submit(actor, g, &resp);
+  EXPECT_NE(s.error_message().find("outside the vocabulary"), std::string::npos);
+  g = Group(l0, {1, 0, 1});
+  g.mutable_completions(0)->add_logprobs(-1);
+  s = Submit(actor, g, &resp);
+  EXPECT_NE(s.error_message().find("4 values for 3 token_ids"), std::string::npos);
+  g = Group(l0, {1, 0, 1});
+  g.set_lease_id("L-unknown");
+  s = Submit(actor, g, &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  // An unknown actor must rejoin.
+  s = Submit("nobody", Group(l0, {1, 0, 1}), &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
+
+  // Good submissions, a duplicate, a group with < 2 OK samples (retried).
+  ASSERT_TRUE(Submit(actor, Group(l0, {1, 0, 1}), &resp).ok());
+  EXPECT_TRUE(resp.accepted());
+  ASSERT_TRUE(Submit(actor, Group(l0, {1, 0, 1}), &resp).ok());
+  EXPECT_TRUE(resp.duplicate());
+  ASSERT_TRUE(Submit(actor, Group(leases.leases(1), {1, NAN, NAN}), &resp).ok());
+  EXPECT_TRUE(resp.retry());
+
+  // Heartbeat: renew one, release another.
+  grpc::ClientContext hctx;
+  v1::HeartbeatRequest hreq;
+  hreq.set_actor_id(actor);
+  hreq.add_lease_ids(leases.leases(2).lease_id());
+  hreq.add_lease_ids(l0.lease_id());  // already submitted: reported
+  hreq.add_released_lease_ids(leases.leases(3).lease_id());
+  v1::HeartbeatResponse hresp;
+  ASSERT_TRUE(stub_->Heartbeat(&hctx, hreq, &hresp).ok());
+  ASSERT_EQ(hresp.expired_lease_ids_size(), 1);
+  EXPECT_EQ(hresp.expired_lease_ids(0), l0.lease_id());
+
+  // Admin: the actors' token is not enough.
+  grpc::ClientContext a1;
+  v1::RunStatus status;
+  s = actor_admin_->GetStatus(&a1, v1::GetStatusRequest(), &status);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  grpc::ClientContext a2;
+  v1::DrainResponse dr;
+  EXPECT_EQ(actor_admin_->Drain(&a2, v1::DrainRequest(), &dr).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_FALSE(control_.drained);
+  grpc::ClientContext a3;
+  ASSERT_TRUE(admin_stub_->GetStatus(&a3, v1::GetStatusRequest(), &status).ok());
+  EXPECT_EQ(status.run_id(), "run-1");
+  EXPECT_EQ(status.ledger().prompts_total(), 4);
+  EXPECT_EQ(status.ledger().buffered(), 1);
+  EXPECT_EQ(status.ledger().queued(), 2);  // the retried one and the released one
+  EXPECT_EQ(status.ledger().leased(), 1);
+  EXPECT_EQ(status.ledger().leases_released(), 1);
+  EXPECT_EQ(status.refusals().at("bad_logprobs"), 2);
+  EXPECT_EQ(status.refusals().at("bad_token_ids"), 1);
+  EXPECT_EQ(status.refusals().at("bad_group_size"), 1);
+  EXPECT_EQ(status.refusals().at("unknown_lease"), 1);
+  ASSERT_EQ(status.actors_size(), 1);
+  EXPECT_EQ(status.actors(0).groups_submitted(), 2);
+  EXPECT_EQ(status.actors(0).tokens_generated(), 18);
+  grpc::ClientContext a4;
+  v1::PauseResponse pr;
+  ASSERT_TRUE(admin_stub_->Pause(&a4, v1::PauseRequest(), &pr).ok());
+  grpc::ClientContext l2;
+  v1::LeasePromptsResponse none;
+  ASSERT_TRUE(stub_->LeasePrompts(&l2, lreq, &none).ok());
+  EXPECT_EQ(none.leases_size(), 0);
+  EXPECT_GT(none.retry_after_ms(), 0);
+  grpc::ClientContext a5;
+  ASSERT_TRUE(admin_stub_->Drain(&a5, v1::DrainRequest(), &dr).ok());
+  EXPECT_TRUE(control_.drained);
+  grpc::ClientContext h2;
+  ASSERT_TRUE(stub_->Heartbeat(&h2, hreq, &hresp).ok());
+  EXPECT_TRUE(hresp.drain());
+}
+
+// Streams a version, verifying every CRC, and rebuilds the tensors.
+std::map<std::string, std::string> Fetch(v1::Learner::Stub* stub, int64_t version, bool delta,
+                                         int64_t base,
+                                         const std::map<std::string, std::string>& have,
+                                         int* delta_chunks) {
+  grpc::ClientContext ctx;
+  v1::FetchPolicyRequest req;
+  req.set_version(version);
+  req.set_delta(delta);
+  req.set_base_version(base);
+  auto reader = stub->FetchPolicy(&ctx, req);
+  v1::WeightChunk c;
+  std::map<std::string, std::string> out = have;
+  std::string all;
+  bool last = false;
+  *delta_chunks = 0;
+  while (reader->Read(&c)) {
+    EXPECT_EQ(Crc32c(c.data()), c.crc32c());
+    std::string& t = out[c.tensor_name()];
+    t.resize(c.tensor_bytes());
+    if (c.encoding() == v1::WEIGHT_ENCODING_XOR_RLE) {
+      ++*delta_chunks;
+      EXPECT_EQ(c.base_version(), base);
+      EXPECT_TRUE(XorRleApply(c.data(), reinterpret_cast<uint8_t*>(t.data()) + c.offset(),
+                              c.decoded_bytes())
+                      .ok());
+    } else {
+      std::memcpy(t.data() + c.offset(), c.data().data(), c.data().size());
+    }
+    if (c.tensor_last()) {
+      EXPECT_EQ(Crc32c(t), c.tensor_crc32c()) << c.tensor_name();
+      all += t;
+    }
+    if (c.last()) {
+      EXPECT_EQ(Crc32c(all), c.version_crc32c());
+      last = true;
+    }
+  }
+  grpc::Status s = reader->Finish();
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  EXPECT_TRUE(last);
+  return out;
+}
+
+TEST_F(LearnerServiceTest, FetchPolicyFullThenDelta) {
+  int deltas = 0;
+  auto v0 = Fetch(stub_.get(), 0, false, 0, {}, &deltas);
+  EXPECT_EQ(v0["w"], std::string(weights0_.begin(), weights0_.end()));
+  EXPECT_EQ(deltas, 0);
+  std::vector<uint8_t> w1 = weights0_;
+  w1[10] ^= 1;
+  w1[250] ^= 0x80;
+  WeightSnapshot s;
+  s.tensors = {Bf16("w", w1), Bf16("b", {1, 2, 3, 4})};
+  ASSERT_TRUE(store_->Publish(1, s).ok());
+  ASSERT_TRUE(store_->WaitPublished(1, absl::Seconds(10)));
+  auto v1 = Fetch(stub_.get(), 1, true, 0, v0, &deltas);
+  EXPECT_GT(deltas, 0);
+  EXPECT_EQ(v1["w"], std::string(w1.begin(), w1.end()));
+  // Delta from a version the server has no delta for: the full stream.
+  auto full = Fetch(stub_.get(), 1, true, 7, {}, &deltas);
+  EXPECT_EQ(deltas, 0);
+  EXPECT_EQ(full["w"], v1["w"]);
+  // A version not kept.
+  grpc::ClientContext ctx;
+  v1::FetchPolicyRequest req;
+  req.set_version(42);
+  auto reader = stub_->FetchPolicy(&ctx, req);
+  v1::WeightChunk c;
+  EXPECT_FALSE(reader->Read(&c));
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_GT(registry_
+                .GetCounter("cohort_learner_weight_bytes_served_total",
+                            "Bytes of weight payload streamed by FetchPolicy.")
+                ->Value(),
+            600);
+}
+
+}  // namespace
+}  // namespace cohort::learner
