@@ -130,6 +130,55 @@ struct SupervisorSection {
   int ready_timeout_seconds = 60;   // until SERVING; > 0
 };
 
+// GRPO (names and meanings of TRL's GRPOConfig where it has the knob).
+struct GrpoSection {
+  std::string loss_type = "dapo";      // grpo | dapo | bnpo | dr_grpo
+  std::string scale_rewards = "group";  // group | batch | none
+  std::string advantage = "grpo";       // grpo | rloo
+  double epsilon = 0.2;                 // lower clip; > 0
+  double epsilon_high = 0.0;            // upper clip; 0 = epsilon
+  double beta = 0.0;                    // k3 KL weight; 0 loads no reference
+  int num_iterations = 1;               // mu: updates per batch; >= 1
+  std::string importance_sampling_level = "token";  // token | sequence (GSPO)
+  bool mask_truncated_completions = false;
+  bool dynamic_sampling = false;  // drop groups whose rewards are all equal
+  double tis_cap = 0.0;           // truncated importance sampling cap; 0 = off
+  int prompts_per_step = 16;      // groups per training batch; >= 1
+};
+
+struct OptimSection {
+  double lr = 1e-6;  // AdamW learning rate; > 0
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double weight_decay = 0.0;
+  double eps = 1e-8;
+  double max_grad_norm = 1.0;         // 0 = no clipping
+  int warmup_steps = 0;               // linear warm-up; >= 0
+  std::string schedule = "constant";  // constant | cosine
+  int total_steps = 0;                // cosine horizon; 0 = the stage's step count
+  int micro_batch_tokens = 4096;      // tokens per forward/backward; >= 1
+};
+
+struct DataSection {
+  std::string train;                         // JSONL; "" = none
+  std::string eval;                          // JSONL; "" = none
+  std::string prompt_key = "prompt";
+  std::string answer_key = "answer";
+  std::string completion_key = "completion";  // SFT sets
+  std::string id_key;                        // "" = the line number
+  std::string task = "math";                 // reward task of every prompt
+  int epochs = 1;                            // >= 1
+  bool shuffle = true;                       // seeded shuffle per epoch
+  int64_t shuffle_seed = 0;                  // >= 0
+  int max_prompt_tokens = 512;               // longer prompts dropped at load
+};
+
+struct CheckpointSection {
+  int every_steps = 50;  // 0 = only on stop
+  int keep_last = 3;     // >= 1
+  std::string dir;       // "" = <run.out_dir>/checkpoints
+};
+
 struct RunConfig {
   RunSection run;
   ModelSection model;
@@ -139,6 +188,10 @@ struct RunConfig {
   RewardSection reward;
   SecuritySection security;
   SupervisorSection supervisor;
+  GrpoSection grpo;
+  OptimSection optim;
+  DataSection data;
+  CheckpointSection checkpoint;
 };
 
 bool operator==(const RunConfig& a, const RunConfig& b);

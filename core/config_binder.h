@@ -183,6 +183,10 @@ void Bind(Binder& b, RewardSection& s);
 void Bind(Binder& b, TlsSection& s);
 void Bind(Binder& b, SecuritySection& s);
 void Bind(Binder& b, SupervisorSection& s);
+void Bind(Binder& b, GrpoSection& s);
+void Bind(Binder& b, OptimSection& s);
+void Bind(Binder& b, DataSection& s);
+void Bind(Binder& b, CheckpointSection& s);
 void Bind(Binder& b, RunConfig& c);
 
 template <typename T>

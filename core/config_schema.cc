@@ -143,6 +143,84 @@ void Bind(Binder& b, SupervisorSection& s) {
         "Time a role has to report SERVING.");
 }
 
+void Bind(Binder& b, GrpoSection& s) {
+  b.String("loss_type", &s.loss_type, OneOf({"grpo", "dapo", "bnpo", "dr_grpo"}),
+           "TRL `loss_type`: `grpo` token-mean per sequence then mean; `dapo` token-mean over the "
+           "batch; `bnpo` token-mean per micro-batch; `dr_grpo` token-sum / (sequences × "
+           "`sampling.max_new_tokens`).");
+  b.String("scale_rewards", &s.scale_rewards, OneOf({"group", "batch", "none"}),
+           "TRL `scale_rewards`: divide advantages by the group's or the batch's reward std "
+           "(+1e-4); `none` = mean-only (Dr. GRPO).");
+  b.String("advantage", &s.advantage, OneOf({"grpo", "rloo"}),
+           "`grpo`: r − group mean; `rloo`: r − mean of the other OK samples of the group.");
+  b.Double("epsilon", &s.epsilon, Positive(), "TRL `epsilon`: lower clip, ρ ≥ 1 − epsilon.");
+  b.Double("epsilon_high", &s.epsilon_high, DoubleRule{0.0},
+           "TRL `epsilon_high` (clip-higher): ρ ≤ 1 + epsilon_high; 0 = `epsilon`.");
+  b.Double("beta", &s.beta, DoubleRule{0.0},
+           "TRL `beta`: weight of the k3 KL to the frozen reference; 0 loads no reference.");
+  b.Int("num_iterations", &s.num_iterations, AtLeast(1),
+        "TRL `num_iterations` (μ): optimizer updates per training batch.");
+  b.String("importance_sampling_level", &s.importance_sampling_level,
+           OneOf({"token", "sequence"}),
+           "TRL `importance_sampling_level`: per-token ratio, or `sequence` (GSPO: the "
+           "length-normalised sequence ratio).");
+  b.Bool("mask_truncated_completions", &s.mask_truncated_completions,
+         "TRL `mask_truncated_completions`: completions cut at the length limit get no loss.");
+  b.Bool("dynamic_sampling", &s.dynamic_sampling,
+         "Drop groups whose OK rewards are all equal and lease more prompts (DAPO).");
+  b.Double("tis_cap", &s.tis_cap, DoubleRule{0.0},
+           "Truncated importance sampling: weight each token by min(π_old / π_behaviour, cap); "
+           "0 = off.");
+  b.Int("prompts_per_step", &s.prompts_per_step, AtLeast(1),
+        "Groups (prompts) in one training batch.");
+}
+
+void Bind(Binder& b, OptimSection& s) {
+  b.Double("lr", &s.lr, Positive(), "TRL `learning_rate`: AdamW peak learning rate.");
+  b.Double("beta1", &s.beta1, DoubleRule{0.0, false, 1.0, true}, "TRL `adam_beta1`.");
+  b.Double("beta2", &s.beta2, DoubleRule{0.0, false, 1.0, true}, "TRL `adam_beta2`.");
+  b.Double("weight_decay", &s.weight_decay, DoubleRule{0.0},
+           "TRL `weight_decay`: AdamW decoupled weight decay.");
+  b.Double("eps", &s.eps, Positive(), "TRL `adam_epsilon`.");
+  b.Double("max_grad_norm", &s.max_grad_norm, DoubleRule{0.0},
+           "TRL `max_grad_norm`: clip the global gradient L2 norm; 0 = off.");
+  b.Int("warmup_steps", &s.warmup_steps, AtLeast(0),
+        "TRL `warmup_steps`: linear warm-up from 0 over this many optimizer steps.");
+  b.String("schedule", &s.schedule, OneOf({"constant", "cosine"}),
+           "TRL `lr_scheduler_type` after warm-up: constant, or cosine to 0 at `total_steps`.");
+  b.Int("total_steps", &s.total_steps, AtLeast(0),
+        "Optimizer steps the cosine schedule spans; 0 = the stage's planned step count.");
+  b.Int("micro_batch_tokens", &s.micro_batch_tokens, AtLeast(1),
+        "Token budget of one forward/backward; sequences are packed up to it and gradients "
+        "accumulated.");
+}
+
+void Bind(Binder& b, DataSection& s) {
+  b.String("train", &s.train, {}, "Training prompts, JSONL; `\"\"` = none.");
+  b.String("eval", &s.eval, {}, "Evaluation prompts, JSONL; `\"\"` = none.");
+  b.String("prompt_key", &s.prompt_key, NonEmpty(), "Field holding the prompt text.");
+  b.String("answer_key", &s.answer_key, {}, "Field holding the reference answer.");
+  b.String("completion_key", &s.completion_key, NonEmpty(),
+           "Field holding the target completion of SFT sets.");
+  b.String("id_key", &s.id_key, {},
+           "Field holding a stable prompt id (string or integer); `\"\"` = the line number.");
+  b.String("task", &s.task, NonEmpty(), "Reward task (`reward.tasks`) of every prompt.");
+  b.Int("epochs", &s.epochs, AtLeast(1), "Passes over the training set.");
+  b.Bool("shuffle", &s.shuffle, "Shuffle the prompts each epoch (seeded).");
+  b.Int64("shuffle_seed", &s.shuffle_seed, AtLeast(0),
+          "Seed of the per-epoch shuffle (epoch e uses seed + e).");
+  b.Int("max_prompt_tokens", &s.max_prompt_tokens, AtLeast(1),
+        "TRL `max_prompt_length`: longer prompts are dropped at load (and counted).");
+}
+
+void Bind(Binder& b, CheckpointSection& s) {
+  b.Int("every_steps", &s.every_steps, AtLeast(0),
+        "TRL `save_steps`: checkpoint every this many training steps; 0 = only on stop.");
+  b.Int("keep_last", &s.keep_last, AtLeast(1),
+        "TRL `save_total_limit`: complete checkpoints kept.");
+  b.String("dir", &s.dir, {}, "Checkpoint directory; `\"\"` = `<run.out_dir>/checkpoints`.");
+}
+
 void Bind(Binder& b, RunConfig& c) {
   BindSection(b, "run", &c.run);
   BindSection(b, "model", &c.model);
@@ -152,6 +230,10 @@ void Bind(Binder& b, RunConfig& c) {
   BindSection(b, "reward", &c.reward);
   BindSection(b, "security", &c.security);
   BindSection(b, "supervisor", &c.supervisor);
+  BindSection(b, "grpo", &c.grpo);
+  BindSection(b, "optim", &c.optim);
+  BindSection(b, "data", &c.data);
+  BindSection(b, "checkpoint", &c.checkpoint);
 }
 
 absl::Status CrossFieldChecks(const RunConfig& c) {

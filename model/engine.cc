@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/logging.h"
 #include "core/status.h"
+#include "model/gpu.h"
 #include "model/torch_error.h"
 
 namespace cohort::model {
@@ -53,12 +54,26 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::unique_ptr<Transform
   if (model == nullptr) {
     return absl::InvalidArgumentError("engine: no model");
   }
+  if (model->device().is_cuda() && options.kv_cache_fraction > 0) {
+    ASSIGN_OR_RETURN(int64_t free_bytes, FreeDeviceBytes(model->device()));
+    ASSIGN_OR_RETURN(options.num_slots,
+                     KvSlotsForBytes(model->config(), options.max_len, model->dtype(), free_bytes,
+                                     options.kv_cache_fraction, options.max_slots_from_memory));
+    COHORT_LOG(INFO) << "engine: " << options.num_slots << " KV-cache slots of " << options.max_len
+                     << " positions in " << options.kv_cache_fraction << " of " << free_bytes
+                     << " free device bytes";
+  }
   ASSIGN_OR_RETURN(KvCache cache,
                    KvCache::Create(model->config(), options.num_slots, options.max_len,
                                    model->dtype(), model->device()));
   model->set_version(options.initial_version);
-  return std::unique_ptr<Engine>(
+  const bool graphs = options.cuda_graphs && model->device().is_cuda() && CudaGraphsAvailable();
+  std::unique_ptr<Engine> engine(
       new Engine(std::move(model), std::move(cache), std::move(options)));
+  if (graphs) {
+    ASSIGN_OR_RETURN(engine->graphs_, CudaGraphDecoder::Create(*engine->model_, engine->cache_));
+  }
+  return engine;
 }
 
 Engine::Engine(std::unique_ptr<Transformer> model, KvCache cache, EngineOptions options)
@@ -301,7 +316,8 @@ void Engine::DecodeActive() {
     tokens.push_back(slots_[s].last_token);
     temperatures.push_back(slots_[s].group->request.params.temperature);
   }
-  absl::StatusOr<at::Tensor> logits = model_->Decode(cache_, slot_ids, tokens);
+  absl::StatusOr<at::Tensor> logits = graphs_ != nullptr ? graphs_->Decode(slot_ids, tokens)
+                                                         : model_->Decode(cache_, slot_ids, tokens);
   at::Tensor logprobs;
   if (logits.ok()) {
     try {

@@ -43,6 +43,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "model/cuda_graph_decoder.h"
 #include "model/kv_cache.h"
 #include "model/sampler.h"
 #include "model/tensor_map.h"
@@ -78,6 +79,14 @@ struct EngineOptions {
   // Decodes token ids to text for stop strings; required only when a
   // request has stop strings. Called on the engine's thread.
   std::function<std::string(const std::vector<int32_t>&)> decode;
+  // GPU only (ignored for a model on the CPU):
+  // > 0: num_slots is instead as many slots of max_len as fit in this
+  // fraction of the device's free memory (at most max_slots_from_memory).
+  double kv_cache_fraction = 0;
+  int64_t max_slots_from_memory = 1024;
+  // Replay decode steps from CUDA graphs (cuda_graph_decoder.h) when the
+  // build's LibTorch has CUDA.
+  bool cuda_graphs = true;
 };
 
 struct EngineStats {
@@ -150,6 +159,7 @@ class Engine {
   // Owned by the stepping thread.
   std::unique_ptr<Transformer> model_;
   KvCache cache_;
+  std::unique_ptr<CudaGraphDecoder> graphs_;  // null: eager decode; reads cache_
   std::vector<Slot> slots_;
   std::deque<std::shared_ptr<Group>> started_;  // prefilled, samples waiting
   int64_t active_ = 0;

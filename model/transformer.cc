@@ -399,6 +399,16 @@ at::Tensor Transformer::RunLayers(at::Tensor hidden, const at::Tensor& positions
 
 absl::StatusOr<at::Tensor> Transformer::Forward(const at::Tensor& tokens,
                                                 const at::Tensor& attention_mask) const {
+  ASSIGN_OR_RETURN(at::Tensor hidden, ForwardHidden(tokens, attention_mask));
+  try {
+    return Logits(hidden);
+  } catch (const std::exception& e) {
+    return TorchError("forward", e);
+  }
+}
+
+absl::StatusOr<at::Tensor> Transformer::ForwardHidden(const at::Tensor& tokens,
+                                                      const at::Tensor& attention_mask) const {
   if (tokens.dim() != 2) {
     return absl::InvalidArgumentError(
         absl::StrCat("forward: tokens must be [batch, time], got ", ShapeString(tokens.sizes())));
@@ -438,7 +448,7 @@ absl::StatusOr<at::Tensor> Transformer::Forward(const at::Tensor& tokens,
                                   eye.unsqueeze(0))
                        .unsqueeze(1);  // [B, 1, T, T]
     at::Tensor hidden = at::embedding(embed_, ids);
-    return Logits(RunLayers(hidden, positions, plan));
+    return RunLayers(hidden, positions, plan);
   } catch (const std::exception& e) {
     return TorchError("forward", e);
   }

@@ -67,6 +67,17 @@ class Transformer {
   absl::StatusOr<at::Tensor> Forward(const at::Tensor& tokens,
                                      const at::Tensor& attention_mask) const;
 
+  // Forward without the output projection: the final-normed hidden states
+  // [B, T, hidden] in the model's dtype, same checks and masking as Forward.
+  // Training computes logits from these in chunks over the sequence with
+  // output_embedding(), so tokens x vocabulary never exist at once.
+  absl::StatusOr<at::Tensor> ForwardHidden(const at::Tensor& tokens,
+                                           const at::Tensor& attention_mask) const;
+  // The output projection [vocab, hidden]: lm_head.weight, or the token
+  // embedding when tied (the same tensor as in weights()).
+  const at::Tensor& output_embedding() const { return lm_head_; }
+
+
   // Appends `tokens` to `slot` of `cache`, starting at the slot's current
   // length (positions continue from there), and advances the length.
   // Returns the logits of the last token [vocab], or of all new tokens
