@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
@@ -146,6 +147,19 @@ ServiceMain::ServiceMain(std::string role, std::string program, std::string desc
 
 ServiceMain::~ServiceMain() {
   if (signal_fd_ >= 0) ::close(signal_fd_);
+  if (wake_fd_ >= 0) ::close(wake_fd_);
+}
+
+void ServiceMain::RequestStop(absl::Status status) {
+  absl::MutexLock lock(&stop_mu_);
+  if (stop_requested_) return;
+  stop_requested_ = true;
+  stop_status_ = std::move(status);
+  if (wake_fd_ >= 0) {
+    uint64_t one = 1;
+    ssize_t n = ::write(wake_fd_, &one, sizeof(one));
+    (void)n;
+  }
 }
 
 bool ServiceMain::Init(int argc, char** argv) {
@@ -156,6 +170,11 @@ bool ServiceMain::Init(int argc, char** argv) {
     return false;
   }
   signal_fd_ = *fd;
+  wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (wake_fd_ < 0) {
+    std::fprintf(stderr, "%s: eventfd: %s\n", argv[0], Errno(errno).c_str());
+    return false;
+  }
   std::vector<std::string> positional = ParseFlagsOrExit(flags_, argc, argv);
   InitLogging(role_);
   if (!positional.empty()) {
@@ -187,21 +206,27 @@ bool ServiceMain::Init(int argc, char** argv) {
   return true;
 }
 
+int ServiceMain::Serve(const std::vector<grpc::Service*>& services) {
+  return Serve(services, Hooks());
+}
+
 int ServiceMain::Serve(const std::vector<grpc::Service*>& services, Hooks hooks) {
-  // Defaults from the role's config section; flags win.
-  std::string host = "127.0.0.1";
-  int port = 0, metrics_port = 0;
+  Listen listen;
   if (role_ == "learner") {
-    host = config_.learner.host;
-    port = config_.learner.port;
-    metrics_port = config_.learner.metrics_port;
+    listen = {config_.learner.host, config_.learner.port, config_.learner.metrics_port};
   } else if (role_ == "reward") {
-    host = config_.reward.host;
-    port = config_.reward.port;
-    metrics_port = config_.reward.metrics_port;
+    listen = {config_.reward.host, config_.reward.port, config_.reward.metrics_port};
   } else if (role_ == "actor") {
-    metrics_port = config_.actor.metrics_port;
+    listen.metrics_port = config_.actor.metrics_port;
   }
+  return Serve(services, std::move(hooks), listen);
+}
+
+int ServiceMain::Serve(const std::vector<grpc::Service*>& services, Hooks hooks,
+                       const Listen& listen) {
+  // Defaults from the binary; flags win.
+  std::string host = listen.host;
+  int port = listen.port, metrics_port = listen.metrics_port;
   if (!host_.empty()) host = host_;
   if (port_ >= 0) port = static_cast<int>(port_);
   if (metrics_port_ >= 0) metrics_port = static_cast<int>(metrics_port_);
@@ -256,26 +281,57 @@ int ServiceMain::Serve(const std::vector<grpc::Service*>& services, Hooks hooks)
                    << ", metrics on :" << (*metrics)->port() << " (pid " << ::getpid() << ")";
 
   int sig = 0;
-  while (sig == 0) {
-    struct pollfd p = {signal_fd_, POLLIN, 0};
-    int n = ::poll(&p, 1, -1);
+  bool requested = false;
+  while (sig == 0 && !requested) {
+    {
+      absl::MutexLock lock(&stop_mu_);
+      requested = stop_requested_;
+    }
+    if (requested) break;
+    struct pollfd p[2] = {{signal_fd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
+    int n = ::poll(p, 2, -1);
     if (n < 0 && errno != EINTR) {
       COHORT_LOG(ERROR) << "poll on the signal fd failed: " << Errno(errno) << "; stopping";
       break;
     }
-    if (n > 0) sig = ReadStopSignal(signal_fd_);
+    if (n > 0 && (p[0].revents & POLLIN)) sig = ReadStopSignal(signal_fd_);
+    if (n > 0 && (p[1].revents & POLLIN)) {
+      uint64_t value;
+      ssize_t r = ::read(wake_fd_, &value, sizeof(value));
+      (void)r;
+    }
+  }
+  absl::Status stop_status;
+  {
+    absl::MutexLock lock(&stop_mu_);
+    stop_status = stop_status_;
   }
   absl::Time stop_start = absl::Now();
-  const char* name = sig != 0 ? sigabbrev_np(sig) : nullptr;
-  COHORT_LOG(INFO) << role_ << " stopping (SIG" << (name != nullptr ? name : "?") << "), deadline "
-                   << absl::FormatDuration(stop_deadline);
+  if (sig != 0) {
+    const char* name = sigabbrev_np(sig);
+    COHORT_LOG(INFO) << role_ << " stopping (SIG" << (name != nullptr ? name : "?")
+                     << "), deadline " << absl::FormatDuration(hooks.stopping_budget) << " + "
+                     << absl::FormatDuration(stop_deadline);
+    stop_status = absl::OkStatus();
+  } else if (stop_status.ok()) {
+    COHORT_LOG(INFO) << role_ << " stopping: its work is done";
+  } else {
+    COHORT_LOG(ERROR) << role_ << " stopping: " << stop_status.message();
+  }
   (*server)->SetServing(false);
-  if (hooks.on_stopping) hooks.on_stopping();
+  if (hooks.on_stopping) {
+    hooks.on_stopping();
+    absl::Duration took = absl::Now() - stop_start;
+    if (took > hooks.stopping_budget) {
+      COHORT_LOG(WARNING) << "on_stopping took " << absl::FormatDuration(took) << ", over its "
+                          << absl::FormatDuration(hooks.stopping_budget);
+    }
+  }
   shutdown();
   COHORT_LOG(INFO) << role_ << " stopped in "
                    << absl::FormatDuration(
                           absl::Trunc(absl::Now() - stop_start, absl::Milliseconds(1)));
-  return 0;
+  return stop_status.ok() ? 0 : 1;
 }
 
 }  // namespace cohort

@@ -11,10 +11,13 @@
 //   }
 //
 // Lifecycle of Serve(): start the gRPC server (health NOT_SERVING) and the
-// metrics server, write the port file, run Hooks::on_serving, set health
-// SERVING, block until SIGTERM or SIGINT, set NOT_SERVING, run
-// Hooks::on_stopping, shut both servers down within
-// supervisor.stop_timeout_seconds, return 0.
+// metrics server on the Listen address the binary passes (flags override
+// it), write the port file, run Hooks::on_serving, set health SERVING, block
+// until SIGTERM or SIGINT or RequestStop(), set NOT_SERVING, run
+// Hooks::on_stopping (within Hooks::stopping_budget), shut both servers down
+// within supervisor.stop_timeout_seconds, and return the exit code: 0 after
+// a signal or RequestStop(OK), 1 after RequestStop(error) or a failed
+// start-up.
 //
 // Signals: Init() blocks SIGTERM and SIGINT in the calling thread before
 // any other thread exists, so every thread inherits the mask and the
@@ -30,8 +33,10 @@
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "core/config.h"
 #include "core/flags.h"
@@ -90,15 +95,37 @@ class ServiceMain {
     // After both servers are up and the port file is written, before the
     // health status turns SERVING. A non-OK status aborts start-up.
     std::function<absl::Status()> on_serving;
-    // After health turns NOT_SERVING, before the servers shut down. Must
-    // return promptly (it eats into the stop deadline).
+    // After health turns NOT_SERVING, before the servers shut down (RPCs
+    // are still answered while it runs, e.g. actors handing leases back).
+    // It should finish within stopping_budget (e.g. the learner's final
+    // checkpoint within learner.checkpoint_on_stop_seconds); Serve logs an
+    // overrun but cannot cut it short.
     std::function<void()> on_stopping;
+    absl::Duration stopping_budget = absl::Seconds(5);
   };
 
-  // Serves `services` (not owned; must outlive the call) until SIGTERM or
-  // SIGINT, then stops within the deadline. Returns the process exit code:
-  // 0 after a clean stop, 1 if start-up failed (the error is logged).
-  int Serve(const std::vector<grpc::Service*>& services, Hooks hooks = {});
+  // Where to listen when the flags do not say: the binary's own section
+  // (e.g. learner.host/port/metrics_port), not chosen by role name.
+  struct Listen {
+    std::string host = "127.0.0.1";
+    int port = 0;          // 0 picks a free port
+    int metrics_port = 0;  // 0 picks a free port
+  };
+
+  // Serves `services` (not owned; must outlive the call) until SIGTERM,
+  // SIGINT or RequestStop(), then stops within the deadline. Returns the
+  // process exit code (see the file comment).
+  int Serve(const std::vector<grpc::Service*>& services, Hooks hooks, const Listen& listen);
+  // The same, listening where the config section named by the role says
+  // (learner.*, reward.*; actors: 127.0.0.1, actor.metrics_port).
+  int Serve(const std::vector<grpc::Service*>& services, Hooks hooks);
+  int Serve(const std::vector<grpc::Service*>& services);
+
+  // Ends Serve() as a signal would, from any thread (a role that finished
+  // its work, or cannot go on). Serve() returns 0 for OK, else 1 and logs
+  // `status`. The first call wins; later ones are ignored. Before Serve()
+  // runs, the request is kept and Serve() stops right after start-up.
+  void RequestStop(absl::Status status);
 
  private:
   const std::string role_;
@@ -114,6 +141,11 @@ class ServiceMain {
 
   RunConfig config_;
   int signal_fd_ = -1;
+  int wake_fd_ = -1;  // eventfd RequestStop() writes
+
+  absl::Mutex stop_mu_;
+  bool stop_requested_ ABSL_GUARDED_BY(stop_mu_) = false;
+  absl::Status stop_status_ ABSL_GUARDED_BY(stop_mu_);
 };
 
 }  // namespace cohort

@@ -7,8 +7,11 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <thread>
 
 #include <gtest/gtest.h>
+
+#include "absl/time/clock.h"
 
 namespace cohort {
 namespace {
@@ -90,6 +93,43 @@ TEST(StopSignalsTest, SignalfdReportsSigtermAndSigintInOrder) {
   EXPECT_EQ(ReadStopSignal(*fd), SIGINT);
   EXPECT_EQ(ReadStopSignal(*fd), 0);
   ::close(*fd);
+}
+
+// Serve() with the binary's own listen address, ended by RequestStop: the
+// exit code follows the status, on_stopping runs while health is
+// NOT_SERVING.
+int ServeUntilRequested(absl::Status status, bool* stopping_ran, bool request_first) {
+  ServiceMain service("learner", "test-service", "test");
+  std::string a0 = "test-service", a1 = "--log_level=error";
+  char* argv[] = {a0.data(), a1.data()};
+  if (!service.Init(2, argv)) return -1;
+  ServiceMain::Hooks hooks;
+  hooks.on_stopping = [stopping_ran] { *stopping_ran = true; };
+  hooks.stopping_budget = absl::Seconds(30);
+  if (request_first) service.RequestStop(status);
+  std::thread stopper;
+  if (!request_first) {
+    stopper = std::thread([&service, status] {
+      absl::SleepFor(absl::Milliseconds(200));
+      service.RequestStop(status);
+      service.RequestStop(absl::InternalError("ignored: the first request wins"));
+    });
+  }
+  int rc = service.Serve({}, hooks, ServiceMain::Listen{"127.0.0.1", 0, 0});
+  if (stopper.joinable()) stopper.join();
+  return rc;
+}
+
+TEST(ServiceMainTest, RequestStopEndsServeWithItsExitCode) {
+  bool ran = false;
+  EXPECT_EQ(ServeUntilRequested(absl::OkStatus(), &ran, false), 0);
+  EXPECT_TRUE(ran);
+  ran = false;
+  EXPECT_EQ(ServeUntilRequested(absl::InternalError("the run cannot go on"), &ran, false), 1);
+  EXPECT_TRUE(ran);
+  ran = false;
+  EXPECT_EQ(ServeUntilRequested(absl::OkStatus(), &ran, true), 0);
+  EXPECT_TRUE(ran);
 }
 
 }  // namespace
