@@ -3,15 +3,26 @@
 // object per line.
 //
 //   reward_bench [--data DIR] [--seconds S] [--threads N]
+//                [--baseline OTHER_REWARD_BENCH --rounds R]
+//
+// With --baseline, the other binary (e.g. this bench built at an earlier
+// commit) and this one run alternately R times in this one invocation, and
+// a "reward_math_ratio" line per style and thread count gives this binary's
+// best throughput over the baseline's (medians alongside). A "math_agreement" line reports
+// how often the verifier agrees with the labelled answer pairs of
+// reward_server/verifiers/testdata/agreement_pairs.jsonl, and
+// "math_forms" the comparisons per second on those pairs.
 //
 // GSM8K-style completions are the GSM8K test solutions inside <think> tags,
 // ending in "#### N" or "The answer is \boxed{N}."; MATH-500-style ones are
 // the MATH-500 reference solutions (with their \boxed{} answer). A quarter
 // of each set is made wrong (another item's answer) so that both verdicts
 // are exercised.
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <chrono>
+#include <map>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -22,6 +33,7 @@
 #include <nlohmann/json.hpp>
 
 #include "reward_server/verifiers/math_accuracy.h"
+#include "reward_server/verifiers/math_equiv.h"
 
 namespace {
 
@@ -140,12 +152,80 @@ Run Measure(const std::vector<Sample>& samples, int threads, double seconds) {
   return run;
 }
 
+// Runs `command` and returns its stdout's JSON lines.
+std::vector<nlohmann::json> RunBaseline(const std::string& command) {
+  std::vector<nlohmann::json> lines;
+  FILE* p = popen(command.c_str(), "r");
+  if (p == nullptr) return lines;
+  char buf[4096];
+  while (std::fgets(buf, sizeof buf, p)) {
+    auto j = nlohmann::json::parse(buf, nullptr, /*allow_exceptions=*/false);
+    if (j.is_object()) lines.push_back(std::move(j));
+  }
+  pclose(p);
+  return lines;
+}
+
+double Median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+}
+
+struct PairRow {
+  std::string reference, prediction;
+  bool equal;
+};
+
+// The agreement set and the verifier's throughput on it (one thread).
+void Agreement(double seconds) {
+  std::ifstream in(std::string(COHORT_SOURCE_DIR) +
+                   "/reward_server/verifiers/testdata/agreement_pairs.jsonl");
+  std::vector<PairRow> rows;
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    auto j = nlohmann::json::parse(line);
+    rows.push_back({j["reference"], j["prediction"], j["expected"] == "equal"});
+  }
+  if (rows.empty()) return;
+  int agreed = 0;
+  for (const PairRow& r : rows) {
+    agreed += cohort::reward::MathEquivalent(r.prediction, r.reference) == r.equal;
+  }
+  std::printf("%s\n",
+              nlohmann::json({{"bench", "math_agreement"},
+                              {"agreed", agreed},
+                              {"total", rows.size()},
+                              {"fraction", std::round(1000.0 * agreed / rows.size()) / 1000}})
+                  .dump()
+                  .c_str());
+  long comparisons = 0;
+  auto start = std::chrono::steady_clock::now();
+  double elapsed = 0;
+  while (elapsed < seconds) {
+    for (const PairRow& r : rows) {
+      (void)cohort::reward::MathEquivalent(r.prediction, r.reference);
+      ++comparisons;
+    }
+    elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  }
+  std::printf("%s\n", nlohmann::json({{"bench", "math_forms"},
+                                      {"threads", 1},
+                                      {"pairs", rows.size()},
+                                      {"comparisons_per_s", std::round(comparisons / elapsed)}})
+                          .dump()
+                          .c_str());
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::string data = std::string(COHORT_SOURCE_DIR) + "/../shared/data";
   double seconds = 2.0;
   int max_threads = 2;
+  std::string baseline;
+  int rounds = 3;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string flag = argv[i];
     if (flag == "--data") {
@@ -154,8 +234,14 @@ int main(int argc, char** argv) {
       seconds = std::atof(argv[i + 1]);
     } else if (flag == "--threads") {
       max_threads = std::atoi(argv[i + 1]);
+    } else if (flag == "--baseline") {
+      baseline = argv[i + 1];
+    } else if (flag == "--rounds") {
+      rounds = std::max(1, std::atoi(argv[i + 1]));
     } else {
-      std::fprintf(stderr, "usage: reward_bench [--data DIR] [--seconds S] [--threads N]\n");
+      std::fprintf(stderr,
+                   "usage: reward_bench [--data DIR] [--seconds S] [--threads N] "
+                   "[--baseline OTHER_BINARY --rounds R]\n");
       return 2;
     }
   }
@@ -171,25 +257,60 @@ int main(int argc, char** argv) {
     std::vector<Sample> samples;
   };
   Set sets[] = {{"gsm8k", Gsm8kSamples(gsm8k)}, {"math500", Math500Samples(math500)}};
-  for (const Set& set : sets) {
-    double chars = 0;
-    for (const Sample& s : set.samples) chars += s.completion.size();
-    for (int threads = 1; threads <= max_threads; threads *= 2) {
-      Run run = Measure(set.samples, threads, seconds);
-      nlohmann::json line = {
-          {"bench", "reward_math"},
-          {"style", set.name},
-          {"threads", threads},
-          {"samples_per_s", std::round(run.per_second)},
-          {"scored", run.scored},
-          {"accuracy", std::round(run.accuracy * 1000) / 1000},
-          {"not_ok", run.not_ok},
-          {"mean_completion_chars", std::round(chars / set.samples.size())},
-          {"hardware_threads", std::thread::hardware_concurrency()},
-      };
-      std::printf("%s\n", line.dump().c_str());
-      std::fflush(stdout);
+  // (style, threads) -> samples/s of each round, this binary and the baseline.
+  std::map<std::pair<std::string, int>, std::vector<double>> mine, theirs;
+  for (int round = 0; round < (baseline.empty() ? 1 : rounds); ++round) {
+    if (!baseline.empty()) {
+      std::string command = "'" + baseline + "' --data '" + data + "' --seconds " +
+                            std::to_string(seconds) + " --threads " + std::to_string(max_threads);
+      for (const nlohmann::json& j : RunBaseline(command)) {
+        if (j.value("bench", "") != "reward_math") continue;
+        theirs[{j["style"].get<std::string>(), j["threads"].get<int>()}].push_back(
+            j["samples_per_s"].get<double>());
+      }
+    }
+    for (const Set& set : sets) {
+      double chars = 0;
+      for (const Sample& s : set.samples) chars += s.completion.size();
+      for (int threads = 1; threads <= max_threads; threads *= 2) {
+        Run run = Measure(set.samples, threads, seconds);
+        mine[{set.name, threads}].push_back(run.per_second);
+        nlohmann::json line = {
+            {"bench", "reward_math"},
+            {"style", set.name},
+            {"threads", threads},
+            {"samples_per_s", std::round(run.per_second)},
+            {"scored", run.scored},
+            {"accuracy", std::round(run.accuracy * 1000) / 1000},
+            {"not_ok", run.not_ok},
+            {"mean_completion_chars", std::round(chars / set.samples.size())},
+            {"hardware_threads", std::thread::hardware_concurrency()},
+        };
+        std::printf("%s\n", line.dump().c_str());
+        std::fflush(stdout);
+      }
     }
   }
+  for (const auto& [key, values] : mine) {
+    auto it = theirs.find(key);
+    if (it == theirs.end()) continue;
+    // Best of the rounds: on a loaded machine the fastest round is the one
+    // least disturbed; the medians are printed too.
+    double a = *std::max_element(values.begin(), values.end());
+    double b = *std::max_element(it->second.begin(), it->second.end());
+    nlohmann::json line = {
+        {"bench", "reward_math_ratio"},
+        {"style", key.first},
+        {"threads", key.second},
+        {"rounds", values.size()},
+        {"best_samples_per_s", std::round(a)},
+        {"baseline_best_samples_per_s", std::round(b)},
+        {"median_samples_per_s", std::round(Median(values))},
+        {"baseline_median_samples_per_s", std::round(Median(it->second))},
+        {"ratio", b > 0 ? std::round(1000 * a / b) / 1000 : 0.0},
+    };
+    std::printf("%s\n", line.dump().c_str());
+  }
+  Agreement(std::min(seconds, 1.0));
   return 0;
 }

@@ -9,6 +9,8 @@ namespace cohort::reward::expr {
 namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+// NormalizeLatex spells every degree sign (^\circ, \degree, \circ) this way.
+constexpr std::string_view kDegree = "\xC2\xB0";
 
 bool IsDigit(char c) { return c >= '0' && c <= '9'; }
 bool IsAlpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
@@ -43,6 +45,12 @@ bool IsGreek(std::string_view name) {
     if (g == name) return true;
   }
   return false;
+}
+
+bool IsDecoration(std::string_view name) {
+  return name == "hat" || name == "bar" || name == "overline" || name == "vec" || name == "tilde" ||
+         name == "widehat" || name == "widetilde" || name == "dot" || name == "ddot" ||
+         name == "overrightarrow" || name == "underline" || name == "check";
 }
 
 // Commands that act as binary operators or relations; they never start an
@@ -338,6 +346,21 @@ class Parser {
       ++pos_;
       p = Unary(Op::kFact, p);
     }
+    SkipSpace();
+    if (p >= 0 && StartsWith(kDegree)) {
+      // Degrees: radians inside a trigonometric argument, else as written.
+      pos_ += kDegree.size();
+      if (trig_depth_ > 0) {
+        int pi = Leaf(Op::kPi);
+        int k = Leaf(Op::kNum, 180.0);
+        if (pi < 0 || k < 0) return -1;
+        Node n;
+        n.op = Op::kProduct;
+        n.kids = {p, pi, k};
+        n.flags = {0, 0, 1};
+        p = NewNode(std::move(n));
+      }
+    }
     return p;
   }
 
@@ -470,7 +493,11 @@ class Parser {
       power = ParseExponent();
       if (power < 0) return -1;
     }
+    bool trig = fn == Fn::kSin || fn == Fn::kCos || fn == Fn::kTan || fn == Fn::kCot ||
+                fn == Fn::kSec || fn == Fn::kCsc;
+    trig_depth_ += trig;
     int arg = ParseFunctionArgument();
+    trig_depth_ -= trig;
     if (arg < 0) return -1;
     int f = Func(fn, arg, base);
     if (power >= 0) f = Binary(Op::kPow, f, power);
@@ -520,6 +547,28 @@ class Parser {
     if (auto fn = LookupFunction(cmd)) return ApplyFunction(*fn);
     if (IsGreek(cmd)) {
       std::string name = "\\" + std::string(cmd);
+      if (Peek() == '_') {
+        ++pos_;
+        name += "_" + ParseSubscriptText();
+      }
+      return Var(name);
+    }
+    if (IsDecoration(cmd)) {  // \hat{x}, \overline{AB}: a variable of that name
+      SkipSpace();
+      std::string name = "\\" + std::string(cmd) + "{";
+      if (Peek() == '{') {
+        std::size_t close = s_.find('}', pos_);
+        if (close == std::string_view::npos) return Error("unbalanced braces");
+        for (char ch : s_.substr(pos_ + 1, close - pos_ - 1)) {
+          if (ch != ' ') name.push_back(ch);
+        }
+        pos_ = close + 1;
+      } else if (IsAlpha(Peek())) {
+        name.push_back(s_[pos_++]);
+      } else {
+        return Error("expected a name after \\" + std::string(cmd));
+      }
+      name += "}";
       if (Peek() == '_') {
         ++pos_;
         name += "_" + ParseSubscriptText();
@@ -606,6 +655,7 @@ class Parser {
   Expression* out_;
   std::size_t pos_ = 0;
   int depth_ = 0;
+  int trig_depth_ = 0;  // inside the argument of sin, cos, ...: degrees convert
   std::string error_;
 };
 
@@ -632,12 +682,31 @@ namespace {
 
 bool IsReal(Complex z) { return z.imag() == 0.0; }
 
+// p / q with q odd and at most 99 when y is such a fraction.
+bool OddDenominator(double y, long* p) {
+  for (int q = 3; q <= 99; q += 2) {
+    double n = y * q;
+    double r = std::round(n);
+    if (std::abs(n - r) < 1e-9 * std::max(1.0, std::abs(n))) {
+      *p = static_cast<long>(r);
+      return true;
+    }
+  }
+  return false;
+}
+
 Complex Power(Complex b, Complex e) {
   if (std::abs(e) > kMaxExponent) return {kNaN, 0};
   if (IsReal(b) && IsReal(e)) {
     double x = b.real();
     double y = e.real();
     if (x >= 0 || y == std::floor(y)) return {std::pow(x, y), 0.0};
+    // The real root for real x: (-8)^{1/3} = -2, x^{2/3} = (x^{1/3})^2.
+    long p = 0;
+    if (OddDenominator(y, &p)) {
+      double m = std::pow(-x, y);
+      return {p % 2 == 0 ? m : -m, 0.0};
+    }
   }
   if (b == Complex(0, 0)) return {e.real() > 0 ? 0.0 : kNaN, 0};
   return std::pow(b, e);

@@ -13,7 +13,10 @@ bool IsTextCommand(std::string_view name) {
   return name == "text" || name == "textbf" || name == "textit" || name == "textrm" ||
          name == "textnormal" || name == "mbox" || name == "mathrm" || name == "mathbf" ||
          name == "mathit" || name == "boldsymbol" || name == "textsf" || name == "mathsf" ||
-         name == "texttt" || name == "hbox" || name == "emph";
+         name == "texttt" || name == "hbox" || name == "emph" || name == "mathcal" ||
+         name == "mathbb" || name == "mathscr" || name == "mathfrak" || name == "mathtt" ||
+         name == "mathnormal" || name == "textup" || name == "textsc" || name == "bm" ||
+         name == "pmb" || name == "textnormal";
 }
 
 bool IsSizingCommand(std::string_view name) {
@@ -38,6 +41,46 @@ std::size_t MatchBrace(std::string_view s, std::size_t open) {
 }
 
 void Scan(std::string_view s, std::string* out, int depth);
+
+constexpr std::string_view kDegree = "\xC2\xB0";  // what every degree sign becomes
+
+// Number of digits at s[i] (stops at a non-digit).
+std::size_t DigitsAt(std::string_view s, std::size_t i) {
+  std::size_t j = i;
+  while (j < s.size() && IsDigit(s[j])) ++j;
+  return j - i;
+}
+
+// A digit group of 2 or 3 digits at s[i] (after optional spaces) that ends
+// the number or is followed by another separator: the digits after a
+// thousands (or Indian lakh) separator.
+bool GroupFollows(std::string_view s, std::size_t i) {
+  while (i < s.size() && s[i] == ' ') ++i;
+  std::size_t n = DigitsAt(s, i);
+  return n == 2 || n == 3;
+}
+
+// The last non-space character written, or 0.
+char LastNonSpace(const std::string& out) {
+  for (std::size_t k = out.size(); k-- > 0;) {
+    if (out[k] != ' ') return out[k];
+  }
+  return 0;
+}
+
+// A unit glued to a number before a superscript ("5m²", "1,000.99cm³"):
+// erases it from *out and returns true.
+bool EraseGluedUnit(std::string* out) {
+  static constexpr std::string_view kUnits[] = {"m", "cm", "mm", "km", "dm", "ft", "in"};
+  std::size_t j = out->size();
+  while (j > 0 && IsAlpha((*out)[j - 1])) --j;
+  std::string_view word = std::string_view(*out).substr(j);
+  bool unit = false;
+  for (std::string_view u : kUnits) unit |= u == word;
+  if (!unit || j == 0 || !IsDigit((*out)[j - 1])) return false;
+  out->resize(j);
+  return true;
+}
 
 // Handles "^\circ" / "^{\circ}" at s[i] == '^'; returns the length consumed or 0.
 std::size_t DegreeAt(std::string_view s, std::size_t i) {
@@ -70,13 +113,28 @@ void Scan(std::string_view s, std::string* out, int depth) {
     }
     if (c == '^') {
       if (std::size_t n = DegreeAt(s, i)) {
+        out->append(kDegree);
         i += n;
         continue;
       }
     }
-    if (c == '\xC2' && i + 1 < s.size() && s[i + 1] == '\xB0') {  // °
+    if (c == '\xC2' && i + 1 < s.size() && (s[i + 1] == '\xB2' || s[i + 1] == '\xB3')) {
+      // ² ³: a power, unless after a unit glued to a number (5m²).
+      if (!EraseGluedUnit(out)) out->append(s[i + 1] == '\xB2' ? "^2" : "^3");
       i += 2;
       continue;
+    }
+    if (c == '\xC2' && i + 1 < s.size() &&
+        (s[i + 1] == '\xA3' || s[i + 1] == '\xA5' || s[i + 1] == '\xA2')) {  // £ ¥ ¢
+      i += 2;
+      continue;
+    }
+    if (c == '{' && s.compare(i, 3, "{,}") == 0) {
+      // 1{,}000: a LaTeX thousands separator between digits.
+      if (!out->empty() && IsDigit(out->back()) && GroupFollows(s, i + 3)) {
+        i += 3;
+        continue;
+      }
     }
     if (c == '\xC2' && i + 1 < s.size() && s[i + 1] == '\xA0') {  // no-break space
       out->push_back(' ');
@@ -97,6 +155,10 @@ void Scan(std::string_view s, std::string* out, int depth) {
       }
       if (u == "\xE2\x8B\x85") {  // ⋅
         out->push_back('*');
+        i += 3;
+        continue;
+      }
+      if (u == "\xE2\x82\xAC" || u == "\xE2\x82\xB9") {  // € ₹
         i += 3;
         continue;
       }
@@ -128,19 +190,38 @@ void Scan(std::string_view s, std::string* out, int depth) {
         case '!':
           if (!out->empty() && out->back() == ',') {
             while (i < s.size() && s[i] == ' ') ++i;
+            // 10,\!080 and 1,\!00,\!000: the comma separates digit groups.
+            if (out->size() >= 2 && IsDigit((*out)[out->size() - 2]) && GroupFollows(s, i)) {
+              out->pop_back();
+            }
           }
           break;
         case ',':
-          // A thin space between digit groups is a thousands separator.
-          if (!out->empty() && IsDigit(out->back()) && i + 3 <= s.size() && IsDigit(s[i]) &&
-              IsDigit(s[i + 1]) && IsDigit(s[i + 2]) && (i + 3 == s.size() || !IsDigit(s[i + 3]))) {
+          // A thin space between digit groups (1\,000, 1\,00\,000) separates
+          // thousands.
+          if (!out->empty() && IsDigit(out->back()) && GroupFollows(s, i) && i < s.size() &&
+              IsDigit(s[i])) {
             break;
+          }
+          out->push_back(' ');
+          break;
+        case ' ':
+          // "1 \ 2 \ 3": a spaced list of numbers (but 1\ 000 is one number).
+          if (char last = LastNonSpace(*out); IsDigit(last) || last == ')') {
+            std::size_t k = i;
+            while (k < s.size() && s[k] == ' ') ++k;
+            bool next_number = k < s.size() && (IsDigit(s[k]) || s[k] == '-' || s[k] == '(');
+            bool thousands = IsDigit(out->back()) && k == i && DigitsAt(s, k) == 3;
+            if (next_number && !thousands) {
+              out->append(" ; ");
+              break;
+            }
+            if (thousands) break;
           }
           out->push_back(' ');
           break;
         case ';':
         case ':':
-        case ' ':
         case '>':
           out->push_back(' ');
           break;
@@ -168,8 +249,18 @@ void Scan(std::string_view s, std::string* out, int depth) {
       i = j;
       continue;
     }
-    if (name == "displaystyle" || name == "textstyle" || name == "circ" || name == "degree" ||
-        name == "limits" || name == "nolimits") {
+    if (name == "circ" || name == "degree") {
+      out->append(kDegree);
+      i = j;
+      continue;
+    }
+    if (name == "displaystyle" || name == "textstyle" || name == "limits" || name == "nolimits" ||
+        name == "euro" || name == "pounds" || name == "yen") {
+      i = j;
+      continue;
+    }
+    if (name == "langle" || name == "rangle") {
+      out->push_back(name == "langle" ? '(' : ')');
       i = j;
       continue;
     }

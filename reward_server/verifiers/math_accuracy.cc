@@ -8,17 +8,18 @@ namespace {
 
 bool IsDigit(char c) { return c >= '0' && c <= '9'; }
 
-ComponentResult Score(const Sample& sample, std::string_view reference) {
+ComponentResult Score(const Sample& sample, std::string_view reference,
+                      const MathOptions& options) {
   std::optional<std::string> predicted = ExtractAnswer(sample.completion);
   if (!predicted) {
     // Still reject a reference we could never score.
     std::string why;
-    if (!ReferenceParses(reference, &why)) {
+    if (!ReferenceParses(reference, &why, options)) {
       return ComponentResult::Invalid("reference answer: " + why);
     }
     return ComponentResult::Ok(0.0, "no answer found in the completion");
   }
-  EquivalenceResult r = CompareAnswers(*predicted, reference);
+  EquivalenceResult r = CompareAnswers(*predicted, reference, options);
   switch (r.verdict) {
     case Equivalence::kEqual:
       return ComponentResult::Ok(1.0);
@@ -32,7 +33,7 @@ ComponentResult Score(const Sample& sample, std::string_view reference) {
 
 }  // namespace
 
-ComponentResult MathAccuracy(const Sample& sample) {
+ComponentResult MathAccuracy(const Sample& sample, const MathOptions& options) {
   std::string_view reference = sample.answer;
   // A whole solution as the reference: its last \boxed{} (MATH) or the text
   // after its last #### (GSM8K).
@@ -44,7 +45,7 @@ ComponentResult MathAccuracy(const Sample& sample) {
     inner = std::string(TrimAscii(reference.substr(h + 4)));
   }
   if (inner) reference = *inner;
-  return Score(sample, reference);
+  return Score(sample, reference, options);
 }
 
 std::optional<std::string> Gsm8kReference(std::string_view answer) {
@@ -73,12 +74,12 @@ std::optional<std::string> Gsm8kReference(std::string_view answer) {
   return out;
 }
 
-ComponentResult Gsm8kAccuracy(const Sample& sample) {
+ComponentResult Gsm8kAccuracy(const Sample& sample, const MathOptions& options) {
   std::optional<std::string> reference = Gsm8kReference(sample.answer);
   if (!reference) {
     return ComponentResult::Invalid("reference answer has no number after ####");
   }
-  return Score(sample, *reference);
+  return Score(sample, *reference, options);
 }
 
 }  // namespace cohort::reward

@@ -9,14 +9,16 @@
 #include <string_view>
 
 #include "reward_server/sample.h"
+#include "reward_server/verifiers/math_equiv.h"
 
 namespace cohort::reward {
 
 // 1 when the answer extracted from sample.completion is equivalent to
 // sample.answer (LaTeX allowed; when the reference is a whole solution, its
 // last \boxed{} or the text after its last "####" is used), else 0. No extractable answer: OK with
-// 0. A reference that cannot be parsed: INVALID.
-ComponentResult MathAccuracy(const Sample& sample);
+// 0. A reference that cannot be parsed: INVALID. `options` are the task's
+// choices where public verifiers differ (decimal comma, tolerance, order).
+ComponentResult MathAccuracy(const Sample& sample, const MathOptions& options = {});
 
 // The GSM8K reference number: the text after the last "####" in `answer`,
 // or the whole answer when it has none; nullopt unless it is a number
@@ -26,7 +28,7 @@ std::optional<std::string> Gsm8kReference(std::string_view answer);
 // 1 when the answer extracted from sample.completion equals the GSM8K
 // reference number (see Gsm8kReference), else 0. No extractable answer: OK
 // with 0. No number in the reference: INVALID.
-ComponentResult Gsm8kAccuracy(const Sample& sample);
+ComponentResult Gsm8kAccuracy(const Sample& sample, const MathOptions& options = {});
 
 }  // namespace cohort::reward
 

@@ -1,56 +1,20 @@
 #include "reward_server/verifiers/math_equiv.h"
 
 #include <cmath>
-#include <array>
 #include <cstdint>
+#include <cstdio>
 #include <optional>
 #include <vector>
 
-#include "reward_server/verifiers/expr.h"
+#include "reward_server/verifiers/answer_value.h"
 #include "reward_server/verifiers/extract.h"
 #include "reward_server/verifiers/latex_normalize.h"
 
 namespace cohort::reward {
-namespace {
-
-using expr::Complex;
-using expr::Expression;
-
-constexpr int kMaxAnalyzeDepth = 6;
-constexpr std::size_t kMaxItems = 64;
-constexpr int kMaxPlusMinus = 3;
-constexpr int kPoints = 6;
+namespace answer {
 
 bool IsAlpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
 bool IsDigit(char c) { return c >= '0' && c <= '9'; }
-
-std::vector<Complex> PointValues(const Expression& e, int point);
-
-// What an answer is, structurally.
-struct Value {
-  enum class Kind {
-    kScalar,    // one expression (number or function of variables)
-    kEquation,  // lhs = rhs with a non-trivial lhs, held as lhs - rhs
-    kText,      // words that are not math
-    kTuple,     // ordered, bracketed: (a, b), [a, b), intervals
-    kList,      // bare a, b, c: unordered (roots, solutions)
-    kSet,       // \{a, b\}: unordered; also the expansion of a \pm b
-    kUnion,     // A \cup B: unordered
-    kMatrix,    // pmatrix/bmatrix: rows x cols, row-major items
-  };
-  Kind kind = Kind::kText;
-  std::string key;  // normalized text without white space
-  std::optional<Expression> expr;
-  // The expression's values, computed once: at the kPoints evaluation
-  // points when it has variables, else points[0] is its value.
-  std::array<Complex, kPoints> points;
-  bool percent = false;
-  std::string int_text;  // canonical integer when the scalar is one literal
-  std::string open, close;
-  bool from_pm = false;
-  std::vector<Value> items;
-  int rows = 0, cols = 0;
-};
 
 std::string StripSpaces(std::string_view s) {
   std::string out;
@@ -61,19 +25,6 @@ std::string StripSpaces(std::string_view s) {
   return out;
 }
 
-// Brackets of any kind balance (intervals mix them: "(1,2]").
-bool Balanced(std::string_view s) {
-  int depth = 0;
-  for (char c : s) {
-    if (c == '(' || c == '[' || c == '{') ++depth;
-    if (c == ')' || c == ']' || c == '}') {
-      if (--depth < 0) return false;
-    }
-  }
-  return depth == 0;
-}
-
-// Splits at `sep` outside any brackets. Returns {s} when there is none.
 std::vector<std::string_view> SplitTopLevel(std::string_view s, std::string_view sep) {
   std::vector<std::string_view> parts;
   int depth = 0;
@@ -93,6 +44,22 @@ std::vector<std::string_view> SplitTopLevel(std::string_view s, std::string_view
   }
   parts.push_back(s.substr(start));
   return parts;
+}
+
+namespace {
+
+constexpr int kMaxPlusMinus = 3;
+
+// Brackets of any kind balance (intervals mix them: "(1,2]").
+bool Balanced(std::string_view s) {
+  int depth = 0;
+  for (char c : s) {
+    if (c == '(' || c == '[' || c == '{') ++depth;
+    if (c == ')' || c == ']' || c == '}') {
+      if (--depth < 0) return false;
+    }
+  }
+  return depth == 0;
 }
 
 // True when every comma is a thousands separator: 1,000 / 11,111,100.5
@@ -116,35 +83,195 @@ bool HasOnlyThousandsCommas(std::string_view s) {
   return any;
 }
 
-bool IsSimpleName(std::string_view s) {
+// "1,5" (one comma between digits, nothing else but a sign).
+bool IsDecimalCommaNumber(std::string_view s) {
+  if (!s.empty() && (s[0] == '-' || s[0] == '+')) s.remove_prefix(1);
+  std::size_t comma = s.find(',');
+  if (comma == std::string_view::npos || comma == 0 || comma + 1 == s.size()) return false;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (i != comma && !IsDigit(s[i])) return false;
+  }
+  return true;
+}
+
+// "1 000 000" / "12 345.5": groups of three digits after a space.
+bool IsSpaceGroupedNumber(std::string_view s) {
+  std::size_t i = 0;
+  if (i < s.size() && s[i] == '-') ++i;
+  std::size_t lead = i;
+  while (i < s.size() && IsDigit(s[i])) ++i;
+  if (i - lead < 1 || i - lead > 3) return false;
+  int groups = 0;
+  while (i < s.size() && s[i] == ' ') {
+    ++i;
+    std::size_t g = i;
+    while (i < s.size() && IsDigit(s[i])) ++i;
+    if (i - g != 3) return false;
+    ++groups;
+  }
+  if (i < s.size() && s[i] == '.') {
+    ++i;
+    std::size_t f = i;
+    while (i < s.size() && IsDigit(s[i])) ++i;
+    if (i == f) return false;
+  }
+  return groups > 0 && i == s.size();
+}
+
+// Letters and digits only.
+bool IsAlnumWord(std::string_view s) {
+  if (s.empty()) return false;
+  for (char c : s) {
+    if (!IsAlpha(c) && !IsDigit(c)) return false;
+  }
+  return true;
+}
+
+constexpr std::string_view kDecorations[] = {
+    "hat",   "bar",       "overline",       "vec",       "tilde", "widehat", "dot",
+    "ddot",  "widetilde", "overrightarrow", "underline", "check", "breve",   "mathring",
+    "acute", "grave"};
+constexpr std::string_view kLabelFunctions[] = {"sin",    "cos",    "tan",    "cot", "sec", "csc",
+                                                "arcsin", "arccos", "arctan", "log", "ln",  "exp"};
+
+// One name: a letter or a Greek command, or a decorated name (\hat{x},
+// \overline{AB}), with an optional subscript, primes and a ^*.
+std::size_t NameAt(std::string_view s, std::size_t i, int depth = 0) {
+  if (i >= s.size() || depth > 4) return 0;
+  std::size_t j = i;
+  if (IsAlpha(s[j])) {
+    ++j;
+  } else if (s[j] == '\\') {
+    std::size_t k = j + 1;
+    while (k < s.size() && IsAlpha(s[k])) ++k;
+    std::string_view cmd = s.substr(j + 1, k - j - 1);
+    if (cmd.empty()) return 0;
+    bool decoration = false;
+    for (std::string_view d : kDecorations) decoration |= d == cmd;
+    for (std::string_view f : kLabelFunctions) {
+      if (f == cmd) return 0;
+    }
+    if (decoration) {
+      while (k < s.size() && s[k] == ' ') ++k;
+      if (k >= s.size()) return 0;
+      if (s[k] == '{') {
+        std::size_t inner = k + 1;
+        std::size_t end = inner;
+        while (end < s.size() && s[end] != '}') ++end;
+        if (end >= s.size() || end == inner) return 0;
+        std::size_t p = inner;
+        while (p < end) {
+          std::size_t n = NameAt(s, p, depth + 1);
+          if (n == 0) return 0;
+          p += n;
+        }
+        j = end + 1;
+      } else {
+        std::size_t n = NameAt(s, k, depth + 1);
+        if (n == 0) return 0;
+        j = k + n;
+      }
+    } else {
+      j = k;  // \alpha, \theta
+    }
+  } else {
+    return 0;
+  }
+  if (j < s.size() && s[j] == '_') {
+    ++j;
+    if (j < s.size() && s[j] == '{') {
+      std::size_t end = s.find('}', j);
+      if (end == std::string_view::npos || !IsAlnumWord(s.substr(j + 1, end - j - 1))) return 0;
+      j = end + 1;
+    } else if (j < s.size() && (IsAlpha(s[j]) || IsDigit(s[j]))) {
+      ++j;
+    } else {
+      return 0;
+    }
+  }
+  while (j < s.size() && s[j] == '\'') ++j;
+  if (s.compare(j, 2, "^*") == 0) j += 2;
+  return j - i;
+}
+
+// One to four juxtaposed names ("x", "AB", "x_1", "\hat{y}").
+bool IsNames(std::string_view s, int max_names = 4) {
   s = TrimAscii(s);
   if (s.empty()) return false;
   std::size_t i = 0;
-  if (IsAlpha(s[0])) {
-    i = 1;
-  } else if (s[0] == '\\') {
-    i = 1;
-    while (i < s.size() && IsAlpha(s[i])) ++i;
-    if (i == 1) return false;
-  } else {
-    return false;
+  int names = 0;
+  while (i < s.size()) {
+    std::size_t n = NameAt(s, i);
+    if (n == 0) return false;
+    i += n;
+    if (++names > max_names) return false;
   }
-  if (i == s.size()) return true;
-  if (s[i] == '_') {  // x_1, a_{n}
-    std::string_view sub = s.substr(i + 1);
-    if (sub.size() == 1 && (IsAlpha(sub[0]) || IsDigit(sub[0]))) return true;
-    if (sub.size() >= 3 && sub.front() == '{' && sub.back() == '}') {
-      for (char c : sub.substr(1, sub.size() - 2)) {
-        if (!IsAlpha(c) && !IsDigit(c)) return false;
-      }
-      return true;
+  return true;
+}
+
+// A name with an argument list of names: f(x), P(A), g(x, y).
+bool IsFunctionOfNames(std::string_view s) {
+  s = TrimAscii(s);
+  std::size_t open = s.find('(');
+  if (open == std::string_view::npos || open == 0 || s.back() != ')') return false;
+  if (!IsNames(s.substr(0, open), 1)) return false;
+  std::string_view args = s.substr(open + 1, s.size() - open - 2);
+  for (std::string_view a : SplitTopLevel(args, ",")) {
+    if (!IsNames(a, 2)) return false;
+  }
+  return true;
+}
+
+// A left-hand side that labels a value: x, x_1, \hat{x}, x', AB, f(x),
+// (p, q), |x|, a/b, \frac{a}{b}, AB:BC, \sin x, \cos(\theta). For a known
+// function applied to a name, *function_label is set to its text.
+bool IsLabel(std::string_view s, std::string* function_label) {
+  s = TrimAscii(s);
+  if (s.empty()) return false;
+  if (IsNames(s) || IsFunctionOfNames(s)) return true;
+  if (s.size() >= 3 && s.front() == '(' && s.back() == ')') {
+    auto parts = SplitTopLevel(s.substr(1, s.size() - 2), ",");
+    if (parts.size() < 2) return false;
+    for (std::string_view p : parts) {
+      if (!IsNames(p)) return false;
     }
-    return false;
+    return true;
   }
-  // f(x)
-  std::string_view rest = s.substr(i);
-  return rest.size() >= 3 && rest.front() == '(' && rest.back() == ')' &&
-         rest.find(')') == rest.size() - 1;
+  if (s.size() >= 3 && s.front() == '|' && s.back() == '|') {
+    return IsNames(s.substr(1, s.size() - 2));
+  }
+  if (s.substr(0, 5) == "\\frac") {
+    std::string_view rest = TrimAscii(s.substr(5));
+    if (rest.empty() || rest[0] != '{') return false;
+    std::size_t mid = rest.find('}');
+    if (mid == std::string_view::npos || mid + 1 >= rest.size() || rest[mid + 1] != '{' ||
+        rest.back() != '}') {
+      return false;
+    }
+    return IsNames(rest.substr(1, mid - 1)) && IsNames(rest.substr(mid + 2, rest.size() - mid - 3));
+  }
+  for (char sep : {'/', ':'}) {
+    std::size_t at = s.find(sep);
+    if (at != std::string_view::npos && s.find(sep, at + 1) == std::string_view::npos) {
+      return IsNames(s.substr(0, at)) && IsNames(s.substr(at + 1));
+    }
+  }
+  if (s[0] == '\\') {
+    std::size_t k = 1;
+    while (k < s.size() && IsAlpha(s[k])) ++k;
+    std::string_view cmd = s.substr(1, k - 1);
+    bool known = false;
+    for (std::string_view f : kLabelFunctions) known |= f == cmd;
+    if (!known) return false;
+    std::string_view arg = TrimAscii(s.substr(k));
+    if (arg.size() >= 2 && arg.front() == '(' && arg.back() == ')') {
+      arg = arg.substr(1, arg.size() - 2);
+    }
+    if (!IsNames(arg, 2)) return false;
+    if (function_label) *function_label = "\\" + std::string(cmd) + StripSpaces(arg);
+    return true;
+  }
+  return false;
 }
 
 bool IsKnownWord(std::string_view w) {
@@ -160,14 +287,15 @@ bool IsKnownWord(std::string_view w) {
 bool IsShortUnit(std::string_view w) {
   static constexpr std::string_view kUnits[] = {"cm", "mm", "km", "ft", "in", "yd", "mi",
                                                 "kg", "mg", "ml", "hr", "oz", "lb", "pt",
-                                                "ms", "sq", "mL", "kL", "ha"};
+                                                "ms", "sq", "mL", "kL", "ha", "dm"};
   for (std::string_view k : kUnits) {
     if (k == w) return true;
   }
   return false;
 }
 
-// Removes trailing unit words ("5.4 cents", "864 inches^2", "15 cm^2").
+// Removes trailing unit words ("5.4 cents", "864 inches^2", "15 cm^2",
+// "5 m^2" when the unit stands apart).
 void StripUnits(std::string* s) {
   for (int round = 0; round < 4; ++round) {
     std::string_view v = TrimAscii(*s);
@@ -188,12 +316,14 @@ void StripUnits(std::string* s) {
     if (word.empty()) return;
     if (j > 0 && v[j - 1] == '\\') return;  // a command
     if (j > 0 && v[j - 1] != ' ' && !IsDigit(v[j - 1])) return;
-    bool unit = (word.size() >= 3 && !IsKnownWord(word)) || IsShortUnit(word);
+    bool spaced_meter =
+        word == "m" && j > 0 && v[j - 1] == ' ' && (dot_end == v.size() || v[dot_end] == ' ');
+    bool unit = (word.size() >= 3 && !IsKnownWord(word)) || IsShortUnit(word) || spaced_meter;
     if (!unit) return;
     std::string_view rest = TrimAscii(v.substr(0, j));
     bool has_digit = false;
     for (char c : rest) has_digit |= IsDigit(c);
-    if (!has_digit) return;
+    if (!has_digit || (spaced_meter && !IsDigit(rest.back()))) return;
     *s = std::string(rest);
   }
 }
@@ -229,16 +359,14 @@ bool ExpandPlusMinus(const std::string& s, std::vector<std::string>* out, int bu
   return ExpandPlusMinus(plus, out, budget - 1) && ExpandPlusMinus(minus, out, budget - 1);
 }
 
-std::optional<Value> Analyze(std::string_view raw, int depth, std::string* why);
-
-bool AddItems(const std::vector<std::string_view>& parts, int depth, bool flatten_pm, Value* v,
-              std::string* why) {
+bool AddItems(const std::vector<std::string_view>& parts, int depth, bool flatten_pm,
+              const MathOptions& opt, Value* v, std::string* why) {
   if (parts.size() > kMaxItems) {
     *why = "too many elements";
     return false;
   }
   for (std::string_view part : parts) {
-    auto item = Analyze(part, depth + 1, why);
+    auto item = Analyze(part, depth + 1, opt, why);
     if (!item) return false;
     if (flatten_pm && item->kind == Value::Kind::kSet && item->from_pm) {
       for (Value& sub : item->items) v->items.push_back(std::move(sub));
@@ -253,7 +381,8 @@ bool AddItems(const std::vector<std::string_view>& parts, int depth, bool flatte
   return true;
 }
 
-std::optional<Value> AnalyzeMatrix(std::string_view s, int depth, std::string* why) {
+std::optional<Value> AnalyzeMatrix(std::string_view s, int depth, const MathOptions& opt,
+                                   std::string* why) {
   // s = \begin{env} ... \end{env}
   std::size_t close = s.find('}');
   if (close == std::string_view::npos) return std::nullopt;
@@ -267,7 +396,8 @@ std::optional<Value> AnalyzeMatrix(std::string_view s, int depth, std::string* w
     return std::nullopt;
   }
   std::string_view body = TrimAscii(s.substr(close + 1, s.size() - end.size() - close - 1));
-  if (env == "array" && !body.empty() && body[0] == '{') {  // column spec
+  if (body.find("\\begin{") != std::string_view::npos) return std::nullopt;  // two matrices
+  if (env == "array" && !body.empty() && body[0] == '{') {                   // column spec
     std::size_t spec_end = body.find('}');
     if (spec_end == std::string_view::npos) return std::nullopt;
     body = TrimAscii(body.substr(spec_end + 1));
@@ -288,22 +418,78 @@ std::optional<Value> AnalyzeMatrix(std::string_view s, int depth, std::string* w
       *why = "ragged or too large matrix";
       return std::nullopt;
     }
-    if (!AddItems(cells, depth, false, &v, why)) return std::nullopt;
+    if (!AddItems(cells, depth, false, opt, &v, why)) return std::nullopt;
   }
   v.rows = static_cast<int>(rows.size());
   return v;
 }
 
-void FillPoints(Value* v) {
-  const Expression& e = *v->expr;
-  if (!e.has_variables()) {
-    v->points[0] = e.Evaluate({});
-    return;
+// "20:34", "20:34:00", "8:34 PM", "8:34 a.m": seconds after midnight.
+std::optional<long> ParseTime(std::string_view s) {
+  std::size_t i = 0;
+  auto number = [&](std::size_t min_digits, std::size_t max_digits) -> long {
+    std::size_t start = i;
+    while (i < s.size() && IsDigit(s[i]) && i - start < max_digits) ++i;
+    if (i - start < min_digits || (i < s.size() && IsDigit(s[i]))) return -1;
+    return std::stol(std::string(s.substr(start, i - start)));
+  };
+  long h = number(1, 2);
+  if (h < 0 || i >= s.size() || s[i] != ':') return std::nullopt;
+  ++i;
+  long m = number(2, 2);
+  if (m < 0 || m > 59) return std::nullopt;
+  long sec = 0;
+  if (i < s.size() && s[i] == ':') {
+    ++i;
+    sec = number(2, 2);
+    if (sec < 0 || sec > 59) return std::nullopt;
   }
-  for (int p = 0; p < kPoints; ++p) v->points[p] = e.Evaluate(PointValues(e, p));
+  std::string suffix;
+  for (char c : s.substr(i)) {
+    if (c == ' ' || c == '.') continue;
+    suffix.push_back(static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c));
+  }
+  if (suffix.empty()) {
+    if (h > 24) return std::nullopt;
+  } else if (suffix == "am" || suffix == "pm") {
+    if (h < 1 || h > 12) return std::nullopt;
+    if (h == 12) h = 0;
+    if (suffix == "pm") h += 12;
+  } else {
+    return std::nullopt;
+  }
+  return (h % 24) * 3600 + m * 60 + sec;
 }
 
-std::optional<Value> AnalyzeScalar(std::string s, int depth, std::string* why) {
+// "3128 1/2" (an integer, a space, a proper fraction) as "(3128+1/2)".
+std::optional<std::string> SpacedMixedNumber(std::string_view s) {
+  std::size_t i = 0;
+  bool neg = !s.empty() && s[0] == '-';
+  if (neg) ++i;
+  std::size_t a = i;
+  while (i < s.size() && IsDigit(s[i])) ++i;
+  if (i == a || i >= s.size() || s[i] != ' ') return std::nullopt;
+  std::string_view whole = s.substr(a, i - a);
+  ++i;
+  std::size_t n = i;
+  while (i < s.size() && IsDigit(s[i])) ++i;
+  if (i == n || i >= s.size() || s[i] != '/') return std::nullopt;
+  std::string_view num = s.substr(n, i - n);
+  ++i;
+  std::size_t d = i;
+  while (i < s.size() && IsDigit(s[i])) ++i;
+  if (i == d || i != s.size()) return std::nullopt;
+  std::string_view den = s.substr(d);
+  if (num.size() > 9 || den.size() > 9 ||
+      std::stol(std::string(num)) >= std::stol(std::string(den))) {
+    return std::nullopt;
+  }
+  return std::string(neg ? "-" : "") + "(" + std::string(whole) + "+" + std::string(num) + "/" +
+         std::string(den) + ")";
+}
+
+std::optional<Value> AnalyzeScalar(std::string s, int depth, const MathOptions& opt,
+                                   std::string* why) {
   Value v;
   v.kind = Value::Kind::kScalar;
   std::string_view t = TrimAscii(s);
@@ -317,6 +503,7 @@ std::optional<Value> AnalyzeScalar(std::string s, int depth, std::string* why) {
     *why = "empty answer";
     return std::nullopt;
   }
+  if (auto mixed = SpacedMixedNumber(body)) body = *mixed;
   v.key = StripSpaces(body) + (v.percent ? "%" : "");
   if (body.find("\\pm") != std::string::npos || body.find("\\mp") != std::string::npos) {
     std::vector<std::string> variants;
@@ -329,7 +516,7 @@ std::optional<Value> AnalyzeScalar(std::string s, int depth, std::string* why) {
     set.from_pm = true;
     set.key = v.key;
     for (const std::string& var : variants) {
-      auto item = AnalyzeScalar(var + (v.percent ? "%" : ""), depth + 1, why);
+      auto item = AnalyzeScalar(var + (v.percent ? "%" : ""), depth + 1, opt, why);
       if (!item) return std::nullopt;
       set.items.push_back(std::move(*item));
     }
@@ -356,7 +543,95 @@ std::optional<Value> AnalyzeScalar(std::string s, int depth, std::string* why) {
   return v;
 }
 
-std::optional<Value> Analyze(std::string_view raw, int depth, std::string* why) {
+// The part of "exact \approx decimal" that decides: the exact one, or what
+// follows a bare label ("x \approx 11").
+std::optional<std::string_view> ApproxPart(std::string_view s) {
+  for (std::string_view sep : {std::string_view("\\approx"), std::string_view("\xE2\x89\x88")}) {
+    if (s.find(sep) == std::string_view::npos) continue;
+    auto parts = SplitTopLevel(s, sep);
+    if (parts.size() < 2) continue;
+    std::string_view first = TrimAscii(parts[0]);
+    if (first.empty() || IsLabel(first, nullptr)) return TrimAscii(parts[1]);
+    return first;
+  }
+  return std::nullopt;
+}
+
+// " and " / " or " at the top level.
+std::vector<std::string_view> SplitWords(std::string_view s, bool* any_or) {
+  std::vector<std::string_view> parts;
+  int depth = 0;
+  std::size_t start = 0;
+  *any_or = false;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    char c = s[i];
+    if (c == '(' || c == '[' || c == '{') ++depth;
+    if (c == ')' || c == ']' || c == '}') --depth;
+    if (depth != 0 || c != ' ') continue;
+    std::size_t len = 0;
+    if (s.compare(i, 5, " and ") == 0) len = 5;
+    if (s.compare(i, 4, " or ") == 0) {
+      len = 4;
+      *any_or = true;
+    }
+    if (len == 0) continue;
+    parts.push_back(s.substr(start, i - start));
+    start = i + len;
+    i = start - 1;
+  }
+  parts.push_back(s.substr(start));
+  return parts;
+}
+
+// Puts a value's own label fields on the value of "lhs = rhs".
+void AttachLabel(std::string_view lhs, std::string_view rhs, std::string function_label, Value* v) {
+  v->function_label = std::move(function_label);
+  std::string_view name = TrimAscii(lhs);
+  bool one_letter = name.size() == 1 && IsAlpha(name[0]);
+  if (!one_letter || v->kind != Value::Kind::kScalar || !v->expr) return;
+  std::string diff = "(" + std::string(name) + ")-(" + std::string(rhs) + ")";
+  auto e = Expression::Parse(diff);
+  if (!e) return;
+  auto eq = std::make_shared<Value>();
+  eq->kind = Value::Kind::kEquation;
+  eq->key = StripSpaces(name) + "=" + v->key;
+  eq->expr = std::move(e);
+  FillPoints(eq.get());
+  v->as_equation = std::move(eq);
+}
+
+}  // namespace
+
+// Deterministic pseudo-random evaluation points per variable name.
+double PointValue(std::string_view name, int point) {
+  std::uint64_t h = 1469598103934665603ULL;
+  for (char c : name) h = (h ^ static_cast<unsigned char>(c)) * 1099511628211ULL;
+  h ^= static_cast<std::uint64_t>(point + 1) * 0x9E3779B97F4A7C15ULL;
+  h ^= h >> 33;
+  h *= 0xff51afd7ed558ccdULL;
+  h ^= h >> 33;
+  double u = static_cast<double>(h >> 11) / static_cast<double>(1ULL << 53);
+  double mag = 0.35 + 1.9 * u;         // (0.35, 2.25)
+  return point % 3 == 2 ? -mag : mag;  // a third of the points negative
+}
+
+void FillPoints(Value* v) {
+  const Expression& e = *v->expr;
+  if (!e.has_variables()) {
+    v->points[0] = e.Evaluate({});
+    return;
+  }
+  std::vector<Complex> vals(e.variables().size());
+  for (int p = 0; p < kPoints; ++p) {
+    for (std::size_t k = 0; k < vals.size(); ++k) {
+      vals[k] = Complex(PointValue(e.variables()[k], p), 0.0);
+    }
+    v->points[p] = e.Evaluate(vals);
+  }
+}
+
+std::optional<Value> Analyze(std::string_view raw, int depth, const MathOptions& opt,
+                             std::string* why) {
   if (depth > kMaxAnalyzeDepth) {
     *why = "answer nested too deeply";
     return std::nullopt;
@@ -370,24 +645,69 @@ std::optional<Value> Analyze(std::string_view raw, int depth, std::string* why) 
     *why = "unbalanced brackets";
     return std::nullopt;
   }
+  // Plain numbers, the common case, go straight to the scalar reader.
+  bool plain = true;
+  for (char c : s) plain &= IsDigit(c) || c == '.' || c == '-';
+  if (plain) return AnalyzeScalar(std::string(s), depth, opt, why);
+
   std::string key = StripSpaces(s);
 
-  // Matrices, also inside \left( ... \right) (an array environment).
-  std::string_view m_text = s;
-  if (m_text.size() > 2 && (m_text[0] == '(' || m_text[0] == '[') &&
-      (m_text.back() == ')' || m_text.back() == ']')) {
-    std::string_view inner = TrimAscii(m_text.substr(1, m_text.size() - 2));
-    if (inner.substr(0, 7) == "\\begin{" && inner.back() == '}') m_text = inner;
-  }
-  if (m_text.substr(0, 7) == "\\begin{") {
+  // "\frac{\sqrt3}{3} \approx 0.577": the exact part decides.
+  if (auto part = ApproxPart(s)) return Analyze(*part, depth + 1, opt, why);
+
+  // Matrices, also inside \left( ... \right) (an array environment), and
+  // sums and products of numeric matrices.
+  if (s.find("\\begin{") != std::string_view::npos) {
+    std::string_view m_text = s;
+    if (m_text.size() > 2 && (m_text[0] == '(' || m_text[0] == '[') &&
+        (m_text.back() == ')' || m_text.back() == ']')) {
+      std::string_view inner = TrimAscii(m_text.substr(1, m_text.size() - 2));
+      if (inner.substr(0, 7) == "\\begin{" && inner.back() == '}') m_text = inner;
+    }
     std::string matrix_error;
-    if (auto m = AnalyzeMatrix(m_text, depth, &matrix_error)) {
+    if (m_text.substr(0, 7) == "\\begin{") {
+      if (auto m = AnalyzeMatrix(m_text, depth, opt, &matrix_error)) {
+        m->key = key;
+        return m;
+      }
+    }
+    std::string arith_error;
+    if (auto m = AnalyzeMatrixExpression(s, &arith_error)) {
       m->key = key;
       return m;
     }
-    if (!matrix_error.empty()) {  // a matrix environment, but malformed
-      *why = matrix_error;
+    if (!matrix_error.empty() || !arith_error.empty()) {  // matrix syntax, but malformed
+      *why = !matrix_error.empty() ? matrix_error : arith_error;
       return std::nullopt;
+    }
+  }
+
+  // "12 and 13", "x = 2 or x = 3", "x < -1 or x > 2".
+  if (s.find(" and ") != std::string_view::npos || s.find(" or ") != std::string_view::npos) {
+    bool any_or = false;
+    std::vector<std::string_view> parts = SplitWords(s, &any_or);
+    if (parts.size() > 1) {
+      Value v;
+      v.kind = Value::Kind::kList;
+      v.key = key;
+      std::vector<std::string_view> items;
+      for (std::string_view p : parts) {
+        for (std::string_view q : SplitTopLevel(p, ",")) {
+          if (!TrimAscii(q).empty()) items.push_back(q);
+        }
+      }
+      if (!AddItems(items, depth, true, opt, &v, why)) return std::nullopt;
+      bool relations = true;
+      for (const Value& item : v.items) relations &= item.kind == Value::Kind::kRelation;
+      if (relations) {
+        if (auto combined = CombineRelations(std::move(v.items), !any_or)) {
+          combined->key = key;
+          return combined;
+        }
+        *why = "inequalities in different variables";
+        return std::nullopt;
+      }
+      return v;
     }
   }
 
@@ -398,22 +718,54 @@ std::optional<Value> Analyze(std::string_view raw, int depth, std::string* why) 
       Value v;
       v.kind = Value::Kind::kUnion;
       v.key = key;
-      if (!AddItems(parts, depth, false, &v, why)) return std::nullopt;
+      if (!AddItems(parts, depth, false, opt, &v, why)) return std::nullopt;
       return v;
     }
   }
 
-  // Thousands separators: "1,000" is one number when no brackets are around.
+  // Inequalities and chains of them.
+  {
+    std::string rel_error;
+    if (auto rel = AnalyzeRelation(s, opt, &rel_error)) {
+      rel->key = key;
+      return rel;
+    }
+  }
+
+  // Clock times.
+  if (s.find(':') != std::string_view::npos) {
+    if (auto t = ParseTime(s)) {
+      Value v;
+      v.kind = Value::Kind::kTime;
+      v.key = key;
+      v.time_seconds = *t;
+      return v;
+    }
+  }
+
+  // Thousands separators: "1,000" is one number when no brackets are around;
+  // "1,5" is 1.5 under decimal_comma; "1 000 000" is one number.
   std::string flat;
   if (s.find(',') != std::string_view::npos &&
-      s.find_first_of("()[]{}") == std::string_view::npos && HasOnlyThousandsCommas(s)) {
+      s.find_first_of("()[]{}") == std::string_view::npos) {
+    if (opt.decimal_comma && IsDecimalCommaNumber(s)) {
+      flat = std::string(s);
+      flat[flat.find(',')] = '.';
+      s = flat;
+    } else if (HasOnlyThousandsCommas(s)) {
+      for (char c : s) {
+        if (c != ',') flat.push_back(c);
+      }
+      s = flat;
+    }
+  } else if (s.find(' ') != std::string_view::npos && IsSpaceGroupedNumber(s)) {
     for (char c : s) {
-      if (c != ',') flat.push_back(c);
+      if (c != ' ') flat.push_back(c);
     }
     s = flat;
   }
 
-  // Bracketed tuples, intervals and sets.
+  // Bracketed tuples, intervals and sets; plain braces only group.
   bool esc_open = s.substr(0, 2) == "\\{";
   char first = s[0];
   if (esc_open || first == '(' || first == '[' || first == '{') {
@@ -436,22 +788,23 @@ std::optional<Value> Analyze(std::string_view raw, int depth, std::string* why) 
       std::size_t close_len = esc_close ? 2 : 1;
       if (match + 1 >= open_len + close_len) {
         std::string_view inner = s.substr(open_len, match + 1 - close_len - open_len);
+        if (first == '{' && !esc_open) return Analyze(inner, depth + 1, opt, why);
         std::vector<std::string_view> parts = SplitTopLevel(inner, ",");
-        bool is_set = first == '{' || esc_open;
         if (parts.size() > 1 || esc_open) {
           Value v;
-          v.kind = is_set ? Value::Kind::kSet : Value::Kind::kTuple;
+          v.kind = esc_open ? Value::Kind::kSet : Value::Kind::kTuple;
+          v.from_set_braces = esc_open;
           v.key = key;
           v.open = std::string(1, first);
           v.close = std::string(1, s[match]);
-          if (!AddItems(parts, depth, is_set, &v, why)) return std::nullopt;
+          if (!AddItems(parts, depth, esc_open, opt, &v, why)) return std::nullopt;
           return v;
         }
       }
     }
   }
 
-  // Bare lists: "3, 5, 7", "1,-2".
+  // Bare lists: "3, 5, 7", "1,-2", "1; 2; 3".
   {
     std::vector<std::string_view> parts = SplitTopLevel(s, ",");
     if (parts.size() == 1) parts = SplitTopLevel(s, ";");
@@ -459,27 +812,27 @@ std::optional<Value> Analyze(std::string_view raw, int depth, std::string* why) 
       Value v;
       v.kind = Value::Kind::kList;
       v.key = key;
-      if (!AddItems(parts, depth, true, &v, why)) return std::nullopt;
+      if (!AddItems(parts, depth, true, opt, &v, why)) return std::nullopt;
       return v;
     }
   }
 
-  // "x = 5", "y = 2x + 3", "x \in [-2, 7]"; equations otherwise.
+  // Labelled values "x = 5", "(p, q) = (3, 2)", "x = 5 + 1 = 6",
+  // "x \in [-2, 7]"; equations otherwise.
   {
     std::vector<std::string_view> parts = SplitTopLevel(s, "=");
     if (parts.size() == 1) parts = SplitTopLevel(s, "\\in");
     if (parts.size() >= 2) {
-      bool all_names = true;
-      for (std::size_t k = 0; k + 1 < parts.size(); ++k) {
-        all_names &= IsSimpleName(parts[k]);
+      std::string function_label;
+      if (IsLabel(parts[0], &function_label)) {
+        auto v = Analyze(parts.back(), depth + 1, opt, why);
+        if (v && parts.size() == 2) AttachLabel(parts[0], parts[1], function_label, &*v);
+        if (v && parts.size() > 2) v->function_label = function_label;
+        return v;
       }
-      // "x = 5", "x = y = 5": the value after the names. Chains such as
-      // "x = 2 or x = 3" are left to the text comparison below.
-      if (all_names) return Analyze(parts.back(), depth + 1, why);
       if (parts.size() == 2 && s.find('=') != std::string_view::npos) {
         std::string diff = "(" + std::string(parts[0]) + ")-(" + std::string(parts[1]) + ")";
-        std::string error;
-        auto e = Expression::Parse(diff, &error);
+        auto e = Expression::Parse(diff);
         if (e) {
           Value v;
           v.kind = Value::Kind::kEquation;
@@ -492,195 +845,58 @@ std::optional<Value> Analyze(std::string_view raw, int depth, std::string* why) 
     }
   }
 
-  auto v = AnalyzeScalar(std::string(s), depth, why);
+  auto v = AnalyzeScalar(std::string(s), depth, opt, why);
   if (v && v->kind != Value::Kind::kText && !v->from_pm) v->key = key;
   return v;
 }
 
-// Deterministic pseudo-random evaluation points per variable name.
-double PointValue(std::string_view name, int point) {
-  std::uint64_t h = 1469598103934665603ULL;
-  for (char c : name) h = (h ^ static_cast<unsigned char>(c)) * 1099511628211ULL;
-  h ^= static_cast<std::uint64_t>(point + 1) * 0x9E3779B97F4A7C15ULL;
-  h ^= h >> 33;
-  h *= 0xff51afd7ed558ccdULL;
-  h ^= h >> 33;
-  double u = static_cast<double>(h >> 11) / static_cast<double>(1ULL << 53);
-  double mag = 0.35 + 1.9 * u;         // (0.35, 2.25)
-  return point % 3 == 2 ? -mag : mag;  // a third of the points negative
-}
+}  // namespace answer
 
-std::vector<Complex> PointValues(const Expression& e, int point) {
-  std::vector<Complex> vals;
-  vals.reserve(e.variables().size());
-  for (const std::string& name : e.variables()) {
-    vals.emplace_back(PointValue(name, point), 0.0);
-  }
-  return vals;
-}
+namespace {
 
-bool Finite(Complex z) { return std::isfinite(z.real()) && std::isfinite(z.imag()); }
-
-bool Close(Complex a, Complex b) {
-  if (!Finite(a) || !Finite(b)) {
-    if (std::isnan(a.real()) || std::isnan(b.real()) || std::isnan(a.imag()) ||
-        std::isnan(b.imag())) {
-      return false;
-    }
-    return std::isinf(a.real()) && a.real() == b.real() && std::abs(a.imag()) < 1e-9 &&
-           std::abs(b.imag()) < 1e-9;
-  }
-  double scale = std::max(std::abs(a), std::abs(b));
-  return std::abs(a - b) <= kAbsoluteTolerance + kRelativeTolerance * scale;
-}
-
-bool ScalarEqual(const Value& a, const Value& b) {
-  if (!a.int_text.empty() && !b.int_text.empty() && a.percent == b.percent) {
-    return a.int_text == b.int_text;
-  }
-  const Expression& ea = *a.expr;
-  const Expression& eb = *b.expr;
-  if (!ea.has_variables() && !eb.has_variables()) {
-    Complex va = a.points[0];
-    Complex vb = b.points[0];
-    if (a.percent == b.percent) return Close(va, vb);
-    // One side has a percent sign: 50% matches 50 and 0.5.
-    if (Close(va, vb)) return true;
-    return a.percent ? Close(va / 100.0, vb) : Close(va, vb / 100.0);
-  }
-  if (a.percent != b.percent) return false;
-  int valid = 0;
-  for (int p = 0; p < kPoints; ++p) {
-    // A constant side has the same value at every point.
-    Complex va = ea.has_variables() ? a.points[p] : a.points[0];
-    Complex vb = eb.has_variables() ? b.points[p] : b.points[0];
-    bool fa = Finite(va);
-    bool fb = Finite(vb);
-    if (!fa && !fb) continue;
-    if (fa != fb || !Close(va, vb)) return false;
-    ++valid;
-  }
-  return valid >= 2;
-}
-
-// Equations are the same when lhs - rhs agree up to a non-zero factor.
-bool EquationEqual(const Value& a, const Value& b) {
-  std::optional<Complex> ratio;
-  int valid = 0;
-  for (int p = 0; p < kPoints; ++p) {
-    Complex va = a.expr->has_variables() ? a.points[p] : a.points[0];
-    Complex vb = b.expr->has_variables() ? b.points[p] : b.points[0];
-    if (!Finite(va) || !Finite(vb)) continue;
-    bool za = std::abs(va) < 1e-12;
-    bool zb = std::abs(vb) < 1e-12;
-    if (za || zb) {
-      if (za != zb) return false;
-      continue;
-    }
-    Complex r = vb / va;
-    if (ratio && !Close(*ratio, r)) return false;
-    ratio = r;
-    ++valid;
-  }
-  return valid >= 2;
-}
-
-bool Equal(const Value& a, const Value& b);
-
-bool OrderedEqual(const std::vector<Value>& a, const std::vector<Value>& b) {
-  if (a.size() != b.size()) return false;
-  for (std::size_t k = 0; k < a.size(); ++k) {
-    if (!Equal(a[k], b[k])) return false;
-  }
-  return true;
-}
-
-bool UnorderedEqual(const std::vector<Value>& a, const std::vector<Value>& b) {
-  if (a.size() != b.size()) return false;
-  std::vector<bool> used(b.size(), false);
-  for (const Value& x : a) {
-    bool found = false;
-    for (std::size_t k = 0; k < b.size(); ++k) {
-      if (!used[k] && Equal(x, b[k])) {
-        used[k] = true;
-        found = true;
-        break;
-      }
-    }
-    if (!found) return false;
-  }
-  return true;
-}
-
-bool IsParenTuple(const Value& v) {
-  return v.kind == Value::Kind::kTuple && v.open == "(" && v.close == ")";
-}
-bool IsVector(const Value& v) {
-  return v.kind == Value::Kind::kMatrix && (v.rows == 1 || v.cols == 1);
-}
-
-bool Equal(const Value& a, const Value& b) {
-  using K = Value::Kind;
-  if (a.key == b.key && a.kind == b.kind) return true;
-  if (a.kind == K::kScalar && b.kind == K::kScalar) return ScalarEqual(a, b);
-  if (a.kind == K::kEquation && b.kind == K::kEquation) return EquationEqual(a, b);
-  if (a.kind == K::kText || b.kind == K::kText) {
-    return a.kind == b.kind && a.key == b.key;
-  }
-  if (a.kind == K::kTuple && b.kind == K::kTuple) {
-    return a.open == b.open && a.close == b.close && OrderedEqual(a.items, b.items);
-  }
-  if ((a.kind == K::kList && IsParenTuple(b)) || (b.kind == K::kList && IsParenTuple(a))) {
-    return OrderedEqual(a.items, b.items);
-  }
-  auto unordered = [](K k) { return k == K::kList || k == K::kSet || k == K::kUnion; };
-  if (unordered(a.kind) && unordered(b.kind)) {
-    if ((a.kind == K::kUnion) != (b.kind == K::kUnion)) return false;
-    return UnorderedEqual(a.items, b.items);
-  }
-  if (a.kind == K::kMatrix && b.kind == K::kMatrix) {
-    return a.rows == b.rows && a.cols == b.cols && OrderedEqual(a.items, b.items);
-  }
-  if ((IsVector(a) && (IsParenTuple(b) || b.kind == K::kList)) ||
-      (IsVector(b) && (IsParenTuple(a) || a.kind == K::kList))) {
-    return OrderedEqual(a.items, b.items);
-  }
-  return false;
-}
-
-std::optional<Value> AnalyzeAnswer(std::string_view answer, std::string* why) {
-  if (answer.size() > kMaxAnswerBytes) {
+std::optional<answer::Value> AnalyzeAnswer(std::string_view text, const MathOptions& opt,
+                                           std::string* why) {
+  if (text.size() > kMaxAnswerBytes) {
     *why = "answer longer than " + std::to_string(kMaxAnswerBytes) + " bytes";
     return std::nullopt;
   }
-  std::string normalized = NormalizeLatex(answer);
-  return Analyze(normalized, 0, why);
+  std::string normalized = NormalizeLatex(text);
+  // "1, 2, and 3": the conjunction after a comma only separates.
+  for (std::string_view conj : {std::string_view(", and "), std::string_view(", or ")}) {
+    for (std::size_t at = normalized.find(conj); at != std::string::npos;
+         at = normalized.find(conj, at + 1)) {
+      normalized.replace(at, conj.size(), ", ");
+    }
+  }
+  return answer::Analyze(normalized, 0, opt, why);
 }
 
 }  // namespace
 
-bool ReferenceParses(std::string_view reference, std::string* why) {
+bool ReferenceParses(std::string_view reference, std::string* why, const MathOptions& options) {
   std::string reason;
-  bool ok = AnalyzeAnswer(reference, &reason).has_value();
+  bool ok = AnalyzeAnswer(reference, options, &reason).has_value();
   if (why) *why = reason;
   return ok;
 }
 
-EquivalenceResult CompareAnswers(std::string_view predicted, std::string_view reference) {
+EquivalenceResult CompareAnswers(std::string_view predicted, std::string_view reference,
+                                 const MathOptions& options) {
   std::string why;
-  auto ref = AnalyzeAnswer(reference, &why);
+  auto ref = AnalyzeAnswer(reference, options, &why);
   if (!ref) {
     return {Equivalence::kInvalidReference, "reference answer: " + why};
   }
   why.clear();
-  auto pred = AnalyzeAnswer(predicted, &why);
+  auto pred = AnalyzeAnswer(predicted, options, &why);
   if (!pred) return {Equivalence::kDifferent, "predicted answer: " + why};
-  if (Equal(*pred, *ref)) return {Equivalence::kEqual, ""};
+  if (answer::Equal(*pred, *ref, options)) return {Equivalence::kEqual, ""};
   return {Equivalence::kDifferent, "not equivalent to the reference"};
 }
 
-bool MathEquivalent(std::string_view predicted, std::string_view reference) {
-  return CompareAnswers(predicted, reference).verdict == Equivalence::kEqual;
+bool MathEquivalent(std::string_view predicted, std::string_view reference,
+                    const MathOptions& options) {
+  return CompareAnswers(predicted, reference, options).verdict == Equivalence::kEqual;
 }
 
 }  // namespace cohort::reward

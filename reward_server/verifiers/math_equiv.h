@@ -18,6 +18,18 @@ namespace cohort::reward {
 inline constexpr double kRelativeTolerance = 1e-6;
 inline constexpr double kAbsoluteTolerance = 1e-9;
 
+// Choices on which public verifiers differ, made per task
+// (reward.tasks.<name>: decimal_comma, relative_tolerance, ordered_lists).
+struct MathOptions {
+  // "1,5" is the decimal 1.5 (one comma between digits); by default it is
+  // the list 1, 5. Two or more commas are thousands separators either way.
+  bool decimal_comma = false;
+  // Replaces kRelativeTolerance for inexact (non-integer) comparisons.
+  double relative_tolerance = kRelativeTolerance;
+  // Bare lists ("3, 5, 7") compared in order; by default as multisets.
+  bool ordered_lists = false;
+};
+
 enum class Equivalence {
   kEqual,
   kDifferent,
@@ -33,13 +45,16 @@ struct EquivalenceResult {
 
 // Compares a predicted answer (already extracted from the completion) with
 // the reference answer.
-EquivalenceResult CompareAnswers(std::string_view predicted, std::string_view reference);
+EquivalenceResult CompareAnswers(std::string_view predicted, std::string_view reference,
+                                 const MathOptions& options = {});
 
 // True when CompareAnswers says kEqual.
-bool MathEquivalent(std::string_view predicted, std::string_view reference);
+bool MathEquivalent(std::string_view predicted, std::string_view reference,
+                    const MathOptions& options = {});
 
 // Whether `reference` can be parsed as an answer; sets *why when not.
-bool ReferenceParses(std::string_view reference, std::string* why = nullptr);
+bool ReferenceParses(std::string_view reference, std::string* why = nullptr,
+                     const MathOptions& options = {});
 
 }  // namespace cohort::reward
 

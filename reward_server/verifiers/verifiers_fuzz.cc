@@ -1,6 +1,8 @@
 // libFuzzer target: answer extraction, LaTeX normalization, expression
-// parsing and answer equivalence on arbitrary bytes. The input is split at
-// the first NUL (or tab) into a completion/prediction and a reference.
+// parsing and answer equivalence (relations, labels, lists, times, matrix
+// arithmetic, degrees, the per-task options) on arbitrary bytes. The input
+// is split at the first NUL (or tab) into a completion/prediction and a
+// reference; the seed corpus (fuzz_corpus/) has one file per answer form.
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -28,6 +30,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
   (void)CompareAnswers(answer ? *answer : std::string(a), b);
   (void)CompareAnswers(b, a);
+  MathOptions options;
+  options.decimal_comma = size % 2 == 1;
+  options.ordered_lists = size % 3 == 1;
+  options.relative_tolerance = 1e-4;
+  (void)CompareAnswers(a, b, options);
   (void)CountWords(a);
   std::vector<std::int64_t> used;
   std::string why;
