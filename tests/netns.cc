@@ -104,6 +104,13 @@ std::vector<std::string> ListNamespaces() {
   return names;
 }
 
+// `tc ARGS` inside namespace `ns`.
+absl::Status RunTc(const std::string& ns, const std::vector<std::string>& args) {
+  std::vector<std::string> full = {"netns", "exec", ns, "tc"};
+  full.insert(full.end(), args.begin(), args.end());
+  return RunIp(full).status();
+}
+
 }  // namespace
 
 std::string NetnsLab::IpBinary() {
@@ -193,6 +200,13 @@ absl::StatusOr<std::unique_ptr<NetnsLab>> NetnsLab::Create(const std::vector<std
         !(s = ip({"-n", ns, "link", "set", "eth0", "up"})).ok()) {
       return s;
     }
+    // Bounded bandwidth: a token bucket on each host's link, best effort
+    // (a kernel without sch_tbf runs unshaped; rate_limited() says).
+    lab->rate_limited_ =
+        lab->rate_limited_ && ip({"-n", ns, "link", "set", "eth0", "txqueuelen", "1000"}).ok() &&
+        RunTc(ns, {"qdisc", "add", "dev", "eth0", "root", "tbf", "rate",
+                   absl::StrCat(kRateMbit, "mbit"), "burst", "256kb", "latency", "100ms"})
+            .ok();
   }
   return lab;
 }

@@ -11,7 +11,8 @@
 // a /24 that exists only on that bridge. No namespace has a default route
 // and nothing is connected to the namespace the test runs in, so traffic
 // cannot leave the lab. Cutting a link sets the host's switch port down
-// (the host sees NO-CARRIER); restoring sets it up.
+// (the host sees NO-CARRIER); restoring sets it up. Each link's bandwidth is
+// capped by a token bucket (kRateMbit).
 //
 // Names: every namespace is "<prefix><pid>-<host>" with the fixed prefix
 // kPrefix and the test's pid, so Create() first deletes namespaces left by
@@ -70,6 +71,11 @@ class NetnsLab {
   absl::Status CutLink(const std::string& host);
   absl::Status RestoreLink(const std::string& host);
 
+  // Each host's link is shaped to kRateMbit (tc tbf) when the kernel
+  // allows; false when it did not.
+  static constexpr int kRateMbit = 200;
+  bool rate_limited() const { return rate_limited_; }
+
   // Bytes received + sent on the host's eth0 so far.
   absl::StatusOr<long long> TrafficBytes(const std::string& host) const;
 
@@ -83,6 +89,7 @@ class NetnsLab {
   std::vector<std::string> hosts_;
   std::map<std::string, std::string> address_;
   bool destroyed_ = false;
+  bool rate_limited_ = true;
 };
 
 // Runs an `ip` command line (argv after "ip"); returns its stdout, or an

@@ -284,8 +284,9 @@ TEST_F(NetnsTest, RolesServeAcrossHostsAndSurviveACutLinkAndAKill) {
   long long traffic = TotalTraffic();
   EXPECT_GT(traffic, 0);
   EXPECT_LT(traffic, kMaxTrafficBytes);
-  std::printf("netns: %lld bytes on the lab's links, %.1f s\n", traffic,
-              absl::ToDoubleSeconds(absl::Now() - start));
+  std::printf("netns: %lld bytes on the lab's links, %.1f s, links shaped to %d Mbit/s: %s\n",
+              traffic, absl::ToDoubleSeconds(absl::Now() - start), NetnsLab::kRateMbit,
+              lab_->rate_limited() ? "yes" : "no");
 }
 
 TEST(NetnsLabTest, CleansUpAfterItselfAndAfterDeadTests) {
