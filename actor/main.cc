@@ -1,27 +1,46 @@
-// cohort-actor: joins a learner, generates completions, has them scored by a
-// reward server and submits the scored groups. Serves grpc.health.v1 and
-// /metrics on its own port so probes and `cohort run` can see it.
+// cohort-actor: joins a learner, generates groups of completions with its
+// own engine, has them scored by the reward servers and submits them (see
+// actor/rollout.h and docs/actor.md). Serves grpc.health.v1 and /metrics on
+// its own port so probes and `cohort run` can see it.
 //
-// Until the generation and training issues land, the actor only watches
-// that the learner is reachable (health check) and logs when that changes;
-// it generates nothing.
+//   cohort-actor --learner HOST:PORT [--config FILE]
+//
+// Exit codes: 0 after a drain (SIGTERM, or the learner ended the run); 2
+// for bad flags or config; 3 when the learner refuses the actor (model
+// fingerprint or protocol version), with the reason in the log.
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
 #include <memory>
 #include <string>
 #include <thread>
 
+#include <ATen/Parallel.h>
 #include <grpcpp/grpcpp.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/synchronization/notification.h"
-#include "absl/time/time.h"
+#include "actor/engine_generator.h"
+#include "actor/learner_client.h"
+#include "actor/reward_client.h"
+#include "actor/rollout.h"
 #include "core/logging.h"
 #include "core/metrics.h"
 #include "core/rpc.h"
 #include "core/service.h"
+#include "model/model_config.h"
 
 namespace {
 
-// Polls the learner's health until `stop` is notified; logs each change.
+namespace v1 = ::cohort::v1;
+
+std::atomic<int> g_exit_code{0};
+
+// Polls the learner's health until `stop` is notified; logs each change and
+// keeps cohort_actor_learner_reachable current (alerts and probes read it).
 void WatchLearner(const std::string& address, std::shared_ptr<grpc::Channel> channel,
                   absl::Duration period, absl::Notification* stop) {
   cohort::Gauge* reachable = cohort::MetricsRegistry::Default()->GetGauge(
@@ -44,24 +63,47 @@ void WatchLearner(const std::string& address, std::shared_ptr<grpc::Channel> cha
   } while (!stop->WaitForNotificationWithTimeout(period));
 }
 
+std::string DefaultActorName() {
+  char host[256] = {};
+  if (::gethostname(host, sizeof(host) - 1) != 0) host[0] = '\0';
+  return absl::StrCat(host[0] != '\0' ? host : "actor", ":", ::getpid());
+}
+
+// --reward, else reward.addresses, else what Join names, else reward.address.
+std::vector<std::string> RewardAddresses(const std::string& flag, const cohort::RunConfig& config,
+                                         const v1::JoinResponse& join) {
+  std::vector<std::string> out;
+  if (!flag.empty()) {
+    for (absl::string_view a : absl::StrSplit(flag, ',', absl::SkipEmpty())) out.emplace_back(a);
+    return out;
+  }
+  if (!config.reward.addresses.empty()) return config.reward.addresses;
+  out.assign(join.reward_addresses().begin(), join.reward_addresses().end());
+  if (out.empty() && !join.reward_address().empty()) out.push_back(join.reward_address());
+  if (out.empty() && !config.reward.address.empty()) out.push_back(config.reward.address);
+  return out;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   cohort::ServiceMain service(
       "actor", "cohort-actor",
-      "A cohort actor: joins the learner, generates groups of completions, "
-      "has them scored by a reward server and submits them. Serves "
-      "grpc.health.v1 and /metrics on its own port. Stops cleanly on "
-      "SIGTERM or SIGINT within supervisor.stop_timeout_seconds. Until the "
-      "generation issue lands it only checks that the learner is reachable.");
+      "A cohort actor: joins the learner (its address is all it needs), fetches the policy's "
+      "weights, leases prompts, generates groups of completions, has them scored by the reward "
+      "servers and submits them. Serves grpc.health.v1 and /metrics on its own port. SIGTERM "
+      "drains: no new leases, work in flight gets actor.drain_grace_seconds, the rest is handed "
+      "back; then exit 0. Exit 3 when the learner refuses the actor.");
   std::string learner;
   std::string reward;
+  std::string name;
   service.flags().String("learner", &learner,
                          "Learner address host:port; empty uses learner.host:learner.port from "
                          "the config (then learner.port must not be 0).");
   service.flags().String("reward", &reward,
-                         "Reward server address host:port; empty uses reward.address from the "
-                         "config.");
+                         "Reward server addresses, comma-separated host:port; empty uses "
+                         "reward.addresses, else the servers the learner names at Join.");
+  service.flags().String("name", &name, "Actor name shown by the learner (default hostname:pid).");
   if (!service.Init(argc, argv)) return 2;
   const cohort::RunConfig& config = service.config();
   if (learner.empty()) {
@@ -72,7 +114,7 @@ int main(int argc, char** argv) {
     }
     learner = absl::StrCat(config.learner.host, ":", config.learner.port);
   }
-  if (reward.empty()) reward = config.reward.address;
+  if (name.empty()) name = DefaultActorName();
 
   absl::StatusOr<cohort::ChannelOptions> channel_options =
       cohort::ChannelOptionsFromConfig(config.security);
@@ -86,20 +128,83 @@ int main(int argc, char** argv) {
     COHORT_LOG(ERROR) << "--learner " << learner << ": " << channel.status().message();
     return 2;
   }
-  COHORT_LOG(INFO) << "learner " << learner << ", reward server "
-                   << (reward.empty() ? "(none)" : reward);
+  // Torch's intra-op pool: actor.threads (one by default, so that the roles
+  // `cohort run` starts on a small machine do not oversubscribe its cores).
+  at::set_num_threads(config.actor.threads);
+  std::unique_ptr<cohort::actor::LearnerClient> client =
+      cohort::actor::MakeGrpcLearnerClient(*channel);
 
-  absl::Notification stop;
+  cohort::actor::RolloutOptions options;
+  options.actor_name = name;
+  options.pid = ::getpid();
+  options.slots = config.actor.slots;
+  options.drain_grace = absl::Seconds(config.actor.drain_grace_seconds);
+  options.heartbeat_interval = absl::Milliseconds(config.learner.heartbeat_interval_ms);
+  if (!config.model.path.empty()) {
+    absl::StatusOr<cohort::model::ModelConfig> model =
+        cohort::model::ModelConfig::FromFile(config.model.path + "/config.json");
+    if (!model.ok()) {
+      COHORT_LOG(ERROR) << "model.path: " << model.status().message();
+      return 2;
+    }
+    options.model_fingerprint = model->Fingerprint();
+  }
+  options.make_generator = [&config](const v1::JoinResponse& join) {
+    cohort::actor::EngineGeneratorOptions eo;
+    eo.slots = config.actor.slots;
+    eo.max_len = config.actor.max_len;
+    eo.device = config.actor.device;
+    return cohort::actor::MakeEngineGenerator(join.model(), eo);
+  };
+  options.make_reward_client = [&](const v1::JoinResponse& join) {
+    cohort::actor::RewardClientOptions ro;
+    ro.addresses = RewardAddresses(reward, config, join);
+    ro.channel = *channel_options;
+    ro.give_up_after = absl::Seconds(config.reward.retry_seconds);
+    ro.rpc_timeout = absl::Seconds(std::max(10.0, 4 * config.reward.sample_timeout_seconds));
+    ro.max_batch = config.reward.max_batch;
+    if (!ro.addresses.empty()) {
+      COHORT_LOG(INFO) << "reward servers: " << absl::StrJoin(ro.addresses, ", ");
+    }
+    return cohort::actor::MakeGrpcRewardClient(std::move(ro));
+  };
+  cohort::actor::Rollout rollout(std::move(options), client.get());
+
+  std::thread runner;
   std::thread watcher;
+  absl::Notification stop_watch;
   cohort::ServiceMain::Hooks hooks;
   hooks.on_serving = [&] {
+    COHORT_LOG(INFO) << "actor " << name << ", learner " << learner << ", " << config.actor.slots
+                     << " slots, " << config.actor.threads << " thread(s), " << config.actor.device;
     watcher = std::thread(WatchLearner, learner, *channel,
-                          absl::Milliseconds(config.learner.heartbeat_interval_ms), &stop);
+                          absl::Milliseconds(config.learner.heartbeat_interval_ms), &stop_watch);
+    runner = std::thread([&] {
+      absl::Status s = rollout.Run();
+      if (!s.ok()) {
+        COHORT_LOG(ERROR) << s.message();
+        g_exit_code = 3;
+      } else {
+        COHORT_LOG(INFO) << "rollout finished";
+      }
+      // Ends Serve() (which consumes SIGTERM through its signalfd) unless it
+      // is already stopping.
+      ::kill(::getpid(), SIGTERM);
+    });
     return absl::OkStatus();
   };
   hooks.on_stopping = [&] {
-    stop.Notify();
+    rollout.RequestDrain();
+    if (runner.joinable()) runner.join();
+    stop_watch.Notify();
     if (watcher.joinable()) watcher.join();
   };
-  return service.Serve({}, hooks);
+  int code = service.Serve({}, hooks);
+  if (runner.joinable()) {
+    rollout.Stop();
+    runner.join();
+  }
+  if (!stop_watch.HasBeenNotified()) stop_watch.Notify();
+  if (watcher.joinable()) watcher.join();
+  return code != 0 ? code : g_exit_code.load();
 }

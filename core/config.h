@@ -73,6 +73,10 @@ struct ActorSection {
   int count = 2;         // actors `cohort run` starts; >= 0
   int slots = 8;         // concurrent sequences per actor; >= 1
   int metrics_port = 0;  // 0 picks a free one
+  int threads = 1;       // torch intra-op threads per actor; >= 1
+  std::string device = "cpu";        // cpu | cuda
+  double drain_grace_seconds = 5.0;  // SIGTERM: time to finish work in flight; >= 0
+  int max_len = 0;                   // positions per sequence; 0 = model's, at most 4096
 };
 
 // How one task's completions are scored.
@@ -97,6 +101,8 @@ struct RewardSection {
   int max_batch = 1024;                  // samples per Score call; >= 1
   double sample_timeout_seconds = 10.0;  // per sample; > 0
   std::string address;                   // "" = the server `cohort run` starts; else host:port
+  std::vector<std::string> addresses;    // actors: reward servers to spread over; [] = Join's
+  double retry_seconds = 60.0;           // actors: retry a failing batch this long; > 0
   // Task name -> spec. When the `tasks` key is absent: math, gsm8k,
   // countdown and code, each scored by the verifier of the same name.
   // A `tasks` map in the file replaces these defaults; --set merges.

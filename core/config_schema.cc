@@ -76,6 +76,15 @@ void Bind(Binder& b, ActorSection& s) {
   b.Int("count", &s.count, AtLeast(0), "Actors `cohort run` starts.");
   b.Int("slots", &s.slots, AtLeast(1), "Sequences each actor decodes concurrently.");
   b.Int("metrics_port", &s.metrics_port, Port(), "Actor `/metrics` port; 0 picks a free one.");
+  b.Int("threads", &s.threads, AtLeast(1),
+        "Torch threads per actor; 1 keeps several roles on a small machine from "
+        "oversubscribing it.");
+  b.String("device", &s.device, OneOf({"cpu", "cuda"}), "Where each actor runs its model.");
+  b.Double("drain_grace_seconds", &s.drain_grace_seconds, DoubleRule{0.0},
+           "On SIGTERM an actor stops leasing, finishes what it can within this, hands the rest "
+           "back and exits 0 (< `supervisor.stop_timeout_seconds`).");
+  b.Int("max_len", &s.max_len, AtLeast(0),
+        "Prompt + completion positions per sequence; 0 = the model's, at most 4096.");
 }
 
 void Bind(Binder& b, RewardTaskSpec& s) {
@@ -104,6 +113,12 @@ void Bind(Binder& b, RewardSection& s) {
            "Per-sample verifier limit; over it the sample is `TIMEOUT`, never 0.");
   b.String("address", &s.address, OptionalHostPort(),
            "`\"\"` = the reward server `cohort run` starts; else an external `host:port`.");
+  b.StringList("addresses", &s.addresses,
+               "Reward servers an actor spreads its calls over (`host:port`, or one DNS name with "
+               "several addresses); `[]` = those the learner names at Join.");
+  b.Double("retry_seconds", &s.retry_seconds, Positive(),
+           "An actor retries a failing reward batch on other servers, backing off, this long; "
+           "then its samples are submitted as `ERROR`, never 0.");
   BindSectionMap<RewardTaskSpec>(b, "tasks", &s.tasks,
                                  [](const std::string& name, RewardTaskSpec* t) {
                                    t->verifier = IsVerifier(name) ? name : "";
@@ -262,6 +277,12 @@ absl::Status CrossFieldChecks(const RunConfig& c) {
     return absl::InvalidArgumentError(absl::StrCat(
         "supervisor.backoff_max_ms: expected an integer >= supervisor.backoff_initial_ms (",
         c.supervisor.backoff_initial_ms, "), got ", c.supervisor.backoff_max_ms));
+  }
+  if (c.actor.drain_grace_seconds >= c.supervisor.stop_timeout_seconds) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "actor.drain_grace_seconds: expected a number < supervisor.stop_timeout_seconds (",
+        c.supervisor.stop_timeout_seconds, "), got ", c.actor.drain_grace_seconds,
+        " (a draining actor would be killed)"));
   }
   for (const auto& [name, task] : c.reward.tasks) {
     if (task.weights.empty()) {

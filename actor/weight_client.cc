@@ -1,0 +1,319 @@
+#include "actor/weight_client.h"
+
+#include <cstring>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "core/crc32c.h"
+#include "core/logging.h"
+#include "core/status.h"
+
+namespace cohort::actor {
+
+namespace v1 = ::cohort::v1;
+
+int64_t DTypeBytes(v1::DType dtype) {
+  switch (dtype) {
+    case v1::DTYPE_F32:
+    case v1::DTYPE_I32:
+      return 4;
+    case v1::DTYPE_BF16:
+    case v1::DTYPE_F16:
+      return 2;
+    case v1::DTYPE_I64:
+      return 8;
+    case v1::DTYPE_U8:
+      return 1;
+    default:
+      return 0;
+  }
+}
+
+absl::Status WeightAssembler::Fail(const std::string& what) const {
+  return absl::DataLossError(absl::StrCat("weights version ", weights_.version, ": ", what));
+}
+
+namespace {
+
+// Reads one LEB128 varint from [*p, end).
+bool ReadVarint(const uint8_t** p, const uint8_t* end, uint64_t* value) {
+  uint64_t v = 0;
+  for (int shift = 0; shift < 64 && *p < end; shift += 7) {
+    const uint8_t b = *(*p)++;
+    v |= static_cast<uint64_t>(b & 0x7F) << shift;
+    if ((b & 0x80) == 0) {
+      *value = v;
+      return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
+absl::Status WeightAssembler::AppendDecoded(const v1::WeightChunk& chunk, HostTensor* t) {
+  const std::string& data = chunk.data();
+  if (chunk.encoding() == v1::WEIGHT_ENCODING_RAW) {
+    t->data.append(data);
+    return absl::OkStatus();
+  }
+  if (chunk.encoding() != v1::WEIGHT_ENCODING_XOR_RLE) {
+    return Fail(absl::StrCat(t->name, ": unknown encoding ", chunk.encoding()));
+  }
+  saw_delta_ = true;
+  const size_t index = weights_.tensors.size() - 1;
+  if (base_ == nullptr || chunk.base_version() != base_->version) {
+    return Fail(absl::StrCat(
+        t->name, ": a delta against version ", chunk.base_version(), ", but the base held is ",
+        base_ == nullptr ? std::string("none") : absl::StrCat("version ", base_->version)));
+  }
+  if (index >= base_->tensors.size() || base_->tensors[index].name != t->name ||
+      static_cast<int64_t>(base_->tensors[index].data.size()) != tensor_bytes_) {
+    return Fail(absl::StrCat(t->name, ": a delta for a tensor the base version ", base_->version,
+                             " does not have at index ", index, " with the same size"));
+  }
+  const std::string& base = base_->tensors[index].data;
+  const size_t begin = t->data.size();
+  const size_t want = static_cast<size_t>(chunk.decoded_bytes());
+  const uint8_t* p = reinterpret_cast<const uint8_t*>(data.data());
+  const uint8_t* end = p + data.size();
+  size_t produced = 0;
+  t->data.resize(begin + want);
+  char* out = t->data.data() + begin;
+  const char* in = base.data() + begin;
+  while (produced < want) {
+    uint64_t zeros = 0, literal = 0;
+    if (!ReadVarint(&p, end, &zeros) || !ReadVarint(&p, end, &literal) || zeros > want - produced ||
+        literal > want - produced - zeros || literal > static_cast<uint64_t>(end - p)) {
+      return Fail(absl::StrCat(t->name, ": malformed XOR_RLE delta at offset ",
+                               chunk.offset() + static_cast<int64_t>(produced)));
+    }
+    std::memcpy(out + produced, in + produced, zeros);
+    produced += zeros;
+    for (uint64_t k = 0; k < literal; ++k, ++produced) out[produced] = in[produced] ^ *p++;
+  }
+  if (p != end) return Fail(absl::StrCat(t->name, ": trailing bytes after a delta"));
+  return absl::OkStatus();
+}
+
+absl::Status WeightAssembler::Add(const v1::WeightChunk& chunk) {
+  if (done_) return Fail("chunk after the last one");
+  if (!started_) {
+    if (want_version_ > 0 && chunk.version() != want_version_) {
+      return absl::DataLossError(absl::StrCat("asked for weights version ", want_version_,
+                                              ", the stream sends version ", chunk.version()));
+    }
+    weights_.version = chunk.version();
+    tensor_count_ = chunk.tensor_count();
+    if (tensor_count_ <= 0) return Fail(absl::StrCat("tensor_count ", tensor_count_));
+    started_ = true;
+  }
+  if (chunk.version() != weights_.version) {
+    return Fail(
+        absl::StrCat("a chunk of ", chunk.tensor_name(), " names version ", chunk.version()));
+  }
+  if (chunk.tensor_count() != tensor_count_) {
+    return Fail(
+        absl::StrCat("tensor_count changed from ", tensor_count_, " to ", chunk.tensor_count()));
+  }
+  const std::string& data = chunk.data();
+  if (Crc32c(data) != chunk.crc32c()) {
+    return Fail(absl::StrCat("checksum mismatch in ", chunk.tensor_name(), " at offset ",
+                             chunk.offset(), " (", data.size(), " bytes)"));
+  }
+  const int64_t decoded = chunk.encoding() == v1::WEIGHT_ENCODING_RAW
+                              ? static_cast<int64_t>(data.size())
+                              : chunk.decoded_bytes();
+  if (chunk.encoding() == v1::WEIGHT_ENCODING_RAW && chunk.decoded_bytes() != 0 &&
+      chunk.decoded_bytes() != decoded) {
+    return Fail(absl::StrCat(chunk.tensor_name(), ": decoded_bytes ", chunk.decoded_bytes(),
+                             " for ", data.size(), " raw bytes"));
+  }
+  const int32_t next_index = static_cast<int32_t>(weights_.tensors.size());
+  HostTensor* t = weights_.tensors.empty() ? nullptr : &weights_.tensors.back();
+  const bool current_complete =
+      t == nullptr || static_cast<int64_t>(t->data.size()) == tensor_bytes_;
+  if (chunk.offset() == 0 && current_complete) {
+    // A new tensor.
+    if (chunk.tensor_index() != next_index) {
+      return Fail(absl::StrCat(chunk.tensor_name(), " has tensor_index ", chunk.tensor_index(),
+                               ", expected ", next_index));
+    }
+    if (next_index >= tensor_count_) {
+      return Fail(absl::StrCat("more than tensor_count ", tensor_count_, " tensors"));
+    }
+    const int64_t element = DTypeBytes(chunk.dtype());
+    if (element == 0) {
+      return Fail(absl::StrCat(chunk.tensor_name(), ": unknown dtype ", chunk.dtype()));
+    }
+    int64_t elements = 1;
+    for (int64_t d : chunk.shape()) {
+      if (d < 0) return Fail(absl::StrCat(chunk.tensor_name(), ": negative dimension"));
+      elements *= d;
+    }
+    if (elements * element != chunk.tensor_bytes()) {
+      return Fail(absl::StrCat(chunk.tensor_name(), ": shape and dtype make ", elements * element,
+                               " bytes, tensor_bytes says ", chunk.tensor_bytes()));
+    }
+    HostTensor& added = weights_.tensors.emplace_back();
+    added.name = chunk.tensor_name();
+    added.dtype = chunk.dtype();
+    added.shape.assign(chunk.shape().begin(), chunk.shape().end());
+    added.data.reserve(static_cast<size_t>(chunk.tensor_bytes()));
+    tensor_bytes_ = chunk.tensor_bytes();
+    tensor_crc_ = 0;
+    t = &added;
+  } else {
+    if (t == nullptr || current_complete || chunk.tensor_name() != t->name ||
+        chunk.tensor_index() != next_index - 1) {
+      return Fail(absl::StrCat("chunk of ", chunk.tensor_name(), " at offset ", chunk.offset(),
+                               " does not continue the stream"));
+    }
+    if (chunk.offset() != static_cast<int64_t>(t->data.size())) {
+      return Fail(absl::StrCat(t->name, ": chunk at offset ", chunk.offset(), ", expected ",
+                               t->data.size()));
+    }
+  }
+  if (decoded < 0 || static_cast<int64_t>(t->data.size()) + decoded > tensor_bytes_) {
+    return Fail(absl::StrCat(t->name, ": more than tensor_bytes ", tensor_bytes_, " bytes"));
+  }
+  const size_t begin = t->data.size();
+  RETURN_IF_ERROR(AppendDecoded(chunk, t));
+  const char* fresh = t->data.data() + begin;
+  const size_t fresh_size = t->data.size() - begin;
+  running_crc_ = Crc32cExtend(running_crc_, fresh, fresh_size);
+  tensor_crc_ = Crc32cExtend(tensor_crc_, fresh, fresh_size);
+  bytes_ += static_cast<int64_t>(data.size());
+  if (chunk.tensor_last()) {
+    if (static_cast<int64_t>(t->data.size()) != tensor_bytes_) {
+      return Fail(absl::StrCat(t->name, ": tensor_last after ", t->data.size(), " of ",
+                               tensor_bytes_, " bytes"));
+    }
+    if (tensor_crc_ != chunk.tensor_crc32c()) {
+      return Fail(absl::StrCat(t->name, ": checksum of the tensor does not match"));
+    }
+  }
+  if (chunk.last()) {
+    if (static_cast<int64_t>(t->data.size()) != tensor_bytes_ ||
+        static_cast<int32_t>(weights_.tensors.size()) != tensor_count_) {
+      return Fail(absl::StrCat("the last chunk came after ", weights_.tensors.size(), " of ",
+                               tensor_count_, " tensors"));
+    }
+    if (running_crc_ != chunk.version_crc32c()) {
+      return Fail("checksum of the whole version does not match");
+    }
+    weights_.crc32c = running_crc_;
+    done_ = true;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<HostWeights> WeightAssembler::Finish() {
+  if (!done_) {
+    return Fail(absl::StrCat("the stream ended after ", weights_.tensors.size(), " of ",
+                             tensor_count_, " tensors without its last chunk"));
+  }
+  done_ = false;
+  return std::move(weights_);
+}
+
+WeightClient::WeightClient(LearnerClient* learner, WeightClientOptions options)
+    : learner_(learner), options_(options) {
+  MetricsRegistry* m = options_.metrics ? options_.metrics : MetricsRegistry::Default();
+  seconds_ = m->GetHistogram("cohort_actor_weight_fetch_seconds",
+                             "Time to fetch and verify one policy version, seconds.",
+                             Histogram::ExponentialBuckets(0.001, 2, 18));
+  bytes_total_ = m->GetCounter("cohort_actor_weight_fetch_bytes_total",
+                               "Weight payload bytes received from the learner.");
+  const std::string help = "Policy version fetches by result.";
+  ok_ = m->GetCounter("cohort_actor_weight_fetches_total", help, {{"result", "ok"}});
+  checksum_ = m->GetCounter("cohort_actor_weight_fetches_total", help, {{"result", "checksum"}});
+  error_ = m->GetCounter("cohort_actor_weight_fetches_total", help, {{"result", "error"}});
+  delta_bytes_ = m->GetCounter("cohort_actor_weight_fetch_delta_bytes_total",
+                               "Weight payload bytes received in streams that carried deltas.");
+}
+
+absl::StatusOr<HostWeights> WeightClient::FetchOnce(int64_t version,
+                                                    const std::shared_ptr<const HostWeights>& base,
+                                                    int64_t* bytes, bool* delta) {
+  WeightAssembler assembler(version, base);
+  v1::FetchPolicyRequest request;
+  request.set_version(version);
+  request.set_chunk_bytes(options_.chunk_bytes);
+  if (base != nullptr) {
+    request.set_delta(true);
+    request.set_base_version(base->version);
+  }
+  absl::Status status = learner_->FetchPolicy(
+      request, [&](const v1::WeightChunk& chunk) { return assembler.Add(chunk); });
+  *bytes = assembler.bytes_received();
+  *delta = assembler.saw_delta();
+  if (!status.ok()) return status;
+  return assembler.Finish();
+}
+
+absl::StatusOr<std::shared_ptr<const HostWeights>> WeightClient::Fetch(int64_t version) {
+  absl::MutexLock fetch_lock(&fetch_mu_);
+  std::shared_ptr<const HostWeights> base = last();
+  if (!options_.delta || version <= 0 || (base != nullptr && base->version == version)) {
+    base = nullptr;  // only an exact, different version can come as a delta
+  }
+  absl::Status last_error;
+  for (int attempt = 1; attempt <= std::max(1, options_.max_attempts); ++attempt) {
+    const absl::Time start = absl::Now();
+    int64_t bytes = 0;
+    bool delta = false;
+    absl::StatusOr<HostWeights> weights = FetchOnce(version, base, &bytes, &delta);
+    const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+    bytes_total_->Increment(static_cast<double>(bytes));
+    if (delta) delta_bytes_->Increment(static_cast<double>(bytes));
+    {
+      absl::MutexLock lock(&mu_);
+      stats_.bytes += bytes;
+      stats_.seconds += seconds;
+      if (weights.ok()) {
+        ++stats_.fetches;
+        if (delta) ++stats_.delta_fetches;
+      }
+      if (weights.status().code() == absl::StatusCode::kDataLoss) ++stats_.checksum_failures;
+    }
+    if (weights.ok()) {
+      ok_->Increment();
+      seconds_->Observe(seconds);
+      auto shared = std::make_shared<const HostWeights>(*std::move(weights));
+      absl::MutexLock lock(&mu_);
+      if (options_.delta) last_ = shared;
+      return shared;
+    }
+    last_error = weights.status();
+    if (last_error.code() == absl::StatusCode::kDataLoss) {
+      checksum_->Increment();
+      COHORT_LOG(WARNING) << "refusing weights (attempt " << attempt << " of "
+                          << options_.max_attempts << (base != nullptr ? ", delta" : "")
+                          << "): " << last_error.message();
+    } else {
+      error_->Increment();
+      if (base == nullptr) return last_error;  // NOT_FOUND, UNAVAILABLE: the caller decides
+    }
+    if (base != nullptr) {
+      // A delta that failed in any way: fall back to the full stream.
+      absl::MutexLock lock(&mu_);
+      ++stats_.delta_fallbacks;
+    }
+    base = nullptr;
+  }
+  return last_error;
+}
+
+std::shared_ptr<const HostWeights> WeightClient::last() const {
+  absl::MutexLock lock(&mu_);
+  return last_;
+}
+
+WeightClient::Stats WeightClient::stats() const {
+  absl::MutexLock lock(&mu_);
+  return stats_;
+}
+
+}  // namespace cohort::actor

@@ -1,0 +1,127 @@
+// Fetches policy versions from the learner (FetchPolicy) and verifies them
+// before anyone may swap them in.
+//
+// WeightAssembler checks one stream as it arrives: every chunk's CRC-32C
+// (of its payload), that chunks of a tensor are contiguous and cover it,
+// that dtype and shape agree with tensor_bytes, that tensors come in index
+// order and number tensor_count, that every chunk names the same version;
+// it decodes XOR_RLE delta chunks against the base version's bytes, checks
+// each tensor's decoded bytes against tensor_crc32c, and finally the CRC-32C
+// over all tensors' decoded bytes against the last chunk's version_crc32c.
+// Any failure is DATA_LOSS naming the tensor and what was wrong.
+//
+// WeightClient::Fetch asks for a delta against the last version it returned
+// (it keeps that version's bytes) when it has one; a delta stream that fails
+// falls back to a full stream. A stream that fails verification is retried
+// (a fresh full stream each time) up to max_attempts, then the error is
+// returned: weights that did not verify are never returned, so never
+// swapped.
+//
+// Metrics: cohort_actor_weight_fetch_seconds (histogram),
+// cohort_actor_weight_fetch_bytes_total, cohort_actor_weight_fetches_total
+// {result=ok|checksum|error}.
+//
+// Thread-safety: WeightAssembler is single-threaded; WeightClient is
+// thread-safe (fetches are serialized).
+#ifndef COHORT_ACTOR_WEIGHT_CLIENT_H_
+#define COHORT_ACTOR_WEIGHT_CLIENT_H_
+
+#include <cstdint>
+#include <memory>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "actor/learner_client.h"
+#include "actor/weights.h"
+#include "cohort/v1/learner.pb.h"
+#include "core/metrics.h"
+
+namespace cohort::actor {
+
+class WeightAssembler {
+ public:
+  // `version`: the version asked for; <= 0 accepts whatever the stream
+  // names. `base`: the version delta chunks refer to (may be null when no
+  // delta was asked for; a delta chunk then fails).
+  explicit WeightAssembler(int64_t version, std::shared_ptr<const HostWeights> base = nullptr)
+      : want_version_(version), base_(std::move(base)) {}
+  absl::Status Add(const cohort::v1::WeightChunk& chunk);
+  // After the last chunk: the verified weights. DATA_LOSS if the stream
+  // ended early.
+  absl::StatusOr<HostWeights> Finish();
+  int64_t bytes_received() const { return bytes_; }
+  // Whether any chunk was a delta.
+  bool saw_delta() const { return saw_delta_; }
+
+ private:
+  absl::Status Fail(const std::string& what) const;
+
+  absl::Status AppendDecoded(const cohort::v1::WeightChunk& chunk, HostTensor* t);
+
+  const int64_t want_version_;
+  const std::shared_ptr<const HostWeights> base_;
+  HostWeights weights_;
+  bool started_ = false;
+  bool done_ = false;
+  int32_t tensor_count_ = 0;
+  int64_t tensor_bytes_ = 0;  // of the tensor being received
+  uint32_t tensor_crc_ = 0;   // over its decoded bytes so far
+  uint32_t running_crc_ = 0;  // over all tensors' decoded bytes so far
+  int64_t bytes_ = 0;         // payload received
+  bool saw_delta_ = false;
+};
+
+struct WeightClientOptions {
+  int max_attempts = 3;                // streams tried per Fetch; >= 1
+  int64_t chunk_bytes = 0;             // FetchPolicyRequest.chunk_bytes; 0 = server default
+  bool delta = true;                   // ask for deltas against the last version fetched
+  MetricsRegistry* metrics = nullptr;  // default MetricsRegistry::Default()
+};
+
+class WeightClient {
+ public:
+  // `learner` is not owned and must outlive the client.
+  WeightClient(LearnerClient* learner, WeightClientOptions options = {});
+
+  // `version` <= 0 fetches the latest (always a full stream).
+  absl::StatusOr<std::shared_ptr<const HostWeights>> Fetch(int64_t version);
+
+  // The last version Fetch returned (null before the first).
+  std::shared_ptr<const HostWeights> last() const;
+
+  struct Stats {
+    int64_t fetches = 0;            // verified versions returned
+    int64_t delta_fetches = 0;      // of which came (partly) as deltas
+    int64_t delta_fallbacks = 0;    // delta streams that failed; fetched in full
+    int64_t checksum_failures = 0;  // streams refused by verification
+    int64_t bytes = 0;              // payload bytes received
+    double seconds = 0;             // spent in fetches
+  };
+  Stats stats() const;
+
+ private:
+  LearnerClient* const learner_;
+  const WeightClientOptions options_;
+  Histogram* seconds_;
+  Counter* bytes_total_;
+  Counter* ok_;
+  Counter* checksum_;
+  Counter* error_;
+  Counter* delta_bytes_;
+
+  // One stream; `base` non-null asks for a delta against it.
+  absl::StatusOr<HostWeights> FetchOnce(int64_t version,
+                                        const std::shared_ptr<const HostWeights>& base,
+                                        int64_t* bytes, bool* delta);
+
+  absl::Mutex fetch_mu_;  // one fetch at a time
+  mutable absl::Mutex mu_;
+  Stats stats_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<const HostWeights> last_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace cohort::actor
+
+#endif  // COHORT_ACTOR_WEIGHT_CLIENT_H_
