@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Checks deploy/: the Helm chart and the Dockerfiles. Run by ctest
 # (check_deploy) and by hand:
-#   scripts/check_deploy.sh [--cohort build/cli/cohort]
+#   scripts/check_deploy.sh [--cohort build/cli/cohort] [--bin_dir build]
 #
 # 1. helm lint --strict, default values and every deploy/helm/cohort/ci/*.yaml;
 # 2. helm template of each; every rendered object validated against the
@@ -13,16 +13,20 @@
 #    `cohort config check` (the chart only sets keys cohort knows);
 # 5. the Dockerfiles install with scripts/setup.sh and build with
 #    scripts/build.sh, passing only CMake options that select what is built,
-#    so images and tests cannot drift apart.
+#    so images and tests cannot drift apart; with --bin_dir (a build tree),
+#    deploy/docker/runtime-packages.sh finds a Debian package for every
+#    library the built binaries link (the runtime image's package list).
 # Tools come from scripts/setup_deploy_tools.sh. Without them the script
 # skips (exit 77) unless COHORT_REQUIRE_DATA=1, when it fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 COHORT=""
+BIN_DIR=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --cohort) COHORT="$2"; shift 2 ;;
+    --bin_dir) BIN_DIR="$2"; shift 2 ;;
     *) echo "check_deploy.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -229,6 +233,25 @@ grep -q 'bubblewrap' deploy/docker/Dockerfile || fail "the CPU image lacks bubbl
 grep -q 'python3' deploy/docker/Dockerfile || fail "the CPU image lacks python3 (code sandbox)"
 grep -q 'COHORT_WITH_CUDA=ON' deploy/docker/Dockerfile.cuda || fail "Dockerfile.cuda does not build with CUDA"
 grep -q 'ARG LIBTORCH_URL' deploy/docker/Dockerfile.cuda || fail "Dockerfile.cuda takes no LibTorch build argument"
+
+if [[ -n "$BIN_DIR" ]]; then
+  step "runtime packages of the built binaries"
+  bins=()
+  for b in cli/cohort cli/cohort-init-model learner/cohort-learner actor/cohort-actor \
+      reward_server/cohort-reward; do
+    [[ -x "$BIN_DIR/$b" ]] && bins+=("$BIN_DIR/$b")
+  done
+  if [[ ${#bins[@]} -eq 0 ]]; then
+    fail "no cohort binaries under $BIN_DIR"
+  elif ! deploy/docker/runtime-packages.sh "${bins[@]}" >"$WORK/packages" 2>"$WORK/packages.err"; then
+    cat "$WORK/packages.err" >&2
+    fail "deploy/docker/runtime-packages.sh"
+  elif ! grep -q '^libgrpc++' "$WORK/packages"; then
+    fail "runtime packages lack gRPC: $(tr '\n' ' ' <"$WORK/packages")"
+  else
+    echo "   ${#bins[@]} binaries need: $(tr '\n' ' ' <"$WORK/packages")"
+  fi
+fi
 
 if [[ $failures -gt 0 ]]; then
   echo "check_deploy.sh: $failures check(s) failed" >&2
