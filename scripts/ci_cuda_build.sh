@@ -6,8 +6,10 @@
 # (the CUDA-graph decoder compiles as its stub), while the NCCL transport
 # compiles and links for real (checked below).
 #
-# Cost: with a warm ccache (after scripts/build.sh) about 1 minute on 2
-# cores (configure, the NCCL unit, four links); cold about 6 minutes.
+# Cost: about 2.5 CPU-minutes with the ccache warm from scripts/build.sh
+# (the torch units are the main build's; the NCCL unit, the model-only core
+# units and four links are new): ~1.5 minutes on 2 idle cores, 9 minutes
+# measured on a shared 2-core machine at load 14; cold about 6 minutes.
 # Without a CUDA toolkit it skips, unless COHORT_REQUIRE_DATA=1 (CI).
 # Usage: scripts/ci_cuda_build.sh [BUILD_DIR]   (default build-cuda)
 set -euo pipefail
