@@ -14,6 +14,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "core/tokenizer/utf8.h"
 
 namespace cohort::reward {
 namespace {
@@ -51,43 +52,6 @@ const char* CodeName(grpc::StatusCode c) {
     default:
       return "OTHER";
   }
-}
-
-// proto3 strings must be UTF-8 (a client refuses to parse anything else),
-// and reasons can quote pieces of a completion cut anywhere: replace each
-// invalid byte with '?'.
-std::string ValidUtf8(const std::string& in) {
-  std::string out;
-  out.reserve(in.size());
-  size_t i = 0;
-  while (i < in.size()) {
-    const auto c = static_cast<unsigned char>(in[i]);
-    size_t len = c < 0x80           ? 1
-                 : (c >> 5) == 0x6  ? 2
-                 : (c >> 4) == 0xE  ? 3
-                 : (c >> 3) == 0x1E ? 4
-                                    : 0;
-    bool ok = len > 0 && i + len <= in.size();
-    uint32_t cp = len == 1 ? c : len == 2 ? (c & 0x1F) : len == 3 ? (c & 0x0F) : (c & 0x07);
-    for (size_t k = 1; ok && k < len; ++k) {
-      const auto cc = static_cast<unsigned char>(in[i + k]);
-      ok = (cc >> 6) == 0x2;
-      cp = (cp << 6) | (cc & 0x3F);
-    }
-    // No overlong forms, surrogates or code points past U+10FFFF.
-    if (ok && ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) ||
-               (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) || (cp >= 0xD800 && cp <= 0xDFFF))) {
-      ok = false;
-    }
-    if (ok) {
-      out.append(in, i, len);
-      i += len;
-    } else {
-      out.push_back('?');
-      ++i;
-    }
-  }
-  return out;
 }
 
 }  // namespace
@@ -132,7 +96,9 @@ void ResultToProto(const Result& r, cohort::v1::RewardResult* out) {
   out->set_reward(r.reward);
   for (const auto& [k, v] : r.components) (*out->mutable_components())[k] = v;
   out->set_status(ToProto(r.status));
-  out->set_reason(ValidUtf8(r.reason));
+  // proto3 strings must be UTF-8 (a client refuses to parse anything
+  // else), and reasons can quote pieces of a completion cut anywhere.
+  out->set_reason(tok::ReplaceInvalidBytes(r.reason, '?'));
   out->set_verify_seconds(r.verify_seconds);
 }
 
