@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <map>
 #include <set>
+#include <type_traits>
 #include <utility>
 
 #include "model/aten.h"
@@ -90,11 +91,8 @@ class CudaGraphDecoder::Impl {
       // Warm-up outside the capture (lazy initialisation, kernel choice).
       model.DecodeOnDevice(cache, g.ids, g.pos, g.slot_index, 0, len);
       side.synchronize();
-      if (pool_set) {
-        g.graph->capture_begin(pool, cudaStreamCaptureModeThreadLocal);
-      } else {
-        g.graph->capture_begin(c10::cuda::MempoolId_t{0, 0}, cudaStreamCaptureModeThreadLocal);
-      }
+      // {0, 0} (first graph): a new pool; later graphs share it.
+      g.graph->capture_begin(pool, cudaStreamCaptureModeThreadLocal);
       g.logits = model.DecodeOnDevice(cache, g.ids, g.pos, g.slot_index, 0, len);
       g.graph->capture_end();
       if (!pool_set) {
@@ -112,7 +110,9 @@ class CudaGraphDecoder::Impl {
   const std::vector<int64_t> batch_buckets, length_buckets;
   std::map<std::pair<int64_t, int64_t>, Graph> graphs;
   std::vector<const void*> captured_with;
-  c10::cuda::MempoolId_t pool{0, 0};
+  // The pool id type's name moved between LibTorch versions; pool() has it.
+  std::remove_cv_t<std::remove_reference_t<decltype(std::declval<at::cuda::CUDAGraph&>().pool())>>
+      pool{0, 0};
   bool pool_set = false;
   int64_t captured = 0;
   int64_t replayed = 0;

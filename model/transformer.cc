@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "core/status.h"
+#include "model/attention.h"
 #include "model/kv_cache.h"
 #include "model/torch_error.h"
 
@@ -105,7 +106,7 @@ at::Tensor Linear(const at::Tensor& x, const at::Tensor& weight,
 
 // Where one forward's attention reads keys and values.
 struct Transformer::AttentionPlan {
-  enum Kind { kFull, kPrefill, kDecode } kind = kFull;
+  enum Kind { kFull, kPrefill, kDecode, kPrefillBatch } kind = kFull;
   // [B, 1, Tq, Tk] bool: query i may attend key j.
   at::Tensor allowed;
   KvCache* cache = nullptr;
@@ -318,7 +319,6 @@ at::Tensor Transformer::Attention(int64_t layer_index, const Layer& layer, const
   const int64_t h = config_.num_attention_heads;
   const int64_t kvh = config_.num_key_value_heads;
   const int64_t hd = config_.head_dim;
-  const int64_t g = h / kvh;
   at::Tensor q = Linear(normed, layer.wq, layer.bq).view({b, t, h, hd});
   at::Tensor k = Linear(normed, layer.wk, layer.bk).view({b, t, kvh, hd});
   at::Tensor v = Linear(normed, layer.wv, layer.bv).view({b, t, kvh, hd});
@@ -336,6 +336,15 @@ at::Tensor Transformer::Attention(int64_t layer_index, const Layer& layer, const
   at::Tensor keys, values;
   switch (plan.kind) {
     case AttentionPlan::kFull:
+      keys = k;
+      values = v;
+      break;
+    case AttentionPlan::kPrefillBatch:
+      // Fresh slots: row i's K/V go to positions [0, T) of slot_index[i]
+      // (padding rows past a prompt's end are never read: the slot's
+      // length stops at the prompt).
+      plan.cache->k(layer_index).narrow(2, 0, t).index_copy_(0, plan.slot_index, k);
+      plan.cache->v(layer_index).narrow(2, 0, t).index_copy_(0, plan.slot_index, v);
       keys = k;
       values = v;
       break;
@@ -364,18 +373,10 @@ at::Tensor Transformer::Attention(int64_t layer_index, const Layer& layer, const
       break;
     }
   }
-  const int64_t tk = keys.size(2);
-  // Grouped-query attention without repeating K/V: the g query heads that
-  // share a KV head are folded into the query-length dimension.
-  at::Tensor q4 = q.reshape({b, kvh, g * t, hd});
-  at::Tensor scores = at::matmul(q4, keys.transpose(-1, -2));
-  scores = scores.to(at::kFloat) * (1.0 / std::sqrt(static_cast<double>(hd)));
-  scores = scores.view({b, kvh, g, t, tk})
-               .masked_fill(plan.allowed.unsqueeze(2).logical_not(),
-                            -std::numeric_limits<float>::infinity());
-  at::Tensor probs = at::softmax(scores, -1).to(dtype_).view({b, kvh, g * t, tk});
-  at::Tensor out = at::matmul(probs, values);  // [B, kvh, g*T, hd]
-  out = out.view({b, h, t, hd}).transpose(1, 2).reshape({b, t, h * hd});
+  // Grouped-query attention without repeating K/V (model/attention.h):
+  // fused SDPA kernels on CUDA with LibTorch 2, the explicit math otherwise.
+  at::Tensor out = GroupedAttention(q, keys, values, plan.allowed);  // [B, H, T, hd]
+  out = out.transpose(1, 2).reshape({b, t, h * hd});
   return Linear(out, layer.wo);
 }
 
@@ -531,26 +532,112 @@ absl::StatusOr<at::Tensor> Transformer::Decode(KvCache& cache, const std::vector
   }
   try {
     at::NoGradGuard no_grad;
-    auto long_opts = at::TensorOptions().dtype(at::kLong).device(device_);
     at::Tensor ids = at::tensor(at::ArrayRef<int32_t>(tokens), at::kInt)
                          .to(device_, at::kLong)
                          .unsqueeze(1);                                                  // [n, 1]
     at::Tensor pos = at::tensor(at::ArrayRef<int64_t>(lengths), at::kLong).to(device_);  // [n]
-    AttentionPlan plan;
-    plan.kind = AttentionPlan::kDecode;
-    plan.cache = &cache;
-    plan.slot_index = at::tensor(at::ArrayRef<int64_t>(slots), at::kLong).to(device_);
-    plan.write_pos = pos;
-    plan.first_slot = consecutive ? slots[0] : -1;
-    plan.read_len = read_len;
-    plan.allowed = (at::arange(read_len, long_opts).unsqueeze(0) <= pos.unsqueeze(1))
-                       .view({n, 1, 1, read_len});
-    at::Tensor hidden = RunLayers(at::embedding(embed_, ids), pos.unsqueeze(1), plan);
+    at::Tensor slot_index = at::tensor(at::ArrayRef<int64_t>(slots), at::kLong).to(device_);
+    at::Tensor logits =
+        DecodeOnDevice(cache, ids, pos, slot_index, consecutive ? slots[0] : -1, read_len);
     for (int64_t i = 0; i < n; ++i) cache.set_length(slots[i], lengths[i] + 1);
-    return Logits(hidden.select(1, 0));
+    return logits;
   } catch (const std::exception& e) {
     return TorchError("decode", e);
   }
+}
+
+at::Tensor Transformer::DecodeOnDevice(KvCache& cache, const at::Tensor& ids, const at::Tensor& pos,
+                                       const at::Tensor& slot_index, int64_t first_slot,
+                                       int64_t read_len) const {
+  at::NoGradGuard no_grad;
+  const int64_t n = ids.size(0);
+  auto long_opts = at::TensorOptions().dtype(at::kLong).device(device_);
+  AttentionPlan plan;
+  plan.kind = AttentionPlan::kDecode;
+  plan.cache = &cache;
+  plan.slot_index = slot_index;
+  plan.write_pos = pos;
+  plan.first_slot = first_slot;
+  plan.read_len = read_len;
+  plan.allowed =
+      (at::arange(read_len, long_opts).unsqueeze(0) <= pos.unsqueeze(1)).view({n, 1, 1, read_len});
+  at::Tensor hidden = RunLayers(at::embedding(embed_, ids), pos.unsqueeze(1), plan);
+  return Logits(hidden.select(1, 0));
+}
+
+absl::StatusOr<at::Tensor> Transformer::PrefillBatch(
+    KvCache& cache, const std::vector<int64_t>& slots,
+    const std::vector<std::vector<int32_t>>& prompts) const {
+  if (slots.empty() || slots.size() != prompts.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("prefill batch: need one prompt per slot, got ",
+                                                   slots.size(), " slots and ", prompts.size(),
+                                                   " prompts"));
+  }
+  const int64_t n = static_cast<int64_t>(slots.size());
+  int64_t t = 0;
+  std::set<int64_t> seen;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t s = slots[i];
+    if (s < 0 || s >= cache.num_slots() || !seen.insert(s).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("prefill batch: slot ", s, " out of range or repeated"));
+    }
+    if (cache.length(s) != 0) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("prefill batch: slot ", s, " is not empty (length ", cache.length(s), ")"));
+    }
+    if (prompts[i].empty()) return absl::InvalidArgumentError("prefill batch: empty prompt");
+    for (int32_t id : prompts[i]) {
+      if (id < 0 || id >= config_.vocab_size) {
+        return absl::InvalidArgumentError(absl::StrCat("prefill batch: token id ", id,
+                                                       " outside the vocabulary [0, ",
+                                                       config_.vocab_size, ")"));
+      }
+    }
+    t = std::max<int64_t>(t, prompts[i].size());
+  }
+  if (t > cache.max_len()) {
+    return absl::OutOfRangeError(absl::StrCat(
+        "prefill batch: a prompt of ", t, " tokens exceeds the cache's max_len ", cache.max_len()));
+  }
+  return GuardTorch("prefill batch", [&]() -> absl::StatusOr<at::Tensor> {
+    at::NoGradGuard no_grad;
+    // Right-padded: real tokens at [0, len_i), so positions and cache rows
+    // are those of an unbatched Prefill.
+    at::Tensor tokens = at::zeros({n, t}, at::kLong);
+    at::Tensor mask = at::zeros({n, t}, at::kLong);
+    auto tok = tokens.accessor<int64_t, 2>();
+    auto msk = mask.accessor<int64_t, 2>();
+    for (int64_t i = 0; i < n; ++i) {
+      for (size_t j = 0; j < prompts[i].size(); ++j) {
+        tok[i][j] = prompts[i][j];
+        msk[i][j] = 1;
+      }
+    }
+    at::Tensor ids = tokens.to(device_);
+    at::Tensor real = mask.to(device_).to(at::kBool);
+    auto bool_opts = at::TensorOptions().dtype(at::kBool).device(device_);
+    at::Tensor positions = at::arange(t, ids.options()).unsqueeze(0).expand({n, t});
+    at::Tensor causal = at::ones({t, t}, bool_opts).tril();
+    at::Tensor eye = at::eye(t, bool_opts);
+    AttentionPlan plan;
+    plan.kind = AttentionPlan::kPrefillBatch;
+    plan.cache = &cache;
+    plan.slot_index = at::tensor(at::ArrayRef<int64_t>(slots), at::kLong).to(device_);
+    plan.allowed = at::logical_or(at::logical_and(causal.unsqueeze(0), real.unsqueeze(1)),
+                                  eye.unsqueeze(0))
+                       .unsqueeze(1);  // [n, 1, T, T]
+    at::Tensor hidden = RunLayers(at::embedding(embed_, ids), positions, plan);
+    std::vector<int64_t> last(n);
+    for (int64_t i = 0; i < n; ++i) {
+      last[i] = static_cast<int64_t>(prompts[i].size()) - 1;
+      cache.set_length(slots[i], last[i] + 1);
+    }
+    at::Tensor last_index = at::tensor(at::ArrayRef<int64_t>(last), at::kLong).to(device_);
+    at::Tensor rows = hidden.gather(
+        1, last_index.view({n, 1, 1}).expand({n, 1, hidden.size(2)}));  // [n, 1, hidden]
+    return Logits(rows.squeeze(1));
+  });
 }
 
 }  // namespace cohort::model

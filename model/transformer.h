@@ -77,7 +77,6 @@ class Transformer {
   // embedding when tied (the same tensor as in weights()).
   const at::Tensor& output_embedding() const { return lm_head_; }
 
-
   // Appends `tokens` to `slot` of `cache`, starting at the slot's current
   // length (positions continue from there), and advances the length.
   // Returns the logits of the last token [vocab], or of all new tokens
@@ -91,6 +90,24 @@ class Transformer {
   // Returns logits [n, vocab].
   absl::StatusOr<at::Tensor> Decode(KvCache& cache, const std::vector<int64_t>& slots,
                                     const std::vector<int32_t>& tokens) const;
+
+  // Prefills several prompts at once, one per slot, as one padded batch;
+  // each slot must be empty (length 0) and ends with its prompt's length.
+  // Returns the logits of each prompt's last token [n, vocab] fp32, equal
+  // (up to rounding) to n separate Prefill calls.
+  absl::StatusOr<at::Tensor> PrefillBatch(KvCache& cache, const std::vector<int64_t>& slots,
+                                          const std::vector<std::vector<int32_t>>& prompts) const;
+
+  // Decode's computation on device tensors, with no host synchronization
+  // and no checks, so that it can be captured in a CUDA graph
+  // (cuda_graph_decoder.h): ids [n, 1] and pos [n] (write position = the
+  // slot's current length) long, slot_index [n] long; reads keys [0,
+  // read_len) of slots [first_slot, first_slot + n) (first_slot >= 0) or of
+  // slot_index (first_slot < 0). Does not advance the cache's lengths.
+  // Throws c10::Error; callers guard it.
+  at::Tensor DecodeOnDevice(KvCache& cache, const at::Tensor& ids, const at::Tensor& pos,
+                            const at::Tensor& slot_index, int64_t first_slot,
+                            int64_t read_len) const;
 
   const ModelConfig& config() const { return config_; }
   at::ScalarType dtype() const { return dtype_; }
