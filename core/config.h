@@ -91,6 +91,10 @@ struct RewardTaskSpec {
   int cache_length = 0;  // soft overlong window, tokens; >= 0
   std::string endpoint;  // "" built-in; else host:port of any
                          // cohort.v1.Reward server
+  // math / gsm8k answer comparison (docs/rewards.md, MathOptions)
+  bool decimal_comma = false;        // "1,5" reads 1.5, not the list 1, 5
+  double relative_tolerance = 1e-6;  // inexact numeric comparisons; (0, 0.1]
+  bool ordered_lists = false;        // bare lists must match in order
 };
 
 struct RewardSection {

@@ -101,6 +101,14 @@ void Bind(Binder& b, RewardTaskSpec& s) {
         "Soft overlong window before `max_length`, in tokens.");
   b.String("endpoint", &s.endpoint, OptionalHostPort(),
            "`\"\"` = built-in verifier; `host:port` = any `cohort.v1.Reward` server.");
+  b.Bool("decimal_comma", &s.decimal_comma,
+         "`math`/`gsm8k`: `1,5` is the decimal 1.5 (default: the list 1, 5); two or more "
+         "commas stay thousands separators.");
+  b.Double("relative_tolerance", &s.relative_tolerance, DoubleRule{0.0, true, 0.1, false},
+           "`math`/`gsm8k`: relative tolerance of inexact numeric comparisons; integer literals "
+           "stay exact.");
+  b.Bool("ordered_lists", &s.ordered_lists,
+         "`math`/`gsm8k`: bare lists (`3, 5, 7`) must match in order (default: as multisets).");
 }
 
 void Bind(Binder& b, RewardSection& s) {

@@ -203,6 +203,29 @@ TEST(ScorerConfig, BadTaskSpecsAreRejectedByName) {
       std::string::npos);
 }
 
+TEST(ScorerConfig, MathOptionsComeFromTheTaskSpec) {
+  MetricsRegistry reg;
+  ScorerOptions o = BaseOptions(&reg);
+  RewardTaskSpec eu = Spec("math");
+  eu.decimal_comma = true;
+  eu.ordered_lists = true;
+  eu.relative_tolerance = 1e-3;
+  o.tasks["math_eu"] = eu;
+  auto s = Scorer::Create(o);
+  ASSERT_TRUE(s.ok()) << s.status();
+  auto accuracy = [&](const std::string& task, const std::string& said, const std::string& ref) {
+    Result r = (*s)->ScoreNow(MakeSample(task, "\\boxed{" + said + "}", ref));
+    EXPECT_EQ(r.status, Status::kOk) << r.reason;
+    return r.components.at("accuracy");
+  };
+  EXPECT_EQ(accuracy("math", "1,5", "1.5"), 0.0);
+  EXPECT_EQ(accuracy("math_eu", "1,5", "1.5"), 1.0);
+  EXPECT_EQ(accuracy("math", "3, 5", "5, 3"), 1.0);
+  EXPECT_EQ(accuracy("math_eu", "3; 5", "5; 3"), 0.0);
+  EXPECT_EQ(accuracy("math", "3.1416", "\\pi"), 0.0);
+  EXPECT_EQ(accuracy("math_eu", "3.1416", "\\pi"), 1.0);
+}
+
 TEST(ScorerCode, CodeTaskUsesTheSandboxOrSaysWhyNot) {
   MetricsRegistry reg;
   ScorerOptions o = BaseOptions(&reg);

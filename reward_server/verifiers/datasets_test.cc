@@ -1,5 +1,6 @@
 // Checks the verifiers against the reference solutions of GSM8K and
-// MATH-500 (../shared/data; skipped when absent).
+// MATH-500 (../shared/data; skipped when absent, failed when absent under
+// COHORT_REQUIRE_DATA=1).
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -11,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "core/testing/require.h"
 #include "reward_server/verifiers/latex_normalize.h"
 #include "reward_server/verifiers/verifiers.h"
 
@@ -39,7 +41,7 @@ std::string Squash(std::string_view s) {
 
 TEST(Gsm8k, ReferenceSolutionsScoreTheirOwnAnswer) {
   auto items = ReadJsonl(kData + "/gsm8k/test.jsonl");
-  if (items.empty()) GTEST_SKIP() << "no " << kData << "/gsm8k/test.jsonl";
+  if (items.empty()) COHORT_SKIP_OR_FAIL("no " << kData << "/gsm8k/test.jsonl");
   ASSERT_EQ(items.size(), 1319u);
   int correct = 0;
   int wrong_when_changed = 0;
@@ -107,7 +109,7 @@ Math500 Evaluate() {
 
 TEST(Math500, BoxedAnswersAndMissList) {
   Math500 m = Evaluate();
-  if (m.items.empty()) GTEST_SKIP() << "no " << kData << "/math500/test.jsonl";
+  if (m.items.empty()) COHORT_SKIP_OR_FAIL("no " << kData << "/math500/test.jsonl");
   ASSERT_EQ(m.items.size(), 500u);
   int equal_misses = 0;
   int different_misses = 0;
@@ -142,7 +144,7 @@ TEST(Math500, BoxedAnswersAndMissList) {
 
 TEST(Math500, EquivalentRewritingsAreEqual) {
   auto items = ReadJsonl(kData + "/math500/test.jsonl");
-  if (items.empty()) GTEST_SKIP() << "no " << kData << "/math500/test.jsonl";
+  if (items.empty()) COHORT_SKIP_OR_FAIL("no " << kData << "/math500/test.jsonl");
   // Every plain fraction answer equals its decimal value.
   int fractions = 0;
   for (const auto& item : items) {
