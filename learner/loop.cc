@@ -1,0 +1,422 @@
+#include "learner/loop.h"
+
+#include <cctype>
+#include <cmath>
+#include <cstring>
+#include <utility>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "core/file.h"
+#include "core/logging.h"
+#include "core/status.h"
+#include "learner/checkpoint.h"
+
+namespace cohort::learner {
+namespace {
+
+std::string GaugeName(const std::string& metric) {
+  std::string out = "cohort_learner_";
+  for (char c : metric) out.push_back(std::isalnum(static_cast<unsigned char>(c)) ? c : '_');
+  return out;
+}
+
+const char* DTypeName(WeightDType d) {
+  return d == WeightDType::kBF16 ? "bf16" : d == WeightDType::kF16 ? "f16" : "f32";
+}
+
+}  // namespace
+
+std::string SerializeSnapshot(const WeightSnapshot& snapshot) {
+  nlohmann::json header = nlohmann::json::array();
+  for (const WeightTensor& t : snapshot.tensors) {
+    header.push_back(
+        {{"name", t.name}, {"dtype", DTypeName(t.dtype)}, {"shape", t.shape}, {"bytes", t.size}});
+  }
+  std::string out = header.dump() + "\n";
+  for (const WeightTensor& t : snapshot.tensors) {
+    out.append(reinterpret_cast<const char*>(t.data.get()), t.size);
+  }
+  return out;
+}
+
+absl::StatusOr<WeightSnapshot> ParseSnapshot(const std::string& bytes) {
+  size_t nl = bytes.find('\n');
+  nlohmann::json header = nlohmann::json::parse(bytes.substr(0, nl), nullptr, false);
+  if (nl == std::string::npos || !header.is_array()) {
+    return absl::InvalidArgumentError("weight snapshot: bad header");
+  }
+  WeightSnapshot s;
+  size_t at = nl + 1;
+  try {
+    for (const auto& h : header) {
+      WeightTensor t;
+      t.name = h["name"].get<std::string>();
+      std::string d = h["dtype"].get<std::string>();
+      t.dtype = d == "bf16"  ? WeightDType::kBF16
+                : d == "f16" ? WeightDType::kF16
+                             : WeightDType::kF32;
+      t.shape = h["shape"].get<std::vector<int64_t>>();
+      t.size = h["bytes"].get<int64_t>();
+      if (t.size < 0 || at + static_cast<size_t>(t.size) > bytes.size()) {
+        return absl::InvalidArgumentError("weight snapshot: truncated");
+      }
+      auto data = AllocateWeightBytes(t.size);
+      std::memcpy(data.get(), bytes.data() + at, t.size);
+      t.data = data;
+      at += t.size;
+      s.tensors.push_back(std::move(t));
+    }
+  } catch (const nlohmann::json::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("weight snapshot: ", e.what()));
+  }
+  return s;
+}
+
+LearnerLoop::LearnerLoop(LoopOptions options, PolicyTrainer* trainer, WeightStore* store,
+                         LearnerService* service)
+    : options_(std::move(options)),
+      trainer_(trainer),
+      store_(store),
+      service_(service),
+      metrics_(options_.metrics != nullptr ? options_.metrics : MetricsRegistry::Default()) {}
+
+absl::Status LearnerLoop::Start() {
+  absl::MutexLock lock(&train_mu_);
+  RETURN_IF_ERROR(MakeDirs(options_.run_dir));
+  std::string root = options_.checkpoint_root.empty() ? options_.run_dir + "/checkpoints"
+                                                      : options_.checkpoint_root;
+  ASSIGN_OR_RETURN(std::optional<CheckpointInfo> latest, FindLatestCheckpoint(root));
+  if (!latest) {
+    for (const char* f : {"trained.jsonl", "filtered.jsonl", "failed.jsonl", "metrics.jsonl"}) {
+      RETURN_IF_ERROR(RemoveAll(absl::StrCat(options_.run_dir, "/", f)));
+    }
+    version_ = 0;
+    RETURN_IF_ERROR(PublishCurrent());
+    UpdateSnapshot();
+    return absl::OkStatus();
+  }
+  COHORT_LOG(INFO) << "resuming from " << latest->path;
+  RETURN_IF_ERROR(trainer_->LoadCheckpoint(latest->trainer_dir()));
+  ASSIGN_OR_RETURN(std::string loop_blob, ReadCheckpointBlob(*latest, "loop"));
+  nlohmann::json j = nlohmann::json::parse(loop_blob, nullptr, false);
+  if (!j.is_object()) {
+    return absl::DataLossError(absl::StrCat(latest->path, ": blob \"loop\" is not JSON"));
+  }
+  step_ = j.value("step", int64_t{0});
+  optimizer_steps_ = j.value("optimizer_steps", int64_t{0});
+  version_ = j.value("version", int64_t{0});
+  skipped_ = j.value("skipped", int64_t{0});
+  resumed_stage_index_ = j.value("stage_index", -1);
+  stage_start_version_ = j.value("stage_start_version", int64_t{0});
+  stage_ = j.value("stage", std::string());
+  absl::StatusOr<std::string> ledger = ReadCheckpointBlob(*latest, "ledger");
+  if (ledger.ok()) resumed_ledger_ = *ledger;
+  // Deterministic mode: versions pinned leases may still need.
+  for (int64_t v : j.value("kept_versions", std::vector<int64_t>{})) {
+    ASSIGN_OR_RETURN(std::string blob, ReadCheckpointBlob(*latest, absl::StrCat("version-", v)));
+    ASSIGN_OR_RETURN(WeightSnapshot snap, ParseSnapshot(blob));
+    RETURN_IF_ERROR(store_->Publish(v, std::move(snap)));
+  }
+  last_checkpoint_ = latest->path;
+  last_checkpoint_step_ = step_;
+  RETURN_IF_ERROR(PublishCurrent());
+  UpdateSnapshot();
+  return absl::OkStatus();
+}
+
+int LearnerLoop::resumed_stage_index() const {
+  absl::MutexLock lock(&train_mu_);
+  return resumed_stage_index_;
+}
+
+absl::Status LearnerLoop::PublishCurrent() {
+  ASSIGN_OR_RETURN(WeightSnapshot snap, trainer_->ExportWeights());
+  return store_->Publish(version_, std::move(snap));
+}
+
+absl::StatusOr<LedgerCounts> LearnerLoop::RunLeaseStage(const LeaseStageSpec& spec) {
+  std::shared_ptr<Ledger> ledger;
+  {
+    absl::MutexLock lock(&train_mu_);
+    LedgerOptions lo = spec.ledger;
+    lo.stage = spec.name;
+    lo.journal_dir = options_.run_dir;
+    lo.deterministic = options_.deterministic;
+    bool resume = spec.index == resumed_stage_index_ && !resumed_ledger_.empty();
+    if (!resume) stage_start_version_ = version_;
+    lo.start_version = stage_start_version_;
+    ASSIGN_OR_RETURN(std::unique_ptr<Ledger> created, Ledger::Create(lo));
+    ledger = std::move(created);
+    if (resume) {
+      RETURN_IF_ERROR(ledger->Restore(resumed_ledger_, absl::Now()));
+      resumed_ledger_.clear();
+      COHORT_LOG(INFO) << "stage " << spec.name << " resumed: " << ledger->Counts().trained
+                       << " trained, " << ledger->Counts().queued << " queued";
+    }
+    ledger_ = ledger;
+    stage_ = spec.name;
+    stage_kind_ = spec.kind;
+    stage_index_ = spec.index;
+    UpdateSnapshot();
+  }
+  LeaseStage served;
+  served.name = spec.name;
+  served.kind = spec.kind;
+  served.ledger = ledger;
+  served.prompts = spec.prompts;
+  served.group_size = spec.group_size;
+  served.sampling = spec.sampling;
+  service_->SetStage(served);
+  RecordStage(spec.name, spec.kind, "running", nullptr);
+  while (!ledger->Done()) {
+    if (stop_.load()) {
+      return absl::CancelledError(absl::StrCat("stage ", spec.name, " stopped"));
+    }
+    std::optional<LedgerBatch> batch = ledger->WaitForBatch(options_.poll);
+    if (!batch) continue;
+    absl::MutexLock lock(&train_mu_);
+    RETURN_IF_ERROR(TrainBatch(spec, ledger.get(), *batch));
+    UpdateSnapshot();
+  }
+  service_->ClearStage();
+  LedgerCounts counts = ledger->Counts();
+  RecordStage(spec.name, spec.kind, "done", &counts);
+  COHORT_LOG(INFO) << "stage " << spec.name << " done: " << counts.trained << " trained, "
+                   << counts.filtered << " filtered, " << counts.failed << " failed of "
+                   << counts.prompts_total;
+  return counts;
+}
+
+absl::Status LearnerLoop::TrainBatch(const LeaseStageSpec& spec, Ledger* ledger,
+                                     const LedgerBatch& batch) {
+  absl::Time t0 = absl::Now();
+  StepResult result;
+  if (spec.kind == "grpo") {
+    std::vector<TrainGroup> groups;
+    groups.reserve(batch.groups.size());
+    for (const auto& g : batch.groups) groups.push_back(*g);
+    ASSIGN_OR_RETURN(result, trainer_->TrainStep(groups));
+    ++step_;
+    optimizer_steps_ += result.optimizer_steps;
+    if (result.skipped) {
+      ++skipped_;
+      COHORT_LOG(WARNING) << "step " << step_ << " skipped: " << result.skip_reason;
+    }
+    ++version_;
+    RETURN_IF_ERROR(PublishCurrent());
+    RETURN_IF_ERROR(ledger->CommitBatch(batch, step_, /*advance_version=*/true));
+    int64_t pinned = ledger->MinPinnedVersion();
+    store_->SetMinNeeded(pinned);
+  } else {
+    if (spec.sink) RETURN_IF_ERROR(spec.sink(batch));
+    RETURN_IF_ERROR(ledger->CommitBatch(batch, step_, /*advance_version=*/false));
+  }
+  double seconds = absl::ToDoubleSeconds(absl::Now() - t0);
+  WriteMetrics(spec, result, batch, seconds, ledger->Counts());
+  if (spec.on_step) {
+    std::map<std::string, double> m = result.metrics;
+    m["tokens"] = static_cast<double>(result.tokens);
+    m["step_seconds"] = seconds;
+    m["groups"] = static_cast<double>(batch.groups.size());
+    spec.on_step(step_, m);
+  }
+  if (spec.kind == "grpo" && options_.checkpoint_every > 0 &&
+      step_ % options_.checkpoint_every == 0) {
+    RETURN_IF_ERROR(CheckpointLocked().status());
+  }
+  return absl::OkStatus();
+}
+
+void LearnerLoop::WriteMetrics(const LeaseStageSpec& spec, const StepResult& r,
+                               const LedgerBatch& batch, double seconds, const LedgerCounts& c) {
+  int64_t tokens = 0;
+  double staleness_sum = 0;
+  Histogram* staleness = metrics_->GetHistogram(
+      "cohort_learner_trained_token_staleness",
+      "Versions between the trained policy and the version that produced each trained token.",
+      Histogram::LinearBuckets(0, 1, 8));
+  int64_t trained_version = version_ - (spec.kind == "grpo" ? 1 : 0);
+  for (const auto& g : batch.groups) {
+    for (const TrainSample& s : g->samples) {
+      tokens += static_cast<int64_t>(s.tokens.size());
+      for (int64_t v : s.versions) {
+        staleness->Observe(static_cast<double>(trained_version - v));
+        staleness_sum += static_cast<double>(trained_version - v);
+      }
+    }
+  }
+  nlohmann::json j = {{"stage", spec.name},
+                      {"kind", spec.kind},
+                      {"step", step_},
+                      {"optimizer_steps", optimizer_steps_},
+                      {"policy_version", version_},
+                      {"batch", batch.index},
+                      {"groups", batch.groups.size()},
+                      {"tokens", tokens},
+                      {"step_seconds", seconds},
+                      {"tokens_per_s", seconds > 0 ? tokens / seconds : 0.0},
+                      {"staleness_mean", tokens > 0 ? staleness_sum / tokens : 0.0},
+                      {"skipped", r.skipped},
+                      {"unix_ms", absl::ToUnixMillis(absl::Now())},
+                      {"ledger",
+                       {{"trained", c.trained},
+                        {"filtered", c.filtered},
+                        {"failed", c.failed},
+                        {"queued", c.queued},
+                        {"leased", c.leased},
+                        {"buffered", c.buffered},
+                        {"prompts_total", c.prompts_total}}}};
+  for (const auto& [name, value] : r.metrics) {
+    j[name] = std::isfinite(value) ? nlohmann::json(value) : nlohmann::json(nullptr);
+    metrics_->GetGauge(GaugeName(name), "Training metric of the last step (see docs/learner.md).")
+        ->Set(value);
+  }
+  absl::Status s = AppendToFile(absl::StrCat(options_.run_dir, "/metrics.jsonl"), j.dump() + "\n");
+  if (!s.ok()) COHORT_LOG(WARNING) << "metrics.jsonl: " << s.message();
+  metrics_->GetGauge("cohort_learner_step", "Training steps (batches) taken.")
+      ->Set(static_cast<double>(step_));
+  metrics_->GetGauge("cohort_learner_policy_version", "Latest published policy version.")
+      ->Set(static_cast<double>(version_));
+  metrics_->GetGauge("cohort_learner_step_seconds", "Wall time of the last step.")->Set(seconds);
+  metrics_->GetCounter("cohort_learner_trained_tokens_total", "Completion tokens trained on.")
+      ->Increment(static_cast<double>(tokens));
+  const std::pair<const char*, int64_t> states[] = {
+      {"queued", c.queued},   {"leased", c.leased},     {"buffered", c.buffered},
+      {"trained", c.trained}, {"filtered", c.filtered}, {"failed", c.failed}};
+  for (const auto& [state, n] : states) {
+    metrics_
+        ->GetGauge("cohort_learner_ledger_items", "Items of the current stage's ledger by state.",
+                   {{"state", state}})
+        ->Set(static_cast<double>(n));
+  }
+}
+
+absl::StatusOr<v1::CheckpointResponse> LearnerLoop::CheckpointLocked() {
+  std::string root = options_.checkpoint_root.empty() ? options_.run_dir + "/checkpoints"
+                                                      : options_.checkpoint_root;
+  std::map<std::string, std::string> blobs;
+  nlohmann::json loop = {{"step", step_},
+                         {"optimizer_steps", optimizer_steps_},
+                         {"version", version_},
+                         {"skipped", skipped_},
+                         {"stage", stage_},
+                         {"stage_index", stage_index_},
+                         {"stage_start_version", stage_start_version_},
+                         {"run_id", options_.run_id}};
+  if (ledger_ != nullptr && !ledger_->Done()) {
+    ASSIGN_OR_RETURN(blobs["ledger"], ledger_->Serialize());
+    if (options_.deterministic) {
+      int64_t pinned = ledger_->MinPinnedVersion();
+      std::vector<int64_t> kept;
+      for (int64_t v : store_->kept_versions()) {
+        if (pinned >= 0 && v >= pinned && v < version_) {
+          std::shared_ptr<const PublishedVersion> pv = store_->Get(v);
+          if (pv == nullptr) continue;
+          blobs[absl::StrCat("version-", v)] = SerializeSnapshot(pv->weights);
+          kept.push_back(v);
+        }
+      }
+      loop["kept_versions"] = kept;
+    }
+  } else {
+    // The stage is over: a resume starts the next one.
+    loop["stage_index"] = stage_index_ + 1;
+  }
+  blobs["loop"] = loop.dump();
+  ASSIGN_OR_RETURN(
+      CheckpointInfo info,
+      WriteCheckpoint(
+          root, {step_, version_, options_.keep_last},
+          [this](const std::string& dir) { return trainer_->SaveCheckpoint(dir); }, blobs));
+  last_checkpoint_ = info.path;
+  last_checkpoint_step_ = step_;
+  COHORT_LOG(INFO) << "checkpoint " << info.path << " (step " << step_ << ", version " << version_
+                   << ")";
+  v1::CheckpointResponse r;
+  r.set_path(info.path);
+  r.set_step(step_);
+  r.set_policy_version(version_);
+  UpdateSnapshot();
+  return r;
+}
+
+absl::StatusOr<v1::CheckpointResponse> LearnerLoop::WriteCheckpointNow() {
+  absl::MutexLock lock(&train_mu_);
+  return CheckpointLocked();
+}
+
+absl::StatusOr<v1::CheckpointResponse> LearnerLoop::CheckpointNow() { return WriteCheckpointNow(); }
+
+void LearnerLoop::Stop() {
+  stop_.store(true);
+  absl::MutexLock lock(&train_mu_);
+  if (ledger_ != nullptr) ledger_->Interrupt();
+}
+
+void LearnerLoop::StartDrain() {
+  drain_.store(true);
+  service_->SetDraining(true);
+}
+
+int64_t LearnerLoop::step() const {
+  absl::MutexLock lock(&status_mu_);
+  return snapshot_.step();
+}
+
+int64_t LearnerLoop::version() const {
+  absl::MutexLock lock(&status_mu_);
+  return snapshot_.policy_version();
+}
+
+void LearnerLoop::UpdateSnapshot() {
+  absl::MutexLock lock(&status_mu_);
+  snapshot_.set_run_id(options_.run_id);
+  snapshot_.set_stage(stage_);
+  snapshot_.set_stage_kind(stage_kind_);
+  snapshot_.set_step(step_);
+  snapshot_.set_policy_version(version_);
+  snapshot_.set_last_checkpoint(last_checkpoint_);
+  snapshot_.set_skipped_steps(skipped_);
+}
+
+void LearnerLoop::SetDone() {
+  absl::MutexLock lock(&status_mu_);
+  done_ = true;
+}
+
+void LearnerLoop::RecordStage(const std::string& name, const std::string& kind,
+                              const std::string& state, const LedgerCounts* c) {
+  absl::MutexLock lock(&status_mu_);
+  v1::StageStatus* s = nullptr;
+  for (auto& existing : stages_) {
+    if (existing.name() == name) s = &existing;
+  }
+  if (s == nullptr) {
+    stages_.emplace_back();
+    s = &stages_.back();
+  }
+  s->set_name(name);
+  s->set_kind(kind);
+  s->set_state(state);
+  if (c != nullptr) {
+    v1::LedgerCounts* l = s->mutable_ledger();
+    l->set_prompts_total(c->prompts_total);
+    l->set_trained(c->trained);
+    l->set_filtered(c->filtered);
+    l->set_failed(c->failed);
+    l->set_duplicates(c->duplicates);
+    l->set_lost(c->lost);
+  }
+}
+
+void LearnerLoop::FillStatus(v1::RunStatus* status) {
+  absl::MutexLock lock(&status_mu_);
+  status->MergeFrom(snapshot_);
+  status->set_done(done_);
+  for (const auto& s : stages_) *status->add_stages() = s;
+}
+
+}  // namespace cohort::learner

@@ -1,0 +1,283 @@
+// The learner loop end to end in one process: a real gRPC LearnerService on
+// loopback, fake actors leasing and submitting from threads, the fake
+// trainer; exactly-once audited from trained/filtered/failed.jsonl,
+// checkpoint + resume, and deterministic mode's independence from the
+// number of actors and from an interruption.
+#include "learner/loop.h"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "core/file.h"
+#include "core/rpc.h"
+#include "learner/fake_trainer.h"
+
+namespace cohort::learner {
+namespace {
+
+std::string TempDir() {
+  char tmpl[] = "/tmp/loop_test.XXXXXX";
+  return ::mkdtemp(tmpl);
+}
+
+// Everything a learner process holds, rebuilt on "restart".
+struct Learner {
+  MetricsRegistry registry;
+  FakePolicyTrainer trainer;
+  std::unique_ptr<WeightStore> store;
+  std::unique_ptr<LearnerService> service;
+  std::unique_ptr<LearnerLoop> loop;
+  std::unique_ptr<RpcServer> server;
+
+  Learner(const std::string& dir, bool deterministic, int checkpoint_every) {
+    store = std::make_unique<WeightStore>(WeightStoreOptions{.keep_versions = 4});
+    LearnerServiceOptions so;
+    so.run_id = "test-run";
+    so.model.set_model_fingerprint("fake-fingerprint");
+    so.vocab_size = 100;
+    so.deterministic = deterministic;
+    so.metrics = &registry;
+    so.retry_after_ms = 5;
+    service = std::make_unique<LearnerService>(so, store.get());
+    LoopOptions lo;
+    lo.run_dir = dir;
+    lo.checkpoint_every = checkpoint_every;
+    lo.deterministic = deterministic;
+    lo.run_id = "test-run";
+    lo.metrics = &registry;
+    lo.poll = absl::Milliseconds(20);
+    loop = std::make_unique<LearnerLoop>(lo, &trainer, store.get(), service.get());
+    server = *RpcServer::Start(ServerOptions(), {service.get()});
+  }
+  ~Learner() { server->Shutdown(absl::Seconds(1)); }
+};
+
+LeaseStageSpec Spec(int prompts, int epochs) {
+  LeaseStageSpec spec;
+  spec.name = "grpo";
+  spec.kind = "grpo";
+  spec.ledger.num_prompts = prompts;
+  spec.ledger.epochs = epochs;
+  spec.ledger.prompts_per_step = 2;
+  spec.ledger.max_staleness = 1;
+  spec.ledger.max_lease_attempts = 2;
+  spec.ledger.lease_ttl = absl::Milliseconds(300);
+  spec.ledger.seed = 5;
+  auto prompts_v = std::make_shared<std::vector<StagePrompt>>();
+  for (int i = 0; i < prompts; ++i) {
+    prompts_v->push_back(
+        {{1, 2}, "p" + std::to_string(i), "math", "1", "{}", "id" + std::to_string(i)});
+  }
+  spec.prompts = prompts_v;
+  spec.group_size = 3;
+  return spec;
+}
+
+// A fake actor: leases, "generates" completions that depend only on the
+// lease (prompt, seed, version), submits; sometimes abandons a lease.
+void RunActor(const std::string& address, int id, std::atomic<bool>* stop, double abandon) {
+  auto stub = v1::Learner::NewStub(*MakeChannel(address, ChannelOptions()));
+  std::mt19937_64 rng(id);
+  std::string actor_id;
+  int64_t version = 0;  // the version it "generates with": the latest it heard of
+  while (!*stop) {
+    if (actor_id.empty()) {
+      grpc::ClientContext ctx;
+      v1::JoinRequest req;
+      req.set_actor_name(absl::StrCat("actor-", id));
+      req.set_slots(2);
+      req.set_protocol_version(v1::LEARNER_PROTOCOL_CURRENT);
+      v1::JoinResponse resp;
+      if (!stub->Join(&ctx, req, &resp).ok()) {
+        absl::SleepFor(absl::Milliseconds(10));
+        continue;
+      }
+      actor_id = resp.actor_id();
+    }
+    grpc::ClientContext ctx;
+    v1::LeasePromptsRequest req;
+    req.set_actor_id(actor_id);
+    req.set_max_prompts(2);
+    req.set_policy_version(version);
+    v1::LeasePromptsResponse leases;
+    grpc::Status s = stub->LeasePrompts(&ctx, req, &leases);
+    if (!s.ok()) {
+      actor_id.clear();
+      continue;
+    }
+    version = leases.policy_version();
+    if (leases.leases().empty()) {
+      absl::SleepFor(absl::Milliseconds(5));
+      continue;
+    }
+    for (const v1::Lease& l : leases.leases()) {
+      if (std::uniform_real_distribution<double>(0, 1)(rng) < abandon) continue;  // "dies"
+      v1::SubmitGroupRequest sub;
+      sub.set_actor_id(actor_id);
+      v1::ScoredGroup* g = sub.mutable_group();
+      g->set_prompt_id(l.prompt_id());
+      g->set_epoch(l.epoch());
+      g->set_lease_id(l.lease_id());
+      for (int i = 0; i < l.group_size(); ++i) {
+        v1::Completion* c = g->add_completions();
+        uint64_t seed = l.sampling().seed() + i;
+        c->add_token_ids(static_cast<int32_t>(seed % 97));
+        c->add_logprobs(-1.0f);
+        c->add_policy_versions(l.policy_version());
+        c->mutable_reward()->set_status(v1::REWARD_STATUS_OK);
+        c->mutable_reward()->set_reward(static_cast<double>(seed % 3 == 0));
+      }
+      grpc::ClientContext sctx;
+      v1::SubmitGroupResponse resp;
+      stub->SubmitGroup(&sctx, sub, &resp);
+    }
+  }
+}
+
+struct Audit {
+  std::map<std::pair<int64_t, int64_t>, int> seen;
+  int64_t trained = 0;
+};
+
+Audit ReadJournals(const std::string& dir) {
+  Audit a;
+  for (const char* f : {"trained.jsonl", "filtered.jsonl", "failed.jsonl"}) {
+    absl::StatusOr<std::string> text = ReadFile(dir + "/" + f);
+    if (!text.ok()) continue;
+    for (absl::string_view line : absl::StrSplit(*text, '\n', absl::SkipEmpty())) {
+      nlohmann::json j = nlohmann::json::parse(line);
+      ++a.seen[{j["prompt_id"].get<int64_t>(), j["epoch"].get<int64_t>()}];
+      if (std::string(f) == "trained.jsonl") ++a.trained;
+    }
+  }
+  return a;
+}
+
+void ExpectExactlyOnce(const std::string& dir, int prompts, int epochs) {
+  Audit a = ReadJournals(dir);
+  EXPECT_EQ(static_cast<int>(a.seen.size()), prompts * epochs);
+  for (const auto& [item, n] : a.seen) {
+    EXPECT_EQ(n, 1) << "prompt " << item.first << " epoch " << item.second;
+  }
+}
+
+// Runs the stage with `actors` fake actors; stops the loop after
+// `stop_after` steps when > 0 (and writes the final checkpoint).
+absl::StatusOr<LedgerCounts> RunStage(Learner& l, const LeaseStageSpec& spec, int actors,
+                                      double abandon, int stop_after = 0) {
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < actors; ++i) {
+    threads.emplace_back(RunActor, l.server->address(), i, &stop, abandon);
+  }
+  std::thread stopper;
+  if (stop_after > 0) {
+    stopper = std::thread([&] {
+      while (l.loop->step() < stop_after) absl::SleepFor(absl::Milliseconds(2));
+      l.loop->Stop();
+    });
+  }
+  absl::StatusOr<LedgerCounts> counts = l.loop->RunLeaseStage(spec);
+  if (stopper.joinable()) stopper.join();
+  stop = true;
+  for (auto& t : threads) t.join();
+  return counts;
+}
+
+TEST(LearnerLoopTest, StageRunsToCompletionExactlyOnce) {
+  std::string dir = TempDir();
+  Learner l(dir, false, 0);
+  ASSERT_TRUE(l.loop->Start().ok());
+  absl::StatusOr<LedgerCounts> c = RunStage(l, Spec(10, 2), 2, 0.1);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->trained + c->filtered + c->failed, 20);
+  EXPECT_EQ(c->duplicates, 0);
+  EXPECT_EQ(c->lost, 0);
+  ExpectExactlyOnce(dir, 10, 2);
+  int64_t steps = l.loop->step();
+  EXPECT_GE(steps, c->trained / 2);
+  EXPECT_EQ(l.store->latest_version(), steps);
+  std::string metrics = *ReadFile(dir + "/metrics.jsonl");
+  EXPECT_EQ(static_cast<int64_t>(std::count(metrics.begin(), metrics.end(), '\n')), steps);
+  v1::RunStatus status;
+  l.loop->FillStatus(&status);
+  EXPECT_EQ(status.step(), steps);
+  ASSERT_EQ(status.stages_size(), 1);
+  EXPECT_EQ(status.stages(0).state(), "done");
+  RemoveAll(dir).IgnoreError();
+}
+
+TEST(LearnerLoopTest, ResumesFromCheckpointWithoutLosingOrRepeating) {
+  std::string dir = TempDir();
+  int64_t stopped_at;
+  {
+    Learner l(dir, false, 2);
+    ASSERT_TRUE(l.loop->Start().ok());
+    absl::StatusOr<LedgerCounts> c = RunStage(l, Spec(12, 1), 2, 0.0, 3);
+    EXPECT_TRUE(absl::IsCancelled(c.status())) << c.status();
+    // A crash after the last periodic checkpoint: steps past it are
+    // replayed (their journal lines dropped on resume).
+    stopped_at = l.loop->step();
+  }
+  Audit before = ReadJournals(dir);
+  EXPECT_GT(before.trained, 0);
+  Learner l2(dir, false, 2);
+  ASSERT_TRUE(l2.loop->Start().ok());
+  EXPECT_EQ(l2.loop->resumed_stage_index(), 0);
+  EXPECT_LE(l2.loop->step(), stopped_at);
+  EXPECT_GE(l2.loop->step(), 2);
+  absl::StatusOr<LedgerCounts> c = RunStage(l2, Spec(12, 1), 2, 0.0);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->trained + c->filtered + c->failed, 12);
+  ExpectExactlyOnce(dir, 12, 1);
+  RemoveAll(dir).IgnoreError();
+}
+
+// Deterministic mode: the final weights do not depend on how many actors
+// run, nor on an interruption and resume.
+TEST(LearnerLoopTest, DeterministicWeightsIndependentOfActorsAndRestarts) {
+  std::vector<std::vector<uint8_t>> finals;
+  for (int variant = 0; variant < 3; ++variant) {
+    std::string dir = TempDir();
+    LeaseStageSpec spec = Spec(9, 2);
+    if (variant < 2) {
+      Learner l(dir, true, 0);
+      ASSERT_TRUE(l.loop->Start().ok());
+      absl::StatusOr<LedgerCounts> c = RunStage(l, spec, variant == 0 ? 1 : 3, 0.2);
+      ASSERT_TRUE(c.ok()) << c.status();
+      finals.push_back(l.trainer.weights());
+    } else {
+      {
+        Learner l(dir, true, 1);
+        ASSERT_TRUE(l.loop->Start().ok());
+        EXPECT_TRUE(absl::IsCancelled(RunStage(l, spec, 2, 0.2, 2).status()));
+        ASSERT_TRUE(l.loop->WriteCheckpointNow().ok());
+      }
+      Learner l(dir, true, 1);
+      ASSERT_TRUE(l.loop->Start().ok());
+      absl::StatusOr<LedgerCounts> c = RunStage(l, spec, 2, 0.2);
+      ASSERT_TRUE(c.ok()) << c.status();
+      finals.push_back(l.trainer.weights());
+      ExpectExactlyOnce(dir, 9, 2);
+    }
+    RemoveAll(dir).IgnoreError();
+  }
+  EXPECT_EQ(finals[0], finals[1]) << "1 actor vs 3 actors";
+  EXPECT_EQ(finals[0], finals[2]) << "uninterrupted vs interrupted and resumed";
+}
+
+}  // namespace
+}  // namespace cohort::learner
