@@ -67,6 +67,7 @@ struct LearnerSection {
   int max_lease_attempts = 3;        // groups with < 2 OK samples before failing; >= 1
   int threads = 1;                   // intra-op threads of the trainer; >= 1
   int checkpoint_on_stop_seconds = 120;  // SIGTERM/drain -> checkpoint deadline; > 0
+  std::string device = "cpu";            // cpu | cuda (one GPU; docs/gpu.md)
 };
 
 struct ActorSection {
@@ -77,6 +78,7 @@ struct ActorSection {
   std::string device = "cpu";        // cpu | cuda
   double drain_grace_seconds = 5.0;  // SIGTERM: time to finish work in flight; >= 0
   int max_len = 0;                   // positions per sequence; 0 = model's, at most 4096
+  double kv_cache_fraction = 0.0;    // cuda: KV-cache slots from this share of free memory
 };
 
 // How one task's completions are scored.
@@ -189,6 +191,12 @@ struct CheckpointSection {
   std::string dir;       // "" = <run.out_dir>/checkpoints
 };
 
+// How new policy weights reach the actors (docs/gpu.md).
+struct WeightsSection {
+  std::string transport = "grpc";   // grpc | nccl
+  int nccl_timeout_seconds = 60;    // watchdog per collective; > 0
+};
+
 struct RunConfig {
   RunSection run;
   ModelSection model;
@@ -202,6 +210,7 @@ struct RunConfig {
   OptimSection optim;
   DataSection data;
   CheckpointSection checkpoint;
+  WeightsSection weights;
 };
 
 bool operator==(const RunConfig& a, const RunConfig& b);

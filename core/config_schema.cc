@@ -70,6 +70,9 @@ void Bind(Binder& b, LearnerSection& s) {
   b.Int("threads", &s.threads, AtLeast(1), "Intra-op threads of the trainer.");
   b.Int("checkpoint_on_stop_seconds", &s.checkpoint_on_stop_seconds, AtLeast(1),
         "Time the learner has on SIGTERM or drain to write its final checkpoint.");
+  b.String("device", &s.device, OneOf({"cpu", "cuda"}),
+           "Where the learner trains: one GPU (bf16 weights, fp32 master weights, log-probs and "
+           "loss); no data parallelism yet.");
 }
 
 void Bind(Binder& b, ActorSection& s) {
@@ -85,6 +88,9 @@ void Bind(Binder& b, ActorSection& s) {
            "back and exits 0 (< `supervisor.stop_timeout_seconds`).");
   b.Int("max_len", &s.max_len, AtLeast(0),
         "Prompt + completion positions per sequence; 0 = the model's, at most 4096.");
+  b.Double("kv_cache_fraction", &s.kv_cache_fraction, DoubleRule{0.0, false, 1.0, false},
+           "With `device: cuda` and > 0: KV-cache slots sized to this fraction of the GPU's free "
+           "memory (instead of `slots`); 0 = `slots`.");
 }
 
 void Bind(Binder& b, RewardTaskSpec& s) {
@@ -244,6 +250,14 @@ void Bind(Binder& b, CheckpointSection& s) {
   b.String("dir", &s.dir, {}, "Checkpoint directory; `\"\"` = `<run.out_dir>/checkpoints`.");
 }
 
+void Bind(Binder& b, WeightsSection& s) {
+  b.String("transport", &s.transport, OneOf({"grpc", "nccl"}),
+           "How actors get new weights: `grpc` (FetchPolicy) or `nccl` (broadcast from the learner "
+           "to GPU actors; late joiners and failures fall back to FetchPolicy).");
+  b.Int("nccl_timeout_seconds", &s.nccl_timeout_seconds, AtLeast(1),
+        "A broadcast collective not done within this is aborted (an error, not a hang).");
+}
+
 void Bind(Binder& b, RunConfig& c) {
   BindSection(b, "run", &c.run);
   BindSection(b, "model", &c.model);
@@ -257,9 +271,15 @@ void Bind(Binder& b, RunConfig& c) {
   BindSection(b, "optim", &c.optim);
   BindSection(b, "data", &c.data);
   BindSection(b, "checkpoint", &c.checkpoint);
+  BindSection(b, "weights", &c.weights);
 }
 
 absl::Status CrossFieldChecks(const RunConfig& c) {
+  if (c.weights.transport == "nccl" && (c.learner.device != "cuda" || c.actor.device != "cuda")) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "weights.transport: nccl needs learner.device and actor.device cuda (got ",
+        c.learner.device, " and ", c.actor.device, ")"));
+  }
   const TlsSection& tls = c.security.tls;
   if (tls.cert_file.empty() != tls.key_file.empty()) {
     return absl::InvalidArgumentError(
