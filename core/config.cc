@@ -155,6 +155,24 @@ class YamlReader : public Binder {
     *v = std::move(value);
   }
 
+  void StringMap(const char* key, std::map<std::string, std::string>* v,
+                 const char* help) override {
+    YAML::Node n = Take(key);
+    if (!n) return;
+    if (!n.IsMap() && !n.IsNull()) return Fail(n, key, "a map of name: value");
+    std::map<std::string, std::string> value =
+        merge_maps_ ? *v : std::map<std::string, std::string>{};
+    for (const auto& item : n) {
+      std::string name = item.first.IsScalar() ? item.first.Scalar() : "";
+      if (name.empty()) return Fail(item.first, key, "a map of name: value");
+      if (!item.second.IsScalar()) {
+        return Fail(item.second, absl::StrCat(key, ".", name), "a scalar value");
+      }
+      value[name] = item.second.Scalar();
+    }
+    *v = std::move(value);
+  }
+
   void Section(const char* key, const std::function<void(Binder&)>& bind) override {
     YAML::Node n = Take(key);
     if (!n || n.IsNull()) return;
@@ -162,6 +180,24 @@ class YamlReader : public Binder {
     YamlReader child(n, Join(key), source_, with_lines_, merge_maps_, error_);
     bind(child);
     child.CheckUnknownKeys();
+  }
+
+  void SectionList(const char* key, const ListOps& ops) override {
+    YAML::Node n = Take(key);
+    if (!n) return;
+    if (!n.IsSequence() && !n.IsNull()) return Fail(n, key, "a list of maps");
+    ops.resize(0);
+    if (n.IsNull()) return;
+    ops.resize(n.size());
+    for (size_t i = 0; i < n.size(); ++i) {
+      const YAML::Node item = n[i];
+      std::string item_key = absl::StrCat(key, "[", i, "]");
+      if (!item.IsMap()) return Fail(item, item_key, "a map");
+      YamlReader child(item, Join(item_key), source_, with_lines_, /*merge_maps=*/false, error_);
+      ops.bind_item(i, child);
+      child.CheckUnknownKeys();
+      if (!error_->ok()) return;
+    }
   }
 
   void SectionMap(const char* key, const MapOps& ops) override {
@@ -299,10 +335,32 @@ class YamlWriter : public Binder {
     }
     out_ << YAML::EndMap;
   }
+  void StringMap(const char* key, std::map<std::string, std::string>* v,
+                 const char* help) override {
+    out_ << YAML::Key << key << YAML::Value << YAML::Flow << YAML::BeginMap;
+    for (const auto& [name, text] : *v) {
+      out_ << YAML::Key;
+      EmitString(name);
+      out_ << YAML::Value;
+      EmitString(text);
+    }
+    out_ << YAML::EndMap;
+  }
   void Section(const char* key, const std::function<void(Binder&)>& bind) override {
     out_ << YAML::Key << key << YAML::Value << YAML::BeginMap;
     bind(*this);
     out_ << YAML::EndMap;
+  }
+  void SectionList(const char* key, const ListOps& ops) override {
+    out_ << YAML::Key << key << YAML::Value;
+    if (ops.size() == 0) out_ << YAML::Flow;
+    out_ << YAML::BeginSeq;
+    for (size_t i = 0; i < ops.size(); ++i) {
+      out_ << YAML::BeginMap;
+      ops.bind_item(i, *this);
+      out_ << YAML::EndMap;
+    }
+    out_ << YAML::EndSeq;
   }
   void SectionMap(const char* key, const MapOps& ops) override {
     std::vector<std::string> names = ops.names();
@@ -359,9 +417,16 @@ class Validator : public Binder {
         Fail(absl::StrCat(key, ".", name), rule.Expected(), FormatDouble(number));
     }
   }
+  void StringMap(const char*, std::map<std::string, std::string>*, const char* help) override {}
   void Section(const char* key, const std::function<void(Binder&)>& bind) override {
     Validator child(Join(key), error_);
     bind(child);
+  }
+  void SectionList(const char* key, const ListOps& ops) override {
+    for (size_t i = 0; i < ops.size(); ++i) {
+      Validator child(Join(absl::StrCat(key, "[", i, "]")), error_);
+      ops.bind_item(i, child);
+    }
   }
   void SectionMap(const char* key, const MapOps& ops) override {
     for (const auto& name : ops.names()) {
@@ -413,9 +478,18 @@ class KeyLister : public Binder {
     Add(key, "map", Emit([&](YamlWriter& w) { w.NumberMap("x", v, rule, ""); }),
         absl::StrCat("a map of name: ", rule.Expected()), help);
   }
+  void StringMap(const char* key, std::map<std::string, std::string>* v,
+                 const char* help) override {
+    Add(key, "map", Emit([&](YamlWriter& w) { w.StringMap("x", v, ""); }),
+        "a map of name: value", help);
+  }
   void Section(const char* key, const std::function<void(Binder&)>& bind) override {
     KeyLister child(Join(key), out_);
     bind(child);
+  }
+  void SectionList(const char* key, const ListOps& ops) override {
+    KeyLister child(Join(absl::StrCat(key, "[]")), out_);
+    ops.bind_template(child);
   }
   void SectionMap(const char* key, const MapOps& ops) override {
     KeyLister child(Join(absl::StrCat(key, ".<name>")), out_);

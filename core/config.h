@@ -191,6 +191,58 @@ struct CheckpointSection {
   std::string dir;       // "" = <run.out_dir>/checkpoints
 };
 
+// A built-in synthetic task whose splits become datasets (core/tasks/).
+struct TaskSection {
+  std::string name;  // "" = none; addition
+  int digits = 2;    // digits per operand, 1..9
+  int64_t train_size = 2000;
+  int64_t eval_size = 500;
+  int64_t fresh_size = 500;
+  int64_t sft_size = 100;
+  int64_t seed = 12345;
+};
+
+// A JSONL dataset by name (`datasets:`).
+struct DatasetSpec {
+  std::string path;  // non-empty
+  std::string task;  // reward task of its prompts
+  std::string prompt_key = "prompt";
+  std::string answer_key = "answer";
+  std::string completion_key = "completion";
+  std::string id_key;  // "" = the line number
+};
+
+// A model directory by name (`models:`).
+struct ModelSpec {
+  std::string path;       // non-empty
+  std::string tokenizer;  // "" = <path>/tokenizer.json
+};
+
+// One stage of `pipeline:`.
+struct PipelineStage {
+  std::string name;     // unique, non-empty
+  std::string kind;     // sft | grpo | generate | eval
+  std::string model;    // "" = the latest model so far
+  std::string dataset;  // a task split, a `datasets` entry or a `generate` output
+  std::string output;   // "" = name
+  int64_t steps = 0;    // optimizer steps (or epochs)
+  double epochs = 0.0;  // passes over the dataset
+  int samples = 0;      // generate: completions per prompt; 0 = sampling.group_size
+  double threshold = 1.0;   // generate: keep completions with reward >= this
+  int keep_per_prompt = 1;  // generate: most kept per prompt; >= 1
+  std::map<std::string, std::string> set;  // per-stage overrides, section.key -> value
+};
+
+// Held-out evaluation.
+struct EvalSection {
+  std::string dataset = "eval";  // "" = no held-out eval
+  int eval_every = 0;            // training steps; 0 = before and after each stage
+  int64_t problems = 500;        // first N problems; 0 = all
+  bool sampled = true;           // also sampled accuracy
+  int show_completions = 4;      // kept per eval for report.html
+};
+
+
 // How new policy weights reach the actors (docs/gpu.md).
 struct WeightsSection {
   std::string transport = "grpc";   // grpc | nccl
@@ -211,6 +263,11 @@ struct RunConfig {
   DataSection data;
   CheckpointSection checkpoint;
   WeightsSection weights;
+  TaskSection task;
+  std::map<std::string, DatasetSpec> datasets;
+  std::map<std::string, ModelSpec> models;
+  std::vector<PipelineStage> pipeline;
+  EvalSection eval;
 };
 
 bool operator==(const RunConfig& a, const RunConfig& b);

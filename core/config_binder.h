@@ -148,6 +148,9 @@ class Binder {
   // name -> number; names are non-empty.
   virtual void NumberMap(const char* key, std::map<std::string, double>* v,
                          const DoubleRule& rule = {}, const char* help = "") = 0;
+  // name -> scalar text (numbers, booleans and strings kept as written).
+  virtual void StringMap(const char* key, std::map<std::string, std::string>* v,
+                         const char* help = "") = 0;
   virtual void Section(const char* key, const std::function<void(Binder&)>& bind) = 0;
 
   // A map of name -> section.
@@ -160,6 +163,16 @@ class Binder {
     std::function<void(Binder&)> bind_template;
   };
   virtual void SectionMap(const char* key, const MapOps& ops) = 0;
+
+  // A list of sections (e.g. `pipeline:`). A file or an override replaces
+  // the whole list.
+  struct ListOps {
+    std::function<size_t()> size;
+    std::function<void(size_t)> resize;  // new entries take their defaults
+    std::function<void(size_t index, Binder&)> bind_item;
+    std::function<void(Binder&)> bind_template;
+  };
+  virtual void SectionList(const char* key, const ListOps& ops) = 0;
 
   // int fields go through Int64 with the rule clamped to int's range.
   void Int(const char* key, int* v, IntRule rule = {}, const char* help = "") {
@@ -187,6 +200,11 @@ void Bind(Binder& b, GrpoSection& s);
 void Bind(Binder& b, OptimSection& s);
 void Bind(Binder& b, DataSection& s);
 void Bind(Binder& b, CheckpointSection& s);
+void Bind(Binder& b, TaskSection& s);
+void Bind(Binder& b, DatasetSpec& s);
+void Bind(Binder& b, ModelSpec& s);
+void Bind(Binder& b, PipelineStage& s);
+void Bind(Binder& b, EvalSection& s);
 void Bind(Binder& b, RunConfig& c);
 
 template <typename T>
@@ -218,6 +236,19 @@ void BindSectionMap(Binder& b, const char* key, std::map<std::string, T>* map,
     Bind(eb, entry);
   };
   b.SectionMap(key, ops);
+}
+
+template <typename T>
+void BindSectionList(Binder& b, const char* key, std::vector<T>* list) {
+  Binder::ListOps ops;
+  ops.size = [list] { return list->size(); };
+  ops.resize = [list](size_t n) { list->resize(n); };
+  ops.bind_item = [list](size_t i, Binder& ib) { Bind(ib, (*list)[i]); };
+  ops.bind_template = [](Binder& ib) {
+    T entry;
+    Bind(ib, entry);
+  };
+  b.SectionList(key, ops);
 }
 
 // Range, enum and cross-field checks that one field's rule cannot express

@@ -9,6 +9,8 @@
 #include "absl/strings/str_cat.h"
 #include "core/config.h"
 #include "core/config_binder.h"
+#include "core/pipeline_config.h"
+#include "core/status.h"
 
 namespace cohort {
 namespace config_internal {
@@ -250,6 +252,70 @@ void Bind(Binder& b, CheckpointSection& s) {
   b.String("dir", &s.dir, {}, "Checkpoint directory; `\"\"` = `<run.out_dir>/checkpoints`.");
 }
 
+void Bind(Binder& b, TaskSection& s) {
+  b.String("name", &s.name, OneOf({"", "addition"}),
+           "Built-in synthetic task whose splits become the datasets `train`, `eval`, `fresh` "
+           "and `sft` (written to `<out>/data/`); `\"\"` = none.");
+  b.Int("digits", &s.digits, IntRule{1, 9}, "addition: digits per operand.");
+  b.Int64("train_size", &s.train_size, AtLeast(0), "addition: training prompts.");
+  b.Int64("eval_size", &s.eval_size, AtLeast(0), "addition: held-out problems.");
+  b.Int64("fresh_size", &s.fresh_size, AtLeast(0),
+          "addition: fresh problems outside train and held-out (generalisation check).");
+  b.Int64("sft_size", &s.sft_size, AtLeast(0),
+          "addition: cold-start demonstrations (a prefix of `train`).");
+  b.Int64("seed", &s.seed, AtLeast(0), "Seed of the splits (independent of `run.seed`).");
+}
+
+void Bind(Binder& b, DatasetSpec& s) {
+  b.String("path", &s.path, NonEmpty(), "JSONL file, one object per line.");
+  b.String("task", &s.task, {}, "Reward task (`reward.tasks`) of its prompts.");
+  b.String("prompt_key", &s.prompt_key, NonEmpty(), "Field holding the prompt.");
+  b.String("answer_key", &s.answer_key, {}, "Field holding the reference answer.");
+  b.String("completion_key", &s.completion_key, {},
+           "Field holding the target completion (SFT sets).");
+  b.String("id_key", &s.id_key, {}, "Field holding a stable id; `\"\"` = the line number.");
+}
+
+void Bind(Binder& b, ModelSpec& s) {
+  b.String("path", &s.path, NonEmpty(), "Hugging Face model directory.");
+  b.String("tokenizer", &s.tokenizer, {}, "`tokenizer.json`; `\"\"` = `<path>/tokenizer.json`.");
+}
+
+void Bind(Binder& b, PipelineStage& s) {
+  b.String("name", &s.name, NonEmpty(), "Stage name (unique); names its outputs by default.");
+  b.String("kind", &s.kind, OneOf({"sft", "grpo", "generate", "eval"}),
+           "`sft` (NLL on completions), `grpo` (through the actors), `generate` (rejection "
+           "sampling into a dataset), `eval` (held-out metrics only).");
+  b.String("model", &s.model, {},
+           "Input model: `base`, a `models` entry or an earlier stage's output; `\"\"` = the "
+           "latest model so far.");
+  b.String("dataset", &s.dataset, {},
+           "Input dataset: a task split, a `datasets` entry or an earlier `generate` output.");
+  b.String("output", &s.output, {},
+           "Name of the model (sft, grpo) or dataset (generate) it makes; `\"\"` = `name`.");
+  b.Int64("steps", &s.steps, AtLeast(0), "Length in optimizer steps (or give `epochs`).");
+  b.Double("epochs", &s.epochs, DoubleRule{0.0}, "Length in passes over the dataset.");
+  b.Int("samples", &s.samples, AtLeast(0),
+        "generate: completions per prompt; 0 = `sampling.group_size`.");
+  b.Double("threshold", &s.threshold, {}, "generate: keep completions with reward >= this.");
+  b.Int("keep_per_prompt", &s.keep_per_prompt, AtLeast(1),
+        "generate: most completions kept per prompt.");
+  b.StringMap("set", &s.set,
+              "Overrides for this stage, `section.key: value` of `grpo`, `optim`, `data`, "
+              "`sampling`, `eval`.");
+}
+
+void Bind(Binder& b, EvalSection& s) {
+  b.String("dataset", &s.dataset, {}, "Held-out dataset; `\"\"` = no held-out eval.");
+  b.Int("eval_every", &s.eval_every, AtLeast(0),
+        "Held-out eval every this many training steps; 0 = before and after each stage only.");
+  b.Int64("problems", &s.problems, AtLeast(0), "First N problems of the dataset; 0 = all.");
+  b.Bool("sampled", &s.sampled, "Also sampled accuracy (one sample at `sampling.temperature`).");
+  b.Int("show_completions", &s.show_completions, AtLeast(0),
+        "Sampled completions kept per eval for `report.html`.");
+}
+
+
 void Bind(Binder& b, WeightsSection& s) {
   b.String("transport", &s.transport, OneOf({"grpc", "nccl"}),
            "How actors get new weights: `grpc` (FetchPolicy) or `nccl` (broadcast from the learner "
@@ -272,6 +338,11 @@ void Bind(Binder& b, RunConfig& c) {
   BindSection(b, "data", &c.data);
   BindSection(b, "checkpoint", &c.checkpoint);
   BindSection(b, "weights", &c.weights);
+  BindSection(b, "task", &c.task);
+  BindSectionMap<DatasetSpec>(b, "datasets", &c.datasets);
+  BindSectionMap<ModelSpec>(b, "models", &c.models);
+  BindSectionList<PipelineStage>(b, "pipeline", &c.pipeline);
+  BindSection(b, "eval", &c.eval);
 }
 
 absl::Status CrossFieldChecks(const RunConfig& c) {
@@ -306,6 +377,7 @@ absl::Status CrossFieldChecks(const RunConfig& c) {
         "supervisor.backoff_max_ms: expected an integer >= supervisor.backoff_initial_ms (",
         c.supervisor.backoff_initial_ms, "), got ", c.supervisor.backoff_max_ms));
   }
+  RETURN_IF_ERROR(PipelineChecks(c));
   if (c.actor.drain_grace_seconds >= c.supervisor.stop_timeout_seconds) {
     return absl::InvalidArgumentError(absl::StrCat(
         "actor.drain_grace_seconds: expected a number < supervisor.stop_timeout_seconds (",

@@ -274,9 +274,10 @@ TEST(ConfigTest, PrintThenParseRoundTrips) {
   ASSERT_TRUE(empty_tasks.ok()) << empty_tasks.status();
   EXPECT_TRUE(empty_tasks->reward.tasks.empty());
 
-  // The defaults print every key.
+  // The defaults print every key (list entries only when the list has some).
   std::string defaults = ConfigToYaml(RunConfig{});
   for (const auto& key : ConfigKeys()) {
+    if (key.path.find("[]") != std::string::npos) continue;
     std::string leaf = key.path.substr(key.path.rfind('.') + 1);
     EXPECT_THAT(defaults, HasSubstr(leaf + ":")) << key.path;
   }

@@ -4,6 +4,8 @@
 #include <chrono>
 #include <cmath>
 #include <limits>
+#include <memory>
+#include <optional>
 #include <utility>
 
 #include <grpcpp/create_channel.h>
@@ -462,42 +464,65 @@ Result Scorer::VerifyRemote(const Sample& sample, const std::string& endpoint) {
   return out;
 }
 
-absl::StatusOr<std::vector<Result>> Scorer::ScoreBatch(std::vector<Sample> samples,
-                                                       absl::Time deadline) {
-  struct State {
-    absl::Mutex mu;
-    std::vector<Result> results ABSL_GUARDED_BY(mu);
-    size_t remaining ABSL_GUARDED_BY(mu) = 0;
+std::shared_ptr<const std::atomic<size_t>> Scorer::SubmitBatch(
+    std::vector<Sample> samples, BatchCallback done, std::shared_ptr<std::atomic<bool>> cancelled) {
+  struct Batch {
+    explicit Batch(size_t n, BatchCallback cb) : results(n), done(std::move(cb)) {
+      remaining->store(n);
+    }
+    std::vector<Result> results;  // slot i written only by sample i's callback
+    BatchCallback done;
+    std::shared_ptr<std::atomic<size_t>> remaining = std::make_shared<std::atomic<size_t>>();
   };
-  auto state = std::make_shared<State>();
-  auto cancelled = std::make_shared<std::atomic<bool>>(false);
-  {
-    absl::MutexLock lock(&state->mu);
-    state->results.resize(samples.size());
-    state->remaining = samples.size();
+  auto batch = std::make_shared<Batch>(samples.size(), std::move(done));
+  std::shared_ptr<const std::atomic<size_t>> remaining = batch->remaining;
+  if (samples.empty()) {
+    batch->done({});
+    return remaining;
   }
   for (size_t i = 0; i < samples.size(); ++i) {
     Submit(
         std::move(samples[i]),
-        [state, i](Result r) {
-          absl::MutexLock lock(&state->mu);
-          state->results[i] = std::move(r);
-          --state->remaining;
+        [batch, i](Result r) {
+          batch->results[i] = std::move(r);
+          // acq_rel: the last callback sees every other slot's write.
+          if (batch->remaining->fetch_sub(1, std::memory_order_acq_rel) == 1) {
+            batch->done(std::move(batch->results));
+          }
         },
         cancelled);
   }
-  absl::MutexLock lock(&state->mu);
-  bool done = state->mu.AwaitWithDeadline(
+  return remaining;
+}
+
+absl::StatusOr<std::vector<Result>> Scorer::ScoreBatch(std::vector<Sample> samples,
+                                                       absl::Time deadline) {
+  struct Wait {
+    absl::Mutex mu;
+    std::optional<std::vector<Result>> results ABSL_GUARDED_BY(mu);
+  };
+  auto wait = std::make_shared<Wait>();
+  auto cancelled = std::make_shared<std::atomic<bool>>(false);
+  const size_t n = samples.size();
+  auto remaining = SubmitBatch(
+      std::move(samples),
+      [wait](std::vector<Result> results) {
+        absl::MutexLock lock(&wait->mu);
+        wait->results = std::move(results);
+      },
+      cancelled);
+  absl::MutexLock lock(&wait->mu);
+  bool done = wait->mu.AwaitWithDeadline(
       absl::Condition(
-          +[](State* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu) { return s->remaining == 0; },
-          state.get()),
+          +[](Wait* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(w->mu) { return w->results.has_value(); },
+          wait.get()),
       deadline);
   if (!done) {
     cancelled->store(true);
-    return absl::DeadlineExceededError(absl::StrCat(state->remaining, " of ", state->results.size(),
-                                                    " samples not scored before the deadline"));
+    return absl::DeadlineExceededError(
+        absl::StrCat(remaining->load(), " of ", n, " samples not scored before the deadline"));
   }
-  return std::move(state->results);
+  return std::move(*wait->results);
 }
 
 }  // namespace cohort::reward

@@ -84,6 +84,16 @@ class Scorer {
   // ERROR result saying so.
   void Submit(Sample sample, Callback done, std::shared_ptr<std::atomic<bool>> cancelled = nullptr);
 
+  // Queues every sample of `samples`; `done` is called exactly once, by the
+  // thread that finishes the last of them (possibly this one, before
+  // SubmitBatch returns), with one result per sample in request order.
+  // `cancelled` as for Submit. Returns how many samples are not finished
+  // yet (for error messages); it reaches 0 just before `done` runs.
+  using BatchCallback = std::function<void(std::vector<Result>)>;
+  std::shared_ptr<const std::atomic<size_t>> SubmitBatch(
+      std::vector<Sample> samples, BatchCallback done,
+      std::shared_ptr<std::atomic<bool>> cancelled = nullptr);
+
   // Scores `samples` on the pool and returns their results in order.
   // DEADLINE_EXCEEDED when `deadline` passes first (samples not started
   // are cancelled).

@@ -2,8 +2,9 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cstdint>
 #include <chrono>
+#include <cstdint>
+#include <functional>
 #include <memory>
 #include <utility>
 #include <vector>
@@ -118,12 +119,99 @@ Counter* RewardService::BatchCounter(grpc::StatusCode code) {
   return it == batches_.end() ? batches_.at(0) : it->second;
 }
 
-grpc::Status RewardService::Score(grpc::ServerContext* context,
-                                  const cohort::v1::ScoreRequest* request,
-                                  cohort::v1::ScoreResponse* response) {
+namespace {
+
+// One Score call in flight. It is finished exactly once: by the scorer
+// callback that completes the batch (OK, every result), or by OnCancel (the
+// caller cancelled or its deadline passed: no partial results, and the
+// samples not started yet are skipped). gRPC deletes nothing: OnDone does.
+// The scorer callbacks hold `shared_` and touch the reactor only if they
+// win `finished`, which happens before Finish, so before OnDone.
+class ScoreCall final : public grpc::ServerUnaryReactor {
+ public:
+  using Counters = std::function<Counter*(grpc::StatusCode)>;
+
+  ScoreCall(grpc::CallbackServerContext* context, cohort::v1::ScoreResponse* response,
+            Counters counters)
+      : context_(context), response_(response), counters_(std::move(counters)) {}
+
+  // Queues the samples. The call may be finished (by the last callback or
+  // OnCancel) before Start returns; Start touches nothing after queueing.
+  void Start(Scorer* scorer, std::vector<Sample> samples) {
+    n_ = samples.size();
+    std::shared_ptr<Shared> shared = shared_;
+    shared->remaining = scorer->SubmitBatch(
+        std::move(samples),
+        [this, shared](std::vector<Result> results) {
+          if (!shared->TryFinish()) return;  // cancelled first; `this` may be gone
+          for (const Result& r : results) ResultToProto(r, response_->add_results());
+          FinishWith(grpc::Status::OK);
+        },
+        shared->cancelled);
+  }
+
+  void OnCancel() override {
+    shared_->cancelled->store(true);
+    if (!shared_->TryFinish()) return;  // already answered
+    // gRPC does not say why; a cancellation at the deadline is the
+    // deadline (the slack covers the server's deadline being computed on
+    // another clock than system_clock, off by a few milliseconds).
+    const bool past_deadline =
+        context_->deadline() <= std::chrono::system_clock::now() + std::chrono::milliseconds(100);
+    if (past_deadline) {
+      FinishWith(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                              absl::StrCat(shared_->Remaining(), " of ", n_,
+                                           " samples not scored before the caller's "
+                                           "deadline; no partial results")));
+    } else {
+      FinishWith(grpc::Status(grpc::StatusCode::CANCELLED, "the caller cancelled the call"));
+    }
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  // Outlives the reactor: the scorer's callbacks keep it.
+  struct Shared {
+    absl::Mutex mu;
+    bool finished ABSL_GUARDED_BY(mu) = false;
+    std::shared_ptr<std::atomic<bool>> cancelled = std::make_shared<std::atomic<bool>>(false);
+    // Set by Start before any OnCancel can read it (OnCancel runs only
+    // after the handler returned).
+    std::shared_ptr<const std::atomic<size_t>> remaining;
+
+    // True for the one caller that may finish the call.
+    bool TryFinish() ABSL_LOCKS_EXCLUDED(mu) {
+      absl::MutexLock lock(&mu);
+      if (finished) return false;
+      finished = true;
+      return true;
+    }
+    size_t Remaining() const { return remaining ? remaining->load() : 0; }
+  };
+
+  void FinishWith(grpc::Status status) {
+    counters_(status.error_code())->Increment();
+    Finish(std::move(status));
+  }
+
+  grpc::CallbackServerContext* const context_;
+  cohort::v1::ScoreResponse* const response_;
+  const Counters counters_;
+  size_t n_ = 0;
+  const std::shared_ptr<Shared> shared_ = std::make_shared<Shared>();
+};
+
+}  // namespace
+
+grpc::ServerUnaryReactor* RewardService::Score(grpc::CallbackServerContext* context,
+                                               const cohort::v1::ScoreRequest* request,
+                                               cohort::v1::ScoreResponse* response) {
   auto fail = [&](grpc::StatusCode code, std::string message) {
     BatchCounter(code)->Increment();
-    return grpc::Status(code, std::move(message));
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    reactor->Finish(grpc::Status(code, std::move(message)));
+    return reactor;
   };
   const int n = request->samples_size();
   if (n > options_.max_batch) {
@@ -142,55 +230,10 @@ grpc::Status RewardService::Score(grpc::ServerContext* context,
     }
     samples.push_back(std::move(*s));
   }
-
-  struct State {
-    absl::Mutex mu;
-    std::vector<Result> results ABSL_GUARDED_BY(mu);
-    int remaining ABSL_GUARDED_BY(mu) = 0;
-  };
-  auto state = std::make_shared<State>();
-  auto cancelled = std::make_shared<std::atomic<bool>>(false);
-  {
-    absl::MutexLock lock(&state->mu);
-    state->results.resize(static_cast<size_t>(n));
-    state->remaining = n;
-  }
-  for (int i = 0; i < n; ++i) {
-    scorer_->Submit(
-        std::move(samples[static_cast<size_t>(i)]),
-        [state, i](Result r) {
-          absl::MutexLock lock(&state->mu);
-          state->results[static_cast<size_t>(i)] = std::move(r);
-          --state->remaining;
-        },
-        cancelled);
-  }
-  const absl::Time deadline = context->deadline() >= std::chrono::system_clock::time_point::max()
-                                  ? absl::InfiniteFuture()
-                                  : absl::FromChrono(context->deadline());
-  absl::MutexLock lock(&state->mu);
-  auto all_done = absl::Condition(
-      +[](State* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu) { return s->remaining == 0; },
-      state.get());
-  while (true) {
-    // Wake up now and then to notice a cancelled call.
-    absl::Time until = std::min(deadline, absl::Now() + absl::Milliseconds(50));
-    if (state->mu.AwaitWithDeadline(all_done, until)) break;
-    if (context->IsCancelled()) {
-      cancelled->store(true);
-      return fail(grpc::StatusCode::CANCELLED, "the caller cancelled the call");
-    }
-    if (absl::Now() >= deadline) {
-      cancelled->store(true);
-      return fail(grpc::StatusCode::DEADLINE_EXCEEDED,
-                  absl::StrCat(state->remaining, " of ", n,
-                               " samples not scored before the caller's "
-                               "deadline; no partial results"));
-    }
-  }
-  for (const Result& r : state->results) ResultToProto(r, response->add_results());
-  BatchCounter(grpc::StatusCode::OK)->Increment();
-  return grpc::Status::OK;
+  auto* call = new ScoreCall(context, response,
+                             [this](grpc::StatusCode code) { return BatchCounter(code); });
+  call->Start(scorer_, std::move(samples));
+  return call;
 }
 
 }  // namespace cohort::reward

@@ -23,6 +23,7 @@ class SlowModel final : public cohort::v1::Reward::Service {
  public:
   grpc::Status Score(grpc::ServerContext*, const cohort::v1::ScoreRequest* req,
                      cohort::v1::ScoreResponse* resp) override {
+    ++calls;
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
     for (const auto& s : req->samples()) {
       auto* r = resp->add_results();
@@ -32,6 +33,7 @@ class SlowModel final : public cohort::v1::Reward::Service {
     }
     return grpc::Status::OK;
   }
+  std::atomic<int> calls{0};
 };
 
 cohort::v1::ScoreSample MakeSample(const std::string& id, const std::string& task,
@@ -207,6 +209,64 @@ TEST_F(ServiceTest, CallerDeadlineIsHonoured) {
   *ok.add_samples() = MakeSample("a", "math", "\\boxed{2}", "2");
   st = Call(ok, &resp);
   EXPECT_TRUE(st.ok());
+}
+
+// Polls `fn` for up to `limit`; true once it holds.
+template <typename Fn>
+bool Eventually(Fn fn, std::chrono::milliseconds limit) {
+  const auto end = std::chrono::steady_clock::now() + limit;
+  while (!fn()) {
+    if (std::chrono::steady_clock::now() >= end) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return true;
+}
+
+TEST_F(ServiceTest, CancelledCallIsAnsweredAtOnceAndSkipsUnstartedSamples) {
+  const std::string help = "Score calls answered, by gRPC status code.";
+  cohort::v1::ScoreRequest req;
+  for (int i = 0; i < 8; ++i) {
+    *req.add_samples() = MakeSample("s" + std::to_string(i), "slow", "x", "");
+  }
+  auto stub = cohort::v1::Reward::NewStub(channel_);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+  std::thread canceller([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    ctx.TryCancel();
+  });
+  cohort::v1::ScoreResponse resp;
+  const auto start = std::chrono::steady_clock::now();
+  grpc::Status st = stub->Score(&ctx, req, &resp);
+  canceller.join();
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(1));
+  // The server answered CANCELLED itself (OnCancel), not after the batch.
+  EXPECT_TRUE(Eventually(
+      [&] {
+        return Counter("cohort_reward_batches_total", help, {{"code", "CANCELLED"}}) == 1;
+      },
+      std::chrono::seconds(2)));
+  EXPECT_EQ(Counter("cohort_reward_batches_total", help, {{"code", "OK"}}), 0);
+  // Only the samples the 2 workers had started reach the slow model.
+  std::this_thread::sleep_for(std::chrono::milliseconds(800));
+  EXPECT_LE(slow_model_.calls.load(), 2);
+  EXPECT_EQ(scorer_->queue_depth(), 0);
+
+  // A missed deadline is answered by the server as DEADLINE_EXCEEDED.
+  grpc::Status late = Call(req, &resp, std::chrono::milliseconds(100));
+  EXPECT_EQ(late.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_TRUE(Eventually(
+      [&] {
+        return Counter("cohort_reward_batches_total", help, {{"code", "DEADLINE_EXCEEDED"}}) == 1;
+      },
+      std::chrono::seconds(2)));
+  // And the server still answers.
+  cohort::v1::ScoreRequest ok;
+  *ok.add_samples() = MakeSample("a", "math", "\\boxed{2}", "2");
+  st = Call(ok, &resp);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(resp.results(0).reward(), 1.0);
 }
 
 TEST_F(ServiceTest, ConcurrentLoadWithFailuresMixedIn) {
