@@ -128,12 +128,14 @@ at::Tensor TemperatureLogProbs(const at::Tensor& logits, const std::vector<doubl
   for (size_t i = 0; i < temperatures.size(); ++i) {
     inv[i] = temperatures[i] > 0 ? static_cast<float>(1.0 / temperatures[i]) : 1.0f;
   }
-  at::Tensor x = logits.to(at::kCPU, at::kFloat);
+  // On the logits' device (a GPU computes the log-softmax of a large batch
+  // far faster than the host), then to the CPU for the sampler's scan.
+  at::Tensor x = logits.to(at::kFloat);
   const bool all_one = std::all_of(inv.begin(), inv.end(), [](float v) { return v == 1.0f; });
   if (!all_one) {
-    x = x * at::tensor(at::ArrayRef<float>(inv), at::kFloat).unsqueeze(1);
+    x = x * at::tensor(at::ArrayRef<float>(inv), at::kFloat).to(x.device()).unsqueeze(1);
   }
-  return at::log_softmax(x, -1).contiguous();
+  return at::log_softmax(x, -1).to(at::kCPU).contiguous();
 }
 
 }  // namespace cohort::model

@@ -69,8 +69,9 @@ struct SampledToken {
 SampledToken SampleFromLogProbs(const float* logprobs, int64_t vocab, const SamplingParams& params,
                                 SampleRng& rng);
 
-// log_softmax(logits / T) per row, fp32 on the CPU, contiguous; `logits` is
-// [n, vocab] and temperatures[i] applies to row i (0 means greedy: T = 1).
+// log_softmax(logits / T) per row, computed on the logits' device and
+// returned fp32 on the CPU, contiguous; `logits` is [n, vocab] and
+// temperatures[i] applies to row i (0 means greedy: T = 1).
 at::Tensor TemperatureLogProbs(const at::Tensor& logits, const std::vector<double>& temperatures);
 
 }  // namespace cohort::model
