@@ -8,7 +8,9 @@
 // With --baseline, the other binary (e.g. this bench built at an earlier
 // commit) and this one run alternately R times in this one invocation, and
 // a "reward_math_ratio" line per style and thread count gives this binary's
-// best throughput over the baseline's (medians alongside). A "math_agreement" line reports
+// best throughput over the baseline's (medians alongside), and, when the
+// baseline prints it too, "cpu_ratio": the same per second of CPU time,
+// the robust figure on a machine that other processes load. A "math_agreement" line reports
 // how often the verifier agrees with the labelled answer pairs of
 // reward_server/verifiers/testdata/agreement_pairs.jsonl, and
 // "math_forms" the comparisons per second on those pairs.
@@ -25,6 +27,7 @@
 #include <map>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <fstream>
 #include <string>
 #include <thread>
@@ -108,8 +111,17 @@ std::vector<Sample> Math500Samples(const std::vector<nlohmann::json>& items) {
   return samples;
 }
 
+// CPU time of the calling thread: on a loaded machine it measures the work
+// done, where wall time also counts the time other processes ran.
+long ThreadCpuNanos() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return ts.tv_sec * 1000000000L + ts.tv_nsec;
+}
+
 struct Run {
   double per_second = 0;
+  double per_cpu_second = 0;  // per second of the threads' own CPU time
   long scored = 0;
   double accuracy = 0;
   long not_ok = 0;
@@ -119,11 +131,13 @@ Run Measure(const std::vector<Sample>& samples, int threads, double seconds) {
   std::atomic<long> total{0};
   std::atomic<long> correct{0};
   std::atomic<long> not_ok{0};
+  std::atomic<long> cpu_ns{0};
   std::atomic<bool> stop{false};
   std::vector<std::thread> pool;
   auto start = std::chrono::steady_clock::now();
   for (int t = 0; t < threads; ++t) {
     pool.emplace_back([&, t] {
+      long cpu_start = ThreadCpuNanos();
       long n = 0, ok = 0, bad = 0;
       std::size_t i = static_cast<std::size_t>(t) * 97 % samples.size();
       while (!stop.load(std::memory_order_relaxed)) {
@@ -135,6 +149,7 @@ Run Measure(const std::vector<Sample>& samples, int threads, double seconds) {
           if (++i == samples.size()) i = 0;
         }
       }
+      cpu_ns += ThreadCpuNanos() - cpu_start;
       total += n;
       correct += ok;
       not_ok += bad;
@@ -147,6 +162,7 @@ Run Measure(const std::vector<Sample>& samples, int threads, double seconds) {
   Run run;
   run.scored = total;
   run.per_second = total / elapsed;
+  run.per_cpu_second = cpu_ns > 0 ? total / (cpu_ns * 1e-9) : 0;
   run.accuracy = total ? static_cast<double>(correct) / total : 0;
   run.not_ok = not_ok;
   return run;
@@ -258,15 +274,18 @@ int main(int argc, char** argv) {
   };
   Set sets[] = {{"gsm8k", Gsm8kSamples(gsm8k)}, {"math500", Math500Samples(math500)}};
   // (style, threads) -> samples/s of each round, this binary and the baseline.
-  std::map<std::pair<std::string, int>, std::vector<double>> mine, theirs;
+  std::map<std::pair<std::string, int>, std::vector<double>> mine, theirs, mine_cpu, theirs_cpu;
   for (int round = 0; round < (baseline.empty() ? 1 : rounds); ++round) {
     if (!baseline.empty()) {
       std::string command = "'" + baseline + "' --data '" + data + "' --seconds " +
                             std::to_string(seconds) + " --threads " + std::to_string(max_threads);
       for (const nlohmann::json& j : RunBaseline(command)) {
         if (j.value("bench", "") != "reward_math") continue;
-        theirs[{j["style"].get<std::string>(), j["threads"].get<int>()}].push_back(
-            j["samples_per_s"].get<double>());
+        std::pair<std::string, int> key{j["style"].get<std::string>(), j["threads"].get<int>()};
+        theirs[key].push_back(j["samples_per_s"].get<double>());
+        if (j.contains("samples_per_cpu_s")) {
+          theirs_cpu[key].push_back(j["samples_per_cpu_s"].get<double>());
+        }
       }
     }
     for (const Set& set : sets) {
@@ -275,11 +294,13 @@ int main(int argc, char** argv) {
       for (int threads = 1; threads <= max_threads; threads *= 2) {
         Run run = Measure(set.samples, threads, seconds);
         mine[{set.name, threads}].push_back(run.per_second);
+        mine_cpu[{set.name, threads}].push_back(run.per_cpu_second);
         nlohmann::json line = {
             {"bench", "reward_math"},
             {"style", set.name},
             {"threads", threads},
             {"samples_per_s", std::round(run.per_second)},
+            {"samples_per_cpu_s", std::round(run.per_cpu_second)},
             {"scored", run.scored},
             {"accuracy", std::round(run.accuracy * 1000) / 1000},
             {"not_ok", run.not_ok},
@@ -309,6 +330,17 @@ int main(int argc, char** argv) {
         {"baseline_median_samples_per_s", std::round(Median(it->second))},
         {"ratio", b > 0 ? std::round(1000 * a / b) / 1000 : 0.0},
     };
+    // Per CPU-second, when the baseline reports it too: the robust figure
+    // on a machine other processes load.
+    auto tc = theirs_cpu.find(key);
+    if (tc != theirs_cpu.end() && !tc->second.empty()) {
+      const std::vector<double>& mc = mine_cpu[key];
+      double c = *std::max_element(mc.begin(), mc.end());
+      double d = *std::max_element(tc->second.begin(), tc->second.end());
+      line["best_samples_per_cpu_s"] = std::round(c);
+      line["baseline_best_samples_per_cpu_s"] = std::round(d);
+      line["cpu_ratio"] = d > 0 ? std::round(1000 * c / d) / 1000 : 0.0;
+    }
     std::printf("%s\n", line.dump().c_str());
   }
   Agreement(std::min(seconds, 1.0));

@@ -148,10 +148,25 @@ bool ConstantReal(const Value& v, double* out) {
   return true;
 }
 
+// Whether s may hold a relation token at all (a cheap first look).
+bool MayHaveRelation(std::string_view s) {
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    char c = s[i];
+    char d = i + 1 < s.size() ? s[i + 1] : '\0';
+    if (c == '<' || c == '>' || (c == '!' && d == '=') ||
+        (c == '\\' && (d == 'l' || d == 'g' || d == 'n')) ||
+        (c == '\xE2' && (d == '\x89' || d == '\xA9'))) {
+      return true;
+    }
+  }
+  return false;
+}
+
 }  // namespace
 
 std::optional<Value> AnalyzeRelation(std::string_view s, const MathOptions& opt, std::string* why) {
   (void)opt;
+  if (!MayHaveRelation(s)) return std::nullopt;
   std::vector<std::string_view> sides;
   std::string ops;
   int depth = 0;
