@@ -105,6 +105,8 @@ TrainerOptions TrainerOptions::FromConfig(const RunConfig& config) {
   o.temperature = config.sampling.temperature;
   o.max_completion_length = config.sampling.max_new_tokens;
   o.serve_dtype = config.model.dtype;
+  o.determinism = config.learner.determinism;
+  o.threads = config.learner.threads;
   return o;
 }
 

@@ -72,11 +72,13 @@ struct TrainerOptions {
   int64_t max_completion_length = 256;  // sampling.max_new_tokens (dr_grpo)
   // Optimizer steps the cosine schedule spans when optim.total_steps is 0.
   int64_t planned_steps = 0;
-  bool determinism = false;
-  int threads = 0;                                     // at::set_num_threads; 0 = leave as is
-  std::string serve_dtype = "float32";                 // ExportWeights: float32 | bfloat16
+  bool determinism = false;             // learner.determinism
+  int threads = 0;                      // learner.threads: at::set_num_threads; 0 = leave as is
+  std::string serve_dtype = "float32";  // ExportWeights: float32 | bfloat16
   int64_t logit_chunk_elements = kLogitChunkElements;  // > 0
 
+  // grpo, optim, sampling.temperature / max_new_tokens, model.dtype (served
+  // weights), learner.determinism and learner.threads; planned_steps stays 0.
   static TrainerOptions FromConfig(const RunConfig& config);
 };
 

@@ -1,0 +1,260 @@
+// Learner benchmark: tokens/s of one GRPO training step (Trainer::TrainStep:
+// policy forward + backward, reference forward, clipped surrogate + k3 KL,
+// grad clipping, AdamW) on the `tiny` and `qwen2.5-0.5b` shapes with a fixed
+// token budget per step, against the same step written in Python with
+// Debian's python3-torch (bench/learner_bench.py, run with /usr/bin/python3:
+// the same library as LibTorch). Each measurement is its own process (so
+// peak RSS is the step's); cohort and Python alternate, 3 runs each, and the
+// median of each is reported. Also the peak RSS of the 0.5B step (beta > 0)
+// against weights + grads + AdamW moments + reference (5 x params x 4 B).
+//
+// No arguments needed (under 15 minutes on 2 cores). Prints one JSON object
+// per line:
+//   {"shape", "tokens_per_step", "cohort_tokens_per_s", "python_tokens_per_s",
+//    "ratio", "peak_rss_bytes", "python_peak_rss_bytes", "state_bytes",
+//    "rss_over_state", ...}
+//
+//   learner_bench [--shapes tiny,qwen2.5-0.5b] [--runs 3] [--threads 1]
+// (internal: learner_bench --one SHAPE GROUPS G PROMPT COMPLETION STEPS THREADS DETERMINISM)
+//
+// On `tiny` it also measures learner.determinism (same threads): the
+// trainer's part of deterministic mode costs what that line shows.
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "model/aten.h"
+#include <ATen/Parallel.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "learner/trainer.h"
+#include "model/checkpoint.h"
+
+namespace cohort::learner {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Shape {
+  std::string name;
+  int groups, group_size, prompt_len, completion_len, steps;
+};
+
+// Fixed token budget per step: tiny 16 x 8 x 64 = 8192 tokens, 0.5B 2 x 4 x 64 = 512.
+const Shape kShapes[] = {{"tiny", 16, 8, 16, 48, 5}, {"qwen2.5-0.5b", 2, 4, 32, 32, 1}};
+constexpr double kBeta = 0.04;
+
+int64_t PeakRss() {
+  struct rusage u;
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<int64_t>(u.ru_maxrss) * 1024;
+}
+
+// One process's measurement of cohort's step (1 warm-up step + `steps`).
+int RunOne(const Shape& s, int threads, bool determinism) {
+  absl::StatusOr<model::ModelConfig> config = model::PresetConfig(s.name);
+  if (!config.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(config.status().message()).c_str());
+    return 1;
+  }
+  TrainerOptions o;
+  o.grpo.beta = kBeta;
+  o.grpo.epsilon = 0.2;
+  o.grpo.epsilon_high = 0.28;
+  o.grpo.loss_type = "dapo";
+  o.optim.lr = 1e-6;
+  o.optim.max_grad_norm = 1.0;
+  o.optim.micro_batch_tokens = s.groups * s.group_size * (s.prompt_len + s.completion_len);
+  o.max_completion_length = s.completion_len;
+  o.threads = threads;
+  o.determinism = determinism;
+  auto trainer = Trainer::Create(*config, model::RandomInitWeights(*config, 1), o);
+  if (!trainer.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(trainer.status().message()).c_str());
+    return 1;
+  }
+  std::mt19937 rng(1);
+  std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(config->vocab_size - 1));
+  std::vector<TrainGroup> batch(s.groups);
+  for (int g = 0; g < s.groups; ++g) {
+    for (int i = 0; i < s.prompt_len; ++i) batch[g].prompt_tokens.push_back(tok(rng));
+    for (int k = 0; k < s.group_size; ++k) {
+      TrainSample sample;
+      for (int i = 0; i < s.completion_len; ++i) sample.tokens.push_back(tok(rng));
+      sample.logprobs.assign(s.completion_len, -5.0f);
+      sample.versions.assign(s.completion_len, 0);
+      sample.ok = true;
+      sample.reward = static_cast<double>(rng() % 2);
+      batch[g].samples.push_back(std::move(sample));
+    }
+  }
+  std::vector<double> times;
+  for (int step = 0; step < 1 + s.steps; ++step) {
+    const auto start = Clock::now();
+    absl::StatusOr<StepResult> r = (*trainer)->TrainStep(batch);
+    const double secs = std::chrono::duration<double>(Clock::now() - start).count();
+    if (!r.ok() || r->skipped) {
+      std::fprintf(stderr, "step failed: %s\n",
+                   r.ok() ? r->skip_reason.c_str() : std::string(r.status().message()).c_str());
+      return 1;
+    }
+    if (step > 0) times.push_back(secs);
+  }
+  double total = 0;
+  for (double t : times) total += t;
+  const double tokens =
+      static_cast<double>(s.groups) * s.group_size * (s.prompt_len + s.completion_len);
+  nlohmann::json j = {{"tokens_per_s", tokens * times.size() / total},
+                      {"step_seconds", times},
+                      {"peak_rss_bytes", PeakRss()},
+                      {"threads", at::get_num_threads()}};
+  std::printf("%s\n", j.dump().c_str());
+  return 0;
+}
+
+// Runs `cmd` and parses the last line of its stdout as JSON.
+absl::StatusOr<nlohmann::json> RunJson(const std::string& cmd) {
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (p == nullptr) return absl::InternalError("popen failed: " + cmd);
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
+  const int rc = ::pclose(p);
+  std::vector<std::string> lines = absl::StrSplit(out, '\n', absl::SkipEmpty());
+  if (rc != 0 || lines.empty()) {
+    return absl::InternalError(absl::StrCat("`", cmd, "` failed (status ", rc, "): ", out));
+  }
+  nlohmann::json j = nlohmann::json::parse(lines.back(), nullptr, false);
+  if (j.is_discarded()) return absl::InternalError("not JSON: " + lines.back());
+  return j;
+}
+
+double Median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+int Run(int argc, char** argv) {
+  if (argc >= 10 && std::string(argv[1]) == "--one") {
+    Shape s{argv[2],
+            std::stoi(argv[3]),
+            std::stoi(argv[4]),
+            std::stoi(argv[5]),
+            std::stoi(argv[6]),
+            std::stoi(argv[7])};
+    return RunOne(s, std::stoi(argv[8]), std::string(argv[9]) == "1");
+  }
+  std::vector<std::string> shapes = {"tiny", "qwen2.5-0.5b"};
+  int runs = 3, threads = 1;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string flag = argv[i];
+    if (flag == "--shapes")
+      shapes = absl::StrSplit(argv[i + 1], ',');
+    else if (flag == "--runs")
+      runs = std::stoi(argv[i + 1]);
+    else if (flag == "--threads")
+      threads = std::stoi(argv[i + 1]);
+    else {
+      std::fprintf(stderr, "learner_bench: unknown flag %s\n", flag.c_str());
+      return 2;
+    }
+  }
+  char self[4096];
+  const ssize_t len = ::readlink("/proc/self/exe", self, sizeof(self) - 1);
+  if (len <= 0) return 1;
+  self[len] = '\0';
+  const std::string script = COHORT_SOURCE_DIR "/bench/learner_bench.py";
+  const bool have_python = ::system("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1") == 0;
+  for (const Shape& s : kShapes) {
+    if (std::find(shapes.begin(), shapes.end(), s.name) == shapes.end()) continue;
+    absl::StatusOr<model::ModelConfig> config = model::PresetConfig(s.name);
+    if (!config.ok()) return 1;
+    const std::string cfg_path =
+        absl::StrCat("/tmp/learner_bench_", ::getpid(), "_", s.name, ".json");
+    std::ofstream(cfg_path) << config->ToJson();
+    int64_t params = 0;
+    for (const auto& spec : model::ExpectedTensors(*config)) {
+      int64_t n = 1;
+      for (int64_t d : spec.shape) n *= d;
+      params += n;
+    }
+    std::vector<double> ours, theirs, deterministic;
+    int64_t rss = 0, py_rss = 0;
+    std::string error;
+    for (int r = 0; r < runs; ++r) {
+      // Both sides get the same OMP_NUM_THREADS (OpenBLAS follows it too).
+      const std::string one = absl::StrCat(
+          "OMP_NUM_THREADS=", threads, " ", self, " --one ", s.name, " ", s.groups, " ",
+          s.group_size, " ", s.prompt_len, " ", s.completion_len, " ", s.steps, " ", threads);
+      if (s.name == "tiny") {
+        absl::StatusOr<nlohmann::json> d = RunJson(one + " 1");
+        if (d.ok()) deterministic.push_back((*d)["tokens_per_s"].get<double>());
+      }
+      absl::StatusOr<nlohmann::json> c = RunJson(one + " 0");
+      if (!c.ok()) {
+        error = std::string(c.status().message());
+        break;
+      }
+      ours.push_back((*c)["tokens_per_s"].get<double>());
+      rss = std::max(rss, (*c)["peak_rss_bytes"].get<int64_t>());
+      if (!have_python) continue;
+      absl::StatusOr<nlohmann::json> p = RunJson(absl::StrCat(
+          "OMP_NUM_THREADS=", threads, " /usr/bin/python3 ", script, " --config ", cfg_path,
+          " --groups ", s.groups, " --group_size ", s.group_size, " --prompt_len ", s.prompt_len,
+          " --completion_len ", s.completion_len, " --steps ", s.steps, " --beta ", kBeta));
+      if (!p.ok()) {
+        error = std::string(p.status().message());
+        break;
+      }
+      theirs.push_back((*p)["tokens_per_s"].get<double>());
+      py_rss = std::max(py_rss, (*p)["peak_rss_bytes"].get<int64_t>());
+    }
+    std::remove(cfg_path.c_str());
+    const int64_t state = params * 4 * 5;  // weights, grads, 2 AdamW moments, reference
+    nlohmann::json j = {
+        {"shape", s.name},
+        {"tokens_per_step", s.groups * s.group_size * (s.prompt_len + s.completion_len)},
+        {"beta", kBeta},
+        {"threads", threads},
+        {"runs", ours.size()},
+        {"cohort_tokens_per_s", Median(ours)},
+        {"peak_rss_bytes", rss},
+        {"params", params},
+        {"state_bytes", state},
+        {"rss_over_state", static_cast<double>(rss) / static_cast<double>(state)}};
+    if (!deterministic.empty()) {
+      j["cohort_deterministic_tokens_per_s"] = Median(deterministic);
+    }
+    if (!theirs.empty()) {
+      j["python_tokens_per_s"] = Median(theirs);
+      j["ratio"] = Median(ours) / Median(theirs);
+      j["python_peak_rss_bytes"] = py_rss;
+    } else {
+      j["python_tokens_per_s"] = nullptr;
+      j["ratio"] = nullptr;
+      j["note"] = have_python ? "python run failed"
+                              : "/usr/bin/python3 has no torch (apt-get install python3-torch)";
+    }
+    if (!error.empty()) j["error"] = error;
+    std::printf("%s\n", j.dump().c_str());
+    std::fflush(stdout);
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace cohort::learner
+
+int main(int argc, char** argv) { return cohort::learner::Run(argc, argv); }
