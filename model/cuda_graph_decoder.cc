@@ -70,7 +70,9 @@ class CudaGraphDecoder::Impl {
   Graph& Get(int64_t b, int64_t len) {
     std::vector<const void*> now = WeightPointers();
     if (now != captured_with) {
-      graphs.clear();  // new weight tensors: recapture
+      graphs.clear();  // new weight tensors: recapture (into a fresh pool)
+      pool_set = false;
+      pool = decltype(pool){0, 0};
       captured_with = std::move(now);
     }
     auto key = std::make_pair(b, len);
