@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "reward_server/verifiers/latex_normalize.h"
+#include "reward_server/verifiers/math_accuracy.h"
 
 namespace cohort::reward {
 namespace {
@@ -263,6 +264,20 @@ TEST(CompareAnswers, NewFormsStaySound) {
                      "\\begin{pmatrix}a & 0 \\\\ 0 & a\\end{pmatrix}"));
   EXPECT_FALSE(MathEquivalent(
       "\\begin{pmatrix}1 & 2\\end{pmatrix}\\begin{pmatrix}1 & 2\\end{pmatrix}", "5"));
+}
+
+TEST(MathAccuracy, UnparseablePredictionsAreOkZeroWithAReason) {
+  for (const char* said : {"x <", "\\begin{pmatrix}1 & 2 \\\\ 3\\end{pmatrix}", "(p,q) = (",
+                           "\\approx", "x < 1 \\text{ or } y > 2", "25:99 PM", "\\sin(90^\\circ"}) {
+    Sample s;
+    s.task = "math";
+    s.completion = std::string("The answer is \\boxed{") + said + "}.";
+    s.answer = "5";
+    ComponentResult r = MathAccuracy(s);
+    EXPECT_EQ(r.status, Status::kOk) << said << ": " << r.reason;
+    EXPECT_EQ(r.value, 0.0) << said;
+    EXPECT_FALSE(r.reason.empty()) << said;
+  }
 }
 
 TEST(CompareAnswers, NewGrammarIsBoundedOnHostileInput) {
