@@ -104,6 +104,7 @@ class EngineGenerator final : public Generator {
       return;
     }
     pending_.push_back({engine_->Submit(std::move(r)), std::move(done)});
+    kick_ = true;
     cv_.SignalAll();
   }
 
@@ -112,7 +113,11 @@ class EngineGenerator final : public Generator {
     if (!tensors.ok()) return tensors.status();
     absl::MutexLock lock(&mu_);
     if (stopped_) return absl::CancelledError("generator stopped");
-    if (engine_ != nullptr) return engine_->SwapWeights(*std::move(tensors), weights->version);
+    if (engine_ != nullptr) {
+      kick_ = true;  // the swap is installed by the next Step()
+      cv_.SignalAll();
+      return engine_->SwapWeights(*std::move(tensors), weights->version);
+    }
     // First weights: build the model and the engine.
     absl::StatusOr<std::unique_ptr<model::Transformer>> transformer =
         model::Transformer::Create(config_, *std::move(tensors), dtype_, device_);
@@ -129,6 +134,7 @@ class EngineGenerator final : public Generator {
         model::Engine::Create(*std::move(transformer), std::move(eo));
     if (!engine.ok()) return engine.status();
     engine_ = *std::move(engine);
+    kick_ = true;
     cv_.SignalAll();
     return absl::OkStatus();
   }
@@ -171,10 +177,11 @@ class EngineGenerator final : public Generator {
       model::Engine* engine;
       {
         absl::MutexLock lock(&mu_);
-        if (!worked) {
-          // Idle: wait for work (a submission or a swap to install).
-          cv_.WaitWithTimeout(&mu_, absl::Milliseconds(50));
-        }
+        // Idle: wait for work (a submission or a swap to install). Whatever
+        // arrives while Step() runs sets kick_, so nothing waits for a
+        // wake-up that was already sent.
+        while (!worked && !kick_ && !stopped_) cv_.WaitWithTimeout(&mu_, absl::Seconds(1));
+        kick_ = false;
         if (stopped_) break;
         engine = engine_.get();
       }
@@ -236,6 +243,7 @@ class EngineGenerator final : public Generator {
   mutable absl::Mutex mu_;
   absl::CondVar cv_;
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;
+  bool kick_ ABSL_GUARDED_BY(mu_) = false;  // work arrived since the last Step()
   std::unique_ptr<model::Engine> engine_ ABSL_GUARDED_BY(mu_);
   std::deque<Pending> pending_ ABSL_GUARDED_BY(mu_);
   std::thread thread_;

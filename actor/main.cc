@@ -9,6 +9,7 @@
 // for bad flags or config; 3 when the learner refuses the actor (model
 // fingerprint or protocol version), with the reason in the log.
 #include <signal.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -38,6 +39,28 @@ namespace {
 namespace v1 = ::cohort::v1;
 
 std::atomic<int> g_exit_code{0};
+pid_t g_main_tid = 0;
+
+// SIGTERM / SIGINT are blocked in every thread ServiceMain::Init's thread
+// starts and read from a signalfd by that thread; but a thread that a
+// library started before main() (LibTorch's static initialisers do) has
+// them unblocked, and the default action would kill the process there
+// without a drain. This handler hands such a signal to the main thread,
+// where it stays pending for the signalfd. Async-signal-safe.
+void ForwardStopSignal(int sig) { ::syscall(SYS_tgkill, ::getpid(), g_main_tid, sig); }
+
+void InstallStopSignalForwarder() {
+  g_main_tid = static_cast<pid_t>(::syscall(SYS_gettid));
+  struct sigaction sa = {};
+  sa.sa_handler = ForwardStopSignal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  ::sigaction(SIGTERM, &sa, nullptr);
+  ::sigaction(SIGINT, &sa, nullptr);
+}
+
+// Ends ServiceMain::Serve() as SIGTERM does (its signalfd reads it).
+void StopService() { ::syscall(SYS_tgkill, ::getpid(), g_main_tid, SIGTERM); }
 
 // Polls the learner's health until `stop` is notified; logs each change and
 // keeps cohort_actor_learner_reachable current (alerts and probes read it).
@@ -105,6 +128,7 @@ int main(int argc, char** argv) {
                          "reward.addresses, else the servers the learner names at Join.");
   service.flags().String("name", &name, "Actor name shown by the learner (default hostname:pid).");
   if (!service.Init(argc, argv)) return 2;
+  InstallStopSignalForwarder();
   const cohort::RunConfig& config = service.config();
   if (learner.empty()) {
     if (config.learner.port == 0) {
@@ -187,9 +211,8 @@ int main(int argc, char** argv) {
       } else {
         COHORT_LOG(INFO) << "rollout finished";
       }
-      // Ends Serve() (which consumes SIGTERM through its signalfd) unless it
-      // is already stopping.
-      ::kill(::getpid(), SIGTERM);
+      // Ends Serve() unless it is already stopping.
+      StopService();
     });
     return absl::OkStatus();
   };

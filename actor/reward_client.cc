@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <set>
 #include <utility>
 
 #include <grpcpp/grpcpp.h>
@@ -65,10 +66,31 @@ class GrpcRewardClient final : public RewardClient {
   }
 
   void Shutdown() override {
+    absl::MutexLock lock(&calls_mu_);
     if (!shutdown_.HasBeenNotified()) shutdown_.Notify();
+    for (grpc::ClientContext* c : calls_) c->TryCancel();
   }
 
  private:
+  // Registers a call so that Shutdown() can cancel it.
+  class ActiveCall {
+   public:
+    ActiveCall(GrpcRewardClient* client, grpc::ClientContext* context)
+        : client_(client), context_(context) {
+      absl::MutexLock lock(&client_->calls_mu_);
+      client_->calls_.insert(context_);
+      if (client_->shutdown_.HasBeenNotified()) context_->TryCancel();
+    }
+    ~ActiveCall() {
+      absl::MutexLock lock(&client_->calls_mu_);
+      client_->calls_.erase(context_);
+    }
+
+   private:
+    GrpcRewardClient* client_;
+    grpc::ClientContext* context_;
+  };
+
   // Scores samples[begin, end) into (*results)[begin, end).
   void ScoreBatch(const std::vector<v1::ScoreSample>& samples, size_t begin, size_t end,
                   std::vector<v1::RewardResult>* results) {
@@ -89,6 +111,7 @@ class GrpcRewardClient final : public RewardClient {
       for (size_t i : todo) *request.add_samples() = samples[i];
       v1::ScoreResponse response;
       grpc::ClientContext context;
+      ActiveCall active(this, &context);
       context.set_deadline(absl::ToChronoTime(
           absl::Now() + std::min(options_.rpc_timeout,
                                  std::max(give_up - absl::Now(), absl::Milliseconds(100)))));
@@ -176,6 +199,8 @@ class GrpcRewardClient final : public RewardClient {
   const std::vector<std::unique_ptr<Endpoint>> endpoints_;
   std::atomic<size_t> next_{0};
   absl::Notification shutdown_;
+  absl::Mutex calls_mu_;
+  std::set<grpc::ClientContext*> calls_ ABSL_GUARDED_BY(calls_mu_);
   Histogram* rtt_;
   Counter* retries_;
   Counter* unscored_;

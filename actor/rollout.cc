@@ -313,10 +313,15 @@ absl::Status Rollout::Run() {
 }
 
 bool Rollout::HasActionLocked() const {
-  if (stop_ || need_rejoin_) return true;
-  if (draining_ && work_.empty()) return true;
-  const bool learner_up = absl::Now() >= learner_down_until_;
+  const absl::Time now = absl::Now();
+  const bool learner_up = now >= learner_down_until_;
+  if (stop_ || (need_rejoin_ && learner_up)) return true;
+  if (draining_ && (work_.empty() || now >= drain_deadline_)) return true;
   if (learner_up && CountLocked(Stage::kScored) > 0) return true;
+  if (learner_up && joined_ && have_weights_ && !draining_ && now >= lease_not_before_ &&
+      LeaseWantLocked() > 0) {
+    return true;
+  }
   if (!lease_order_.empty() && generator_ != nullptr && have_weights_ && !draining_) {
     // Something may be dispatchable; PlanDispatchLocked decides.
     if (join_.deterministic() ? CountLocked(Stage::kGenerating) == 0
@@ -391,6 +396,16 @@ int Rollout::MaxUnsubmittedLocked() const {
   return 2 * GroupsPerEngineLocked() + 2;
 }
 
+int Rollout::LeaseWantLocked() const {
+  if (generator_ == nullptr || UnsubmittedLocked() >= MaxUnsubmittedLocked()) return 0;
+  const int g = std::max(1, join_.group_size());
+  const int slots = static_cast<int>(generator_->slots());
+  const int ahead = options_.lease_ahead >= 0 ? options_.lease_ahead : (slots + g - 1) / g;
+  const int target = GroupsPerEngineLocked() + ahead;
+  const int working = CountLocked(Stage::kLeased) + CountLocked(Stage::kGenerating);
+  return target - working;
+}
+
 int Rollout::CountLocked(Stage stage) const {
   int n = 0;
   for (const auto& [id, work] : work_) n += work.stage == stage ? 1 : 0;
@@ -414,13 +429,7 @@ void Rollout::LeaseMore() {
         now < lease_not_before_ || now < learner_down_until_) {
       return;
     }
-    const int g = std::max(1, join_.group_size());
-    const int slots = static_cast<int>(generator_->slots());
-    const int ahead = options_.lease_ahead >= 0 ? options_.lease_ahead : (slots + g - 1) / g;
-    const int target = GroupsPerEngineLocked() + ahead;
-    const int working = CountLocked(Stage::kLeased) + CountLocked(Stage::kGenerating);
-    if (UnsubmittedLocked() >= MaxUnsubmittedLocked()) return;
-    const int want = target - working;
+    const int want = LeaseWantLocked();
     if (want <= 0) return;
     request.set_actor_id(actor_id_);
     request.set_max_prompts(want);

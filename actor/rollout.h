@@ -193,6 +193,8 @@ class Rollout {
   // Groups generated but not yet submitted.
   int UnsubmittedLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int MaxUnsubmittedLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Leases to ask for now to keep the engine full (<= 0: none).
+  int LeaseWantLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Groups queued or decoding in the generator that keep it full.
   int GroupsPerEngineLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int64_t WantedVersionLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -1,0 +1,277 @@
+// Actor benchmark: two real cohort-actor processes on the tiny model in a
+// steady run (a fake learner gRPC server with an endless supply of prompts
+// that publishes a new policy version every few seconds, and a real
+// cohort-reward), against the same engine driven standalone in this
+// process. Prints one JSON object per line:
+//   {"actor": i, "busy": f, "idle_prompts": f, "idle_weights": f,
+//    "idle_rewards": f, "tokens_per_cpu_second": x, "cpu_seconds": c, ...}
+//   {"standalone_tokens_per_cpu_second": y, "batch": slots}
+//   {"ratio": mean actor tokens per CPU-second / standalone}
+// Figures are differences of the actors' /metrics over the measured window
+// (after a warm-up), so start-up and the first weight fetch do not count.
+//
+//   actor_bench [--seconds 30] [--warmup 8] [--slots 8] [--group 4]
+//               [--max_new_tokens 64] [--publish_every 5]
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <httplib.h>
+#include <nlohmann/json.hpp>
+
+#include "model/aten.h"
+#include <ATen/Parallel.h>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "actor/testing/fake_learner_server.h"
+#include "actor/testing/fakes.h"
+#include "cli/supervisor.h"
+#include "core/crc32c.h"
+#include "core/flags.h"
+#include "core/service.h"
+#include "model/checkpoint.h"
+#include "model/engine.h"
+#include "model/transformer.h"
+
+namespace cohort {
+namespace {
+
+namespace v1 = ::cohort::v1;
+using actor::HostTensor;
+using actor::HostWeights;
+
+void Emit(const nlohmann::json& j) {
+  std::printf("%s\n", j.dump().c_str());
+  std::fflush(stdout);
+}
+
+double ProcessCpuSeconds() {
+  struct rusage u;
+  ::getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+         static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+}
+
+// name{labels} -> value, from a Prometheus text page.
+std::map<std::string, double> Scrape(int port) {
+  std::map<std::string, double> out;
+  httplib::Client client("127.0.0.1", port);
+  auto res = client.Get("/metrics");
+  if (!res || res->status != 200) return out;
+  for (absl::string_view line : absl::StrSplit(res->body, '\n')) {
+    if (line.empty() || line[0] == '#') continue;
+    size_t space = line.rfind(' ');
+    double v;
+    if (space == absl::string_view::npos || !absl::SimpleAtod(line.substr(space + 1), &v)) continue;
+    out[std::string(line.substr(0, space))] = v;
+  }
+  return out;
+}
+
+HostWeights Weights(const model::ModelConfig& config, int64_t version) {
+  model::TensorMap map = model::RandomInitWeights(config, static_cast<uint64_t>(version));
+  HostWeights w;
+  w.version = version;
+  for (const model::TensorSpec& spec : model::ExpectedTensors(config)) {
+    at::Tensor t = map.at(spec.name).contiguous();
+    HostTensor& h = w.tensors.emplace_back();
+    h.name = spec.name;
+    h.dtype = v1::DTYPE_F32;
+    h.shape = spec.shape;
+    h.data.assign(static_cast<const char*>(t.data_ptr()), t.numel() * sizeof(float));
+    w.crc32c = Crc32cExtend(w.crc32c, h.data.data(), h.data.size());
+  }
+  return w;
+}
+
+// The engine alone, one torch thread, queue kept full: tokens per CPU-second.
+double Standalone(const model::ModelConfig& config, int slots, int group, int max_new,
+                  double seconds) {
+  at::set_num_threads(1);
+  auto transformer = model::Transformer::Create(config, model::RandomInitWeights(config, 1),
+                                                at::kFloat, at::Device(at::kCPU));
+  model::EngineOptions eo;
+  eo.num_slots = slots;
+  eo.max_len = 256;
+  auto engine = model::Engine::Create(*std::move(transformer), eo);
+  (*engine)->Start();
+  std::vector<std::future<absl::StatusOr<model::GenerationResult>>> futures;
+  uint64_t seed = 1;
+  auto submit = [&] {
+    model::GenerationRequest r;
+    for (int i = 1; i <= 3 + static_cast<int>(seed % 5); ++i) r.prompt.push_back(i);
+    r.num_samples = group;
+    r.params.max_new_tokens = max_new;
+    r.params.seed = seed++;
+    r.eos_ids = {0};
+    futures.push_back((*engine)->Submit(std::move(r)));
+  };
+  const int depth = (slots + group - 1) / group + 1;
+  for (int i = 0; i < depth; ++i) submit();
+  // Warm up one round, then measure.
+  futures.front().wait();
+  const double cpu0 = ProcessCpuSeconds();
+  const int64_t tok0 = (*engine)->stats().generated_tokens;
+  const absl::Time end = absl::Now() + absl::Seconds(seconds);
+  while (absl::Now() < end) {
+    for (size_t i = 0; i < futures.size(); ++i) {
+      if (futures[i].wait_for(std::chrono::milliseconds(0)) == std::future_status::ready) {
+        futures.erase(futures.begin() + static_cast<std::ptrdiff_t>(i));
+        submit();
+        break;
+      }
+    }
+    absl::SleepFor(absl::Microseconds(200));
+  }
+  const double tokens = static_cast<double>((*engine)->stats().generated_tokens - tok0);
+  const double cpu = ProcessCpuSeconds() - cpu0;
+  (*engine)->Stop();
+  return tokens / cpu;
+}
+
+int Main(int argc, char** argv) {
+  double seconds = 30, warmup = 8, publish_every = 5;
+  int64_t slots = 8, group = 4, max_new = 64;
+  FlagSet flags("actor_bench", "Two actors in a steady run vs the standalone engine.");
+  flags.Double("seconds", &seconds, "Measured window, seconds.");
+  flags.Double("warmup", &warmup, "Seconds before the window.");
+  flags.Double("publish_every", &publish_every, "Seconds between policy versions.");
+  flags.Int("slots", &slots, "actor.slots (the engine batch).");
+  flags.Int("group", &group, "G.");
+  flags.Int("max_new_tokens", &max_new, "Completion length limit.");
+  ParseFlagsOrExit(flags, argc, argv);
+
+  const std::string self = argv[0];
+  const std::string build = self.substr(0, self.rfind('/')) + "/..";
+  char tmpl[] = "/tmp/actor_bench.XXXXXX";
+  const std::string dir = ::mkdtemp(tmpl);
+
+  model::ModelConfig config = *model::PresetConfig("tiny");
+  config.max_position_embeddings = 256;
+  config.eos_token_ids = {0};
+
+  actor::testing::FakeLearner::Options o;
+  o.prompts = 1000000;
+  o.group_size = static_cast<int>(group);
+  o.lease_ttl_ms = 30000;
+  o.heartbeat_interval_ms = 2000;
+  o.model.set_config_json(config.ToJson());
+  o.model.add_eos_token_ids(0);
+  o.model.set_model_fingerprint(config.Fingerprint());
+  o.model.set_dtype("float32");
+  o.model.set_source("preset:tiny");
+  o.weights = [&config](int64_t v) { return Weights(config, v); };
+  o.task = "math";
+  o.max_new_tokens = static_cast<int>(max_new);
+  o.chunk_bytes = 1 << 20;
+  o.reward_addresses = {};
+  actor::testing::FakeLearner ledger(o);
+  auto server = actor::testing::FakeLearnerServer::Start(&ledger);
+  if (!server.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(server.status().message()).c_str());
+    return 1;
+  }
+  const std::string yaml = dir + "/run.yaml";
+  std::FILE* f = std::fopen(yaml.c_str(), "w");
+  std::fprintf(f, "actor:\n  slots: %ld\n  threads: 1\nrun:\n  log_level: warning\n",
+               static_cast<long>(slots));
+  std::fclose(f);
+  auto reward = cli::ChildProcess::Spawn(build + "/reward_server/cohort-reward",
+                                         {"--config", yaml, "--port_file", dir + "/reward.port"},
+                                         dir + "/reward.log");
+  if (!reward.ok()) return 1;
+  absl::StatusOr<PortFile> rport = absl::NotFoundError("reward.port");
+  for (int i = 0; i < 300 && !rport.ok(); ++i) {
+    absl::SleepFor(absl::Milliseconds(100));
+    rport = ReadPortFile(dir + "/reward.port");
+  }
+  if (!rport.ok()) return 1;
+  std::vector<std::unique_ptr<cli::ChildProcess>> actors;
+  for (int i = 0; i < 2; ++i) {
+    auto a = cli::ChildProcess::Spawn(build + "/actor/cohort-actor",
+                                      {"--learner", (*server)->address(), "--config", yaml,
+                                       "--reward", absl::StrCat("127.0.0.1:", rport->grpc_port),
+                                       "--port_file", absl::StrCat(dir, "/actor-", i, ".port")},
+                                      absl::StrCat(dir, "/actor-", i, ".log"));
+    if (!a.ok()) return 1;
+    actors.push_back(*std::move(a));
+  }
+  std::vector<int> metrics_ports;
+  for (int i = 0; i < 2; ++i) {
+    absl::StatusOr<PortFile> p = absl::NotFoundError("port");
+    for (int k = 0; k < 600 && !p.ok(); ++k) {
+      absl::SleepFor(absl::Milliseconds(100));
+      p = ReadPortFile(absl::StrCat(dir, "/actor-", i, ".port"));
+    }
+    if (!p.ok()) return 1;
+    metrics_ports.push_back(p->metrics_port);
+  }
+  int64_t version = 1;
+  auto run_for = [&](double s) {
+    const absl::Time end = absl::Now() + absl::Seconds(s);
+    absl::Time next = absl::Now() + absl::Seconds(publish_every);
+    while (absl::Now() < end) {
+      absl::SleepFor(absl::Milliseconds(100));
+      if (absl::Now() >= next) {
+        ledger.Publish(++version);
+        next += absl::Seconds(publish_every);
+      }
+    }
+  };
+  run_for(warmup);
+  std::vector<std::map<std::string, double>> before, after;
+  for (int port : metrics_ports) before.push_back(Scrape(port));
+  const int64_t groups0 = static_cast<int64_t>(ledger.groups().size());
+  run_for(seconds);
+  for (int port : metrics_ports) after.push_back(Scrape(port));
+  const int64_t groups1 = static_cast<int64_t>(ledger.groups().size());
+  for (auto& a : actors) a->Stop(absl::Seconds(10));
+  reward.value()->Stop(absl::Seconds(5));
+
+  double sum_rate = 0;
+  for (int i = 0; i < 2; ++i) {
+    auto d = [&](const std::string& k) { return after[i][k] - before[i][k]; };
+    const char* states[] = {"busy", "idle_prompts", "idle_weights", "idle_rewards"};
+    double total = 0;
+    for (const char* s : states) {
+      total += d(absl::StrCat("cohort_actor_engine_seconds_total{state=\"", s, "\"}"));
+    }
+    nlohmann::json j;
+    j["actor"] = i;
+    for (const char* s : states) {
+      j[s] = d(absl::StrCat("cohort_actor_engine_seconds_total{state=\"", s, "\"}")) /
+             std::max(total, 1e-9);
+    }
+    const double cpu = d("cohort_process_cpu_seconds_total");
+    const double tokens = d("cohort_actor_generated_tokens_total");
+    j["cpu_seconds"] = cpu;
+    j["tokens"] = tokens;
+    j["tokens_per_cpu_second"] = tokens / std::max(cpu, 1e-9);
+    j["tokens_per_second"] = tokens / seconds;
+    j["groups_submitted"] = d("cohort_actor_groups_submitted_total");
+    sum_rate += tokens / std::max(cpu, 1e-9);
+    Emit(j);
+  }
+  nlohmann::json lj;
+  lj["learner_groups_per_second"] = static_cast<double>(groups1 - groups0) / seconds;
+  lj["versions_published"] = version;
+  Emit(lj);
+  const double standalone = Standalone(config, static_cast<int>(slots), static_cast<int>(group),
+                                       static_cast<int>(max_new), 10);
+  Emit({{"standalone_tokens_per_cpu_second", standalone}, {"batch", slots}});
+  Emit({{"ratio", sum_rate / 2 / standalone}});
+  return 0;
+}
+
+}  // namespace
+}  // namespace cohort
+
+int main(int argc, char** argv) { return cohort::Main(argc, argv); }
