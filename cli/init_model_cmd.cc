@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <string>
 #include <vector>
@@ -12,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "cli/commands.h"
+#include "core/file.h"
 #include "core/flags.h"
 #include "core/logging.h"
 #include "core/status.h"
@@ -35,10 +35,9 @@ struct TokenizerInfo {
 };
 
 absl::StatusOr<Json> ReadJson(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read '", path, "'"));
+  ASSIGN_OR_RETURN(std::string text, ReadFile(path));
   try {
-    return Json::parse(in);
+    return Json::parse(text);
   } catch (const Json::exception& e) {
     return absl::InvalidArgumentError(absl::StrCat("'", path, "' is not valid JSON: ", e.what()));
   }

@@ -6,10 +6,8 @@
 #include <climits>
 #include <cmath>
 #include <cstring>
-#include <fstream>
 #include <functional>
 #include <set>
-#include <sstream>
 #include <utility>
 
 #include <yaml-cpp/yaml.h>
@@ -20,6 +18,7 @@
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "core/config_binder.h"
+#include "core/file.h"
 #include "core/status.h"
 
 namespace cohort {
@@ -480,8 +479,8 @@ class KeyLister : public Binder {
   }
   void StringMap(const char* key, std::map<std::string, std::string>* v,
                  const char* help) override {
-    Add(key, "map", Emit([&](YamlWriter& w) { w.StringMap("x", v, ""); }),
-        "a map of name: value", help);
+    Add(key, "map", Emit([&](YamlWriter& w) { w.StringMap("x", v, ""); }), "a map of name: value",
+        help);
   }
   void Section(const char* key, const std::function<void(Binder&)>& bind) override {
     KeyLister child(Join(key), out_);
@@ -535,16 +534,15 @@ bool operator==(const RunConfig& a, const RunConfig& b) {
 
 absl::StatusOr<RunConfig> LoadConfig(const std::string& path,
                                      const std::vector<std::string>& overrides) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    int err = errno;
-    return absl::Status(
-        err == ENOENT ? absl::StatusCode::kNotFound : absl::StatusCode::kInvalidArgument,
-        absl::StrCat("cannot read config file ", path, ": ", std::strerror(err)));
+  absl::StatusOr<std::string> text = ReadFile(path);
+  if (!text.ok()) {
+    // NOT_FOUND stays NOT_FOUND; anything else is a bad --config argument.
+    return absl::Status(text.status().code() == absl::StatusCode::kNotFound
+                            ? absl::StatusCode::kNotFound
+                            : absl::StatusCode::kInvalidArgument,
+                        absl::StrCat("config file: ", text.status().message()));
   }
-  std::stringstream text;
-  text << in.rdbuf();
-  return ParseConfig(text.str(), overrides, path);
+  return ParseConfig(*text, overrides, path);
 }
 
 absl::StatusOr<RunConfig> ParseConfig(const std::string& yaml_text,

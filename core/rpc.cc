@@ -4,10 +4,8 @@
 
 #include <cmath>
 #include <cstring>
-#include <fstream>
 #include <map>
 #include <random>
-#include <sstream>
 
 #include <grpc/grpc_security.h>
 #include <grpcpp/create_channel.h>
@@ -28,6 +26,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "core/file.h"
 #include "core/grpc_status.h"
 #include "core/logging.h"
 #include "core/status.h"
@@ -230,14 +229,11 @@ class ServiceNamesOption : public grpc::ServerBuilderOption {
 
 // Checks that `path` (named `what` in errors) is readable and holds PEM.
 absl::Status CheckPemFile(const std::string& path, const std::string& what) {
-  std::ifstream in(path);
-  if (!in) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, " \"", path, "\": cannot read: ", std::strerror(errno)));
+  absl::StatusOr<std::string> text = ReadFile(path);
+  if (!text.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": ", text.status().message()));
   }
-  std::stringstream text;
-  text << in.rdbuf();
-  if (text.str().find("-----BEGIN ") == std::string::npos) {
+  if (text->find("-----BEGIN ") == std::string::npos) {
     return absl::InvalidArgumentError(
         absl::StrCat(what, " \"", path, "\": not a PEM file (no -----BEGIN line)"));
   }
@@ -480,14 +476,11 @@ absl::Status CallWithRetry(const RetryPolicy& policy, const std::function<grpc::
 // Config helpers
 
 absl::StatusOr<std::string> ReadTokenFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("token file \"", path, "\": cannot read: ", std::strerror(errno)));
+  absl::StatusOr<std::string> text = ReadFile(path);
+  if (!text.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("token file: ", text.status().message()));
   }
-  std::stringstream text;
-  text << in.rdbuf();
-  std::string token(absl::StripAsciiWhitespace(text.str()));
+  std::string token(absl::StripAsciiWhitespace(*text));
   if (token.empty()) {
     return absl::InvalidArgumentError(absl::StrCat("token file \"", path, "\": empty"));
   }

@@ -10,13 +10,12 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <set>
-#include <sstream>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "core/file.h"
 #include "core/status.h"
 #include "nlohmann/json.hpp"
 
@@ -298,12 +297,11 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
   auto index_err = [&](const std::string& what) {
     return Invalid(absl::StrCat("index '", index_path.string(), "': ", what));
   };
-  std::ifstream in(index_path);
-  std::stringstream buf;
-  buf << in.rdbuf();
+  absl::StatusOr<std::string> text = ReadFile(index_path.string());
+  if (!text.ok()) return text.status();
   Json index;
   try {
-    index = Json::parse(buf.str());
+    index = Json::parse(*text);
   } catch (const Json::exception& e) {
     return index_err(absl::StrCat("not valid JSON: ", e.what()));
   }
@@ -518,12 +516,7 @@ absl::StatusOr<std::vector<std::string>> WriteSharded(
   }
   Json index = {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}};
   std::string index_name = prefix + ".safetensors.index.json";
-  std::ofstream out(base / index_name);
-  out << index.dump(2) << "\n";
-  out.close();
-  if (!out) {
-    return absl::InternalError(absl::StrCat("writing '", (base / index_name).string(), "' failed"));
-  }
+  RETURN_IF_ERROR(WriteFileAtomically((base / index_name).string(), index.dump(2) + "\n"));
   written.push_back(index_name);
   return written;
 }

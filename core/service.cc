@@ -10,14 +10,13 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <memory>
-#include <sstream>
 #include <utility>
 
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "core/file.h"
 #include "core/logging.h"
 #include "core/metrics.h"
 #include "core/rpc.h"
@@ -33,41 +32,16 @@ std::string Errno(int err) { return std::strerror(err); }
 absl::Status WritePortFile(const std::string& path, const PortFile& ports) {
   nlohmann::json j = {
       {"grpc_port", ports.grpc_port}, {"metrics_port", ports.metrics_port}, {"pid", ports.pid}};
-  std::string text = j.dump() + "\n";
-  std::string tmp = absl::StrCat(path, ".tmp.", ::getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("cannot write port file ", tmp, ": ", Errno(errno)));
-  }
-  ssize_t n = ::write(fd, text.data(), text.size());
-  int err = errno;
-  if (::close(fd) != 0 && n >= 0) {
-    n = -1;
-    err = errno;
-  }
-  if (n != static_cast<ssize_t>(text.size())) {
-    ::unlink(tmp.c_str());
-    return absl::FailedPreconditionError(
-        absl::StrCat("cannot write port file ", tmp, ": ", Errno(err)));
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    err = errno;
-    ::unlink(tmp.c_str());
-    return absl::FailedPreconditionError(
-        absl::StrCat("cannot rename ", tmp, " to ", path, ": ", Errno(err)));
-  }
-  return absl::OkStatus();
+  return Annotate(WriteFileAtomically(path, j.dump() + "\n"), "cannot write port file");
 }
 
 absl::StatusOr<PortFile> ReadPortFile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) {
-    return absl::NotFoundError(absl::StrCat("no port file ", path));
+  absl::StatusOr<std::string> text = ReadFile(path);
+  if (!text.ok()) {
+    // Not written yet, as far as a waiting reader is concerned.
+    return absl::NotFoundError(absl::StrCat("no port file: ", text.status().message()));
   }
-  std::stringstream text;
-  text << in.rdbuf();
-  nlohmann::json j = nlohmann::json::parse(text.str(), nullptr,
+  nlohmann::json j = nlohmann::json::parse(*text, nullptr,
                                            /*allow_exceptions=*/false);
   auto port_field = [&j](const char* key, int64_t max, int64_t* out) {
     if (!j.is_object() || !j.contains(key) || !j[key].is_number_integer()) {
@@ -81,7 +55,7 @@ absl::StatusOr<PortFile> ReadPortFile(const std::string& path) {
       !port_field("metrics_port", 65535, &metrics_port) || !port_field("pid", INT32_MAX, &pid)) {
     return absl::InvalidArgumentError(
         absl::StrCat(path, ": expected {\"grpc_port\":N,\"metrics_port\":M,\"pid\":P}, got ",
-                     text.str().substr(0, 200)));
+                     text->substr(0, 200)));
   }
   PortFile ports;
   ports.grpc_port = static_cast<int>(grpc_port);

@@ -2,11 +2,10 @@
 
 #include <cmath>
 #include <cstdio>
-#include <fstream>
-#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "core/file.h"
 #include "core/status.h"
 #include "nlohmann/json.hpp"
 
@@ -245,11 +244,8 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const std::string& text) {
 }
 
 absl::StatusOr<ModelConfig> ModelConfig::FromFile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read '", path, "'"));
-  std::stringstream buf;
-  buf << in.rdbuf();
-  auto config = FromJson(buf.str());
+  ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+  auto config = FromJson(text);
   if (!config.ok()) return Annotate(config.status(), path);
   return config;
 }
