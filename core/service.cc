@@ -5,8 +5,10 @@
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -26,6 +28,19 @@ namespace cohort {
 namespace {
 
 std::string Errno(int err) { return std::strerror(err); }
+
+// The thread that called BlockStopSignals (it blocks the signals, so they
+// stay pending there for the signalfd).
+std::atomic<pid_t> g_signal_tid{0};
+
+// A thread that a library started before main() (LibTorch's static
+// initialisers do) has SIGTERM/SIGINT unblocked, and the default action
+// would kill the process there with no clean stop. This handler forwards
+// such a signal to the blocking thread. Async-signal-safe.
+void ForwardStopSignal(int sig) {
+  pid_t tid = g_signal_tid.load();
+  if (tid != 0) ::syscall(SYS_tgkill, ::getpid(), tid, sig);
+}
 
 }  // namespace
 
@@ -77,6 +92,13 @@ absl::StatusOr<int> BlockStopSignals() {
   if (fd < 0) {
     return absl::InternalError(absl::StrCat("signalfd: ", Errno(errno)));
   }
+  g_signal_tid.store(static_cast<pid_t>(::syscall(SYS_gettid)));
+  struct sigaction sa = {};
+  sa.sa_handler = ForwardStopSignal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  ::sigaction(SIGTERM, &sa, nullptr);
+  ::sigaction(SIGINT, &sa, nullptr);
   return fd;
 }
 
@@ -92,12 +114,9 @@ int ReadStopSignal(int signal_fd) {
 
 ServiceMain::ServiceMain(std::string role, std::string program, std::string description)
     : role_(std::move(role)), flags_(std::move(program), std::move(description)) {
-  flags_.String("config", &config_path_,
-                "Run config (YAML). Every role of a run reads the same file; "
-                "empty uses the built-in defaults.");
-  flags_.StringList("set", &overrides_,
-                    "Config override section.key=value, applied after the "
-                    "file, in order (repeatable), e.g. --set run.seed=3.");
+  AddConfigFlags(flags_, &config_path_, &overrides_,
+                 "Run config (YAML). Every role of a run reads the same file; "
+                 "empty uses the built-in defaults.");
   flags_.String("host", &host_,
                 "Address to listen on for gRPC and /metrics, e.g. 127.0.0.1 "
                 "or 0.0.0.0 (all interfaces); empty uses the config (" +

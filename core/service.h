@@ -63,6 +63,9 @@ absl::StatusOr<PortFile> ReadPortFile(const std::string& path);
 // Blocks SIGTERM and SIGINT in the calling thread (threads started later
 // inherit the mask) and returns a non-blocking signalfd that becomes
 // readable when one of them arrives. Call before starting any thread.
+// Threads that existed before (started by libraries' static initialisers)
+// do not block them: a handler installed here forwards a signal delivered
+// there to the calling thread, where it stays pending for the signalfd.
 absl::StatusOr<int> BlockStopSignals();
 
 // Reads one pending signal from a BlockStopSignals() fd; 0 if none.
