@@ -10,6 +10,7 @@ int ConfigMain(int argc, char** argv);     // config_cmd.cc
 int TokenizeMain(int argc, char** argv);   // tokenize_cmd.cc
 int RewardMain(int argc, char** argv);     // reward_cmd.cc
 int HealthMain(int argc, char** argv);     // health_cmd.cc
+int StatusMain(int argc, char** argv);     // status_cmd.cc
 int InitModelMain(int argc, char** argv);  // init_model_cmd.cc (LibTorch; the
                                            // cohort-init-model binary)
 

@@ -29,6 +29,8 @@ const Command kCommands[] = {
      "score JSON lines offline with the reward verifiers (reward score)"},
     {"health", cohort::cli::HealthMain,
      "ask a server's grpc.health.v1 status with the run's token and TLS (exit 0 = SERVING)"},
+    {"status", cohort::cli::StatusMain,
+     "a learner's status: stage, step, version, ledger, actors (--json: the proto's fields)"},
     {"init-model", nullptr, "write a randomly initialised Hugging Face model directory"},
 };
 

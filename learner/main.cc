@@ -1,86 +1,301 @@
-// cohort-learner: serves cohort.v1.Learner (actor-facing) and cohort.v1.Admin
-// (operator-facing), plus health, reflection and /metrics.
+// cohort-learner: the learner of a run. Loads the model (model.path, or a
+// random-init preset sized to the tokenizer), the tokenizer and the prompt
+// set (data.train), builds the trainer, and serves cohort.v1.Learner and
+// cohort.v1.Admin while a training thread runs the GRPO stage over the
+// actors' leases (learner/loop.h). Resumes from the newest complete
+// checkpoint under <run.out_dir>/checkpoints.
 //
-// Until the training issue lands, every RPC answers UNIMPLEMENTED with a
-// message saying so: the process starts, reports SERVING and stops cleanly,
-// and nothing pretends to train.
+// Ends:
+//   * the stage is done: final checkpoint, exit 0 (a finished role: `cohort
+//     run` does not restart it);
+//   * Admin/Drain: no new leases; once none is outstanding (or
+//     learner.checkpoint_on_stop_seconds passed) checkpoint and exit 0;
+//   * SIGTERM/SIGINT: the step in progress finishes, checkpoint within
+//     learner.checkpoint_on_stop_seconds, exit 0;
+//   * a fatal trainer error: exit 1 (the supervisor restarts it, and it
+//     resumes from the last checkpoint).
+#include <atomic>
+#include <fstream>
+#include <memory>
+#include <random>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include <grpcpp/grpcpp.h>
 
-#include "cohort/v1/admin.grpc.pb.h"
-#include "cohort/v1/learner.grpc.pb.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "core/chat_template.h"
+#include "core/file.h"
+#include "core/logging.h"
 #include "core/service.h"
+#include "core/status.h"
+#include "core/tokenizer.h"
+#include "learner/dataset.h"
+#include "learner/loop.h"
+#include "learner/service.h"
+#include "learner/trainer.h"
+#include "learner/weight_store.h"
+#include "model/checkpoint.h"
 
+namespace cohort::learner {
 namespace {
 
-grpc::Status NotYet(const char* method) {
-  return grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
-                      std::string(method) +
-                          " is not implemented yet: the learner (ledger, leases, training, "
-                          "weight publication) lands with the GRPO training issue; this "
-                          "build only serves health and metrics");
+std::string ReadOr(const std::string& path) {
+  absl::StatusOr<std::string> text = ReadFile(path);
+  return text.ok() ? *text : std::string();
 }
 
-class LearnerPlaceholder final : public cohort::v1::Learner::Service {
-  grpc::Status Join(grpc::ServerContext*, const cohort::v1::JoinRequest*,
-                    cohort::v1::JoinResponse*) override {
-    return NotYet("cohort.v1.Learner/Join");
-  }
-  grpc::Status LeasePrompts(grpc::ServerContext*, const cohort::v1::LeasePromptsRequest*,
-                            cohort::v1::LeasePromptsResponse*) override {
-    return NotYet("cohort.v1.Learner/LeasePrompts");
-  }
-  grpc::Status Heartbeat(grpc::ServerContext*, const cohort::v1::HeartbeatRequest*,
-                         cohort::v1::HeartbeatResponse*) override {
-    return NotYet("cohort.v1.Learner/Heartbeat");
-  }
-  grpc::Status SubmitGroup(grpc::ServerContext*, const cohort::v1::SubmitGroupRequest*,
-                           cohort::v1::SubmitGroupResponse*) override {
-    return NotYet("cohort.v1.Learner/SubmitGroup");
-  }
-  grpc::Status FetchPolicy(grpc::ServerContext*, const cohort::v1::FetchPolicyRequest*,
-                           grpc::ServerWriter<cohort::v1::WeightChunk>*) override {
-    return NotYet("cohort.v1.Learner/FetchPolicy");
-  }
+// The run id survives learner restarts: it lives in the run directory.
+std::string RunId(const std::string& run_dir, const std::string& name) {
+  std::string path = run_dir + "/run_id";
+  std::string id = ReadOr(path);
+  while (!id.empty() && (id.back() == '\n' || id.back() == ' ')) id.pop_back();
+  if (!id.empty()) return id;
+  std::random_device rd;
+  id = absl::StrFormat("%s-%d-%08x", name, absl::ToUnixSeconds(absl::Now()), rd());
+  absl::Status s = WriteFileAtomically(path, id + "\n");
+  if (!s.ok()) COHORT_LOG(WARNING) << s.message();
+  return id;
+}
+
+struct Setup {
+  std::unique_ptr<Tokenizer> tokenizer;
+  std::unique_ptr<Trainer> trainer;
+  v1::ModelFiles files;
+  Dataset dataset;
+  std::shared_ptr<std::vector<StagePrompt>> prompts;
 };
 
-class AdminPlaceholder final : public cohort::v1::Admin::Service {
-  grpc::Status GetStatus(grpc::ServerContext*, const cohort::v1::GetStatusRequest*,
-                         cohort::v1::RunStatus*) override {
-    return NotYet("cohort.v1.Admin/GetStatus");
+absl::StatusOr<Setup> Load(const RunConfig& c) {
+  Setup s;
+  std::string tok_path = !c.model.tokenizer.empty() ? c.model.tokenizer
+                         : !c.model.path.empty()    ? c.model.path + "/tokenizer.json"
+                                                    : "";
+  if (tok_path.empty() && !c.data.train.empty()) {
+    return absl::InvalidArgumentError(
+        "model.tokenizer: a preset model needs a tokenizer.json to format data.train (set "
+        "model.tokenizer or model.path)");
   }
-  grpc::Status Checkpoint(grpc::ServerContext*, const cohort::v1::CheckpointRequest*,
-                          cohort::v1::CheckpointResponse*) override {
-    return NotYet("cohort.v1.Admin/Checkpoint");
+  if (!tok_path.empty()) {
+    ASSIGN_OR_RETURN(s.tokenizer, Tokenizer::FromFile(tok_path));
   }
-  grpc::Status Pause(grpc::ServerContext*, const cohort::v1::PauseRequest*,
-                     cohort::v1::PauseResponse*) override {
-    return NotYet("cohort.v1.Admin/Pause");
+  model::ModelConfig mc;
+  model::TensorMap weights;
+  if (!c.model.path.empty()) {
+    ASSIGN_OR_RETURN(model::LoadedModel m, model::LoadModelDir(c.model.path, at::kFloat));
+    mc = m.config;
+    weights = std::move(m.weights);
+    s.files.set_source(c.model.path);
+  } else {
+    ASSIGN_OR_RETURN(mc, model::PresetConfig(c.model.preset));
+    if (s.tokenizer != nullptr) {
+      mc.vocab_size = s.tokenizer->vocab_size();
+      if (s.tokenizer->eos_id()) mc.eos_token_ids = {*s.tokenizer->eos_id()};
+    }
+    weights = model::RandomInitWeights(mc, static_cast<uint64_t>(c.run.seed));
+    s.files.set_source("preset:" + c.model.preset);
   }
-  grpc::Status Resume(grpc::ServerContext*, const cohort::v1::ResumeRequest*,
-                      cohort::v1::ResumeResponse*) override {
-    return NotYet("cohort.v1.Admin/Resume");
+  ASSIGN_OR_RETURN(s.trainer,
+                   Trainer::Create(mc, std::move(weights), TrainerOptions::FromConfig(c)));
+  TrainerInfo info = s.trainer->info();
+  s.files.set_config_json(mc.ToJson());
+  if (!tok_path.empty()) {
+    s.files.set_tokenizer_json(ReadOr(tok_path));
+    std::string dir = tok_path.substr(0, tok_path.rfind('/') + 1);
+    s.files.set_tokenizer_config_json(ReadOr(dir + "tokenizer_config.json"));
   }
-  grpc::Status Drain(grpc::ServerContext*, const cohort::v1::DrainRequest*,
-                     cohort::v1::DrainResponse*) override {
-    return NotYet("cohort.v1.Admin/Drain");
+  if (!c.model.path.empty()) {
+    s.files.set_generation_config_json(ReadOr(c.model.path + "/generation_config.json"));
   }
-};
+  s.files.set_chat_template(c.model.chat_template);
+  for (int64_t id : mc.eos_token_ids) s.files.add_eos_token_ids(static_cast<int32_t>(id));
+  s.files.set_model_fingerprint(info.model_fingerprint);
+  s.files.set_dtype(info.dtype);
+
+  if (c.data.train.empty()) {
+    COHORT_LOG(WARNING) << "data.train is empty: serving without a training stage (actors can "
+                           "join and fetch weights; no prompts are leased)";
+    return s;
+  }
+  DatasetOptions d = DatasetOptions::FromConfig(c.data);
+  const Tokenizer* tok = s.tokenizer.get();
+  const std::string tmpl = c.model.chat_template;
+  auto format = [tok, tmpl](const PromptRecord& r) -> absl::StatusOr<std::vector<int32_t>> {
+    std::vector<cohort::ChatMessage> messages;
+    if (r.messages.empty()) {
+      messages.push_back({"user", r.prompt});
+    } else {
+      for (const auto& m : r.messages) messages.push_back({m.role, m.content});
+    }
+    ASSIGN_OR_RETURN(std::string text, FormatChat(tmpl, messages, true));
+    return tok->Encode(text);
+  };
+  d.count_prompt_tokens = [format](const PromptRecord& r) -> absl::StatusOr<int64_t> {
+    ASSIGN_OR_RETURN(std::vector<int32_t> ids, format(r));
+    return static_cast<int64_t>(ids.size());
+  };
+  ASSIGN_OR_RETURN(s.dataset, Dataset::Load(c.data.train, d));
+  if (s.dataset.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("data.train: ", c.data.train,
+                                                   " has no usable prompt (",
+                                                   s.dataset.dropped_too_long(), " too long)"));
+  }
+  s.prompts = std::make_shared<std::vector<StagePrompt>>();
+  for (const PromptRecord& r : s.dataset.records()) {
+    StagePrompt p;
+    ASSIGN_OR_RETURN(p.tokens, format(r));
+    p.text = r.messages.empty() ? r.prompt : r.messages.back().content;
+    p.task = r.task;
+    p.answer = r.answer;
+    p.extra_json = "{}";
+    p.uid = r.id;
+    s.prompts->push_back(std::move(p));
+  }
+  COHORT_LOG(INFO) << "data.train: " << s.dataset.size() << " prompts ("
+                   << s.dataset.dropped_too_long() << " dropped as longer than "
+                   << c.data.max_prompt_tokens << " tokens)";
+  return s;
+}
+
+LeaseStageSpec GrpoStage(const RunConfig& c, const Setup& s) {
+  LeaseStageSpec spec;
+  spec.name = "grpo";
+  spec.kind = "grpo";
+  spec.index = 0;
+  LedgerOptions& lo = spec.ledger;
+  lo.num_prompts = s.dataset.size();
+  lo.epochs = c.data.epochs;
+  uint64_t seed =
+      static_cast<uint64_t>(c.data.shuffle_seed != 0 ? c.data.shuffle_seed : c.run.seed);
+  for (int e = 0; e < c.data.epochs; ++e) {
+    lo.epoch_orders.push_back(s.dataset.EpochOrder(e, seed, c.data.shuffle));
+  }
+  for (const PromptRecord& r : s.dataset.records()) lo.prompt_uids.push_back(r.id);
+  lo.prompts_per_step = c.grpo.prompts_per_step;
+  lo.max_staleness = c.learner.max_staleness;
+  lo.max_lease_attempts = c.learner.max_lease_attempts;
+  lo.lease_ttl = absl::Milliseconds(c.learner.lease_ttl_ms);
+  lo.dynamic_sampling = c.grpo.dynamic_sampling;
+  lo.seed = static_cast<uint64_t>(c.run.seed);
+  spec.prompts = s.prompts;
+  spec.group_size = c.sampling.group_size;
+  spec.sampling.set_temperature(static_cast<float>(c.sampling.temperature));
+  spec.sampling.set_top_k(c.sampling.top_k);
+  spec.sampling.set_top_p(static_cast<float>(c.sampling.top_p));
+  spec.sampling.set_max_new_tokens(c.sampling.max_new_tokens);
+  for (const auto& stop : c.sampling.stop) spec.sampling.add_stop(stop);
+  return spec;
+}
+
+int Main(int argc, char** argv) {
+  ServiceMain service(
+      "learner", "cohort-learner",
+      "The learner of a cohort run: serves cohort.v1.Learner (actors join, lease prompts, submit "
+      "scored groups, fetch weights) and cohort.v1.Admin (status, checkpoint, pause, resume, "
+      "drain), plus grpc.health.v1, reflection and /metrics; trains the policy with GRPO on the "
+      "groups actors submit, publishes a weight version per batch and checkpoints to "
+      "<run.out_dir>/checkpoints. Exits 0 when the run is done or drained; on SIGTERM it "
+      "checkpoints within learner.checkpoint_on_stop_seconds.");
+  if (!service.Init(argc, argv)) return 2;
+  const RunConfig& c = service.config();
+  absl::StatusOr<Setup> setup = Load(c);
+  if (!setup.ok()) {
+    COHORT_LOG(ERROR) << setup.status().message();
+    return 2;
+  }
+  absl::Status made = MakeDirs(c.run.out_dir);
+  if (!made.ok()) {
+    COHORT_LOG(ERROR) << made.message();
+    return 2;
+  }
+  std::string run_id = RunId(c.run.out_dir, c.run.name);
+  WeightStore store({.keep_versions = c.learner.keep_versions});
+  LearnerServiceOptions so;
+  so.run_id = run_id;
+  so.model = setup->files;
+  so.vocab_size = setup->trainer->info().vocab_size;
+  so.reward_addresses = c.reward.addresses;
+  if (so.reward_addresses.empty() && !c.reward.address.empty()) {
+    so.reward_addresses = {c.reward.address};
+  }
+  so.heartbeat_interval_ms = c.learner.heartbeat_interval_ms;
+  so.lease_ttl_ms = c.learner.lease_ttl_ms;
+  so.deterministic = c.learner.determinism;
+  so.max_staleness = c.learner.max_staleness;
+  LearnerService learner(so, &store);
+  LoopOptions lo;
+  lo.run_dir = c.run.out_dir;
+  lo.checkpoint_root = c.checkpoint.dir;
+  lo.checkpoint_every = c.checkpoint.every_steps;
+  lo.keep_last = c.checkpoint.keep_last;
+  lo.deterministic = c.learner.determinism;
+  lo.run_id = run_id;
+  LearnerLoop loop(lo, setup->trainer.get(), &store, &learner);
+  AdminService admin(&learner, &loop, !c.security.admin_token_file.empty());
+  LeaseStageSpec spec;
+  if (setup->prompts != nullptr) spec = GrpoStage(c, *setup);
+
+  std::thread training, drain_watch;
+  std::atomic<bool> finished{false}, stopping{false};
+  ServiceMain::Hooks hooks;
+  hooks.stopping_budget = absl::Seconds(c.learner.checkpoint_on_stop_seconds);
+  hooks.on_serving = [&]() -> absl::Status {
+    RETURN_IF_ERROR(loop.Start());
+    if (setup->prompts == nullptr) return absl::OkStatus();  // idle: nothing to train
+    if (loop.resumed_stage_index() > spec.index) {
+      COHORT_LOG(INFO) << "the run is already complete (checkpoint after the last stage)";
+      loop.SetDone();
+      finished = true;
+      service.RequestStop(absl::OkStatus());
+      return absl::OkStatus();
+    }
+    training = std::thread([&] {
+      absl::StatusOr<LedgerCounts> counts = loop.RunLeaseStage(spec);
+      if (counts.ok()) {
+        absl::StatusOr<v1::CheckpointResponse> ck = loop.WriteCheckpointNow();
+        if (!ck.ok()) {
+          service.RequestStop(ck.status());
+          return;
+        }
+        loop.SetDone();
+        finished = true;
+        COHORT_LOG(INFO) << "run complete: " << counts->trained << " trained, " << counts->filtered
+                         << " filtered, " << counts->failed << " failed";
+        service.RequestStop(absl::OkStatus());
+      } else if (!absl::IsCancelled(counts.status())) {
+        service.RequestStop(counts.status());
+      }
+    });
+    drain_watch = std::thread([&] {
+      while (!stopping && !loop.drain_requested()) absl::SleepFor(absl::Milliseconds(100));
+      if (stopping) return;
+      absl::Time until = absl::Now() + absl::Seconds(c.learner.checkpoint_on_stop_seconds);
+      while (!stopping && learner.OutstandingLeases() > 0 && absl::Now() < until) {
+        absl::SleepFor(absl::Milliseconds(100));
+      }
+      COHORT_LOG(INFO) << "drained: " << learner.OutstandingLeases() << " leases outstanding";
+      service.RequestStop(absl::OkStatus());
+    });
+    return absl::OkStatus();
+  };
+  hooks.on_stopping = [&] {
+    stopping = true;
+    loop.Stop();
+    if (training.joinable()) training.join();
+    if (drain_watch.joinable()) drain_watch.join();
+    if (!finished && setup->prompts != nullptr) {
+      absl::StatusOr<v1::CheckpointResponse> ck = loop.WriteCheckpointNow();
+      if (!ck.ok()) COHORT_LOG(ERROR) << "final checkpoint failed: " << ck.status().message();
+    }
+  };
+  return service.Serve({&learner, &admin}, hooks,
+                       {c.learner.host, c.learner.port, c.learner.metrics_port});
+}
 
 }  // namespace
+}  // namespace cohort::learner
 
-int main(int argc, char** argv) {
-  cohort::ServiceMain service(
-      "learner", "cohort-learner",
-      "The learner of a cohort run: serves cohort.v1.Learner (actors join, "
-      "lease prompts, submit scored groups, fetch weights) and "
-      "cohort.v1.Admin (status, checkpoint, pause, resume, drain), plus "
-      "grpc.health.v1, reflection and /metrics. Stops cleanly on SIGTERM or "
-      "SIGINT within supervisor.stop_timeout_seconds. Until the training "
-      "issue lands, its RPCs answer UNIMPLEMENTED.");
-  if (!service.Init(argc, argv)) return 2;
-  LearnerPlaceholder learner;
-  AdminPlaceholder admin;
-  return service.Serve({&learner, &admin});
-}
+int main(int argc, char** argv) { return cohort::learner::Main(argc, argv); }
