@@ -81,6 +81,7 @@ Engine::Engine(std::unique_ptr<Transformer> model, KvCache cache, EngineOptions 
       model_(std::move(model)),
       cache_(std::move(cache)),
       slots_(options_.num_slots) {
+  batched_prefill_ = options_.batched_prefill.value_or(model_->device().is_cuda());
   absl::MutexLock lock(&mu_);
   version_ = options_.initial_version;
 }
@@ -154,6 +155,7 @@ void Engine::AddStats(const EngineStats& d) {
   stats_.generated_tokens += d.generated_tokens;
   stats_.prefill_tokens += d.prefill_tokens;
   stats_.prefix_copies += d.prefix_copies;
+  stats_.prefill_batches += d.prefill_batches;
 }
 
 void Engine::Start() {
@@ -240,8 +242,87 @@ void Engine::InstallPendingWeights() {
   version_ = pending->second;
 }
 
+void Engine::PrefillNewGroups(EngineStats& delta) {
+  std::vector<int64_t> free;
+  for (int64_t s = 0; s < static_cast<int64_t>(slots_.size()); ++s) {
+    if (slots_[s].group == nullptr) free.push_back(s);
+  }
+  int64_t waiting = 0;
+  for (const auto& g : started_) {
+    if (!g->done) waiting += g->request.num_samples - g->next_sample;
+  }
+  const int64_t room = static_cast<int64_t>(free.size()) - waiting;
+  if (room < 2) return;  // one prompt: FillSlots' own path
+  // As many groups as fit with all their samples, as FillSlots would take
+  // them one by one (a group's other samples take the slots after its own).
+  std::vector<std::shared_ptr<Group>> groups;
+  std::vector<int64_t> offsets;
+  {
+    absl::MutexLock lock(&mu_);
+    int64_t need = 0;
+    while (!queue_.empty() && need + queue_.front()->request.num_samples <= room) {
+      offsets.push_back(need);
+      need += queue_.front()->request.num_samples;
+      groups.push_back(std::move(queue_.front()));
+      queue_.pop_front();
+    }
+  }
+  if (groups.size() < 2) {
+    absl::MutexLock lock(&mu_);
+    for (auto it = groups.rbegin(); it != groups.rend(); ++it) queue_.push_front(std::move(*it));
+    return;
+  }
+  // The slots FillSlots would give these prompts: after the waiting samples.
+  std::vector<int64_t> slots;
+  for (int64_t offset : offsets) slots.push_back(free[waiting + offset]);
+  std::vector<std::vector<int32_t>> prompts;
+  for (size_t i = 0; i < groups.size(); ++i) {
+    cache_.Reset(slots[i]);
+    prompts.push_back(groups[i]->request.prompt);
+  }
+  absl::StatusOr<at::Tensor> logits = model_->PrefillBatch(cache_, slots, prompts);
+  if (!logits.ok()) {
+    // Back to the queue's front: FillSlots prefills them one by one and
+    // fails only the ones that fail alone.
+    COHORT_LOG(WARNING) << "engine: batched prefill failed, prefilling one at a time: "
+                        << logits.status().message();
+    for (int64_t s : slots) cache_.Reset(s);
+    absl::MutexLock lock(&mu_);
+    for (auto it = groups.rbegin(); it != groups.rend(); ++it) queue_.push_front(std::move(*it));
+    return;
+  }
+  ++delta.prefill_batches;
+  for (size_t i = 0; i < groups.size(); ++i) {
+    const std::shared_ptr<Group>& g = groups[i];
+    const int64_t s = slots[i];
+    delta.prefill_tokens += static_cast<int64_t>(g->request.prompt.size());
+    absl::Status status = GuardTorch("generate: after prefill", [&]() -> absl::Status {
+      at::NoGradGuard no_grad;
+      g->first_logprobs = TemperatureLogProbs(logits->narrow(0, static_cast<int64_t>(i), 1),
+                                              {g->request.params.temperature})[0];
+      if (g->request.num_samples > 1) g->prefix = cache_.SavePrefix(s, cache_.length(s));
+      return absl::OkStatus();
+    });
+    if (!status.ok()) {
+      cache_.Reset(s);
+      FailGroup(g, status);
+      continue;
+    }
+    g->prefill_version = model_->version();
+    started_.push_back(g);
+    Slot& slot = slots_[s];
+    slot.group = g;
+    slot.sample = g->next_sample++;
+    slot.rng = SampleRng::ForSample(g->request.params.seed, slot.sample);
+    ++active_;
+    Advance(slot, g->first_logprobs.data_ptr<float>(), g->prefill_version);
+    ++delta.generated_tokens;
+  }
+}
+
 void Engine::FillSlots() {
   EngineStats delta;
+  if (batched_prefill_) PrefillNewGroups(delta);
   for (int64_t s = 0; s < static_cast<int64_t>(slots_.size()); ++s) {
     if (slots_[s].group != nullptr) continue;
     std::shared_ptr<Group> group;

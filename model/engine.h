@@ -87,6 +87,11 @@ struct EngineOptions {
   // Replay decode steps from CUDA graphs (cuda_graph_decoder.h) when the
   // build's LibTorch has CUDA.
   bool cuda_graphs = true;
+  // Prefill the prompts of several new groups in one padded batch
+  // (Transformer::PrefillBatch) when several slots are free. Unset: on for a
+  // CUDA model, off on the CPU (where one prompt at a time is as fast and
+  // results stay bit-identical to a request run alone).
+  std::optional<bool> batched_prefill;
 };
 
 struct EngineStats {
@@ -94,6 +99,7 @@ struct EngineStats {
   int64_t generated_tokens = 0;  // tokens sampled
   int64_t prefill_tokens = 0;    // prompt tokens run through the model
   int64_t prefix_copies = 0;     // samples that reused a prefilled prompt
+  int64_t prefill_batches = 0;   // batched prefills (several prompts each)
 };
 
 class Engine {
@@ -142,6 +148,9 @@ class Engine {
   // Loop-thread helpers.
   void InstallPendingWeights();
   void FillSlots();
+  // Batched prefill of as many queued groups as there are free slots left
+  // after the samples already waiting for one; each gets its sample 0 slot.
+  void PrefillNewGroups(EngineStats& delta);
   void DecodeActive();
   // Draws the next token of the sequence in `slot` from `logprobs` (one
   // row) and finishes it when it ends. Returns true if it is still active.
@@ -155,6 +164,7 @@ class Engine {
 
   // Constant after construction.
   const EngineOptions options_;
+  bool batched_prefill_ = false;
 
   // Owned by the stepping thread.
   std::unique_ptr<Transformer> model_;
