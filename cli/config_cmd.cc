@@ -55,10 +55,7 @@ int ConfigMain(int argc, char** argv) {
     flags.Bool("markdown", &markdown,
                "Print the table of docs/config.md (key, type, default, allowed, meaning).");
   } else {
-    flags.StringList("set", &overrides,
-                     "Override one key, e.g. --set sampling.temperature=0.7 or "
-                     "--set reward.tasks.math.weights.format=0.2 (repeatable; applied in "
-                     "order after the file; maps are merged).");
+    AddConfigFlags(flags, nullptr, &overrides);
   }
   std::vector<std::string> args = ParseFlagsOrExit(flags, argc - 1, argv + 1);
 

@@ -35,10 +35,9 @@ int HealthMain(int argc, char** argv) {
   double timeout_seconds = 3.0;
   bool wait = false;
   bool quiet = false;
-  flags.String("config", &config_path,
-               "Run config (YAML) whose security section gives the token and TLS "
-               "files; empty: built-in defaults (plaintext, no token).");
-  flags.StringList("set", &overrides, "Config override section.key=value (repeatable).");
+  AddConfigFlags(flags, &config_path, &overrides,
+                 "Run config (YAML) whose security section gives the token and TLS "
+                 "files; empty: built-in defaults (plaintext, no token).");
   flags.String("service", &service,
                "Service to check, e.g. cohort.v1.Learner; empty: the whole server.");
   flags.String("tls_server_name", &server_name,

@@ -191,12 +191,9 @@ int ScoreMain(int argc, char** argv) {
   std::string config_path;
   std::vector<std::string> overrides;
   int64_t workers = -1;
-  flags.String("config", &config_path,
-               "Run config (YAML); empty uses the built-in defaults (math, "
-               "gsm8k, countdown, code; accuracy only).");
-  flags.StringList("set", &overrides,
-                   "Config override section.key=value (repeatable), e.g. "
-                   "--set reward.tasks.math.weights.format=0.2.");
+  AddConfigFlags(flags, &config_path, &overrides,
+                 "Run config (YAML); empty uses the built-in defaults (math, "
+                 "gsm8k, countdown, code; accuracy only).");
   flags.Int("workers", &workers, "Verifier threads; -1 uses reward.workers (0 = one per core).");
   std::vector<std::string> args = ParseFlagsOrExit(flags, argc, argv);
   if (!args.empty()) {

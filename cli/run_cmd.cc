@@ -54,9 +54,7 @@ int RunMain(int argc, char** argv) {
   std::string out_dir;
   std::string run_for_text;
   std::string bin_dir;
-  flags.StringList("set", &overrides,
-                   "Config override section.key=value (repeatable); also "
-                   "passed to every role.");
+  AddConfigFlags(flags, nullptr, &overrides, "", "Also passed to every role.");
   flags.String("out", &out_dir,
                "Directory for each role's log (<role>.log: stdout and "
                "stderr, appended across restarts) and port file "

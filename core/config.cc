@@ -17,6 +17,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "core/config_binder.h"
 #include "core/file.h"
 #include "core/status.h"
@@ -540,7 +541,8 @@ absl::StatusOr<RunConfig> LoadConfig(const std::string& path,
     return absl::Status(text.status().code() == absl::StatusCode::kNotFound
                             ? absl::StatusCode::kNotFound
                             : absl::StatusCode::kInvalidArgument,
-                        absl::StrCat("config file: ", text.status().message()));
+                        absl::StrCat("cannot read config file ",
+                                     absl::StripPrefix(text.status().message(), "cannot read ")));
   }
   return ParseConfig(*text, overrides, path);
 }

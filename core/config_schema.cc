@@ -11,6 +11,7 @@
 #include "core/config_binder.h"
 #include "core/pipeline_config.h"
 #include "core/status.h"
+#include "core/verifier_names.h"
 
 namespace cohort {
 namespace config_internal {
@@ -394,16 +395,11 @@ absl::Status CrossFieldChecks(const RunConfig& c) {
 }
 
 const std::vector<std::string>& Verifiers() {
-  static const auto* v = new std::vector<std::string>{"math", "gsm8k", "countdown", "code"};
+  static const auto* v = new std::vector<std::string>(kVerifierNames.begin(), kVerifierNames.end());
   return *v;
 }
 
-bool IsVerifier(const std::string& name) {
-  for (const auto& v : Verifiers()) {
-    if (v == name) return true;
-  }
-  return false;
-}
+bool IsVerifier(const std::string& name) { return IsVerifierName(name); }
 
 }  // namespace config_internal
 

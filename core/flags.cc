@@ -158,6 +158,20 @@ std::string FlagSet::Help() const {
   return out;
 }
 
+void AddConfigFlags(FlagSet& flags, std::string* config_path, std::vector<std::string>* overrides,
+                    std::string config_help, std::string set_help) {
+  if (config_path != nullptr) {
+    flags.String("config", config_path,
+                 config_help.empty() ? "Run config (YAML); empty uses the built-in defaults."
+                                     : std::move(config_help));
+  }
+  std::string help =
+      "Config override section.key=value, applied after the file, in order (repeatable; maps "
+      "are merged), e.g. --set run.seed=3 or --set reward.tasks.math.weights.format=0.2.";
+  if (!set_help.empty()) absl::StrAppend(&help, " ", set_help);
+  flags.StringList("set", overrides, std::move(help));
+}
+
 std::vector<std::string> ParseFlagsOrExit(const FlagSet& flags, int argc, char** argv) {
   auto parsed = flags.Parse(argc, argv);
   if (parsed.ok()) return *std::move(parsed);

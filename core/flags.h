@@ -64,6 +64,14 @@ class FlagSet {
   std::vector<Flag> flags_;
 };
 
+// The run-config flags of every binary and subcommand that reads a run
+// config: --config PATH (when `config_path` is non-null; `config_help`
+// replaces the default help) and the repeatable --set section.key=value
+// (`set_help` is appended to the standard help, e.g. "Also passed to every
+// role."). Pass the results to LoadConfig (core/config.h).
+void AddConfigFlags(FlagSet& flags, std::string* config_path, std::vector<std::string>* overrides,
+                    std::string config_help = "", std::string set_help = "");
+
 // Parses; on --help prints help and exits 0; on error prints the error and
 // a hint to stderr and exits 2.
 std::vector<std::string> ParseFlagsOrExit(const FlagSet& flags, int argc, char** argv);

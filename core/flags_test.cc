@@ -56,5 +56,29 @@ TEST(FlagSetTest, HelpListsEveryFlag) {
   EXPECT_TRUE(absl::IsCancelled(flags.Parse(std::vector<std::string>{"--help"}).status()));
 }
 
+TEST(FlagSetTest, ConfigFlags) {
+  std::string config;
+  std::vector<std::string> overrides;
+  FlagSet flags("prog", "Does things.");
+  AddConfigFlags(flags, &config, &overrides, "", "Also passed on.");
+  auto rest = flags.Parse(
+      std::vector<std::string>{"--config", "run.yaml", "--set", "a.b=1", "--set=c.d=2", "pos"});
+  ASSERT_TRUE(rest.ok()) << rest.status();
+  EXPECT_EQ(config, "run.yaml");
+  EXPECT_EQ(overrides, (std::vector<std::string>{"a.b=1", "c.d=2"}));
+  EXPECT_EQ(*rest, std::vector<std::string>{"pos"});
+  std::string help = flags.Help();
+  EXPECT_NE(help.find("--config"), std::string::npos) << help;
+  EXPECT_NE(help.find("section.key=value"), std::string::npos) << help;
+  EXPECT_NE(help.find("Also passed on."), std::string::npos) << help;
+
+  // Without --config (a positional CONFIG instead).
+  std::vector<std::string> only_set;
+  FlagSet positional("prog", "Takes CONFIG.", "CONFIG");
+  AddConfigFlags(positional, nullptr, &only_set);
+  EXPECT_FALSE(positional.Parse(std::vector<std::string>{"--config", "x"}).ok());
+  EXPECT_TRUE(positional.Parse(std::vector<std::string>{"--set", "a.b=1"}).ok());
+}
+
 }  // namespace
 }  // namespace cohort

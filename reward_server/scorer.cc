@@ -15,6 +15,7 @@
 #include "absl/strings/str_join.h"
 #include "cohort/v1/reward.grpc.pb.h"
 #include "core/logging.h"
+#include "core/verifier_names.h"
 #include "reward_server/code_verifier.h"
 #include "reward_server/verifiers/verifiers.h"
 
@@ -24,10 +25,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 constexpr const char* kComponents[] = {"accuracy", "format", "language", "length"};
-
-bool KnownVerifier(const std::string& v) {
-  return v == "math" || v == "gsm8k" || v == "countdown" || v == "code";
-}
 
 Result NonOk(const std::string& id, Status status, std::string reason) {
   Result r;
@@ -90,11 +87,11 @@ absl::StatusOr<std::unique_ptr<Scorer>> Scorer::Create(ScorerOptions options) {
   for (auto& [name, spec] : options.tasks) {
     const std::string where = absl::StrCat("reward.tasks.", name);
     if (!spec.endpoint.empty()) continue;
-    if (spec.verifier.empty() && KnownVerifier(name)) spec.verifier = name;
-    if (!KnownVerifier(spec.verifier)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(where, ".verifier: expected math, gsm8k, countdown or code, got \"",
-                       spec.verifier, "\" (or set an endpoint)"));
+    if (spec.verifier.empty() && IsVerifierName(name)) spec.verifier = name;
+    if (!IsVerifierName(spec.verifier)) {
+      return absl::InvalidArgumentError(absl::StrCat(where, ".verifier: expected ",
+                                                     VerifierNamesText(), ", got \"", spec.verifier,
+                                                     "\" (or set an endpoint)"));
     }
     if (spec.verifier == "code") needs_sandbox = true;
     for (const auto& [key, weight] : spec.weights) {
@@ -378,10 +375,14 @@ Result Scorer::Verify(const Sample& sample) {
       acc = Gsm8kAccuracy(sample, math_options);
     } else if (spec.verifier == "countdown") {
       acc = CountdownAccuracy(sample);
-    } else {
+    } else if (spec.verifier == "code") {
       CodeVerifierOptions co;
       co.budget_seconds = options_.sample_timeout_seconds;
       acc = CodeAccuracy(sample, sandbox_.get(), sandbox_error_, co);
+    } else {
+      // A name in core/verifier_names.h without a branch here.
+      acc = ComponentResult::Error(
+          absl::StrCat("verifier \"", spec.verifier, "\" is not implemented by the scorer"));
     }
   } catch (const std::exception& e) {
     acc = ComponentResult::Error(absl::StrCat(spec.verifier, " verifier failed: ", e.what()));

@@ -12,6 +12,7 @@
 
 #include "absl/time/clock.h"
 #include "cohort/v1/reward.grpc.pb.h"
+#include "core/verifier_names.h"
 #include "gtest/gtest.h"
 
 namespace cohort::reward {
@@ -124,6 +125,26 @@ TEST_F(ScorerTest, AccuracyPerVerifier) {
   r = scorer_->ScoreNow(MakeSample("math", "I don't know.", "3"));
   EXPECT_EQ(r.status, Status::kOk);
   EXPECT_DOUBLE_EQ(r.reward, 0.0);
+}
+
+TEST(ScorerRegistryTest, EveryVerifierNameIsAcceptedAndImplemented) {
+  MetricsRegistry reg;
+  ScorerOptions o;
+  o.workers = 1;
+  o.metrics = &reg;
+  o.sandbox.bwrap_path = "/nonexistent/bwrap";  // `code` answers ERROR, saying why
+  for (std::string_view name : kVerifierNames) o.tasks[std::string(name)] = Spec("");
+  auto s = Scorer::Create(o);
+  ASSERT_TRUE(s.ok()) << s.status();
+  for (std::string_view name : kVerifierNames) {
+    Result r = (*s)->ScoreNow(MakeSample(std::string(name), "x", "y"));
+    EXPECT_EQ(r.reason.find("not implemented"), std::string::npos) << name << ": " << r.reason;
+  }
+  o.tasks["bad"] = Spec("poetry");
+  auto bad = Scorer::Create(o);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("expected " + VerifierNamesText()), std::string::npos)
+      << bad.status();
 }
 
 TEST_F(ScorerTest, RewardIsTheWeightedSumOfComponents) {
