@@ -125,6 +125,23 @@ security:
   EXPECT_EQ(config->reward.tasks.at("code").max_length, 512);
 }
 
+TEST(ConfigTest, GpuKeys) {
+  auto config = ParseConfig(
+      "learner:\n  device: cuda\nactor:\n  device: cuda\n  kv_cache_fraction: 0.9\n"
+      "weights:\n  transport: nccl\n  nccl_timeout_seconds: 30\n");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->learner.device, "cuda");
+  EXPECT_DOUBLE_EQ(config->actor.kv_cache_fraction, 0.9);
+  EXPECT_EQ(config->weights.transport, "nccl");
+  EXPECT_EQ(config->weights.nccl_timeout_seconds, 30);
+  EXPECT_EQ(ParseConfig("")->weights.transport, "grpc");
+  // NCCL between GPU roles only; the fraction is a fraction.
+  EXPECT_THAT(ParseError("weights:\n  transport: nccl\n"),
+              HasSubstr("weights.transport: nccl needs learner.device and actor.device cuda"));
+  EXPECT_THAT(ParseError("actor:\n  kv_cache_fraction: 1.5\n"), HasSubstr("kv_cache_fraction"));
+  EXPECT_THAT(ParseError("weights:\n  transport: ib\n"), HasSubstr("grpc|nccl"));
+}
+
 TEST(ConfigTest, MissingFileIsNotFound) {
   auto config = LoadConfig("/nonexistent/run.yaml");
   ASSERT_FALSE(config.ok());
