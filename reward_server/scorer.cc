@@ -15,6 +15,7 @@
 #include "absl/strings/str_join.h"
 #include "cohort/v1/reward.grpc.pb.h"
 #include "core/logging.h"
+#include "core/status.h"
 #include "core/verifier_names.h"
 #include "reward_server/code_verifier.h"
 #include "reward_server/verifiers/verifiers.h"
@@ -73,7 +74,52 @@ ScorerOptions ScorerOptionsFromConfig(const RewardSection& reward) {
 
 Scorer::Scorer(ScorerOptions options) : options_(std::move(options)) {}
 
-absl::StatusOr<std::unique_ptr<Scorer>> Scorer::Create(ScorerOptions options) {
+namespace {
+
+// Checks one task and fills in its verifier from its name ("math" task:
+// math verifier) when it has none and no endpoint.
+absl::Status ValidateTask(const std::string& name, RewardTaskSpec& spec) {
+  const std::string where = absl::StrCat("reward.tasks.", name);
+  if (!spec.endpoint.empty()) return absl::OkStatus();
+  if (spec.verifier.empty() && IsVerifierName(name)) spec.verifier = name;
+  if (!IsVerifierName(spec.verifier)) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ".verifier: expected ",
+                                                   VerifierNamesText(), ", got \"", spec.verifier,
+                                                   "\" (or set an endpoint)"));
+  }
+  for (const auto& [key, weight] : spec.weights) {
+    if (std::find(std::begin(kComponents), std::end(kComponents), key) == std::end(kComponents)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ".weights.", key,
+                       ": unknown component (expected accuracy, format, language or "
+                       "length)"));
+    }
+    if (!std::isfinite(weight)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ".weights.", key, ": not a finite number"));
+    }
+  }
+  if (spec.weights.count("format") && !ParseFormatKind(spec.format).has_value()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ".format: expected r1, r1-zero or none, got \"", spec.format, "\""));
+  }
+  if (spec.weights.count("language") && spec.language != "en" && spec.language != "zh") {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ".language: a language weight needs language en or zh, got \"",
+                     spec.language, "\""));
+  }
+  if (spec.weights.count("length") &&
+      (spec.max_length <= 0 || spec.cache_length < 0 || spec.cache_length > spec.max_length)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where,
+                     ": a length weight needs max_length > 0 and 0 <= "
+                     "cache_length <= max_length"));
+  }
+  return absl::OkStatus();
+}
+
+// Checks the options as a whole, then every task.
+absl::Status ValidateOptions(ScorerOptions& options) {
   if (!(options.sample_timeout_seconds > 0)) {
     return absl::InvalidArgumentError("reward.sample_timeout_seconds: expected a number > 0");
   }
@@ -83,81 +129,63 @@ absl::StatusOr<std::unique_ptr<Scorer>> Scorer::Create(ScorerOptions options) {
   if (options.tasks.empty()) {
     return absl::InvalidArgumentError("reward.tasks: no task configured");
   }
-  bool needs_sandbox = false;
-  for (auto& [name, spec] : options.tasks) {
-    const std::string where = absl::StrCat("reward.tasks.", name);
-    if (!spec.endpoint.empty()) continue;
-    if (spec.verifier.empty() && IsVerifierName(name)) spec.verifier = name;
-    if (!IsVerifierName(spec.verifier)) {
-      return absl::InvalidArgumentError(absl::StrCat(where, ".verifier: expected ",
-                                                     VerifierNamesText(), ", got \"", spec.verifier,
-                                                     "\" (or set an endpoint)"));
-    }
-    if (spec.verifier == "code") needs_sandbox = true;
-    for (const auto& [key, weight] : spec.weights) {
-      if (std::find(std::begin(kComponents), std::end(kComponents), key) == std::end(kComponents)) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(where, ".weights.", key,
-                         ": unknown component (expected accuracy, format, language or "
-                         "length)"));
-      }
-      if (!std::isfinite(weight)) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(where, ".weights.", key, ": not a finite number"));
-      }
-    }
-    if (spec.weights.count("format") && !ParseFormatKind(spec.format).has_value()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(where, ".format: expected r1, r1-zero or none, got \"", spec.format, "\""));
-    }
-    if (spec.weights.count("language") && spec.language != "en" && spec.language != "zh") {
-      return absl::InvalidArgumentError(
-          absl::StrCat(where, ".language: a language weight needs language en or zh, got \"",
-                       spec.language, "\""));
-    }
-    if (spec.weights.count("length") &&
-        (spec.max_length <= 0 || spec.cache_length < 0 || spec.cache_length > spec.max_length)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(where,
-                       ": a length weight needs max_length > 0 and 0 <= "
-                       "cache_length <= max_length"));
-    }
-  }
+  for (auto& [name, spec] : options.tasks) RETURN_IF_ERROR(ValidateTask(name, spec));
+  return absl::OkStatus();
+}
 
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Scorer>> Scorer::Create(ScorerOptions options) {
+  RETURN_IF_ERROR(ValidateOptions(options));
   std::unique_ptr<Scorer> scorer(new Scorer(std::move(options)));
-  ScorerOptions& o = scorer->options_;
-  if (!o.make_channel) {
-    o.make_channel =
+  RETURN_IF_ERROR(scorer->ConnectEndpoints());
+  const bool needs_sandbox = std::any_of(
+      scorer->options_.tasks.begin(), scorer->options_.tasks.end(), [](const auto& task) {
+        return task.second.endpoint.empty() && task.second.verifier == "code";
+      });
+  if (needs_sandbox) scorer->SetUpSandbox();
+  scorer->RegisterMetrics();
+  scorer->StartThreads();
+  return scorer;
+}
+
+absl::Status Scorer::ConnectEndpoints() {
+  if (!options_.make_channel) {
+    options_.make_channel =
         [](const std::string& target) -> absl::StatusOr<std::shared_ptr<grpc::Channel>> {
       return grpc::CreateChannel(target, grpc::InsecureChannelCredentials());
     };
   }
-  for (const auto& [name, spec] : o.tasks) {
-    if (spec.endpoint.empty() || scorer->channels_.count(spec.endpoint)) {
+  for (const auto& [name, spec] : options_.tasks) {
+    if (spec.endpoint.empty() || channels_.count(spec.endpoint)) {
       continue;
     }
-    auto channel = o.make_channel(spec.endpoint);
+    auto channel = options_.make_channel(spec.endpoint);
     if (!channel.ok()) {
       return absl::InvalidArgumentError(
           absl::StrCat("reward.tasks.", name, ".endpoint: ", channel.status().message()));
     }
-    scorer->channels_[spec.endpoint] = *channel;
+    channels_[spec.endpoint] = *channel;
   }
-  if (needs_sandbox) {
-    SandboxOptions so = o.sandbox;
-    so.limits.wall_seconds = std::min(so.limits.wall_seconds, o.sample_timeout_seconds);
-    auto sandbox = Sandbox::Create(so);
-    if (sandbox.ok()) {
-      scorer->sandbox_ = std::move(*sandbox);
-      COHORT_LOG(INFO) << "code sandbox ready (bubblewrap"
-                       << (scorer->sandbox_->uses_uid_pool() ? ", uid pool" : "") << ")";
-    } else {
-      scorer->sandbox_error_ = std::string(sandbox.status().message());
-      COHORT_LOG(ERROR) << scorer->sandbox_error_;
-    }
-  }
+  return absl::OkStatus();
+}
 
-  MetricsRegistry* reg = o.metrics ? o.metrics : MetricsRegistry::Default();
+void Scorer::SetUpSandbox() {
+  SandboxOptions so = options_.sandbox;
+  so.limits.wall_seconds = std::min(so.limits.wall_seconds, options_.sample_timeout_seconds);
+  auto sandbox = Sandbox::Create(so);
+  if (sandbox.ok()) {
+    sandbox_ = std::move(*sandbox);
+    COHORT_LOG(INFO) << "code sandbox ready (bubblewrap"
+                     << (sandbox_->uses_uid_pool() ? ", uid pool" : "") << ")";
+  } else {
+    sandbox_error_ = std::string(sandbox.status().message());
+    COHORT_LOG(ERROR) << sandbox_error_;
+  }
+}
+
+void Scorer::RegisterMetrics() {
+  MetricsRegistry* reg = options_.metrics ? options_.metrics : MetricsRegistry::Default();
   auto make_task_metrics = [&](const std::string& task) {
     auto tm = std::make_unique<TaskMetrics>();
     for (Status s : {Status::kOk, Status::kInvalid, Status::kTimeout, Status::kError}) {
@@ -167,24 +195,25 @@ absl::StatusOr<std::unique_ptr<Scorer>> Scorer::Create(ScorerOptions options) {
     }
     return tm;
   };
-  for (const auto& [name, spec] : o.tasks) {
-    scorer->task_metrics_[name] = make_task_metrics(name);
+  for (const auto& [name, spec] : options_.tasks) {
+    task_metrics_[name] = make_task_metrics(name);
   }
   // Requests naming no configured task share one label value, so a caller
   // cannot grow the metric without bound.
-  scorer->task_metrics_["(unknown)"] = make_task_metrics("(unknown)");
-  scorer->queue_gauge_ =
-      reg->GetGauge("cohort_reward_queue_depth", "Samples queued and not yet started.");
-  scorer->verify_seconds_ = reg->GetHistogram("cohort_reward_verify_seconds",
-                                              "Wall time verifying one sample, from its start.",
-                                              Histogram::ExponentialBuckets(1e-5, 4, 12));
+  task_metrics_["(unknown)"] = make_task_metrics("(unknown)");
+  queue_gauge_ = reg->GetGauge("cohort_reward_queue_depth", "Samples queued and not yet started.");
+  verify_seconds_ = reg->GetHistogram("cohort_reward_verify_seconds",
+                                      "Wall time verifying one sample, from its start.",
+                                      Histogram::ExponentialBuckets(1e-5, 4, 12));
+}
 
-  int workers = o.workers > 0 ? o.workers : std::max(1u, std::thread::hardware_concurrency());
+void Scorer::StartThreads() {
+  int workers =
+      options_.workers > 0 ? options_.workers : std::max(1u, std::thread::hardware_concurrency());
   for (int i = 0; i < workers; ++i) {
-    scorer->threads_.emplace_back([s = scorer.get()] { s->WorkerLoop(); });
+    threads_.emplace_back([s = this] { s->WorkerLoop(); });
   }
-  scorer->watchdog_ = std::thread([s = scorer.get()] { s->WatchdogLoop(); });
-  return scorer;
+  watchdog_ = std::thread([s = this] { s->WatchdogLoop(); });
 }
 
 Scorer::~Scorer() { Stop(); }

@@ -118,6 +118,11 @@ class Scorer {
   struct Job;
   struct TaskMetrics;
   explicit Scorer(ScorerOptions options);
+  // The steps of Create, in order.
+  absl::Status ConnectEndpoints();  // one channel per remote endpoint
+  void SetUpSandbox();              // sandbox_, or sandbox_error_ saying why not
+  void RegisterMetrics();
+  void StartThreads();  // the workers and the watchdog
   void WorkerLoop();
   void WatchdogLoop();
   Result Verify(const Sample& sample);
