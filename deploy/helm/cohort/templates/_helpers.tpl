@@ -85,8 +85,8 @@ true
 {{- end -}}
 {{- $owned := dict
   "run" (dict "out_dir" "/var/lib/cohort")
-  "learner" (dict "host" "0.0.0.0" "port" $v.ports.learner "metrics_port" $v.ports.metrics "checkpoint_on_stop_seconds" $v.learner.checkpointDeadlineSeconds)
-  "actor" (dict "metrics_port" $v.ports.metrics "drain_grace_seconds" $v.actor.drainGraceSeconds)
+  "learner" (dict "host" "0.0.0.0" "port" $v.ports.learner "metrics_port" $v.ports.metrics "checkpoint_on_stop_seconds" $v.learner.checkpointDeadlineSeconds "device" (ternary "cuda" "cpu" (gt (int $v.learner.gpu) 0)))
+  "actor" (dict "metrics_port" $v.ports.metrics "drain_grace_seconds" $v.actor.drainGraceSeconds "device" (ternary "cuda" "cpu" (gt (int $v.actor.gpu) 0)))
   "reward" (dict "host" "0.0.0.0" "port" $v.ports.reward "metrics_port" $v.ports.metrics "address" (printf "%s:%v" (include "cohort.rewardHost" .) $v.ports.reward))
   "weights" (dict "transport" $v.weights.transport)
   "supervisor" (dict "stop_timeout_seconds" (include "cohort.stopTimeout" . | int))
