@@ -11,8 +11,10 @@ int TokenizeMain(int argc, char** argv);   // tokenize_cmd.cc
 int RewardMain(int argc, char** argv);     // reward_cmd.cc
 int HealthMain(int argc, char** argv);     // health_cmd.cc
 int StatusMain(int argc, char** argv);     // status_cmd.cc
+int TaskMain(int argc, char** argv);       // task_cmd.cc
 int InitModelMain(int argc, char** argv);  // init_model_cmd.cc (LibTorch; the
                                            // cohort-init-model binary)
+int EvalMain(int argc, char** argv);       // eval_cmd.cc (LibTorch; cohort-eval)
 
 }  // namespace cohort::cli
 

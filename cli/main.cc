@@ -31,7 +31,9 @@ const Command kCommands[] = {
      "ask a server's grpc.health.v1 status with the run's token and TLS (exit 0 = SERVING)"},
     {"status", cohort::cli::StatusMain,
      "a learner's status: stage, step, version, ledger, actors (--json: the proto's fields)"},
+    {"task", cohort::cli::TaskMain, "write a built-in task's datasets and tokenizer (addition)"},
     {"init-model", nullptr, "write a randomly initialised Hugging Face model directory"},
+    {"eval", nullptr, "pass@1, cons@K, pass@K and format rate of a model on a JSONL dataset"},
 };
 
 // Subcommands that need LibTorch live in sibling binaries so that `cohort`
