@@ -70,6 +70,7 @@ class NetnsTest : public ::testing::Test {
     WriteFile(dir_ / "token", "netns-test-token\n");
     WriteFile(dir_ / "run.yaml",
               absl::StrCat("learner:\n  heartbeat_interval_ms: 300\n"
+                           "actor:\n  drain_grace_seconds: 2\n"
                            "supervisor:\n  stop_timeout_seconds: 5\n"
                            "security:\n  token_file: ",
                            dir_ / "token", "\n  tls:\n    cert_file: ", dir_ / "tls.crt",

@@ -65,7 +65,7 @@ constexpr int kStopTimeoutSeconds = 5;
 // promtool this is skipped, unless COHORT_REQUIRE_DATA=1.
 void PromtoolCheckMetrics(const std::string& body, const std::string& path) {
   if (std::system("command -v promtool >/dev/null 2>&1") != 0) {
-    EXPECT_FALSE(cohort::testing::PrerequisitesRequired())
+    EXPECT_FALSE(cohort::testutil::PrerequisitesRequired())
         << "COHORT_REQUIRE_DATA=1 but promtool is not installed (Debian package prometheus)";
     return;
   }
@@ -84,7 +84,9 @@ class ServiceTest : public ::testing::TestWithParam<Role> {
         "--port",         "0",
         "--metrics_port", "0",
         "--port_file",    dir_ / "ports",
-        "--set",          absl::StrCat("supervisor.stop_timeout_seconds=", kStopTimeoutSeconds)};
+        "--set",          absl::StrCat("supervisor.stop_timeout_seconds=", kStopTimeoutSeconds),
+        // An actor's drain must fit inside the stop deadline.
+        "--set",          "actor.drain_grace_seconds=1"};
     all.insert(all.end(), role.extra_args.begin(), role.extra_args.end());
     all.insert(all.end(), args.begin(), args.end());
     auto child = ChildProcess::Spawn(Binary(role.dir, role.binary), all, log());
