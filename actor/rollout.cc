@@ -906,7 +906,8 @@ void Rollout::UpdateEngineStateLocked() {
   } else {
     next = EngineState::kIdlePrompts;
   }
-  if (next == engine_state_) return;
+  // The time in the current state is booked on every call (not only on a
+  // change), so the counters stay current while the engine stays busy.
   const absl::Time now = absl::Now();
   const double seconds = absl::ToDoubleSeconds(now - engine_state_since_);
   engine_seconds_[static_cast<int>(engine_state_)] += seconds;
