@@ -1,14 +1,8 @@
 // Tests `cohort config` through the real binary: print (defaults, file,
 // --set), check (ok and each kind of error, exit codes), keys.
-#include <sys/wait.h>
-#include <unistd.h>
-
-#include <cstdlib>
-#include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <string>
 
+#include "core/testing/test_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -18,39 +12,20 @@ using ::testing::HasSubstr;
 
 const std::string kCohort = COHORT_BINARY_DIR "/cli/cohort";
 
-struct Result {
-  int exit_code;
-  std::string out, err;
-};
+using Result = cohort::testutil::CommandResult;
 
 class ConfigCmdTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    dir_ = ::testing::TempDir() + "config_cmd_test_" + std::to_string(::getpid());
-    std::filesystem::create_directories(dir_);
-  }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
-
-  static std::string Slurp(const std::string& path) {
-    std::ifstream in(path);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-  }
-
   std::string Write(const std::string& name, const std::string& text) {
-    std::ofstream(dir_ + "/" + name) << text;
-    return dir_ + "/" + name;
+    return tmp_.Write(name, text);
   }
 
   Result Run(const std::string& args) {
-    std::string cmd = kCohort + " config " + args + " > " + dir_ + "/out 2> " + dir_ + "/err";
-    int status = std::system(cmd.c_str());
-    return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, Slurp(dir_ + "/out"),
-            Slurp(dir_ + "/err")};
+    return cohort::testutil::RunCommand(kCohort + " config " + args, dir_);
   }
 
-  std::string dir_;
+  cohort::testutil::ScopedTempDir tmp_{"config_cmd_test"};
+  const std::string dir_ = tmp_.path();
 };
 
 TEST_F(ConfigCmdTest, PrintsEffectiveConfig) {

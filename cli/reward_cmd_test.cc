@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/testing/require.h"
+#include "core/testing/test_util.h"
 #include "gtest/gtest.h"
 
 namespace {
@@ -29,21 +30,12 @@ struct RunResult {
 };
 
 RunResult RunScore(const std::string& input, const std::string& flags = "") {
-  auto dir =
-      std::filesystem::temp_directory_path() / ("reward_cmd_test_" + std::to_string(getpid()));
-  std::filesystem::create_directories(dir);
-  std::string in = (dir / "in.jsonl").string();
-  std::ofstream(in) << input;
-  std::string cmd =
-      kCohort + " reward score " + flags + " < " + in + " 2>" + (dir / "err.txt").string();
+  cohort::testutil::ScopedTempDir dir("reward_cmd_test");
+  cohort::testutil::CommandResult run =
+      cohort::testutil::RunCommand(kCohort + " reward score " + flags, dir.path(), input);
   RunResult r;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (p == nullptr) return r;
-  char buf[65536];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) r.raw.append(buf, n);
-  int status = pclose(p);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.raw = std::move(run.out);
+  r.exit_code = run.exit_code;
   size_t start = 0;
   while (start < r.raw.size()) {
     size_t end = r.raw.find('\n', start);

@@ -1,15 +1,10 @@
 // Tests `cohort tokenize` through the real binary: stdin lines in, JSON lines
 // out, bad lines reported by number without losing the others.
-#include <sys/wait.h>
-#include <unistd.h>
-
-#include <cstdlib>
-#include <filesystem>
 #include <fstream>
-#include <sstream>
 #include <string>
 
 #include "core/testing/require.h"
+#include "core/testing/test_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -22,33 +17,12 @@ using Json = nlohmann::json;
 const std::string kCohort = COHORT_BINARY_DIR "/cli/cohort";
 const std::string kQwen = COHORT_SOURCE_DIR "/../shared/data/tokenizers/qwen3/tokenizer.json";
 
-struct Result {
-  int exit_code;
-  std::string out, err;
-};
+using Result = cohort::testutil::CommandResult;
 
 class TokenizeCmdTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    dir_ = ::testing::TempDir() + "tokenize_cmd_test_" + std::to_string(::getpid());
-    std::filesystem::create_directories(dir_);
-  }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
-
-  static std::string Slurp(const std::string& path) {
-    std::ifstream in(path);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-  }
-
   Result Run(const std::string& args, const std::string& input) {
-    std::ofstream(dir_ + "/in") << input;
-    std::string cmd =
-        kCohort + " tokenize " + args + " < " + dir_ + "/in > " + dir_ + "/out 2> " + dir_ + "/err";
-    int status = std::system(cmd.c_str());
-    return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, Slurp(dir_ + "/out"),
-            Slurp(dir_ + "/err")};
+    return cohort::testutil::RunCommand(kCohort + " tokenize " + args, dir_, input);
   }
 
   // A byte-level tokenizer with no merges (one token per byte, ids 0..255)
@@ -87,7 +61,8 @@ class TokenizeCmdTest : public ::testing::Test {
     return path;
   }
 
-  std::string dir_;
+  cohort::testutil::ScopedTempDir tmp_{"tokenize_cmd_test"};
+  const std::string dir_ = tmp_.path();
 };
 
 TEST_F(TokenizeCmdTest, EncodesAndDecodesLines) {
