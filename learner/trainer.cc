@@ -38,7 +38,8 @@ double Seconds(std::chrono::steady_clock::time_point since) {
 // Log-probs of `targets` under the output projection `w` from hidden rows
 // h [N, d], in chunks of `chunk` rows; fp32, at temperature 1 / inv_temp.
 // Adds the summed entropy to *entropy_sum when given (computed without
-// autograd).
+// autograd). log_softmax is one fused kernel forward and backward (a
+// logsumexp-based version costs several passes over the logits).
 at::Tensor HeadLogProbs(const at::Tensor& h, const at::Tensor& w, const at::Tensor& targets,
                         double inv_temp, int64_t chunk, double* entropy_sum) {
   const int64_t n = h.size(0);
@@ -47,14 +48,12 @@ at::Tensor HeadLogProbs(const at::Tensor& h, const at::Tensor& w, const at::Tens
     const int64_t rows = std::min(chunk, n - r0);
     at::Tensor logits = at::linear(h.narrow(0, r0, rows), w).to(at::kFloat);
     if (inv_temp != 1.0) logits = logits * inv_temp;
-    at::Tensor lse = at::logsumexp(logits, -1);
-    at::Tensor picked = logits.gather(1, targets.narrow(0, r0, rows).unsqueeze(1)).squeeze(1);
-    parts.push_back(picked - lse);
+    at::Tensor logp = at::log_softmax(logits, -1);
+    parts.push_back(logp.gather(1, targets.narrow(0, r0, rows).unsqueeze(1)).squeeze(1));
     if (entropy_sum != nullptr) {
       at::NoGradGuard no_grad;
-      at::Tensor l = logits.detach();
-      at::Tensor lse_d = lse.detach().unsqueeze(1);
-      *entropy_sum += (lse_d.squeeze(1) - (at::exp(l - lse_d) * l).sum(-1)).sum().item<double>();
+      at::Tensor l = logp.detach();
+      *entropy_sum -= (at::exp(l) * l).sum().item<double>();
     }
   }
   return parts.size() == 1 ? parts[0] : at::cat(parts);
