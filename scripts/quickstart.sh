@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
-# Sets up, builds and runs the main job: the quickstart local cluster (one
-# learner, one reward server, two actors) for 20 seconds, then stops it
-# cleanly. Training is not wired in yet; when it is, this runs the
-# quickstart training run instead.
-# Usage: scripts/quickstart.sh [extra `cohort run` flags, e.g. --for 1m]
+# Sets up, builds and runs the main job: the quickstart training run
+# (configs/quickstart.yaml): the built-in 2-digit addition task, a tiny
+# model initialised from scratch, cold-start SFT on 100 demonstrations, then
+# GRPO with accuracy + format rewards, held-out evals before/after each stage
+# and every 20 steps. Outputs in out/quickstart/: summary.json, report.html,
+# metrics.jsonl, evals.jsonl, tensorboard/, data/, model/ (the final model as
+# a Hugging Face directory).
+#
+# The run goes through `cohort-pipeline` (every stage in one process) until
+# the learner drives `pipeline:` itself; then this becomes
+# `cohort run configs/quickstart.yaml --out out/quickstart`.
+# Usage: scripts/quickstart.sh [extra flags, e.g. --set run.seed=2 --new]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${COHORT_BUILD_DIR:-build}
@@ -11,10 +18,20 @@ echo "quickstart: installing dependencies (scripts/setup.sh)"
 scripts/setup.sh
 echo "quickstart: building into $BUILD_DIR/ (scripts/build.sh)"
 COHORT_BUILD_DIR=$BUILD_DIR scripts/build.sh
-OUT=out/quickstart
-echo "quickstart: starting the local cluster; role logs in $OUT/"
+OUT=${COHORT_QUICKSTART_OUT:-out/quickstart}
+echo "quickstart: training; outputs in $OUT/"
 status=0
-"$BUILD_DIR/cli/cohort" run configs/quickstart.yaml --out "$OUT" --for 20s "$@" || status=$?
-echo "quickstart: cohort run exited with $status; role logs:"
-ls -1 "$OUT"/*.log 2>/dev/null | sed 's/^/  /'
+"$BUILD_DIR/learner/cohort-pipeline" --config configs/quickstart.yaml --out "$OUT" "$@" || status=$?
+if [[ $status -eq 0 ]]; then
+  echo "quickstart: done. Held-out greedy accuracy per stage (before -> after):"
+  python3 - "$OUT/summary.json" <<'PY' || true
+import json, sys
+s = json.load(open(sys.argv[1]))
+for st in s["stages"]:
+    b, a = st.get("eval_before", {}), st.get("eval_after", {})
+    print(f"  {st['name']:12s} {st['kind']:5s} {b.get('accuracy', 0):.3f} -> {a.get('accuracy', 0):.3f}"
+          f"  ({st.get('duration_s', 0):.0f} s)")
+PY
+  echo "quickstart: report: $OUT/report.html; model: $OUT/model"
+fi
 exit "$status"
