@@ -69,7 +69,9 @@ TEST(FlatChecksumTest, DetectsOneChangedByteAndIsDeterministic) {
   at::Tensor swapped = flat.clone();
   swapped.narrow(0, 0, 4).copy_(flat.narrow(0, 4, 4));
   swapped.narrow(0, 4, 4).copy_(flat.narrow(0, 0, 4));
-  if (!at::equal(swapped, flat)) EXPECT_NE(FlatChecksum(swapped).value(), a);
+  if (!at::equal(swapped, flat)) {
+    EXPECT_NE(FlatChecksum(swapped).value(), a);
+  }
 }
 
 // One learner and two actors on threads, two versions in a row, then close.
