@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Checks deploy/: the Helm chart and the Dockerfiles. Run by ctest
 # (check_deploy) and by hand:
-#   scripts/check_deploy.sh [--cohort build/cli/cohort] [--bin_dir build]
+#   scripts/check_deploy.sh [--bin_dir build [--check_keys]]
 #
 # 1. helm lint --strict, default values and every deploy/helm/cohort/ci/*.yaml;
 # 2. helm template of each; every rendered object validated against the
@@ -9,8 +9,9 @@
 #    profile and cohort's probe rules (deploy/tools/validate.js);
 # 3. wrong values fail at install time with a message naming the value
 #    (values.schema.json and the chart's cross-field checks);
-# 4. with --cohort: the run config the chart renders passes
-#    `cohort config check` (the chart only sets keys cohort knows);
+# 4. with --check_keys: the run config the chart renders passes
+#    `cohort config check` (the chart only sets keys cohort knows), and every
+#    flag the chart passes is in the binary's --help;
 # 5. the Dockerfiles install with scripts/setup.sh and build with
 #    scripts/build.sh, passing only CMake options that select what is built,
 #    so images and tests cannot drift apart; with --bin_dir (a build tree),
@@ -21,12 +22,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-COHORT=""
 BIN_DIR=""
+CHECK_KEYS=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
-    --cohort) COHORT="$2"; shift 2 ;;
     --bin_dir) BIN_DIR="$2"; shift 2 ;;
+    --check_keys) CHECK_KEYS=1; shift ;;
     *) echo "check_deploy.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -185,11 +186,15 @@ expect_error "minReplicas" --set reward.autoscaling.enabled=true \
   --set reward.autoscaling.minReplicas=5 --set reward.autoscaling.maxReplicas=2
 
 # --- 4: the rendered run config is valid for cohort ----------------------------
-if [[ -n "$COHORT" ]]; then
+if [[ $CHECK_KEYS == 1 && -z "$BIN_DIR" ]]; then
+  echo "check_deploy.sh: --check_keys needs --bin_dir" >&2
+  exit 2
+fi
+if [[ $CHECK_KEYS == 1 ]]; then
   step "cohort config check of the rendered run configs"
   for c in "${cases[@]}"; do
     name=${c%%|*}
-    if ! "$COHORT" config check "$WORK/$name.run.yaml" >"$WORK/check.log" 2>&1; then
+    if ! "$BIN_DIR/cli/cohort" config check "$WORK/$name.run.yaml" >"$WORK/check.log" 2>&1; then
       cat "$WORK/check.log" >&2
       fail "the run config rendered for '$name' does not pass cohort config check"
     fi
@@ -249,8 +254,48 @@ if [[ -n "$BIN_DIR" ]]; then
   elif ! grep -q '^libgrpc++' "$WORK/packages"; then
     fail "runtime packages lack gRPC: $(tr '\n' ' ' <"$WORK/packages")"
   else
-    echo "   ${#bins[@]} binaries need: $(tr '\n' ' ' <"$WORK/packages")"
+    echo "   ${#bins[@]} binaries need $(wc -l <"$WORK/packages") Debian packages"
   fi
+fi
+
+if [[ $CHECK_KEYS == 1 ]]; then
+  # Every flag the chart passes (container args, the readiness probe's
+  # `cohort health`) is one the binary documents in --help.
+  step "the chart's flags exist in the binaries"
+  for c in "${cases[@]}"; do
+    name=${c%%|*}
+    node -e '
+      const yaml = require("js-yaml");
+      const docs = yaml.loadAll(require("fs").readFileSync(process.argv[1], "utf8"));
+      const seen = new Set();
+      for (const d of docs) {
+        const spec = d && d.spec && d.spec.template && d.spec.template.spec;
+        for (const c of (spec && spec.containers) || []) {
+          const lines = [[...(c.command || []), ...(c.args || [])]];
+          if (c.readinessProbe && c.readinessProbe.exec) lines.push(c.readinessProbe.exec.command);
+          for (const argv of lines) {
+            const prog = argv[0] === "cohort" ? `cohort ${argv[1]}` : argv[0];
+            for (const a of argv.slice(1)) {
+              if (!a.startsWith("--")) continue;
+              const key = `${prog}\t${a.replace(/=.*/, "")}`;
+              if (!seen.has(key)) { seen.add(key); console.log(key); }
+            }
+          }
+        }
+      }' "$WORK/$name.yaml"
+  done | sort -u >"$WORK/flags"
+  declare -A where=([cohort-learner]=learner [cohort-actor]=actor [cohort-reward]=reward_server)
+  while IFS=$'\t' read -r prog flag; do
+    if [[ "$prog" == cohort\ * ]]; then
+      help=$("$BIN_DIR/cli/cohort" ${prog#cohort } --help 2>&1 || true)
+    elif [[ -n "${where[$prog]:-}" && -x "$BIN_DIR/${where[$prog]}/$prog" ]]; then
+      help=$("$BIN_DIR/${where[$prog]}/$prog" --help 2>&1 || true)
+    else
+      echo "   ($prog not built: its flags are not checked)"
+      continue
+    fi
+    grep -q -- "$flag\b" <<<"$help" || fail "the chart passes $flag to $prog, whose --help does not list it"
+  done <"$WORK/flags"
 fi
 
 if [[ $failures -gt 0 ]]; then
