@@ -125,6 +125,8 @@ int RunMain(int argc, char** argv) {
   const SupervisorSection& sup = config->supervisor;
   options.ready_timeout = absl::Seconds(sup.ready_timeout_seconds);
   options.stop_timeout = absl::Seconds(sup.stop_timeout_seconds);
+  options.learner_stop_timeout =
+      absl::Seconds(sup.stop_timeout_seconds + config->learner.checkpoint_on_stop_seconds);
   options.max_restarts = sup.max_restarts;
   options.restart_window = absl::Seconds(sup.restart_window_seconds);
   options.backoff_initial = absl::Milliseconds(sup.backoff_initial_ms);

@@ -349,13 +349,12 @@ bool Supervisor::HandleDeath(Role& role, std::string* report) {
   std::string how = DescribeWaitStatus(role.child->wait_status());
   pid_t pid = role.child->pid();
   absl::Time now = absl::Now();
-  if (role.kind == Kind::kLearner) {
-    *report = DeathReport(role, absl::StrCat(how,
-                                             "; the learner cannot be restarted yet (it "
-                                             "does not resume from a checkpoint), so the "
-                                             "run stops"));
-    role.state = State::kDown;
-    return false;
+  int ws = role.child->wait_status();
+  if (WIFEXITED(ws) && WEXITSTATUS(ws) == 0) {
+    role.state = State::kFinished;
+    Event(absl::StrCat(role.name, " (pid ", pid, ") finished (exited with code 0)",
+                       role.kind == Kind::kLearner ? "; the run is complete" : ""));
+    return true;
   }
   role.deaths.push_back(now);
   while (!role.deaths.empty() && role.deaths.front() < now - options_.restart_window) {
@@ -420,8 +419,9 @@ int Supervisor::Run() {
         case State::kBackoff:
           if (now >= role.restart_at) {
             ++role.restarts;
-            // The reward server keeps its port so actors keep its address.
-            int port = role.kind == Kind::kReward ? role.grpc_port : 0;
+            // The learner and the reward server keep their ports so actors
+            // keep their addresses.
+            int port = role.kind == Kind::kActor ? 0 : role.grpc_port;
             absl::Status s = SpawnRole(role, port);
             if (!s.ok()) {
               report = absl::StrCat("cannot restart ", role.name, ": ", s.message());
@@ -430,9 +430,14 @@ int Supervisor::Run() {
           }
           break;
         case State::kDown:
+        case State::kFinished:
           break;
       }
       if (fatal) break;
+    }
+    if (!fatal && learner_->state == State::kFinished) {
+      Event("the learner finished the run; stopping the other roles");
+      break;
     }
     if (fatal) {
       exit_code = 1;
@@ -463,12 +468,14 @@ void Supervisor::StopAll() {
   for (auto& role : roles_) {
     if (role->child && !role->child->Exited()) role->child->Signal(SIGTERM);
   }
-  absl::Time deadline = absl::Now() + options_.stop_timeout;
+  absl::Time start = absl::Now();
   for (auto& role : roles_) {
     if (!role->child) continue;
-    if (!role->child->WaitFor(std::max(absl::ZeroDuration(), deadline - absl::Now()))) {
+    absl::Duration grace =
+        role->kind == Kind::kLearner ? options_.learner_stop_timeout : options_.stop_timeout;
+    if (!role->child->WaitFor(std::max(absl::ZeroDuration(), start + grace - absl::Now()))) {
       COHORT_LOG(WARNING) << role->name << " (pid " << role->child->pid()
-                          << ") did not stop within " << absl::FormatDuration(options_.stop_timeout)
+                          << ") did not stop within " << absl::FormatDuration(grace)
                           << " of SIGTERM; sending SIGKILL";
       role->child->Signal(SIGKILL);
       role->child->WaitFor(absl::InfiniteDuration());
@@ -509,6 +516,8 @@ void Supervisor::DrawStatus(absl::Time start) {
         return "restarting";
       case State::kDown:
         return "down";
+      case State::kFinished:
+        return "finished";
     }
     return "?";
   };

@@ -1,8 +1,11 @@
 // The local-cluster supervisor behind `cohort run`: starts the reward
 // server, the learner and N actors as child processes on loopback, waits
-// until each one is SERVING, restarts the stateless roles (actors, reward
-// server) with exponential backoff when they die, and stops the whole run
-// when the learner dies or a role keeps dying.
+// until each one is SERVING, restarts a role that dies with exponential
+// backoff (the learner and the reward server on their previous ports, so
+// actors keep their addresses; the learner resumes from its checkpoint),
+// and stops the whole run when a role keeps dying. A role that exits 0 has
+// finished (the learner: the run is complete; an actor: it drained) and is
+// never restarted; the run ends with exit code 0 when the learner finishes.
 //
 // Process model: every child runs in its own process group (so a terminal's
 // Ctrl-C reaches only `cohort run`, which then stops the children in order)
@@ -115,6 +118,9 @@ struct SupervisorOptions {
   absl::Duration ready_timeout = absl::Seconds(60);
   // SIGTERM-to-SIGKILL grace when stopping a role.
   absl::Duration stop_timeout = absl::Seconds(10);
+  // The learner's grace: it writes its final checkpoint on SIGTERM
+  // (learner.checkpoint_on_stop_seconds + stop_timeout).
+  absl::Duration learner_stop_timeout = absl::Seconds(10);
   // A restartable role that dies more than max_restarts times within
   // restart_window stops the run.
   int max_restarts = 5;
@@ -157,8 +163,9 @@ class Supervisor {
   // CANCELLED if stop_fd became readable meanwhile.
   absl::Status Start();
 
-  // Supervises until stop_fd is readable, run_for elapses (both: exit code
-  // 0) or a role fails beyond its limits (exit code 1, report on stderr).
+  // Supervises until stop_fd is readable, run_for elapses, the learner
+  // exits 0 (the run is complete) (all: exit code 0) or a role fails beyond
+  // its limits (exit code 1, report on stderr).
   // Stops every role before returning. Returns the exit code for
   // `cohort run`.
   int Run();
@@ -173,14 +180,15 @@ class Supervisor {
 
  private:
   enum class Kind { kLearner, kReward, kActor };
-  enum class State { kDown, kStarting, kServing, kBackoff };
+  // kFinished: exited 0 on its own; never restarted.
+  enum class State { kDown, kStarting, kServing, kBackoff, kFinished };
   struct Role {
     std::string name;
     Kind kind;
     std::string binary;
     std::unique_ptr<ChildProcess> child;
     State state = State::kDown;
-    int grpc_port = 0;              // last bound port; the reward server keeps it
+    int grpc_port = 0;              // last bound port; learner and reward server keep it
     absl::Time started;             // when the current child was spawned
     absl::Time restart_at;          // when in kBackoff
     std::deque<absl::Time> deaths;  // within restart_window

@@ -38,6 +38,7 @@
 #include "learner/service.h"
 #include "learner/trainer.h"
 #include "learner/weight_store.h"
+#include "model/aten.h"
 #include "model/checkpoint.h"
 
 namespace cohort::learner {
@@ -98,8 +99,15 @@ absl::StatusOr<Setup> Load(const RunConfig& c) {
     weights = model::RandomInitWeights(mc, static_cast<uint64_t>(c.run.seed));
     s.files.set_source("preset:" + c.model.preset);
   }
+  at::Device device(at::kCPU);
+  if (c.learner.device == "cuda") {
+    if (!at::hasCUDA()) {
+      return absl::FailedPreconditionError("learner.device is cuda but no CUDA device is usable");
+    }
+    device = at::Device(at::kCUDA, 0);
+  }
   ASSIGN_OR_RETURN(s.trainer,
-                   Trainer::Create(mc, std::move(weights), TrainerOptions::FromConfig(c)));
+                   Trainer::Create(mc, std::move(weights), TrainerOptions::FromConfig(c), device));
   TrainerInfo info = s.trainer->info();
   s.files.set_config_json(mc.ToJson());
   if (!tok_path.empty()) {
@@ -221,6 +229,11 @@ int Main(int argc, char** argv) {
   if (so.reward_addresses.empty() && !c.reward.address.empty()) {
     so.reward_addresses = {c.reward.address};
   }
+  so.group_size = c.sampling.group_size;
+  so.sampling.set_temperature(static_cast<float>(c.sampling.temperature));
+  so.sampling.set_top_k(c.sampling.top_k);
+  so.sampling.set_top_p(static_cast<float>(c.sampling.top_p));
+  so.sampling.set_max_new_tokens(c.sampling.max_new_tokens);
   so.heartbeat_interval_ms = c.learner.heartbeat_interval_ms;
   so.lease_ttl_ms = c.learner.lease_ttl_ms;
   so.deterministic = c.learner.determinism;
@@ -244,6 +257,16 @@ int Main(int argc, char** argv) {
   hooks.stopping_budget = absl::Seconds(c.learner.checkpoint_on_stop_seconds);
   hooks.on_serving = [&]() -> absl::Status {
     RETURN_IF_ERROR(loop.Start());
+    drain_watch = std::thread([&] {
+      while (!stopping && !loop.drain_requested()) absl::SleepFor(absl::Milliseconds(100));
+      if (stopping) return;
+      absl::Time until = absl::Now() + absl::Seconds(c.learner.checkpoint_on_stop_seconds);
+      while (!stopping && learner.OutstandingLeases() > 0 && absl::Now() < until) {
+        absl::SleepFor(absl::Milliseconds(100));
+      }
+      COHORT_LOG(INFO) << "drained: " << learner.OutstandingLeases() << " leases outstanding";
+      service.RequestStop(absl::OkStatus());
+    });
     if (setup->prompts == nullptr) return absl::OkStatus();  // idle: nothing to train
     if (loop.resumed_stage_index() > spec.index) {
       COHORT_LOG(INFO) << "the run is already complete (checkpoint after the last stage)";
@@ -268,16 +291,6 @@ int Main(int argc, char** argv) {
       } else if (!absl::IsCancelled(counts.status())) {
         service.RequestStop(counts.status());
       }
-    });
-    drain_watch = std::thread([&] {
-      while (!stopping && !loop.drain_requested()) absl::SleepFor(absl::Milliseconds(100));
-      if (stopping) return;
-      absl::Time until = absl::Now() + absl::Seconds(c.learner.checkpoint_on_stop_seconds);
-      while (!stopping && learner.OutstandingLeases() > 0 && absl::Now() < until) {
-        absl::SleepFor(absl::Milliseconds(100));
-      }
-      COHORT_LOG(INFO) << "drained: " << learner.OutstandingLeases() << " leases outstanding";
-      service.RequestStop(absl::OkStatus());
     });
     return absl::OkStatus();
   };

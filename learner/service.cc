@@ -264,8 +264,8 @@ grpc::Status LearnerService::Join(grpc::ServerContext*, const v1::JoinRequest* r
     resp->set_actor_id(id);
   }
   resp->set_policy_version(std::max<int64_t>(0, store_->latest_version()));
-  resp->set_group_size(stage.ledger != nullptr ? stage.group_size : 0);
-  *resp->mutable_sampling() = stage.sampling;
+  resp->set_group_size(stage.ledger != nullptr ? stage.group_size : options_.group_size);
+  *resp->mutable_sampling() = stage.ledger != nullptr ? stage.sampling : options_.sampling;
   resp->set_heartbeat_interval_ms(options_.heartbeat_interval_ms);
   resp->set_lease_ttl_ms(options_.lease_ttl_ms);
   if (!options_.reward_addresses.empty()) resp->set_reward_address(options_.reward_addresses[0]);

@@ -73,6 +73,10 @@ struct LearnerServiceOptions {
   v1::ModelFiles model;  // Join returns it
   int64_t vocab_size = 0;
   std::vector<std::string> reward_addresses;
+  // Join's group size and sampling defaults while no stage is served (a
+  // stage's own override them).
+  int32_t group_size = 8;
+  v1::SamplingParams sampling;
   int64_t heartbeat_interval_ms = 2000;
   int64_t lease_ttl_ms = 30000;
   bool deterministic = false;

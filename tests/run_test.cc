@@ -11,7 +11,11 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <grpcpp/grpcpp.h>
+
 #include "cli/supervisor.h"
+#include "cohort/v1/admin.grpc.pb.h"
+#include "core/rpc.h"
 #include "tests/cluster_util.h"
 
 namespace cohort {
@@ -42,6 +46,7 @@ run:
   name: run-test
 actor:
   count: 2
+  drain_grace_seconds: 2
 supervisor:
   max_restarts: 3
   restart_window_seconds: 60
@@ -184,21 +189,51 @@ TEST_F(RunTest, KilledRewardServerComesBackOnItsPort) {
   ExpectNothingLeft();
 }
 
-TEST_F(RunTest, KilledLearnerStopsTheRunWithAReport) {
+// The learner resumes from its checkpoint, so a dead learner is restarted
+// on its previous port and the run continues: actors keep its address and
+// are not restarted.
+TEST_F(RunTest, KilledLearnerIsRestartedOnItsPortAndTheRunContinues) {
+  StartCluster();
+  int port = ports_["learner"].grpc_port;
+  pid_t old = ports_["learner"].pid;
+  pid_t actor0 = ports_["actor-0"].pid, actor1 = ports_["actor-1"].pid;
+  PortFile now = KillAndWaitForRestart("learner");
+  EXPECT_NE(now.pid, old);
+  EXPECT_EQ(now.grpc_port, port) << "actors would lose the learner";
+  EXPECT_EQ(ParentPid(now.pid), run_->pid());
+  EXPECT_TRUE(Alive(actor0));
+  EXPECT_TRUE(Alive(actor1));
+  EXPECT_TRUE(Alive(ports_["reward"].pid));
+  EXPECT_THAT(ReadFile(run_log()),
+              HasSubstr(absl::StrCat("learner (pid ", old, ") killed by signal 9 (SIGKILL); "
+                                     "restarting in")));
+  run_->Signal(SIGTERM);
+  EXPECT_EQ(WaitForExit(absl::Seconds(3 * kStopTimeoutSeconds + 5)), "exited with code 0")
+      << ReadFile(run_log());
+  ExpectNothingLeft();
+}
+
+// A role that exits 0 has finished: a drained learner ends the run, and
+// `cohort run` exits 0 without restarting it.
+TEST_F(RunTest, DrainedLearnerFinishesTheRunWithExitCode0) {
   StartCluster();
   pid_t learner = ports_["learner"].pid;
-  ASSERT_EQ(::kill(learner, SIGKILL), 0);
-  EXPECT_EQ(WaitForExit(absl::Seconds(kStopTimeoutSeconds + 5)), "exited with code 1");
+  auto channel = MakeChannel(absl::StrCat("127.0.0.1:", ports_["learner"].grpc_port),
+                             ChannelOptions());
+  ASSERT_TRUE(channel.ok());
+  auto admin = v1::Admin::NewStub(*channel);
+  grpc::ClientContext ctx;
+  v1::DrainResponse drained;
+  grpc::Status s = admin->Drain(&ctx, v1::DrainRequest(), &drained);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(WaitForExit(absl::Seconds(3 * kStopTimeoutSeconds + 10)), "exited with code 0")
+      << ReadFile(run_log());
   ExpectNothingLeft();
   std::string text = ReadFile(run_log());
-  EXPECT_THAT(text,
-              HasSubstr(absl::StrCat("learner (pid ", learner, ") killed by signal 9 (SIGKILL)")));
-  // The report carries the learner's last log lines.
-  EXPECT_THAT(text, HasSubstr("lines of " + out_ + "/learner.log"));
-  EXPECT_THAT(text, HasSubstr("learner serving on 127.0.0.1:"));
-  // The other roles were stopped with SIGTERM, not killed.
-  EXPECT_THAT(ReadFile(out_ + "/actor-1.log"), HasSubstr("stopping (SIGTERM)"));
-  EXPECT_THAT(ReadFile(out_ + "/reward.log"), HasSubstr("stopping (SIGTERM)"));
+  EXPECT_THAT(text, HasSubstr(absl::StrCat("learner (pid ", learner,
+                                           ") finished (exited with code 0); the run is "
+                                           "complete")));
+  EXPECT_THAT(text, ::testing::Not(HasSubstr("learner restarted")));
 }
 
 TEST_F(RunTest, RoleThatKeepsDyingStopsTheRun) {
