@@ -851,6 +851,7 @@ void Rollout::WeightLoop() {
     int64_t want;
     Generator* generator;
     bool deterministic;
+    bool pinned;
     {
       absl::MutexLock lock(&mu_);
       auto needed = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -863,8 +864,11 @@ void Rollout::WeightLoop() {
       want = WantedVersionLocked();
       generator = generator_.get();
       deterministic = join_.deterministic();
+      pinned = deterministic && have_weights_;
     }
-    absl::StatusOr<std::shared_ptr<const HostWeights>> w = weights_.Fetch(want);
+    // A pinned version must be exactly that one (0, the initial weights,
+    // included); otherwise any version at least as new will do.
+    absl::StatusOr<std::shared_ptr<const HostWeights>> w = weights_.Fetch(want, /*exact=*/pinned);
     if (!w.ok() && w.status().code() == absl::StatusCode::kNotFound && !deterministic) {
       w = weights_.Fetch(0);  // that version is gone: take the latest
     }

@@ -100,7 +100,7 @@ absl::Status WeightAssembler::AppendDecoded(const v1::WeightChunk& chunk, HostTe
 absl::Status WeightAssembler::Add(const v1::WeightChunk& chunk) {
   if (done_) return Fail("chunk after the last one");
   if (!started_) {
-    if (want_version_ > 0 && chunk.version() != want_version_) {
+    if (want_version_ >= 0 && chunk.version() != want_version_) {
       return absl::DataLossError(absl::StrCat("asked for weights version ", want_version_,
                                               ", the stream sends version ", chunk.version()));
     }
@@ -234,12 +234,13 @@ WeightClient::WeightClient(LearnerClient* learner, WeightClientOptions options)
                                "Weight payload bytes received in streams that carried deltas.");
 }
 
-absl::StatusOr<HostWeights> WeightClient::FetchOnce(int64_t version,
+absl::StatusOr<HostWeights> WeightClient::FetchOnce(int64_t version, bool exact,
                                                     const std::shared_ptr<const HostWeights>& base,
                                                     int64_t* bytes, bool* delta) {
-  WeightAssembler assembler(version, base);
+  WeightAssembler assembler(exact || version > 0 ? version : -1, base);
   v1::FetchPolicyRequest request;
   request.set_version(version);
+  request.set_exact_version(exact);
   request.set_chunk_bytes(options_.chunk_bytes);
   if (base != nullptr) {
     request.set_delta(true);
@@ -253,7 +254,8 @@ absl::StatusOr<HostWeights> WeightClient::FetchOnce(int64_t version,
   return assembler.Finish();
 }
 
-absl::StatusOr<std::shared_ptr<const HostWeights>> WeightClient::Fetch(int64_t version) {
+absl::StatusOr<std::shared_ptr<const HostWeights>> WeightClient::Fetch(int64_t version,
+                                                                       bool exact) {
   absl::MutexLock fetch_lock(&fetch_mu_);
   std::shared_ptr<const HostWeights> base = last();
   if (!options_.delta || version <= 0 || (base != nullptr && base->version == version)) {
@@ -264,7 +266,7 @@ absl::StatusOr<std::shared_ptr<const HostWeights>> WeightClient::Fetch(int64_t v
     const absl::Time start = absl::Now();
     int64_t bytes = 0;
     bool delta = false;
-    absl::StatusOr<HostWeights> weights = FetchOnce(version, base, &bytes, &delta);
+    absl::StatusOr<HostWeights> weights = FetchOnce(version, exact, base, &bytes, &delta);
     const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
     bytes_total_->Increment(static_cast<double>(bytes));
     if (delta) delta_bytes_->Increment(static_cast<double>(bytes));

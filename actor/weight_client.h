@@ -42,7 +42,7 @@ namespace cohort::actor {
 
 class WeightAssembler {
  public:
-  // `version`: the version asked for; <= 0 accepts whatever the stream
+  // `version`: the version asked for; < 0 accepts whatever the stream
   // names. `base`: the version delta chunks refer to (may be null when no
   // delta was asked for; a delta chunk then fails).
   explicit WeightAssembler(int64_t version, std::shared_ptr<const HostWeights> base = nullptr)
@@ -85,8 +85,9 @@ class WeightClient {
   // `learner` is not owned and must outlive the client.
   WeightClient(LearnerClient* learner, WeightClientOptions options = {});
 
-  // `version` <= 0 fetches the latest (always a full stream).
-  absl::StatusOr<std::shared_ptr<const HostWeights>> Fetch(int64_t version);
+  // `version` <= 0 fetches the latest (always a full stream), unless
+  // `exact`: then exactly `version` (0 included) or an error.
+  absl::StatusOr<std::shared_ptr<const HostWeights>> Fetch(int64_t version, bool exact = false);
 
   // The last version Fetch returned (null before the first).
   std::shared_ptr<const HostWeights> last() const;
@@ -112,7 +113,7 @@ class WeightClient {
   Counter* delta_bytes_;
 
   // One stream; `base` non-null asks for a delta against it.
-  absl::StatusOr<HostWeights> FetchOnce(int64_t version,
+  absl::StatusOr<HostWeights> FetchOnce(int64_t version, bool exact,
                                         const std::shared_ptr<const HostWeights>& base,
                                         int64_t* bytes, bool* delta);
 

@@ -111,6 +111,12 @@ TEST(WeightClient, FetchesDeltasAndFallsBackOnCorruption) {
   EXPECT_EQ(v4w.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_EQ(client.last()->version, 3);
   EXPECT_EQ(client.Fetch(9).status().code(), absl::StatusCode::kNotFound);
+  // Exactly version 0 (the initial weights), not the latest.
+  learner.CorruptNextFetches(0);
+  auto v0 = client.Fetch(0, /*exact=*/true);
+  ASSERT_TRUE(v0.ok()) << v0.status();
+  EXPECT_EQ((*v0)->version, 0);
+  EXPECT_EQ((*client.Fetch(0))->version, 4) << "0 without exact is the latest";
   EXPECT_THAT(metrics.Render(),
               HasSubstr("cohort_actor_weight_fetches_total{result=\"checksum\"}"));
 }

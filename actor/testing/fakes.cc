@@ -499,7 +499,7 @@ absl::Status FakeLearner::FetchPolicy(
   {
     absl::MutexLock lock(&mu_);
     if (unavailable_) return absl::UnavailableError("fake learner unavailable");
-    version = request.version() > 0 ? request.version() : latest_;
+    version = request.version() > 0 || request.exact_version() ? request.version() : latest_;
     if (version > latest_) return absl::NotFoundError(absl::StrCat("version ", version));
     corrupt = corrupt_ > 0;
     if (corrupt) --corrupt_;
