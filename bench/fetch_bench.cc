@@ -1,0 +1,369 @@
+// fetch_bench: weight streaming of a Qwen2.5-0.5B-shaped version (bf16,
+// ~0.99 GB) over loopback. No arguments; prints JSON lines.
+//
+//  1. FetchPolicy (cohort.v1.Learner on a real gRPC server) to 1, 4 and 8
+//     concurrent clients, each on its own connection, verifying every
+//     chunk's CRC-32C as it streams and discarding the bytes, against a
+//     plain TCP stream of the same chunks (same chunk size, a small header
+//     per chunk, the same CRC check on the client). Lines:
+//       {"clients": N, "grpc_gbytes_per_s": x, "tcp_gbytes_per_s": y, "ratio": x/y}
+//     (aggregate over the clients).
+//  2. Bytes per version, full vs delta, after one AdamW update of fp32
+//     master weights (Adam's first step moves each weight by lr = 1e-6)
+//     rounded to bf16.
+//  3. Seconds from Publish() of that version until 8 clients holding the
+//     previous version have fetched it as a delta, rebuilt every tensor
+//     against their base and verified the tensor and version checksums.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "cohort/v1/learner.grpc.pb.h"
+#include "core/crc32c.h"
+#include "core/rpc.h"
+#include "learner/service.h"
+#include "learner/weight_store.h"
+
+namespace cohort::learner {
+namespace {
+
+constexpr int64_t kChunk = 4 << 20;
+
+// Qwen2.5-0.5B: hidden 896, intermediate 4864, 24 layers, 14 heads of 64,
+// 2 KV heads, vocab 151936, tied embeddings, q/k/v biases.
+std::vector<std::pair<std::string, std::vector<int64_t>>> Shapes() {
+  std::vector<std::pair<std::string, std::vector<int64_t>>> s;
+  const int64_t h = 896, inter = 4864, kv = 128, vocab = 151936;
+  s.push_back({"model.embed_tokens.weight", {vocab, h}});
+  s.push_back({"model.norm.weight", {h}});
+  for (int l = 0; l < 24; ++l) {
+    std::string p = absl::StrCat("model.layers.", l, ".");
+    s.push_back({p + "self_attn.q_proj.weight", {h, h}});
+    s.push_back({p + "self_attn.q_proj.bias", {h}});
+    s.push_back({p + "self_attn.k_proj.weight", {kv, h}});
+    s.push_back({p + "self_attn.k_proj.bias", {kv}});
+    s.push_back({p + "self_attn.v_proj.weight", {kv, h}});
+    s.push_back({p + "self_attn.v_proj.bias", {kv}});
+    s.push_back({p + "self_attn.o_proj.weight", {h, h}});
+    s.push_back({p + "mlp.gate_proj.weight", {inter, h}});
+    s.push_back({p + "mlp.up_proj.weight", {inter, h}});
+    s.push_back({p + "mlp.down_proj.weight", {h, inter}});
+    s.push_back({p + "input_layernorm.weight", {h}});
+    s.push_back({p + "post_attention_layernorm.weight", {h}});
+  }
+  return s;
+}
+
+uint16_t ToBf16(float f) {  // round to nearest even
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  u += 0x7FFF + ((u >> 16) & 1);
+  return static_cast<uint16_t>(u >> 16);
+}
+
+struct Model {
+  std::vector<std::vector<float>> master;  // fp32 master weights
+  WeightSnapshot Bf16() const {
+    WeightSnapshot snap;
+    auto shapes = Shapes();
+    for (size_t t = 0; t < shapes.size(); ++t) {
+      WeightTensor w;
+      w.name = shapes[t].first;
+      w.dtype = WeightDType::kBF16;
+      w.shape = shapes[t].second;
+      w.size = static_cast<int64_t>(master[t].size()) * 2;
+      auto data = AllocateWeightBytes(w.size);
+      auto* out = reinterpret_cast<uint16_t*>(data.get());
+      for (size_t i = 0; i < master[t].size(); ++i) out[i] = ToBf16(master[t][i]);
+      w.data = data;
+      snap.tensors.push_back(std::move(w));
+    }
+    return snap;
+  }
+};
+
+Model MakeModel() {
+  Model m;
+  std::mt19937_64 rng(1);
+  std::normal_distribution<float> normal(0.0f, 0.02f);
+  std::vector<float> pool(1 << 20);
+  for (auto& x : pool) x = normal(rng);
+  for (const auto& [name, shape] : Shapes()) {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    std::vector<float> w(n);
+    bool norm = name.find("norm") != std::string::npos;
+    uint64_t off = rng();
+    for (int64_t i = 0; i < n; ++i) {
+      w[i] = norm ? 1.0f : pool[(off + i * 2654435761u) & (pool.size() - 1)];
+    }
+    m.master.push_back(std::move(w));
+  }
+  return m;
+}
+
+// Adam's first update: m/sqrt(v) = sign(g), so each weight moves by lr.
+void AdamFirstStep(Model* m, double lr) {
+  std::mt19937_64 rng(2);
+  for (auto& w : m->master) {
+    for (size_t i = 0; i < w.size(); ++i) {
+      if ((i & 63) == 0) rng();
+      float sign = ((rng() >> (i & 63)) & 1) ? 1.0f : -1.0f;
+      w[i] -= static_cast<float>(lr) * sign;
+    }
+  }
+}
+
+std::shared_ptr<grpc::Channel> OwnChannel(const std::string& address) {
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);  // one connection per client
+  args.SetMaxReceiveMessageSize(64 << 20);
+  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+}
+
+// One client: streams `version`, verifies chunk CRCs; returns payload bytes.
+int64_t GrpcFetch(const std::string& address, int64_t version) {
+  auto stub = v1::Learner::NewStub(OwnChannel(address));
+  grpc::ClientContext ctx;
+  v1::FetchPolicyRequest req;
+  req.set_version(version);
+  auto reader = stub->FetchPolicy(&ctx, req);
+  v1::WeightChunk c;
+  int64_t bytes = 0;
+  while (reader->Read(&c)) {
+    if (Crc32c(c.data()) != c.crc32c()) {
+      std::fprintf(stderr, "CRC mismatch\n");
+      std::abort();
+    }
+    bytes += static_cast<int64_t>(c.data().size());
+  }
+  if (!reader->Finish().ok()) std::abort();
+  return bytes;
+}
+
+// The TCP baseline: per chunk a 16-byte header (payload size, CRC) and the
+// payload, written straight from the stored bytes.
+struct TcpServer {
+  int listen_fd = -1;
+  int port = 0;
+  std::shared_ptr<const PublishedVersion> version;
+  std::vector<std::thread> threads;
+
+  void Start() {
+    listen_fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ::bind(listen_fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+    ::listen(listen_fd, 64);
+    socklen_t len = sizeof(a);
+    ::getsockname(listen_fd, reinterpret_cast<sockaddr*>(&a), &len);
+    port = ntohs(a.sin_port);
+  }
+  void Serve(int clients) {
+    for (int i = 0; i < clients; ++i) {
+      int fd = ::accept(listen_fd, nullptr, nullptr);
+      threads.emplace_back([this, fd] {
+        for (const ChunkRef& c : version->full) {
+          uint64_t header[2] = {static_cast<uint64_t>(c.size), c.crc32c};
+          SendAll(fd, header, sizeof(header));
+          SendAll(fd, c.data, c.size);
+        }
+        ::close(fd);
+      });
+    }
+  }
+  void Join() {
+    for (auto& t : threads) t.join();
+    threads.clear();
+  }
+  static void SendAll(int fd, const void* p, size_t n) {
+    const char* b = static_cast<const char*>(p);
+    while (n > 0) {
+      ssize_t w = ::send(fd, b, n, MSG_NOSIGNAL);
+      if (w <= 0) std::abort();
+      b += w;
+      n -= static_cast<size_t>(w);
+    }
+  }
+};
+
+int64_t TcpFetch(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(port);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) std::abort();
+  std::vector<char> buf(kChunk);
+  int64_t bytes = 0;
+  auto recv_all = [fd](char* p, size_t n) {
+    while (n > 0) {
+      ssize_t r = ::recv(fd, p, n, 0);
+      if (r <= 0) return false;
+      p += r;
+      n -= static_cast<size_t>(r);
+    }
+    return true;
+  };
+  uint64_t header[2];
+  while (recv_all(reinterpret_cast<char*>(header), sizeof(header))) {
+    if (header[0] > buf.size() || !recv_all(buf.data(), header[0])) std::abort();
+    if (Crc32c(buf.data(), header[0]) != header[1]) std::abort();
+    bytes += static_cast<int64_t>(header[0]);
+  }
+  ::close(fd);
+  return bytes;
+}
+
+template <typename F>
+double TimeClients(int clients, F fetch, int64_t expect) {
+  absl::Time t0 = absl::Now();
+  std::vector<std::thread> threads;
+  std::atomic<int64_t> total{0};
+  for (int i = 0; i < clients; ++i) {
+    threads.emplace_back([&] { total += fetch(); });
+  }
+  for (auto& t : threads) t.join();
+  double s = absl::ToDoubleSeconds(absl::Now() - t0);
+  if (total.load() != expect * clients) std::abort();
+  return static_cast<double>(total.load()) / s / 1e9;
+}
+
+// A client holding `base` that fetches `version` as a delta, rebuilds each
+// tensor chunk against its base (without keeping it) and verifies the
+// tensor and version CRCs.
+void DeltaSwap(const std::string& address, int64_t version, const PublishedVersion& base) {
+  auto stub = v1::Learner::NewStub(OwnChannel(address));
+  grpc::ClientContext ctx;
+  v1::FetchPolicyRequest req;
+  req.set_version(version);
+  req.set_delta(true);
+  req.set_base_version(base.version);
+  auto reader = stub->FetchPolicy(&ctx, req);
+  v1::WeightChunk c;
+  std::vector<uint8_t> scratch(kChunk);
+  uint32_t tensor_crc = 0, version_crc = 0;
+  while (reader->Read(&c)) {
+    if (Crc32c(c.data()) != c.crc32c()) std::abort();
+    const WeightTensor& b = base.weights.tensors[c.tensor_index()];
+    if (c.encoding() == v1::WEIGHT_ENCODING_XOR_RLE) {
+      std::memcpy(scratch.data(), b.data.get() + c.offset(), c.decoded_bytes());
+      if (!XorRleApply(c.data(), scratch.data(), c.decoded_bytes()).ok()) std::abort();
+      tensor_crc = Crc32cExtend(tensor_crc, scratch.data(), c.decoded_bytes());
+    } else {
+      tensor_crc = Crc32cExtend(tensor_crc, c.data().data(), c.data().size());
+    }
+    if (c.tensor_last()) {
+      if (tensor_crc != c.tensor_crc32c()) std::abort();
+      tensor_crc = 0;
+    }
+    if (c.last()) version_crc = c.version_crc32c();
+  }
+  if (!reader->Finish().ok() || version_crc == 0) std::abort();
+}
+
+int Main() {
+  Model model = MakeModel();
+  WeightStore store({.keep_versions = 3, .chunk_bytes = kChunk});
+  if (!store.Publish(0, model.Bf16()).ok() || !store.WaitPublished(0, absl::Minutes(5))) return 1;
+  LearnerServiceOptions so;
+  so.chunk_bytes = kChunk;
+  MetricsRegistry registry;
+  so.metrics = &registry;
+  LearnerService service(so, &store);
+  ServerOptions server_options;
+  server_options.max_message_bytes = 64 << 20;
+  auto server = RpcServer::Start(server_options, {&service});
+  if (!server.ok()) return 1;
+  std::string address = (*server)->address();
+  auto v0 = store.Get(0);
+  const int64_t bytes = v0->full_bytes;
+  std::fprintf(stderr, "version 0: %lld bytes in %zu tensors, %zu chunks\n",
+               static_cast<long long>(bytes), v0->weights.tensors.size(), v0->full.size());
+
+  for (int clients : {1, 4, 8}) {
+    double grpc_rate = TimeClients(
+        clients, [&] { return GrpcFetch(address, 0); }, bytes);
+    TcpServer tcp;
+    tcp.version = v0;
+    tcp.Start();
+    std::thread acceptor([&] { tcp.Serve(clients); });
+    double tcp_rate = TimeClients(
+        clients, [&] { return TcpFetch(tcp.port); }, bytes);
+    acceptor.join();
+    tcp.Join();
+    ::close(tcp.listen_fd);
+    std::printf(
+        "{\"clients\": %d, \"grpc_gbytes_per_s\": %.3f, \"tcp_gbytes_per_s\": %.3f, "
+        "\"ratio\": %.3f, \"version_bytes\": %lld, \"chunk_bytes\": %lld}\n",
+        clients, grpc_rate, tcp_rate, grpc_rate / tcp_rate, static_cast<long long>(bytes),
+        static_cast<long long>(kChunk));
+    std::fflush(stdout);
+  }
+
+  // One AdamW step, published as version 1; 8 clients holding version 0
+  // swap to it by delta.
+  AdamFirstStep(&model, 1e-6);
+  WeightSnapshot next = model.Bf16();
+  int64_t changed = 0, elements = 0;
+  for (size_t t = 0; t < next.tensors.size(); ++t) {
+    const auto* a = reinterpret_cast<const uint16_t*>(next.tensors[t].data.get());
+    const auto* b = reinterpret_cast<const uint16_t*>(v0->weights.tensors[t].data.get());
+    for (int64_t i = 0; i < next.tensors[t].size / 2; ++i) changed += a[i] != b[i];
+    elements += next.tensors[t].size / 2;
+  }
+  std::atomic<int> swapped{0};
+  std::vector<std::thread> actors;
+  absl::Time t0 = absl::Now();
+  absl::Time visible;
+  for (int i = 0; i < 8; ++i) {
+    actors.emplace_back([&] {
+      while (store.latest_version() < 1) absl::SleepFor(absl::Milliseconds(1));
+      DeltaSwap(address, 1, *v0);
+      ++swapped;
+    });
+  }
+  t0 = absl::Now();
+  if (!store.Publish(1, std::move(next)).ok()) return 1;
+  store.WaitPublished(1, absl::Minutes(5));
+  visible = absl::Now();
+  for (auto& t : actors) t.join();
+  double total_s = absl::ToDoubleSeconds(absl::Now() - t0);
+  auto v1 = store.Get(1);
+  std::printf(
+      "{\"delta\": \"bf16, AdamW first update lr 1e-6 on N(0, 0.02) fp32 master weights\", "
+      "\"changed_element_fraction\": %.4f, \"full_bytes\": %lld, \"delta_bytes\": %lld, "
+      "\"delta_ratio\": %.4f}\n",
+      static_cast<double>(changed) / elements, static_cast<long long>(v1->full_bytes),
+      static_cast<long long>(v1->delta_bytes),
+      static_cast<double>(v1->delta_bytes) / v1->full_bytes);
+  std::printf(
+      "{\"swap\": \"publish -> 8 actors fetched the delta and verified\", \"actors\": 8, "
+      "\"publish_to_visible_s\": %.3f, \"publish_to_all_swapped_s\": %.3f}\n",
+      absl::ToDoubleSeconds(visible - t0), total_s);
+  (*server)->Shutdown(absl::Seconds(2));
+  return swapped.load() == 8 ? 0 : 1;
+}
+
+}  // namespace
+}  // namespace cohort::learner
+
+int main() { return cohort::learner::Main(); }
