@@ -96,20 +96,23 @@ class MetricsRegistry {
 
   // The same name and labels (in any order) return the same object. The
   // same name with another type, help text or bucket layout CHECK-fails.
-  Counter* GetCounter(const std::string& name, const std::string& help, const Labels& labels = {});
-  Gauge* GetGauge(const std::string& name, const std::string& help, const Labels& labels = {});
+  Counter* GetCounter(const std::string& name, const std::string& help, const Labels& labels = {})
+      ABSL_LOCKS_EXCLUDED(mu_);
+  Gauge* GetGauge(const std::string& name, const std::string& help, const Labels& labels = {})
+      ABSL_LOCKS_EXCLUDED(mu_);
   Histogram* GetHistogram(const std::string& name, const std::string& help,
-                          std::vector<double> buckets, const Labels& labels = {});
+                          std::vector<double> buckets, const Labels& labels = {})
+      ABSL_LOCKS_EXCLUDED(mu_);
 
   // Runs `collector` at the start of every Render() (e.g. to refresh a gauge
   // from /proc). It must not call back into this registry's Get* or Render.
-  void AddCollector(std::function<void()> collector);
+  void AddCollector(std::function<void()> collector) ABSL_LOCKS_EXCLUDED(mu_);
 
   // Registers the process metrics listed under Default().
   void AddProcessMetrics();
 
   // Prometheus text exposition format 0.0.4, families sorted by name.
-  std::string Render() const;
+  std::string Render() const ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   struct Family;

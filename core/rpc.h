@@ -87,15 +87,15 @@ class RpcServer {
 
   // Sets the grpc.health.v1 status of "" and of every service. No effect
   // after Shutdown.
-  void SetServing(bool serving);
+  void SetServing(bool serving) ABSL_LOCKS_EXCLUDED(mu_);
 
   // NOT_SERVING first, then stops accepting calls and waits for running
   // calls until `deadline` from now, then cancels them. Idempotent;
   // concurrent callers all return after the shutdown completes.
-  void Shutdown(absl::Duration deadline);
+  void Shutdown(absl::Duration deadline) ABSL_LOCKS_EXCLUDED(shutdown_mu_, mu_);
 
   // Blocks until Shutdown has completed (from another thread).
-  void Wait();
+  void Wait() ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   RpcServer() = default;
@@ -107,7 +107,7 @@ class RpcServer {
   std::vector<std::string> names_;
   std::shared_ptr<const void> keep_alive_;  // credentials state owned by the server
 
-  absl::Mutex shutdown_mu_;  // serializes Shutdown(); taken before mu_
+  absl::Mutex shutdown_mu_ ABSL_ACQUIRED_BEFORE(mu_);  // serializes Shutdown()
   absl::Mutex mu_;
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
 };

@@ -101,7 +101,7 @@ class Sandbox {
   // Runs `run`. A non-OK status is an infrastructure failure (fork, pipes,
   // bwrap refused to start); the program's own failures (crash, timeout,
   // limits) are an OK status with the outcome in SandboxResult.
-  absl::StatusOr<SandboxResult> Run(const SandboxRun& run);
+  absl::StatusOr<SandboxResult> Run(const SandboxRun& run) ABSL_LOCKS_EXCLUDED(mu_, serial_mu_);
 
   const SandboxOptions& options() const { return options_; }
   // True when runs switch to pool uids (the server is root).
@@ -113,8 +113,8 @@ class Sandbox {
     int uid = -1;
     int lock_fd = -1;  // holds the cross-process flock, or -1
   };
-  UidLease AcquireUid();
-  void ReleaseUid(const UidLease& lease);
+  UidLease AcquireUid() ABSL_LOCKS_EXCLUDED(mu_);
+  void ReleaseUid(const UidLease& lease) ABSL_LOCKS_EXCLUDED(mu_);
 
   // Constant after construction.
   const SandboxOptions options_;
@@ -123,6 +123,7 @@ class Sandbox {
   absl::Mutex mu_;
   std::vector<int> free_uids_ ABSL_GUARDED_BY(mu_);
   // Held for a whole run when not root (runs share the server's uid).
+  // Never held together with mu_ (runs as root use the pool, others this).
   absl::Mutex serial_mu_;
 };
 

@@ -82,7 +82,8 @@ class Scorer {
   // TIMEOUT, or ERROR "scorer stopped"). If `*cancelled` becomes true
   // before a worker starts the sample, it is skipped and `done` gets an
   // ERROR result saying so.
-  void Submit(Sample sample, Callback done, std::shared_ptr<std::atomic<bool>> cancelled = nullptr);
+  void Submit(Sample sample, Callback done, std::shared_ptr<std::atomic<bool>> cancelled = nullptr)
+      ABSL_LOCKS_EXCLUDED(mu_);
 
   // Queues every sample of `samples`; `done` is called exactly once, by the
   // thread that finishes the last of them (possibly this one, before
@@ -92,18 +93,19 @@ class Scorer {
   using BatchCallback = std::function<void(std::vector<Result>)>;
   std::shared_ptr<const std::atomic<size_t>> SubmitBatch(
       std::vector<Sample> samples, BatchCallback done,
-      std::shared_ptr<std::atomic<bool>> cancelled = nullptr);
+      std::shared_ptr<std::atomic<bool>> cancelled = nullptr) ABSL_LOCKS_EXCLUDED(mu_);
 
   // Scores `samples` on the pool and returns their results in order.
   // DEADLINE_EXCEEDED when `deadline` passes first (samples not started
   // are cancelled).
-  absl::StatusOr<std::vector<Result>> ScoreBatch(std::vector<Sample> samples, absl::Time deadline);
+  absl::StatusOr<std::vector<Result>> ScoreBatch(std::vector<Sample> samples, absl::Time deadline)
+      ABSL_LOCKS_EXCLUDED(mu_);
 
   // Scores on the calling thread, without the pool's time limit.
   Result ScoreNow(const Sample& sample);
 
   // Samples queued and not yet started.
-  int queue_depth() const;
+  int queue_depth() const ABSL_LOCKS_EXCLUDED(mu_);
   int workers() const { return static_cast<int>(threads_.size()); }
   // Why `code` samples get ERROR; empty when the sandbox works or no task
   // uses it.
@@ -112,7 +114,7 @@ class Scorer {
 
   // Stops the workers: queued samples get ERROR "scorer stopped"; running
   // ones finish. Idempotent.
-  void Stop();
+  void Stop() ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   struct Job;
