@@ -20,6 +20,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdio>
@@ -323,6 +324,9 @@ int Main() {
   // swap to it by delta.
   AdamFirstStep(&model, 1e-6);
   WeightSnapshot next = model.Bf16();
+  // The store streams tensors sorted by name; line `next` up with it.
+  std::sort(next.tensors.begin(), next.tensors.end(),
+            [](const WeightTensor& a, const WeightTensor& b) { return a.name < b.name; });
   int64_t changed = 0, elements = 0;
   for (size_t t = 0; t < next.tensors.size(); ++t) {
     const auto* a = reinterpret_cast<const uint16_t*>(next.tensors[t].data.get());
@@ -347,6 +351,11 @@ int Main() {
   visible = absl::Now();
   for (auto& t : actors) t.join();
   double total_s = absl::ToDoubleSeconds(absl::Now() - t0);
+  // One actor alone (on a cluster each actor has its own cores; here the 8
+  // share the benchmark's two).
+  absl::Time one = absl::Now();
+  DeltaSwap(address, 1, *v0);
+  double one_s = absl::ToDoubleSeconds(absl::Now() - one);
   auto v1 = store.Get(1);
   std::printf(
       "{\"delta\": \"bf16, AdamW first update lr 1e-6 on N(0, 0.02) fp32 master weights\", "
@@ -357,8 +366,9 @@ int Main() {
       static_cast<double>(v1->delta_bytes) / v1->full_bytes);
   std::printf(
       "{\"swap\": \"publish -> 8 actors fetched the delta and verified\", \"actors\": 8, "
-      "\"publish_to_visible_s\": %.3f, \"publish_to_all_swapped_s\": %.3f}\n",
-      absl::ToDoubleSeconds(visible - t0), total_s);
+      "\"publish_to_visible_s\": %.3f, \"publish_to_all_swapped_s\": %.3f, "
+      "\"one_actor_delta_fetch_and_verify_s\": %.3f}\n",
+      absl::ToDoubleSeconds(visible - t0), total_s, one_s);
   (*server)->Shutdown(absl::Seconds(2));
   return swapped.load() == 8 ? 0 : 1;
 }
