@@ -15,6 +15,7 @@
 
 #include "core/safetensors.h"
 #include "core/testing/require.h"
+#include "core/testing/test_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "model/checkpoint.h"
@@ -49,10 +50,7 @@ class InitModelTest : public ::testing::Test {
     int status = std::system(cmd.c_str());
     Result r;
     r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    std::ifstream in(log);
-    std::stringstream buf;
-    buf << in.rdbuf();
-    r.output = buf.str();
+    r.output = Slurp(log);
     return r;
   }
 
@@ -74,10 +72,7 @@ class InitModelTest : public ::testing::Test {
     return (tok_dir / "tokenizer.json").string();
   }
 
-  static std::string Slurp(const fs::path& p) {
-    std::ifstream in(p, std::ios::binary);
-    return std::string((std::istreambuf_iterator<char>(in)), {});
-  }
+  static std::string Slurp(const fs::path& p) { return testutil::Slurp(p.string()); }
 
   fs::path dir_;
 };
@@ -155,8 +150,10 @@ TEST_F(InitModelTest, ErrorsAreClear) {
   Result r = Run("--preset huge --out " + (dir_ / "x").string());
   EXPECT_EQ(r.code, 1);
   EXPECT_THAT(r.output, HasSubstr("unknown model preset 'huge'"));
-  EXPECT_THAT(r.output,
-              HasSubstr("tiny, tiny-qwen2, tiny-llama, qwen2.5-0.5b, qwen3-0.6b, llama3-1b"));
+  EXPECT_THAT(
+      r.output,
+      HasSubstr(
+          "tiny, tiny-qwen2, tiny-llama, tiny-quickstart, qwen2.5-0.5b, qwen3-0.6b, llama3-1b"));
 
   r = Run("--preset tiny");
   EXPECT_EQ(r.code, 2);

@@ -20,6 +20,7 @@
 #include "absl/status/statusor.h"
 #include "core/safetensors.h"
 #include "model/model_config.h"
+#include "model/presets.h"
 #include "model/tensor_map.h"
 
 namespace cohort::model {
@@ -76,20 +77,8 @@ struct SaveOptions {
 absl::Status SaveModelDir(const std::string& dir, const ModelConfig& config,
                           const TensorMap& weights, const SaveOptions& options = {});
 
-// Architecture presets for `cohort init-model`, tests and benchmarks:
-//   tiny          qwen3-style (q/k norm, tied embeddings): hidden 64,
-//                 2 layers, 4 heads, 2 kv heads, head_dim 16,
-//                 intermediate 128, vocab 1024; runs in milliseconds on a CPU
-//   tiny-qwen2    the same shapes in the Qwen2 layout (q/k/v biases)
-//   tiny-llama    the same shapes in the Llama 3 layout (untied lm_head,
-//                 llama3 RoPE scaling, original context 64)
-//   qwen2.5-0.5b  Qwen/Qwen2.5-0.5B shapes (q/k/v bias, tied, vocab 151936)
-//   qwen3-0.6b    Qwen/Qwen3-0.6B shapes (q/k norm, head_dim 128, tied)
-//   llama3-1b     meta-llama/Llama-3.2-1B shapes (llama3 RoPE scaling, tied)
-// Token ids (bos/eos) are the originals'; callers adapt them (and the vocab
-// size) to their tokenizer.
-absl::StatusOr<ModelConfig> PresetConfig(const std::string& name);
-std::vector<std::string> PresetNames();
+// Architecture presets (PresetConfig, PresetNames): model/presets.h,
+// included above for the callers of this header.
 
 // Random weights as transformers' _init_weights makes them: normal(0, std)
 // for linear and embedding weights (std = initializer_range, 0.02), ones

@@ -10,6 +10,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include "model/model_config.h"
+#include "model/presets.h"
 #include "model/tensor_map.h"
 #include "model/transformer.h"
 
@@ -30,47 +31,19 @@ inline std::string VariantName(Variant variant) {
   return "unknown";
 }
 
-// A small config of each layout: vocab 256, hidden 64, 2 layers, 4 heads,
-// 2 KV heads (GQA), head_dim 16.
+// A small config of each layout: the tiny presets (model/presets.h: hidden
+// 64, 2 layers, 4 heads, 2 KV heads (GQA), head_dim 16), smaller still for
+// unit tests: vocab 256, context 512, rms_norm_eps 1e-6 in every layout, and
+// Qwen3 with an untied lm_head so that both head paths are covered.
 inline ModelConfig TinyConfig(Variant variant = Variant::kQwen2) {
-  ModelConfig c;
+  const char* preset = variant == Variant::kQwen2   ? "tiny-qwen2"
+                       : variant == Variant::kQwen3 ? "tiny"
+                                                    : "tiny-llama";
+  ModelConfig c = *PresetConfig(preset);
   c.vocab_size = 256;
-  c.hidden_size = 64;
-  c.intermediate_size = 128;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.head_dim = 16;
   c.max_position_embeddings = 512;
   c.rms_norm_eps = 1e-6;
-  switch (variant) {
-    case Variant::kQwen2:
-      c.architecture = "Qwen2ForCausalLM";
-      c.model_type = "qwen2";
-      c.attention_bias = true;
-      c.tie_word_embeddings = true;
-      c.rope_theta = 1000000.0;
-      break;
-    case Variant::kQwen3:
-      c.architecture = "Qwen3ForCausalLM";
-      c.model_type = "qwen3";
-      c.qk_norm = true;
-      c.tie_word_embeddings = false;
-      c.rope_theta = 1000000.0;
-      break;
-    case Variant::kLlama3:
-      c.architecture = "LlamaForCausalLM";
-      c.model_type = "llama";
-      c.tie_word_embeddings = false;
-      c.rope_theta = 500000.0;
-      c.rope_scaling.type = "llama3";
-      c.rope_scaling.factor = 8.0;
-      c.rope_scaling.low_freq_factor = 1.0;
-      c.rope_scaling.high_freq_factor = 4.0;
-      // Small so that the scaled band covers this head_dim's frequencies.
-      c.rope_scaling.original_max_position_embeddings = 64;
-      break;
-  }
+  if (variant == Variant::kQwen3) c.tie_word_embeddings = false;
   return c;
 }
 
