@@ -221,6 +221,16 @@ TEST_F(RunTest, DrainedLearnerFinishesTheRunWithExitCode0) {
   auto channel = MakeChannel(absl::StrCat("127.0.0.1:", ports_["learner"].grpc_port),
                              ChannelOptions());
   ASSERT_TRUE(channel.ok());
+  // `cohort status --json` prints the proto's field names.
+  std::string status_log = dir_ / "status.json";
+  auto status = ChildProcess::Spawn(
+      Binary("cli", "cohort"),
+      {"status", absl::StrCat("127.0.0.1:", ports_["learner"].grpc_port), "--json"}, status_log);
+  ASSERT_TRUE(status.ok()) << status.status();
+  ASSERT_TRUE((*status)->WaitFor(absl::Seconds(20)));
+  EXPECT_EQ(DescribeWaitStatus((*status)->wait_status()), "exited with code 0");
+  EXPECT_THAT(ReadFile(status_log), HasSubstr("\"kept_versions\":"));
+  EXPECT_THAT(ReadFile(status_log), HasSubstr("\"run_id\":"));
   auto admin = v1::Admin::NewStub(*channel);
   grpc::ClientContext ctx;
   v1::DrainResponse drained;
