@@ -16,6 +16,7 @@
 #include "core/logging.h"
 #include "core/rpc.h"
 #include "core/service.h"
+#include "core/status.h"
 
 namespace cohort::cli {
 namespace {
@@ -28,17 +29,17 @@ std::string SelfExe() {
   return ec ? std::string() : p.string();
 }
 
-}  // namespace
+// What `cohort run` was asked for on its command line.
+struct RunFlags {
+  std::string config_path;  // absolute
+  std::vector<std::string> overrides;
+  std::string out_dir;
+  absl::Duration run_for = absl::InfiniteDuration();
+  std::string bin_dir;
+};
 
-int RunMain(int argc, char** argv) {
-  // Before any thread exists (gRPC channels start threads): SIGINT/SIGTERM
-  // are consumed through a signalfd by the supervisor loop.
-  absl::StatusOr<int> signal_fd = BlockStopSignals();
-  if (!signal_fd.ok()) {
-    std::fprintf(stderr, "%s: %s\n", argv[0], std::string(signal_fd.status().message()).c_str());
-    return 1;
-  }
-
+// Parses the command line (--help exits 0 here). Errors are usage errors.
+absl::StatusOr<RunFlags> ParseRunFlags(int argc, char** argv) {
   FlagSet flags("cohort run",
                 "Starts a local cluster from a run config: one reward server, one "
                 "learner and actor.count actors, each a child process listening on "
@@ -50,106 +51,131 @@ int RunMain(int argc, char** argv) {
                 "run with a report and exit code 1. Ctrl-C (SIGINT) or SIGTERM stops "
                 "every role and exits 0.",
                 "CONFIG");
-  std::vector<std::string> overrides;
-  std::string out_dir;
+  RunFlags f;
   std::string run_for_text;
-  std::string bin_dir;
-  AddConfigFlags(flags, nullptr, &overrides, "", "Also passed to every role.");
-  flags.String("out", &out_dir,
+  AddConfigFlags(flags, nullptr, &f.overrides, "", "Also passed to every role.");
+  flags.String("out", &f.out_dir,
                "Directory for each role's log (<role>.log: stdout and "
                "stderr, appended across restarts) and port file "
                "(<role>.port); default <run.out_dir>/<run.name>.");
   flags.String("for", &run_for_text,
                "Stop cleanly (exit 0) after this long, e.g. 30s, 5m, 1h; "
                "empty runs until Ctrl-C or a failure.");
-  flags.String("bin_dir", &bin_dir,
+  flags.String("bin_dir", &f.bin_dir,
                "Directory holding cohort-learner, cohort-actor and "
                "cohort-reward. Default: the directory of this cohort "
                "executable, then ../learner, ../actor and ../reward_server "
                "next to it (the build tree).");
   std::vector<std::string> positional = ParseFlagsOrExit(flags, argc, argv);
   if (positional.size() != 1) {
-    std::fprintf(stderr,
-                 "%s: expected exactly one CONFIG argument, got %zu (see "
-                 "--help)\n",
-                 argv[0], positional.size());
-    return 2;
+    return absl::InvalidArgumentError(absl::StrCat("expected exactly one CONFIG argument, got ",
+                                                   positional.size(), " (see --help)"));
   }
-  const std::string config_path = fs::absolute(positional[0]).string();
-  absl::StatusOr<RunConfig> config = LoadConfig(config_path, overrides);
-  if (!config.ok()) {
-    std::fprintf(stderr, "%s: %s\n", argv[0], std::string(config.status().message()).c_str());
-    return 2;
-  }
-  absl::Duration run_for = absl::InfiniteDuration();
+  f.config_path = fs::absolute(positional[0]).string();
   if (!run_for_text.empty() &&
-      (!absl::ParseDuration(run_for_text, &run_for) || run_for <= absl::ZeroDuration())) {
-    std::fprintf(stderr,
-                 "%s: --for: expected a positive duration such as 30s, 5m "
-                 "or 1h, got \"%s\"\n",
-                 argv[0], run_for_text.c_str());
-    return 2;
+      (!absl::ParseDuration(run_for_text, &f.run_for) || f.run_for <= absl::ZeroDuration())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--for: expected a positive duration such as 30s, 5m or 1h, got \"", run_for_text, "\""));
   }
+  return f;
+}
 
-  SupervisorOptions options;
-  options.config_path = config_path;
-  options.overrides = overrides;
-  std::string self = SelfExe();
+// The learner, actor and reward binaries (see FindRoleBinary).
+absl::Status FindRoleBinaries(const std::string& bin_dir, SupervisorOptions* options) {
+  const std::string self = SelfExe();
   struct {
     const char* binary;
     const char* dir;
     std::string* out;
-  } roles[] = {{"cohort-learner", "learner", &options.learner_binary},
-               {"cohort-actor", "actor", &options.actor_binary},
-               {"cohort-reward", "reward_server", &options.reward_binary}};
+  } roles[] = {{"cohort-learner", "learner", &options->learner_binary},
+               {"cohort-actor", "actor", &options->actor_binary},
+               {"cohort-reward", "reward_server", &options->reward_binary}};
   for (auto& role : roles) {
-    absl::StatusOr<std::string> path = FindRoleBinary(role.binary, role.dir, bin_dir, self);
-    if (!path.ok()) {
-      std::fprintf(stderr, "%s: %s\n", argv[0], std::string(path.status().message()).c_str());
-      return 2;
-    }
-    *role.out = *path;
+    ASSIGN_OR_RETURN(*role.out, FindRoleBinary(role.binary, role.dir, bin_dir, self));
   }
-  if (out_dir.empty()) {
-    out_dir = (fs::path(config->run.out_dir) / config->run.name).string();
-  }
+  return absl::OkStatus();
+}
+
+// --out, or <run.out_dir>/<run.name>; created if missing. Absolute.
+absl::StatusOr<std::string> MakeOutDir(std::string out_dir, const RunConfig& config) {
+  if (out_dir.empty()) out_dir = (fs::path(config.run.out_dir) / config.run.name).string();
   std::error_code ec;
   fs::create_directories(out_dir, ec);
   if (ec) {
-    std::fprintf(stderr, "%s: --out: cannot create %s: %s\n", argv[0], out_dir.c_str(),
-                 ec.message().c_str());
-    return 2;
+    return absl::InvalidArgumentError(
+        absl::StrCat("--out: cannot create ", out_dir, ": ", ec.message()));
   }
-  options.out_dir = fs::absolute(out_dir).string();
-  options.actor_count = config->actor.count;
-  const SupervisorSection& sup = config->supervisor;
-  options.ready_timeout = absl::Seconds(sup.ready_timeout_seconds);
-  options.stop_timeout = absl::Seconds(sup.stop_timeout_seconds);
-  options.learner_stop_timeout =
-      absl::Seconds(sup.stop_timeout_seconds + config->learner.checkpoint_on_stop_seconds);
-  options.max_restarts = sup.max_restarts;
-  options.restart_window = absl::Seconds(sup.restart_window_seconds);
-  options.backoff_initial = absl::Milliseconds(sup.backoff_initial_ms);
-  options.backoff_max = absl::Milliseconds(sup.backoff_max_ms);
-  options.run_for = run_for;
-  options.stop_fd = *signal_fd;
-  options.live_status = ::isatty(STDERR_FILENO) == 1;
+  return fs::absolute(out_dir).string();
+}
 
-  absl::StatusOr<ChannelOptions> channel_options = ChannelOptionsFromConfig(config->security);
-  if (!channel_options.ok()) {
-    std::fprintf(stderr, "%s: security config: %s\n", argv[0],
-                 std::string(channel_options.status().message()).c_str());
-    return 2;
-  }
-  options.check_serving = [channel_options = *channel_options](const std::string& target,
-                                                               absl::Duration timeout) {
+// Limits and timings from the config's supervisor section.
+void ApplySupervisorSection(const RunConfig& config, SupervisorOptions* options) {
+  const SupervisorSection& sup = config.supervisor;
+  options->actor_count = config.actor.count;
+  options->ready_timeout = absl::Seconds(sup.ready_timeout_seconds);
+  options->stop_timeout = absl::Seconds(sup.stop_timeout_seconds);
+  options->learner_stop_timeout =
+      absl::Seconds(sup.stop_timeout_seconds + config.learner.checkpoint_on_stop_seconds);
+  options->max_restarts = sup.max_restarts;
+  options->restart_window = absl::Seconds(sup.restart_window_seconds);
+  options->backoff_initial = absl::Milliseconds(sup.backoff_initial_ms);
+  options->backoff_max = absl::Milliseconds(sup.backoff_max_ms);
+}
+
+// The SERVING probe, over channels with the run's TLS and token.
+absl::Status SetHealthProbe(const RunConfig& config, SupervisorOptions* options) {
+  absl::StatusOr<ChannelOptions> channel_options = ChannelOptionsFromConfig(config.security);
+  if (!channel_options.ok()) return Annotate(channel_options.status(), "security config");
+  options->check_serving = [channel_options = *channel_options](const std::string& target,
+                                                                absl::Duration timeout) {
     absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(target, channel_options);
     return channel.ok() && WaitForServing(*channel, timeout).ok();
   };
+  return absl::OkStatus();
+}
+
+// Builds the supervisor's options from the flags and the config. Errors
+// are usage or config errors (exit code 2).
+absl::StatusOr<SupervisorOptions> MakeSupervisorOptions(const RunFlags& flags,
+                                                        const RunConfig& config, int stop_fd) {
+  SupervisorOptions options;
+  options.config_path = flags.config_path;
+  options.overrides = flags.overrides;
+  RETURN_IF_ERROR(FindRoleBinaries(flags.bin_dir, &options));
+  ASSIGN_OR_RETURN(options.out_dir, MakeOutDir(flags.out_dir, config));
+  ApplySupervisorSection(config, &options);
+  options.run_for = flags.run_for;
+  options.stop_fd = stop_fd;
+  options.live_status = ::isatty(STDERR_FILENO) == 1;
+  RETURN_IF_ERROR(SetHealthProbe(config, &options));
+  return options;
+}
+
+}  // namespace
+
+int RunMain(int argc, char** argv) {
+  // Before any thread exists (gRPC channels start threads): SIGINT/SIGTERM
+  // are consumed through a signalfd by the supervisor loop.
+  absl::StatusOr<int> signal_fd = BlockStopSignals();
+  if (!signal_fd.ok()) {
+    std::fprintf(stderr, "%s: %s\n", argv[0], std::string(signal_fd.status().message()).c_str());
+    return 1;
+  }
+  auto usage_error = [&](const absl::Status& s) {
+    std::fprintf(stderr, "%s: %s\n", argv[0], std::string(s.message()).c_str());
+    return 2;
+  };
+  absl::StatusOr<RunFlags> flags = ParseRunFlags(argc, argv);
+  if (!flags.ok()) return usage_error(flags.status());
+  absl::StatusOr<RunConfig> config = LoadConfig(flags->config_path, flags->overrides);
+  if (!config.ok()) return usage_error(config.status());
+  absl::StatusOr<SupervisorOptions> options = MakeSupervisorOptions(*flags, *config, *signal_fd);
+  if (!options.ok()) return usage_error(options.status());
 
   COHORT_LOG(INFO) << "cohort run " << config->run.name << ": 1 learner, 1 reward "
-                   << "server, " << options.actor_count << " actor(s); logs in " << options.out_dir;
-  Supervisor supervisor(std::move(options));
+                   << "server, " << options->actor_count << " actor(s); logs in "
+                   << options->out_dir;
+  Supervisor supervisor(*std::move(options));
   absl::Status started = supervisor.Start();
   if (absl::IsCancelled(started)) {
     COHORT_LOG(INFO) << "stopped before every role was up (signal received)";
