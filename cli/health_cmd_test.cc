@@ -17,6 +17,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "core/rpc.h"
+#include "core/testing/require.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -146,7 +147,7 @@ TEST_F(HealthCmdTest, SendsTheRunsBearerToken) {
 }
 
 TEST_F(HealthCmdTest, MutualTlsFromTheConfig) {
-  if (!HaveOpenssl()) GTEST_SKIP() << "the openssl command is not installed";
+  if (!HaveOpenssl()) COHORT_SKIP_OR_FAIL("the openssl command is not installed");
   ASSERT_TRUE(MakePki("DNS:learner,DNS:localhost"));
   ServerOptions options;
   options.tls = Tls(/*require_client_cert=*/true);
