@@ -211,9 +211,13 @@ absl::Status Pipeline::RunStage(const PlannedStage& p, Json* record) {
   const std::string model_in = ModelDir(p.model);
   (*record) = {{"name", s.name}, {"kind", s.kind}, {"model", p.model}, {"dataset", p.dataset}};
   const double t0 = Now();
+  // Steps are counted over the whole run in metrics.jsonl, evals.jsonl and
+  // TensorBoard.
+  int64_t base_step = 0;
+  for (const Json& done : stages_done_) base_step += done.value("steps", int64_t{0});
   const bool has_eval = !config_.eval.dataset.empty() || s.kind == "eval";
   if (has_eval) {
-    ASSIGN_OR_RETURN(EvalResult before, HeldOutEval(p, model_in, "before", 0));
+    ASSIGN_OR_RETURN(EvalResult before, HeldOutEval(p, model_in, "before", base_step));
     (*record)["eval_before"] = before.ToJson();
   }
   if (s.kind == "eval") {
@@ -225,8 +229,6 @@ absl::Status Pipeline::RunStage(const PlannedStage& p, Json* record) {
   auto tb = TensorBoardWriter::Create(dir_ + "/tensorboard");
   if (!tb.ok()) COHORT_LOG(WARNING) << "tensorboard: " << tb.status();
   StageCallbacks cb;
-  int64_t base_step = 0;
-  for (const Json& done : stages_done_) base_step += done.value("steps", int64_t{0});
   cb.on_step = [&](int64_t step, int64_t total, const std::map<std::string, double>& m) {
     Json line = MetricsJson(m);
     line["stage"] = s.name;
@@ -280,7 +282,7 @@ absl::Status Pipeline::RunStage(const PlannedStage& p, Json* record) {
   if (has_eval && s.kind == "generate") {
     (*record)["eval_after"] = (*record)["eval_before"];  // the model did not change
   } else if (has_eval) {
-    ASSIGN_OR_RETURN(EvalResult after, HeldOutEval(p, model_out, "after", outcome->steps));
+    ASSIGN_OR_RETURN(EvalResult after, HeldOutEval(p, model_out, "after", base_step + outcome->steps));
     (*record)["eval_after"] = after.ToJson();
   }
   (*record)["duration_s"] = Now() - t0;

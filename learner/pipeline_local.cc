@@ -318,6 +318,9 @@ absl::StatusOr<StageOutcome> LocalExecutor::Train(const PlannedStage& stage,
         groups.push_back(std::move(g));
       }
       ASSIGN_OR_RETURN(StepResult r, trainer->SftStep(groups));
+      // Rewards mean nothing in SFT (demonstrations are not scored).
+      r.metrics.erase("reward_mean");
+      r.metrics.erase("accuracy");
       if (cb.on_step) cb.on_step(step, steps, r.metrics);
       outcome.final_metrics = r.metrics;
     }
