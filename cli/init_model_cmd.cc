@@ -144,9 +144,9 @@ absl::Status InitModel(const std::string& preset, const std::string& tokenizer,
     ASSIGN_OR_RETURN(TokenizerInfo tok, ReadTokenizer(tokenizer));
     options.tokenizer_json = tok.tokenizer_json;
     options.tokenizer_config_json = tok.tokenizer_config_json;
-    // `tiny` takes the tokenizer's vocabulary; real shapes keep theirs
+    // `tiny` and `tiny-quickstart` take the tokenizer's vocabulary; real shapes keep theirs
     // unless the tokenizer needs more.
-    if (preset == "tiny" || tok.padded_vocab > config.vocab_size) {
+    if (preset == "tiny" || preset == "tiny-quickstart" || tok.padded_vocab > config.vocab_size) {
       config.vocab_size = tok.padded_vocab;
     }
     config.bos_token_id = tok.bos;
