@@ -490,15 +490,26 @@ absl::StatusOr<StepResult> Trainer::RunBatch(const std::vector<TrainGroup>& batc
         const double bc1 = 1.0 - std::pow(o.beta1, static_cast<double>(adam_->step));
         const double bc2_sqrt =
             std::sqrt(1.0 - std::pow(o.beta2, static_cast<double>(adam_->step)));
+        // Element-wise, so done in slices of at most kAdamSlice elements:
+        // the temporaries (denominator) stay small (the 0.5B embedding alone
+        // is 136M elements) and the result is the same bits.
+        constexpr int64_t kAdamSlice = int64_t{8} << 20;
         for (size_t k = 0; k < params.size(); ++k) {
           at::Tensor& p = *params[k];
           if (!p.grad().defined()) continue;
-          const at::Tensor& g = p.grad();
-          if (o.weight_decay > 0) p.mul_(1.0 - lr * o.weight_decay);
-          adam_->exp_avg[k].mul_(o.beta1).add_(g, 1.0 - o.beta1);
-          adam_->exp_avg_sq[k].mul_(o.beta2).addcmul_(g, g, 1.0 - o.beta2);
-          at::Tensor denom = (adam_->exp_avg_sq[k].sqrt() / bc2_sqrt).add_(o.eps);
-          p.addcdiv_(adam_->exp_avg[k], denom, -lr / bc1);
+          const at::Tensor pv = p.view({-1}), gv = p.grad().contiguous().view({-1});
+          const at::Tensor mv = adam_->exp_avg[k].view({-1}), vv = adam_->exp_avg_sq[k].view({-1});
+          const int64_t n = pv.numel();
+          for (int64_t s0 = 0; s0 < n; s0 += kAdamSlice) {
+            const int64_t len = std::min(kAdamSlice, n - s0);
+            at::Tensor pc = pv.narrow(0, s0, len), gc = gv.narrow(0, s0, len);
+            at::Tensor mc = mv.narrow(0, s0, len), vc = vv.narrow(0, s0, len);
+            if (o.weight_decay > 0) pc.mul_(1.0 - lr * o.weight_decay);
+            mc.mul_(o.beta1).add_(gc, 1.0 - o.beta1);
+            vc.mul_(o.beta2).addcmul_(gc, gc, 1.0 - o.beta2);
+            at::Tensor denom = (vc.sqrt() / bc2_sqrt).add_(o.eps);
+            pc.addcdiv_(mc, denom, -lr / bc1);
+          }
           p.mutable_grad() = at::Tensor();
         }
         lr_last = lr;
