@@ -64,8 +64,7 @@ int HealthMain(int argc, char** argv) {
                  timeout_seconds);
     return 2;
   }
-  absl::StatusOr<RunConfig> config = config_path.empty() ? ParseConfig("", overrides, "<defaults>")
-                                                         : LoadConfig(config_path, overrides);
+  absl::StatusOr<RunConfig> config = LoadConfigOrDefaults(config_path, overrides);
   if (!config.ok()) {
     std::fprintf(stderr, "%s: %s\n", argv[0], std::string(config.status().message()).c_str());
     return 2;

@@ -547,6 +547,11 @@ absl::StatusOr<RunConfig> LoadConfig(const std::string& path,
   return ParseConfig(*text, overrides, path);
 }
 
+absl::StatusOr<RunConfig> LoadConfigOrDefaults(const std::string& path,
+                                               const std::vector<std::string>& overrides) {
+  return path.empty() ? ParseConfig("", overrides, "<defaults>") : LoadConfig(path, overrides);
+}
+
 absl::StatusOr<RunConfig> ParseConfig(const std::string& yaml_text,
                                       const std::vector<std::string>& overrides,
                                       const std::string& source) {

@@ -277,6 +277,11 @@ bool operator==(const RunConfig& a, const RunConfig& b);
 absl::StatusOr<RunConfig> LoadConfig(const std::string& path,
                                      const std::vector<std::string>& overrides = {});
 
+// LoadConfig, or with an empty `path` the built-in defaults plus
+// `overrides` (what an empty --config means; see AddConfigFlags).
+absl::StatusOr<RunConfig> LoadConfigOrDefaults(const std::string& path,
+                                               const std::vector<std::string>& overrides = {});
+
 // Same for YAML text; `source` names it in errors.
 absl::StatusOr<RunConfig> ParseConfig(const std::string& yaml_text,
                                       const std::vector<std::string>& overrides = {},

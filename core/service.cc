@@ -174,9 +174,7 @@ bool ServiceMain::Init(int argc, char** argv) {
     COHORT_LOG(ERROR) << "unexpected argument '" << positional[0] << "' (see --help)";
     return false;
   }
-  absl::StatusOr<RunConfig> config = config_path_.empty()
-                                         ? ParseConfig("", overrides_, "<defaults>")
-                                         : LoadConfig(config_path_, overrides_);
+  absl::StatusOr<RunConfig> config = LoadConfigOrDefaults(config_path_, overrides_);
   if (!config.ok()) {
     COHORT_LOG(ERROR) << "bad config: " << config.status().message();
     return false;
