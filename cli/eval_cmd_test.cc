@@ -99,7 +99,8 @@ TEST_F(EvalCmdTest, GreedyTableAndBadInput) {
           "/data/eval.jsonl --task addition --samples 2 --k 3");
   EXPECT_EQ(r.code, 1);
   EXPECT_THAT(r.err, HasSubstr("must not exceed"));
-  r = Run("eval --model " + dir_ + "/model --dataset " + dir_ + "/data/sft.jsonl --task gsm8k");
+  r = Run("eval --model " + dir_ + "/model --dataset " + dir_ +
+          "/data/sft.jsonl --task gsm8k --prompt_key question");
   EXPECT_EQ(r.code, 1);
   EXPECT_THAT(r.err, HasSubstr("\"question\""));
 }
