@@ -11,7 +11,7 @@ PACKAGES=(
   libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev
   libyaml-cpp-dev nlohmann-json3-dev libcpp-httplib-dev
   libpcre2-dev libutf8proc-dev bubblewrap
-  chromium
+  chromium python3-torch
   prometheus
 )
 
