@@ -185,12 +185,16 @@ INSTANTIATE_TEST_SUITE_P(Binaries, ServiceTest, ::testing::ValuesIn(Roles()),
                            return info.param.name;
                          });
 
-// The learner's RPCs are not implemented yet: they must say so, not pretend.
-TEST(LearnerPlaceholderTest, RpcsAnswerUnimplementedWithAReason) {
+// The learner's RPCs answer for real: an actor of another protocol
+// revision is refused naming both revisions, a current one joins, and Admin
+// reports the run (without data.train the learner serves weights only).
+TEST(LearnerServiceProcessTest, JoinChecksTheProtocolAndAdminAnswers) {
   TempDir dir;
   auto child = ChildProcess::Spawn(
       Binary("learner", "cohort-learner"),
-      {"--port", "0", "--metrics_port", "0", "--port_file", dir / "ports"}, dir / "log");
+      {"--port", "0", "--metrics_port", "0", "--port_file", dir / "ports", "--set",
+       absl::StrCat("run.out_dir=", std::string(dir / "out"))},
+      dir / "log");
   ASSERT_TRUE(child.ok()) << child.status();
   absl::StatusOr<PortFile> ports = WaitForPortFile(dir / "ports", absl::Seconds(20));
   ASSERT_TRUE(ports.ok()) << ports.status();
@@ -201,10 +205,18 @@ TEST(LearnerPlaceholderTest, RpcsAnswerUnimplementedWithAReason) {
     auto stub = v1::Learner::NewStub(channel);
     grpc::ClientContext ctx;
     v1::JoinRequest req;
+    req.set_actor_name("old-actor");
+    req.set_slots(1);
     v1::JoinResponse resp;
     grpc::Status s = stub->Join(&ctx, req, &resp);
-    EXPECT_EQ(s.error_code(), grpc::StatusCode::UNIMPLEMENTED);
-    EXPECT_THAT(s.error_message(), HasSubstr("Learner/Join is not implemented"));
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+    EXPECT_THAT(s.error_message(), HasSubstr("speaks learner protocol 0, this learner speaks 1"));
+    grpc::ClientContext ctx2;
+    req.set_protocol_version(v1::LEARNER_PROTOCOL_CURRENT);
+    s = stub->Join(&ctx2, req, &resp);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    EXPECT_FALSE(resp.actor_id().empty());
+    EXPECT_FALSE(resp.model().config_json().empty());
   }
   {
     auto stub = v1::Admin::NewStub(channel);
@@ -212,8 +224,10 @@ TEST(LearnerPlaceholderTest, RpcsAnswerUnimplementedWithAReason) {
     v1::GetStatusRequest req;
     v1::RunStatus resp;
     grpc::Status s = stub->GetStatus(&ctx, req, &resp);
-    EXPECT_EQ(s.error_code(), grpc::StatusCode::UNIMPLEMENTED);
-    EXPECT_THAT(s.error_message(), HasSubstr("not implemented"));
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    EXPECT_FALSE(resp.run_id().empty());
+    ASSERT_EQ(resp.kept_versions_size(), 1);
+    EXPECT_EQ(resp.kept_versions(0), 0);
   }
   // An idle client connection holds gRPC's server shutdown for up to ~5 s
   // (bounded by the stop deadline); close it first, as exiting actors do.
