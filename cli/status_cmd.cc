@@ -102,10 +102,9 @@ int StatusMain(int argc, char** argv) {
   std::vector<std::string> overrides;
   bool json = false;
   double timeout_seconds = 5.0;
-  flags.String("config", &config_path,
-               "Run config (YAML) whose security section gives the token and TLS files; empty: "
-               "built-in defaults (plaintext, no token).");
-  flags.StringList("set", &overrides, "Config override section.key=value (repeatable).");
+  AddConfigFlags(flags, &config_path, &overrides,
+                 "Run config (YAML) whose security section gives the token and TLS files; empty: "
+                 "built-in defaults (plaintext, no token).");
   flags.Bool("json", &json, "Print one JSON object with the proto's field names.");
   flags.Double("timeout_seconds", &timeout_seconds, "Deadline of the call; > 0.");
   std::vector<std::string> args = ParseFlagsOrExit(flags, argc, argv);
@@ -117,8 +116,7 @@ int StatusMain(int argc, char** argv) {
     std::fprintf(stderr, "%s: --timeout_seconds: expected > 0, got %g\n", argv[0], timeout_seconds);
     return 2;
   }
-  absl::StatusOr<RunConfig> config = config_path.empty() ? ParseConfig("", overrides, "<defaults>")
-                                                         : LoadConfig(config_path, overrides);
+  absl::StatusOr<RunConfig> config = LoadConfigOrDefaults(config_path, overrides);
   if (!config.ok()) {
     std::fprintf(stderr, "%s: %s\n", argv[0], std::string(config.status().message()).c_str());
     return 2;

@@ -21,9 +21,8 @@ int main(int argc, char** argv) {
   bool start_new = false;
   cohort::FlagSet flags(argv[0],
                         "Runs the config's pipeline in one process (no actors) into --out.");
-  flags.String("config", &config_path, "Run config (YAML).");
+  cohort::AddConfigFlags(flags, &config_path, &overrides, "Run config (YAML); required.");
   flags.String("out", &out, "Run directory.");
-  flags.StringList("set", &overrides, "Overrides section.key=value (repeatable).");
   flags.Bool("new", &start_new, "Replace an unfinished run with another config in --out.");
   std::vector<std::string> positional = cohort::ParseFlagsOrExit(flags, argc, argv);
   if (config_path.empty() || out.empty() || !positional.empty()) {
