@@ -11,7 +11,7 @@ for bin in "$@"; do
   [ -x "$bin" ] || { echo "runtime-packages.sh: $bin is not an executable" >&2; exit 1; }
 done
 libs=$(ldd "$@" | awk '/=> \// {print $3}' | sort -u)
-out=""
+kept=""
 for lib in $libs; do
   skip=no
   old_ifs=$IFS; IFS=:
@@ -19,16 +19,20 @@ for lib in $libs; do
     case "$lib" in "$dir"/*) skip=yes ;; esac
   done
   IFS=$old_ifs
-  [ "$skip" = yes ] && continue
-  # Merged /usr: ldd may name /lib/... while dpkg knows /usr/lib/... or the
-  # symlink's target.
-  pkg=$(dpkg -S "$lib" 2>/dev/null || dpkg -S "$(realpath "$lib")" 2>/dev/null ||
-        dpkg -S "/usr$lib" 2>/dev/null || true)
-  if [ -z "$pkg" ]; then
+  [ "$skip" = yes ] || kept="$kept $lib"
+done
+# One dpkg query for all; merged /usr: ldd may name /lib/... while dpkg knows
+# /usr/lib/... or the symlink's target, so each library is looked up under
+# all three names.
+names=""
+for lib in $kept; do names="$names $lib $(realpath "$lib") /usr$lib"; done
+# shellcheck disable=SC2086
+owners=$(dpkg -S $names 2>/dev/null || true)
+for lib in $kept; do
+  real=$(realpath "$lib")
+  if ! printf '%s\n' "$owners" | grep -q -e ": $lib\$" -e ": $real\$" -e ": /usr$lib\$"; then
     echo "runtime-packages.sh: no Debian package owns $lib" >&2
     exit 1
   fi
-  out="$out
-$(echo "$pkg" | head -n1 | cut -d: -f1)"
 done
-echo "$out" | sed '/^$/d' | sort -u
+printf '%s\n' "$owners" | sed -n 's/^\([^:,]*\)[:,].*/\1/p' | sort -u
