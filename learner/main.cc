@@ -207,6 +207,11 @@ int Main(int argc, char** argv) {
       "groups actors submit, publishes a weight version per batch and checkpoints to "
       "<run.out_dir>/checkpoints. Exits 0 when the run is done or drained; on SIGTERM it "
       "checkpoints within learner.checkpoint_on_stop_seconds.");
+  bool stay_after_done = false;
+  service.flags().Bool("stay_after_done", &stay_after_done,
+                       "When the run is done, keep serving GetStatus (done = true) and health "
+                       "until SIGTERM instead of exiting 0 (for Kubernetes, where an exit would "
+                       "restart a finished run).");
   if (!service.Init(argc, argv)) return 2;
   const RunConfig& c = service.config();
   absl::StatusOr<Setup> setup = Load(c);
@@ -272,7 +277,7 @@ int Main(int argc, char** argv) {
       COHORT_LOG(INFO) << "the run is already complete (checkpoint after the last stage)";
       loop.SetDone();
       finished = true;
-      service.RequestStop(absl::OkStatus());
+      if (!stay_after_done) service.RequestStop(absl::OkStatus());
       return absl::OkStatus();
     }
     training = std::thread([&] {
@@ -287,7 +292,11 @@ int Main(int argc, char** argv) {
         finished = true;
         COHORT_LOG(INFO) << "run complete: " << counts->trained << " trained, " << counts->filtered
                          << " filtered, " << counts->failed << " failed";
-        service.RequestStop(absl::OkStatus());
+        if (stay_after_done) {
+          COHORT_LOG(INFO) << "--stay_after_done: serving status until SIGTERM";
+        } else {
+          service.RequestStop(absl::OkStatus());
+        }
       } else if (!absl::IsCancelled(counts.status())) {
         service.RequestStop(counts.status());
       }
