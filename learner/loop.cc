@@ -270,6 +270,9 @@ void LearnerLoop::WriteMetrics(const LeaseStageSpec& spec, const StepResult& r,
                         {"buffered", c.buffered},
                         {"prompts_total", c.prompts_total}}}};
   for (const auto& [name, value] : r.metrics) {
+    // The loop reports its own wall time of the step (above, and as a gauge
+    // below under the same name); MetricsRegistry allows one help text per name.
+    if (name == "step_seconds") continue;
     j[name] = std::isfinite(value) ? nlohmann::json(value) : nlohmann::json(nullptr);
     metrics_->GetGauge(GaugeName(name), "Training metric of the last step (see docs/learner.md).")
         ->Set(value);
