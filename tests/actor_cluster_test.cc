@@ -202,6 +202,11 @@ TEST_F(ActorClusterTest, KilledActorLosesNothingAndVersionsAdvance) {
   StartLedger(LedgerOptions(40));
   ChildProcess* a = StartActor("actor-a");
   StartActor("actor-b");
+  // Both actors hold version 1 before version 2 is published, so the
+  // survivor can only get version 2 as a delta against it.
+  ASSERT_TRUE(WaitUntil([&] { return ledger_->joins() >= 2 && ledger_->full_fetches() >= 2; },
+                        absl::Seconds(60)))
+      << Logs();
   ASSERT_TRUE(WaitUntil([&] { return ledger_->trained().size() >= 6; }, absl::Seconds(60)))
       << Logs();
   a->Signal(SIGKILL);
