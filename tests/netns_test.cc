@@ -278,12 +278,8 @@ TEST_F(NetnsTest, ServersAcrossHostsSurviveACutLinkAndAKill) {
 
 // The training run across hosts: two actors generate, the learner trains,
 // one actor's link is cut and restored, the other is killed; trained.jsonl
-// has no (prompt, epoch) twice. Disabled: today the learner stops at the
-// first submitted group ("trainer: group 0 (prompt N) has no prompt"), and
-// without a training stage it refuses every Join ("group_size 0"). Enable
-// it once a run of tiny-model GRPO through cohort-learner + cohort-actor
-// trains.
-TEST_F(NetnsTest, DISABLED_TrainingRunAcrossHostsSurvivesACutLinkAndAKill) {
+// has no (prompt, epoch) twice.
+TEST_F(NetnsTest, TrainingRunAcrossHostsSurvivesACutLinkAndAKill) {
   absl::Time start = absl::Now();
   StartRole("reward", "reward", Binary("reward_server", "cohort-reward"), kRewardPort);
   StartRole("learner", "learner", Binary("learner", "cohort-learner"), kLearnerPort);
