@@ -39,8 +39,8 @@
 #include "absl/time/clock.h"
 #include "actor/testing/fake_learner_server.h"
 #include "actor/testing/fakes.h"
+#include "actor/testing/random_weights.h"
 #include "cli/supervisor.h"
-#include "core/crc32c.h"
 #include "core/flags.h"
 #include "core/service.h"
 #include "model/checkpoint.h"
@@ -51,8 +51,6 @@ namespace cohort {
 namespace {
 
 namespace v1 = ::cohort::v1;
-using actor::HostTensor;
-using actor::HostWeights;
 
 void Emit(const nlohmann::json& j) {
   std::printf("%s\n", j.dump().c_str());
@@ -80,22 +78,6 @@ std::map<std::string, double> Scrape(int port) {
     out[std::string(line.substr(0, space))] = v;
   }
   return out;
-}
-
-HostWeights Weights(const model::ModelConfig& config, int64_t version) {
-  model::TensorMap map = model::RandomInitWeights(config, static_cast<uint64_t>(version));
-  HostWeights w;
-  w.version = version;
-  for (const model::TensorSpec& spec : model::ExpectedTensors(config)) {
-    at::Tensor t = map.at(spec.name).contiguous();
-    HostTensor& h = w.tensors.emplace_back();
-    h.name = spec.name;
-    h.dtype = v1::DTYPE_F32;
-    h.shape = spec.shape;
-    h.data.assign(static_cast<const char*>(t.data_ptr()), t.numel() * sizeof(float));
-    w.crc32c = Crc32cExtend(w.crc32c, h.data.data(), h.data.size());
-  }
-  return w;
 }
 
 // `engines` engines side by side in this process (as many as the actors,
@@ -193,7 +175,7 @@ int Main(int argc, char** argv) {
   o.model.set_model_fingerprint(config.Fingerprint());
   o.model.set_dtype("float32");
   o.model.set_source("preset:tiny");
-  o.weights = [&config](int64_t v) { return Weights(config, v); };
+  o.weights = [&config](int64_t v) { return actor::testing::RandomHostWeights(config, v); };
   o.task = "math";
   o.max_new_tokens = static_cast<int>(max_new);
   o.chunk_bytes = 1 << 20;

@@ -18,9 +18,9 @@
 #include "model/aten.h"
 
 #include "absl/strings/str_cat.h"
-#include "core/crc32c.h"
 #include "actor/testing/fake_learner_server.h"
 #include "actor/testing/fakes.h"
+#include "actor/testing/random_weights.h"
 #include "cli/supervisor.h"
 #include "core/tasks/addition.h"
 #include "core/tokenizer.h"
@@ -31,7 +31,6 @@ namespace cohort {
 namespace {
 
 namespace v1 = ::cohort::v1;
-using ::cohort::actor::HostTensor;
 using ::cohort::actor::HostWeights;
 using ::cohort::actor::testing::FakeLearner;
 using ::cohort::actor::testing::FakeLearnerServer;
@@ -67,19 +66,7 @@ struct TinyModel {
   }
   // Version v: random weights of seed v.
   HostWeights Weights(int64_t version) const {
-    model::TensorMap map = model::RandomInitWeights(config, static_cast<uint64_t>(version));
-    HostWeights w;
-    w.version = version;
-    for (const model::TensorSpec& spec : model::ExpectedTensors(config)) {
-      at::Tensor t = map.at(spec.name).contiguous();
-      HostTensor& h = w.tensors.emplace_back();
-      h.name = spec.name;
-      h.dtype = v1::DTYPE_F32;
-      h.shape = spec.shape;
-      h.data.assign(static_cast<const char*>(t.data_ptr()), t.numel() * sizeof(float));
-      w.crc32c = Crc32cExtend(w.crc32c, h.data.data(), h.data.size());
-    }
-    return w;
+    return actor::testing::RandomHostWeights(config, version);
   }
 };
 
