@@ -390,12 +390,6 @@ grpc::Status LearnerService::SubmitGroup(grpc::ServerContext*, const v1::SubmitG
   int64_t latest = std::max<int64_t>(0, store_->latest_version());
   absl::StatusOr<CheckedGroup> checked =
       CheckGroup(g, *lease, stage.group_size, options_.vocab_size, latest);
-  if (checked.ok() && checked->group->prompt_tokens.empty() && stage.prompts != nullptr &&
-      lease->prompt_id >= 0 && lease->prompt_id < static_cast<int64_t>(stage.prompts->size())) {
-    // ScoredGroup.prompt_token_ids may be left empty: the learner has them.
-    const StagePrompt& p = (*stage.prompts)[lease->prompt_id];
-    checked->group->prompt_tokens.assign(p.tokens.begin(), p.tokens.end());
-  }
   if (!checked.ok()) {
     std::string msg(checked.status().message());
     std::string reason = msg.find(".logprobs") != std::string::npos          ? "bad_logprobs"
@@ -407,6 +401,12 @@ grpc::Status LearnerService::SubmitGroup(grpc::ServerContext*, const v1::SubmitG
                       ? grpc::StatusCode::FAILED_PRECONDITION
                       : grpc::StatusCode::INVALID_ARGUMENT,
                   reason, msg);
+  }
+  if (checked->group->prompt_tokens.empty() && stage.prompts != nullptr &&
+      lease->prompt_id >= 0 && lease->prompt_id < static_cast<int64_t>(stage.prompts->size())) {
+    // ScoredGroup.prompt_token_ids may be left empty: the learner has them.
+    const StagePrompt& p = (*stage.prompts)[lease->prompt_id];
+    checked->group->prompt_tokens.assign(p.tokens.begin(), p.tokens.end());
   }
   absl::StatusOr<SubmitOutcome> out =
       stage.ledger->Submit(g.lease_id(), checked->verdict, checked->group, absl::Now());
