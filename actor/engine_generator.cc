@@ -126,6 +126,7 @@ class EngineGenerator final : public Generator {
     eo.num_slots = options_.slots;
     eo.max_len = max_len();
     eo.initial_version = weights->version;
+    eo.kv_cache_fraction = options_.kv_cache_fraction;
     if (tokenizer_ != nullptr) {
       const Tokenizer* tok = tokenizer_.get();
       eo.decode = [tok](const std::vector<int32_t>& ids) { return tok->Decode(ids); };
@@ -148,7 +149,10 @@ class EngineGenerator final : public Generator {
     int64_t n = config_.max_position_embeddings > 0 ? config_.max_position_embeddings : 4096;
     return std::min<int64_t>(n, 4096);
   }
-  int64_t slots() const override { return options_.slots; }
+  int64_t slots() const override {
+    absl::MutexLock lock(&mu_);
+    return engine_ != nullptr ? engine_->num_slots() : options_.slots;
+  }
   int64_t generated_tokens() const override {
     absl::MutexLock lock(&mu_);
     return engine_ != nullptr ? engine_->stats().generated_tokens : 0;

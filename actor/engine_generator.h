@@ -24,6 +24,9 @@ struct EngineGeneratorOptions {
   int64_t slots = 8;           // concurrent sequences
   int64_t max_len = 0;         // positions per sequence; 0 = min(max_position_embeddings, 4096)
   std::string device = "cpu";  // cpu | cuda
+  // cuda only: > 0 sizes the slots to this fraction of free device memory
+  // instead of `slots` (model::EngineOptions::kv_cache_fraction).
+  double kv_cache_fraction = 0;
   // Compute dtype: "" = ModelFiles.dtype (float32 when unset); float32 | bfloat16.
   std::string dtype;
 };

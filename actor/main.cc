@@ -178,6 +178,7 @@ int main(int argc, char** argv) {
     eo.slots = config.actor.slots;
     eo.max_len = config.actor.max_len;
     eo.device = config.actor.device;
+    eo.kv_cache_fraction = config.actor.kv_cache_fraction;
     return cohort::actor::MakeEngineGenerator(join.model(), eo);
   };
   options.make_reward_client = [&](const v1::JoinResponse& join) {

@@ -119,6 +119,10 @@ class Engine {
   // next step; tokens drawn from then on carry `version`.
   absl::Status SwapWeights(TensorMap weights, int64_t version);
 
+  // Sequences decoded together (EngineOptions::num_slots, or what
+  // kv_cache_fraction made of it). Fixed at Create().
+  int64_t num_slots() const { return options_.num_slots; }
+
   // Starts the loop thread.
   void Start();
   // Cancels everything queued or in flight and joins the loop thread.
