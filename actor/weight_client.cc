@@ -50,6 +50,40 @@ bool ReadVarint(const uint8_t** p, const uint8_t* end, uint64_t* value) {
   return false;
 }
 
+// CRC-32C of A ++ B from crc(A), crc(B) and |B| (zlib's crc32_combine over
+// the Castagnoli polynomial), so the version checksum is combined from the
+// tensors' without a second pass over the bytes.
+uint32_t Gf2Times(const uint32_t* mat, uint32_t vec) {
+  uint32_t sum = 0;
+  for (; vec != 0; vec >>= 1, ++mat) {
+    if (vec & 1) sum ^= *mat;
+  }
+  return sum;
+}
+
+void Gf2Square(uint32_t* square, const uint32_t* mat) {
+  for (int n = 0; n < 32; ++n) square[n] = Gf2Times(mat, mat[n]);
+}
+
+uint32_t Crc32cCombine(uint32_t crc1, uint32_t crc2, int64_t len2) {
+  if (len2 <= 0) return crc1;
+  uint32_t even[32], odd[32];
+  odd[0] = 0x82F63B78u;  // reflected Castagnoli polynomial
+  for (int n = 1; n < 32; ++n) odd[n] = 1u << (n - 1);
+  Gf2Square(even, odd);  // 2 zero bits
+  Gf2Square(odd, even);  // 4 zero bits
+  do {
+    Gf2Square(even, odd);
+    if (len2 & 1) crc1 = Gf2Times(even, crc1);
+    len2 >>= 1;
+    if (len2 == 0) break;
+    Gf2Square(odd, even);
+    if (len2 & 1) crc1 = Gf2Times(odd, crc1);
+    len2 >>= 1;
+  } while (len2 != 0);
+  return crc1 ^ crc2;
+}
+
 }  // namespace
 
 absl::Status WeightAssembler::AppendDecoded(const v1::WeightChunk& chunk, HostTensor* t) {
@@ -79,19 +113,20 @@ absl::Status WeightAssembler::AppendDecoded(const v1::WeightChunk& chunk, HostTe
   const uint8_t* p = reinterpret_cast<const uint8_t*>(data.data());
   const uint8_t* end = p + data.size();
   size_t produced = 0;
-  t->data.resize(begin + want);
+  // The base's range in one copy (each byte written once), then the
+  // literals XORed in place.
+  t->data.append(base, begin, want);
   char* out = t->data.data() + begin;
-  const char* in = base.data() + begin;
   while (produced < want) {
     uint64_t zeros = 0, literal = 0;
     if (!ReadVarint(&p, end, &zeros) || !ReadVarint(&p, end, &literal) || zeros > want - produced ||
-        literal > want - produced - zeros || literal > static_cast<uint64_t>(end - p)) {
+        literal > want - produced - zeros || literal > static_cast<uint64_t>(end - p) ||
+        zeros + literal == 0) {
       return Fail(absl::StrCat(t->name, ": malformed XOR_RLE delta at offset ",
                                chunk.offset() + static_cast<int64_t>(produced)));
     }
-    std::memcpy(out + produced, in + produced, zeros);
     produced += zeros;
-    for (uint64_t k = 0; k < literal; ++k, ++produced) out[produced] = in[produced] ^ *p++;
+    for (uint64_t k = 0; k < literal; ++k, ++produced) out[produced] ^= static_cast<char>(*p++);
   }
   if (p != end) return Fail(absl::StrCat(t->name, ": trailing bytes after a delta"));
   return absl::OkStatus();
@@ -182,8 +217,10 @@ absl::Status WeightAssembler::Add(const v1::WeightChunk& chunk) {
   RETURN_IF_ERROR(AppendDecoded(chunk, t));
   const char* fresh = t->data.data() + begin;
   const size_t fresh_size = t->data.size() - begin;
-  running_crc_ = Crc32cExtend(running_crc_, fresh, fresh_size);
   tensor_crc_ = Crc32cExtend(tensor_crc_, fresh, fresh_size);
+  if (static_cast<int64_t>(t->data.size()) == tensor_bytes_) {
+    running_crc_ = Crc32cCombine(running_crc_, tensor_crc_, tensor_bytes_);  // tensor complete
+  }
   bytes_ += static_cast<int64_t>(data.size());
   if (chunk.tensor_last()) {
     if (static_cast<int64_t>(t->data.size()) != tensor_bytes_) {

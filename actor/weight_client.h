@@ -68,7 +68,7 @@ class WeightAssembler {
   int32_t tensor_count_ = 0;
   int64_t tensor_bytes_ = 0;  // of the tensor being received
   uint32_t tensor_crc_ = 0;   // over its decoded bytes so far
-  uint32_t running_crc_ = 0;  // over all tensors' decoded bytes so far
+  uint32_t running_crc_ = 0;  // over all complete tensors' decoded bytes
   int64_t bytes_ = 0;         // payload received
   bool saw_delta_ = false;
 };

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "actor/testing/fakes.h"
+#include "core/crc32c.h"
 
 namespace cohort::actor {
 namespace {
@@ -53,6 +54,29 @@ TEST(WeightAssembler, DeltaStreamDecodesAgainstBase) {
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kDataLoss);
   // Without a base a delta is refused.
   EXPECT_EQ(Assemble(chunks, 3).status().code(), absl::StatusCode::kDataLoss);
+  // An empty run (0 zeros, 0 literals) is refused, not looped on.
+  for (v1::WeightChunk& c : chunks) {
+    if (c.encoding() != v1::WEIGHT_ENCODING_XOR_RLE) continue;
+    c.set_data(std::string("\x00\x00", 2));
+    c.set_crc32c(Crc32c(c.data()));
+    break;
+  }
+  EXPECT_THAT(Assemble(chunks, 3, base).status().message(), HasSubstr("malformed XOR_RLE"));
+}
+
+// A stream whose tensors carry no tensor_last still gets its version
+// checksum (combined per complete tensor) checked.
+TEST(WeightAssembler, VersionChecksumCoversEveryTensor) {
+  HostWeights w = FakeWeights(4);
+  std::vector<v1::WeightChunk> chunks = ChunkWeights(w, 100);
+  for (v1::WeightChunk& c : chunks) {
+    if (!c.last()) c.set_tensor_last(false);
+  }
+  absl::StatusOr<HostWeights> got = Assemble(chunks, 4);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->crc32c, w.crc32c);
+  chunks.back().set_version_crc32c(w.crc32c ^ 1);
+  EXPECT_THAT(Assemble(chunks, 4).status().message(), HasSubstr("whole version"));
 }
 
 TEST(WeightAssembler, RefusesEveryKindOfDamage) {

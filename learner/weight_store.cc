@@ -1,6 +1,7 @@
 #include "learner/weight_store.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <utility>
 
@@ -263,6 +264,24 @@ void WeightStore::Run() {
   }
 }
 
+namespace {
+
+// Runs work(i) for i in [0, n) on `threads` threads (the caller's included).
+template <typename F>
+void ParallelFor(int64_t n, int threads, const F& work) {
+  std::atomic<int64_t> next{0};
+  auto run = [&] {
+    for (int64_t i = next.fetch_add(1); i < n; i = next.fetch_add(1)) work(i);
+  };
+  std::vector<std::thread> helpers;
+  const int64_t extra = std::min<int64_t>(std::max(threads, 1) - 1, n - 1);
+  for (int64_t k = 0; k < extra; ++k) helpers.emplace_back(run);
+  run();
+  for (std::thread& t : helpers) t.join();
+}
+
+}  // namespace
+
 std::shared_ptr<PublishedVersion> WeightStore::Build(
     int64_t version, WeightSnapshot snapshot, std::shared_ptr<const PublishedVersion> prev) const {
   auto v = std::make_shared<PublishedVersion>();
@@ -273,10 +292,11 @@ std::shared_ptr<PublishedVersion> WeightStore::Build(
   v->chunk_bytes = std::max<int64_t>(1, options_.chunk_bytes);
   const int64_t chunk = v->chunk_bytes;
   const auto& tensors = v->weights.tensors;
-  uint32_t version_crc = 0;
+  // The chunk layout first (cheap), then the per-chunk work in parallel.
+  std::vector<size_t> first_chunk;  // per tensor, index into v->full
   for (size_t t = 0; t < tensors.size(); ++t) {
     const WeightTensor& w = tensors[t];
-    uint32_t tensor_crc = 0;
+    first_chunk.push_back(v->full.size());
     int64_t off = 0;
     do {
       ChunkRef c;
@@ -284,17 +304,13 @@ std::shared_ptr<PublishedVersion> WeightStore::Build(
       c.offset = off;
       c.size = c.decoded_bytes = std::min(chunk, w.size - off);
       c.data = w.data.get() + off;
-      c.crc32c = Crc32c(c.data, c.size);
-      tensor_crc = Crc32cCombine(tensor_crc, c.crc32c, c.size);
       off += c.size;
       c.tensor_last = off >= w.size;
       v->full.push_back(c);
     } while (off < w.size);
-    v->tensor_crc32c.push_back(tensor_crc);
-    version_crc = Crc32cCombine(version_crc, tensor_crc, w.size);
     v->full_bytes += w.size;
   }
-  v->version_crc32c = version_crc;
+  first_chunk.push_back(v->full.size());
 
   // The delta against the previous version, when the tensors line up.
   bool aligned =
@@ -304,53 +320,68 @@ std::shared_ptr<PublishedVersion> WeightStore::Build(
     const WeightTensor& b = prev->weights.tensors[t];
     aligned = a.name == b.name && a.dtype == b.dtype && a.shape == b.shape && a.size == b.size;
   }
-  if (!aligned) return v;
-  v->delta_base = prev->version;
-  struct Pending {
-    ChunkRef ref;
-    int64_t encoded = -1;  // index into v->encoded, or -1 for raw
-  };
-  std::vector<Pending> plan;
-  size_t full_at = 0;
-  for (size_t t = 0; t < tensors.size(); ++t) {
-    const WeightTensor& w = tensors[t];
-    const uint8_t* base = prev->weights.tensors[t].data.get();
-    size_t first = full_at;
-    while (full_at < v->full.size() && v->full[full_at].tensor_index == static_cast<int32_t>(t)) {
-      ++full_at;
-    }
-    std::vector<std::string> enc;
-    int64_t enc_bytes = 0;
-    for (size_t i = first; i < full_at; ++i) {
-      const ChunkRef& c = v->full[i];
-      std::string e;
-      XorRleEncodeDiff(c.data, base + c.offset, c.size, &e);
-      enc_bytes += static_cast<int64_t>(e.size());
-      enc.push_back(std::move(e));
-      if (enc_bytes * 8 >= w.size * 7) break;  // will not pay; stop early
-    }
-    bool use_delta = w.size > 0 && enc_bytes * 8 < w.size * 7;
-    for (size_t i = first; i < full_at; ++i) {
-      Pending p;
-      p.ref = v->full[i];
-      if (use_delta) {
-        p.ref.delta = true;
-        p.encoded = static_cast<int64_t>(v->encoded.size());
-        v->encoded.push_back(std::move(enc[i - first]));
+  // Per chunk: the CRC of its raw bytes and, with a base, its XOR_RLE
+  // encoding (given up once it is not smaller than the raw bytes) and the
+  // CRC of that. Each chunk is independent, so the workers share nothing.
+  const size_t chunks = v->full.size();
+  std::vector<std::string> encoded(aligned ? chunks : 0);
+  std::vector<uint32_t> encoded_crc(encoded.size(), 0);
+  std::vector<uint8_t> paying(encoded.size(), 0);  // the chunk's encoding is < 7/8 raw
+  ParallelFor(static_cast<int64_t>(chunks), options_.threads, [&](int64_t i) {
+    ChunkRef& c = v->full[i];
+    c.crc32c = Crc32c(c.data, c.size);
+    if (!aligned) return;
+    const uint8_t* base = prev->weights.tensors[c.tensor_index].data.get() + c.offset;
+    std::string& e = encoded[i];
+    // In slices, so that a dense change stops early (its chunk goes raw)
+    // instead of holding an encoding as large as the tensor.
+    constexpr int64_t kSlice = 256 << 10;
+    for (int64_t off = 0; off < c.size; off += kSlice) {
+      XorRleEncodeDiff(c.data + off, base + off, std::min(kSlice, c.size - off), &e);
+      if (static_cast<int64_t>(e.size()) * 8 >= c.size * 7) {
+        std::string().swap(e);
+        paying[i] = 0;
+        return;
       }
-      plan.push_back(p);
     }
+    paying[i] = 1;
+    encoded_crc[i] = Crc32c(e.data(), e.size());
+  });
+  uint32_t version_crc = 0;
+  for (size_t t = 0; t < tensors.size(); ++t) {
+    uint32_t tensor_crc = 0;
+    for (size_t i = first_chunk[t]; i < first_chunk[t + 1]; ++i) {
+      tensor_crc = Crc32cCombine(tensor_crc, v->full[i].crc32c, v->full[i].size);
+    }
+    v->tensor_crc32c.push_back(tensor_crc);
+    version_crc = Crc32cCombine(version_crc, tensor_crc, tensors[t].size);
   }
-  // Pointers into v->encoded only now that it no longer reallocates.
-  for (Pending& p : plan) {
-    if (p.encoded >= 0) {
-      const std::string& e = v->encoded[p.encoded];
-      p.ref.data = reinterpret_cast<const uint8_t*>(e.data());
-      p.ref.size = static_cast<int64_t>(e.size());
-      p.ref.crc32c = Crc32c(e.data(), e.size());
+  v->version_crc32c = version_crc;
+  if (!aligned) return v;
+
+  v->delta_base = prev->version;
+  v->encoded.reserve(chunks);  // never reallocates: the chunks point into it
+  for (size_t t = 0; t < tensors.size(); ++t) {
+    const int64_t size = tensors[t].size;
+    int64_t enc_bytes = 0;
+    bool all_paying = true;
+    for (size_t i = first_chunk[t]; i < first_chunk[t + 1]; ++i) {
+      enc_bytes += static_cast<int64_t>(encoded[i].size());
+      all_paying = all_paying && paying[i] != 0;
     }
-    v->delta_bytes += p.ref.size;
-    v->delta.push_back(p.ref);
+    const bool use_delta = size > 0 && all_paying && enc_bytes * 8 < size * 7;
+    for (size_t i = first_chunk[t]; i < first_chunk[t + 1]; ++i) {
+      ChunkRef ref = v->full[i];
+      if (use_delta) {
+        const std::string& e = v->encoded.emplace_back(std::move(encoded[i]));
+        ref.delta = true;
+        ref.data = reinterpret_cast<const uint8_t*>(e.data());
+        ref.size = static_cast<int64_t>(e.size());
+        ref.crc32c = encoded_crc[i];
+      }
+      v->delta_bytes += ref.size;
+      v->delta.push_back(ref);
+    }
   }
   return v;
 }

@@ -7,10 +7,12 @@
 //   for (const ChunkRef& c : v->Plan(/*delta_base=*/6, 4 << 20)) send(c);
 //
 // Publish takes the snapshot by value (the trainer's one copy) and hands it
-// to a background thread that computes the per-chunk and per-tensor CRC-32C
-// and the delta against the previous version; only then does the version
-// become visible to Get()/Latest(). So publishing costs the training loop no
-// more than the copy the trainer made, and fetchers never touch the trainer.
+// to a background thread that computes the per-chunk CRC-32C and the delta
+// against the previous version, chunk by chunk on `threads` workers (the
+// per-tensor and per-version CRCs are combined from the chunks', with no
+// second pass over the bytes); only then does the version become visible to
+// Get()/Latest(). So publishing costs the training loop no more than the
+// copy the trainer made, and fetchers never touch the trainer.
 //
 // A PublishedVersion is immutable; readers hold it by shared_ptr, so a
 // version dropped from the store (beyond keep_versions) stays alive until
@@ -19,7 +21,8 @@
 // Delta encoding (WEIGHT_ENCODING_XOR_RLE of learner.proto): for each
 // chunk-sized range of a tensor, X = new XOR base, run-length coded as
 // (varint zero_run, varint literal_len, literal bytes) pairs. A tensor whose
-// delta would not be smaller than 7/8 of its raw bytes is sent raw.
+// delta would not be smaller than 7/8 of its raw bytes (in all, or in any
+// one chunk) is sent raw.
 //
 // Thread-safety: thread-safe.
 #ifndef COHORT_LEARNER_WEIGHT_STORE_H_
@@ -94,6 +97,9 @@ struct WeightStoreOptions {
   int keep_versions = 3;          // >= 1
   int64_t chunk_bytes = 4 << 20;  // default chunk payload
   bool compute_deltas = true;
+  // Workers for a version's CRCs and delta (the store's thread included);
+  // they run between publications only. >= 1.
+  int threads = 2;
 };
 
 class WeightStore {
