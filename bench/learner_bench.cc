@@ -14,8 +14,15 @@
 //    "ratio", "peak_rss_bytes", "python_peak_rss_bytes", "state_bytes",
 //    "rss_over_state", ...}
 //
-//   learner_bench [--shapes tiny,qwen2.5-0.5b] [--runs 3] [--threads 1]
-// (internal: learner_bench --one SHAPE GROUPS G PROMPT COMPLETION STEPS THREADS DETERMINISM)
+//   learner_bench [--shapes tiny,tiny-varlen,qwen2.5-0.5b] [--runs 3] [--threads 1]
+// (internal: learner_bench --one PRESET GROUPS G PROMPT COMPLETION STEPS THREADS
+//  DETERMINISM VARLEN CHECKPOINTING)
+//
+// tiny-varlen: the tiny step with completions of 8..88 tokens (the same
+// 8192 tokens): Python pads to the longest as TRL does, cohort packs
+// (optim.padding_free); *_row_tokens_per_step say how many positions each
+// computed. On qwen2.5-0.5b one more cohort run with
+// optim.activation_checkpointing gives checkpointing_peak_rss_bytes.
 //
 // On `tiny` it also measures learner.determinism (same threads): the
 // trainer's part of deterministic mode costs what that line shows.
@@ -46,12 +53,31 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 struct Shape {
-  std::string name;
+  std::string name;    // the line's "shape"
+  std::string preset;  // model/presets.h
   int groups, group_size, prompt_len, completion_len, steps;
+  bool varlen = false;  // completion lengths vary (CompletionLengths)
 };
 
 // Fixed token budget per step: tiny 16 x 8 x 64 = 8192 tokens, 0.5B 2 x 4 x 64 = 512.
-const Shape kShapes[] = {{"tiny", 16, 8, 16, 48, 5}, {"qwen2.5-0.5b", 2, 4, 32, 32, 1}};
+// tiny-varlen: the same 8192 tokens, completions of 8..88 tokens (GRPO's
+// completions differ in length): Python pads each to the longest, as TRL
+// does; cohort packs them (optim.padding_free).
+const Shape kShapes[] = {{"tiny", "tiny", 16, 8, 16, 48, 5},
+                         {"tiny-varlen", "tiny", 16, 8, 16, 48, 5, true},
+                         {"qwen2.5-0.5b", "qwen2.5-0.5b", 2, 4, 32, 32, 1}};
+
+// Completion lengths of the n samples: c each, or pairs c - d, c + d with
+// d = (13 * pair) % (c - 7), so the total is n * c either way
+// (learner_bench.py's completion_lengths).
+std::vector<int> CompletionLengths(int n, int c, bool varlen) {
+  std::vector<int> out;
+  for (int i = 0; i < n; ++i) {
+    const int d = varlen ? (13 * (i / 2)) % (c - 7) : 0;
+    out.push_back(i % 2 == 0 ? c - d : c + d);
+  }
+  return out;
+}
 constexpr double kBeta = 0.04;
 
 int64_t PeakRss() {
@@ -61,8 +87,8 @@ int64_t PeakRss() {
 }
 
 // One process's measurement of cohort's step (1 warm-up step + `steps`).
-int RunOne(const Shape& s, int threads, bool determinism) {
-  absl::StatusOr<model::ModelConfig> config = model::PresetConfig(s.name);
+int RunOne(const Shape& s, int threads, bool determinism, bool checkpointing) {
+  absl::StatusOr<model::ModelConfig> config = model::PresetConfig(s.preset);
   if (!config.ok()) {
     std::fprintf(stderr, "%s\n", std::string(config.status().message()).c_str());
     return 1;
@@ -78,6 +104,7 @@ int RunOne(const Shape& s, int threads, bool determinism) {
   o.max_completion_length = s.completion_len;
   o.threads = threads;
   o.determinism = determinism;
+  o.activation_checkpointing = checkpointing;
   auto trainer = Trainer::Create(*config, model::RandomInitWeights(*config, 1), o);
   if (!trainer.ok()) {
     std::fprintf(stderr, "%s\n", std::string(trainer.status().message()).c_str());
@@ -86,19 +113,23 @@ int RunOne(const Shape& s, int threads, bool determinism) {
   std::mt19937 rng(1);
   std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(config->vocab_size - 1));
   std::vector<TrainGroup> batch(s.groups);
+  const std::vector<int> lengths =
+      CompletionLengths(s.groups * s.group_size, s.completion_len, s.varlen);
   for (int g = 0; g < s.groups; ++g) {
     for (int i = 0; i < s.prompt_len; ++i) batch[g].prompt_tokens.push_back(tok(rng));
     for (int k = 0; k < s.group_size; ++k) {
       TrainSample sample;
-      for (int i = 0; i < s.completion_len; ++i) sample.tokens.push_back(tok(rng));
-      sample.logprobs.assign(s.completion_len, -5.0f);
-      sample.versions.assign(s.completion_len, 0);
+      const int len = lengths[g * s.group_size + k];
+      for (int i = 0; i < len; ++i) sample.tokens.push_back(tok(rng));
+      sample.logprobs.assign(len, -5.0f);
+      sample.versions.assign(len, 0);
       sample.ok = true;
       sample.reward = static_cast<double>(rng() % 2);
       batch[g].samples.push_back(std::move(sample));
     }
   }
   std::vector<double> times;
+  double last_row_tokens = 0;  // rows x width the trainer computed (padding included)
   for (int step = 0; step < 1 + s.steps; ++step) {
     const auto start = Clock::now();
     absl::StatusOr<StepResult> r = (*trainer)->TrainStep(batch);
@@ -109,6 +140,7 @@ int RunOne(const Shape& s, int threads, bool determinism) {
       return 1;
     }
     if (step > 0) times.push_back(secs);
+    last_row_tokens = r->metrics.at("row_tokens");
   }
   double total = 0;
   for (double t : times) total += t;
@@ -116,6 +148,7 @@ int RunOne(const Shape& s, int threads, bool determinism) {
       static_cast<double>(s.groups) * s.group_size * (s.prompt_len + s.completion_len);
   nlohmann::json j = {{"tokens_per_s", tokens * times.size() / total},
                       {"step_seconds", times},
+                      {"row_tokens", last_row_tokens},
                       {"peak_rss_bytes", PeakRss()},
                       {"threads", at::get_num_threads()}};
   std::printf("%s\n", j.dump().c_str());
@@ -147,16 +180,19 @@ double Median(std::vector<double> v) {
 }
 
 int Run(int argc, char** argv) {
-  if (argc >= 10 && std::string(argv[1]) == "--one") {
+  if (argc >= 12 && std::string(argv[1]) == "--one") {
     Shape s{argv[2],
+            argv[2],
             std::stoi(argv[3]),
             std::stoi(argv[4]),
             std::stoi(argv[5]),
             std::stoi(argv[6]),
-            std::stoi(argv[7])};
-    return RunOne(s, std::stoi(argv[8]), std::string(argv[9]) == "1");
+            std::stoi(argv[7]),
+            std::string(argv[10]) == "1"};
+    return RunOne(s, std::stoi(argv[8]), std::string(argv[9]) == "1",
+                  std::string(argv[11]) == "1");
   }
-  std::vector<std::string> shapes = {"tiny", "qwen2.5-0.5b"};
+  std::vector<std::string> shapes = {"tiny", "tiny-varlen", "qwen2.5-0.5b"};
   int runs = 3, threads = 1;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
@@ -179,7 +215,7 @@ int Run(int argc, char** argv) {
   const bool have_python = ::system("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1") == 0;
   for (const Shape& s : kShapes) {
     if (std::find(shapes.begin(), shapes.end(), s.name) == shapes.end()) continue;
-    absl::StatusOr<model::ModelConfig> config = model::PresetConfig(s.name);
+    absl::StatusOr<model::ModelConfig> config = model::PresetConfig(s.preset);
     if (!config.ok()) return 1;
     const std::string cfg_path =
         absl::StrCat("/tmp/learner_bench_", ::getpid(), "_", s.name, ".json");
@@ -192,28 +228,39 @@ int Run(int argc, char** argv) {
     }
     std::vector<double> ours, theirs, deterministic;
     int64_t rss = 0, py_rss = 0;
+    double row_tokens = 0;
+    nlohmann::json checkpointed;
     std::string error;
     for (int r = 0; r < runs; ++r) {
       // Both sides get the same OMP_NUM_THREADS (OpenBLAS follows it too).
+      // --one SHAPE(preset) ... THREADS DETERMINISM VARLEN CHECKPOINTING
       const std::string one = absl::StrCat(
-          "OMP_NUM_THREADS=", threads, " ", self, " --one ", s.name, " ", s.groups, " ",
+          "OMP_NUM_THREADS=", threads, " ", self, " --one ", s.preset, " ", s.groups, " ",
           s.group_size, " ", s.prompt_len, " ", s.completion_len, " ", s.steps, " ", threads);
+      const std::string varlen = s.varlen ? " 1" : " 0";
       if (s.name == "tiny") {
-        absl::StatusOr<nlohmann::json> d = RunJson(one + " 1");
+        absl::StatusOr<nlohmann::json> d = RunJson(one + " 1" + varlen + " 0");
         if (d.ok()) deterministic.push_back((*d)["tokens_per_s"].get<double>());
       }
-      absl::StatusOr<nlohmann::json> c = RunJson(one + " 0");
+      if (s.name == "qwen2.5-0.5b" && r == 0) {
+        // Once: the same step with optim.activation_checkpointing.
+        absl::StatusOr<nlohmann::json> k = RunJson(one + " 0" + varlen + " 1");
+        if (k.ok()) checkpointed = *k;
+      }
+      absl::StatusOr<nlohmann::json> c = RunJson(one + " 0" + varlen + " 0");
       if (!c.ok()) {
         error = std::string(c.status().message());
         break;
       }
       ours.push_back((*c)["tokens_per_s"].get<double>());
+      row_tokens = (*c)["row_tokens"].get<double>();
       rss = std::max(rss, (*c)["peak_rss_bytes"].get<int64_t>());
       if (!have_python) continue;
       absl::StatusOr<nlohmann::json> p = RunJson(absl::StrCat(
           "OMP_NUM_THREADS=", threads, " /usr/bin/python3 ", script, " --config ", cfg_path,
           " --groups ", s.groups, " --group_size ", s.group_size, " --prompt_len ", s.prompt_len,
-          " --completion_len ", s.completion_len, " --steps ", s.steps, " --beta ", kBeta));
+          " --completion_len ", s.completion_len, " --steps ", s.steps, " --beta ", kBeta,
+          " --varlen ", s.varlen ? 1 : 0));
       if (!p.ok()) {
         error = std::string(p.status().message());
         break;
@@ -226,6 +273,15 @@ int Run(int argc, char** argv) {
     nlohmann::json j = {
         {"shape", s.name},
         {"tokens_per_step", s.groups * s.group_size * (s.prompt_len + s.completion_len)},
+        {"completion_lengths", s.varlen ? "varied" : "equal"},
+        {"cohort_row_tokens_per_step", row_tokens},
+        {"python_row_tokens_per_step",
+         [&] {
+           const std::vector<int> l =
+               CompletionLengths(s.groups * s.group_size, s.completion_len, s.varlen);
+           return static_cast<double>(l.size()) *
+                  (s.prompt_len + *std::max_element(l.begin(), l.end()));
+         }()},
         {"beta", kBeta},
         {"threads", threads},
         {"runs", ours.size()},
@@ -234,6 +290,12 @@ int Run(int argc, char** argv) {
         {"params", params},
         {"state_bytes", state},
         {"rss_over_state", static_cast<double>(rss) / static_cast<double>(state)}};
+    if (!checkpointed.is_null()) {
+      const int64_t k = checkpointed["peak_rss_bytes"].get<int64_t>();
+      j["checkpointing_peak_rss_bytes"] = k;
+      j["checkpointing_rss_over_state"] = static_cast<double>(k) / static_cast<double>(state);
+      j["checkpointing_tokens_per_s"] = checkpointed["tokens_per_s"];
+    }
     if (!deterministic.empty()) {
       j["cohort_deterministic_tokens_per_s"] = Median(deterministic);
     }

@@ -4,7 +4,10 @@ cohort's Trainer::TrainStep, written in Python with PyTorch (Debian's
 python3-torch 1.13, the library LibTorch is), the way a single-process
 PyTorch trainer (TRL, the reference tiny_grpo.py) writes it:
 
-  policy forward over the padded batch -> fp32 logits -> log_softmax -> gather,
+  policy forward over the padded batch (right padding to the batch's longest
+  completion, as TRL pads) -> the hidden states of the completion positions
+  only (TRL's logits_to_keep) -> fp32 logits -> log_softmax -> gather, the
+  entropy of those logits without grad (TRL logs it every step),
   reference forward without grad (beta > 0), token ratio against the behaviour
   log-probs, clipped surrogate (epsilon 0.2 / 0.28), k3 KL, token-mean over
   the batch (loss_type dapo), backward, clip_grad_norm_(1.0), AdamW step.
@@ -63,7 +66,7 @@ class Model(torch.nn.Module):
         x32 = x.float()
         return w * (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps))
 
-    def forward(self, ids, mask):
+    def forward(self, ids, mask, keep=None):
         B, T = ids.shape
         pos = (mask.cumsum(1) - 1).clamp(min=0).float()
         freqs = pos[..., None] * self.inv_freq
@@ -95,7 +98,21 @@ class Model(torch.nn.Module):
             n = self.rms(x, L.n2)
             x = x + L.down(F.silu(L.gate(n)) * L.up(n))
         x = self.rms(x, self.norm)
+        if keep is not None:
+            x = x[:, keep]
         return x @ (self.embed if self.lm_head is None else self.lm_head).t()
+
+
+def completion_lengths(n, c, varlen):
+    """learner_bench.cc's CompletionLengths: c each, or pairs c - d, c + d with
+    d = (13 * pair) % (c - 7), so the total is n * c either way."""
+    if not varlen:
+        return [c] * n
+    out = []
+    for i in range(n):
+        d = (13 * (i // 2)) % (c - 7)
+        out.append(c - d if i % 2 == 0 else c + d)
+    return out
 
 
 def main():
@@ -109,6 +126,9 @@ def main():
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--varlen", type=int, default=0,
+                    help="1: completion lengths vary around completion_len (learner_bench's "
+                         "CompletionLengths), padded to the longest")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
     c = json.load(open(args.config))
@@ -123,23 +143,33 @@ def main():
     n = args.groups * args.group_size
     P, C = args.prompt_len, args.completion_len
     g = torch.Generator().manual_seed(args.seed)
+    lengths = completion_lengths(n, C, args.varlen)
+    C = max(lengths)  # padded completion width
     seq = torch.randint(0, c["vocab_size"], (n, P + C), generator=g)
-    mask = torch.ones(n, P + C, dtype=torch.long)
+    mask = torch.zeros(n, P + C, dtype=torch.long)
+    cmask = torch.zeros(n, C)
+    for i, l in enumerate(lengths):
+        mask[i, : P + l] = 1
+        cmask[i, :l] = 1
     comp = seq[:, P:]
+    keep = slice(P - 1, P + C - 1)  # the positions that predict completion tokens
     old_lp = torch.full((n, C), -5.0)
     rewards = torch.randint(0, 2, (args.groups, args.group_size), generator=g).float()
     adv = ((rewards - rewards.mean(1, keepdim=True)) / (rewards.std(1, keepdim=True) + 1e-4)).view(-1, 1)
-    cmask = torch.ones(n, C)
     times = []
     for step in range(args.warmup + args.steps):
         t0 = time.perf_counter()
-        logits = model(seq, mask)[:, P - 1:-1]
-        lp = torch.log_softmax(logits.float(), -1).gather(-1, comp[..., None]).squeeze(-1)
+        logits = model(seq, mask, keep)
+        logp_all = torch.log_softmax(logits.float(), -1)
+        lp = logp_all.gather(-1, comp[..., None]).squeeze(-1)
+        with torch.no_grad():
+            entropy = -(logp_all.exp() * logp_all).sum(-1)  # logged, as TRL does
+            _ = (entropy * cmask).sum().item()
         ratio = torch.exp(lp - old_lp)
         pg = -torch.min(ratio * adv, ratio.clamp(1 - 0.2, 1 + 0.28) * adv)
         if ref is not None:
             with torch.no_grad():
-                ref_lp = torch.log_softmax(ref(seq, mask)[:, P - 1:-1].float(), -1).gather(
+                ref_lp = torch.log_softmax(ref(seq, mask, keep).float(), -1).gather(
                     -1, comp[..., None]).squeeze(-1)
             d = ref_lp - lp
             pg = pg + args.beta * (torch.exp(d) - d - 1.0)
@@ -150,7 +180,7 @@ def main():
         opt.step()
         if step >= args.warmup:
             times.append(time.perf_counter() - t0)
-    tokens = n * (P + C)
+    tokens = sum(P + l for l in lengths)  # real tokens, as cohort counts them
     print(json.dumps({"tokens_per_s": tokens * len(times) / sum(times), "step_seconds": times,
                       "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
                       "threads": torch.get_num_threads(), "torch": torch.__version__}))

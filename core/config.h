@@ -169,6 +169,8 @@ struct OptimSection {
   std::string schedule = "constant";  // constant | cosine
   int total_steps = 0;                // cosine horizon; 0 = the stage's step count
   int micro_batch_tokens = 4096;      // tokens per forward/backward; >= 1
+  bool padding_free = true;           // pack several sequences per row
+  bool activation_checkpointing = false;  // recompute each layer in backward
 };
 
 struct DataSection {

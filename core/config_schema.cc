@@ -225,6 +225,13 @@ void Bind(Binder& b, OptimSection& s) {
   b.Int("micro_batch_tokens", &s.micro_batch_tokens, AtLeast(1),
         "Token budget of one forward/backward; sequences are packed up to it and gradients "
         "accumulated.");
+  b.Bool("padding_free", &s.padding_free,
+         "Pack several sequences into each row of a micro-batch (positions restart, attention "
+         "stays inside each sequence), so rows carry no padding; false = one padded row per "
+         "sequence.");
+  b.Bool("activation_checkpointing", &s.activation_checkpointing,
+         "TRL `gradient_checkpointing`: keep only each layer's input in the forward and "
+         "recompute the layer in backward (less memory, about one more trunk forward).");
 }
 
 void Bind(Binder& b, DataSection& s) {

@@ -76,14 +76,17 @@ struct Trainer::Sequence {
   int64_t length() const { return static_cast<int64_t>(prompt->size() + sample->tokens.size()); }
 };
 
-// Padded tensors of one micro-batch. Completion token k of row b is scored
-// at flat position b * T + prompt_b - 1 + k and lands at [b, k] of the
-// [B, Tc] loss layout.
+// The tensors of one micro-batch: rows of width T holding one sequence each
+// (padded) or several (padding-free), segment ids marking which.
+// Completion token k of the micro-batch's b-th sequence, which starts at
+// column s of row r, is scored at flat position r * T + s + prompt - 1 + k
+// and lands at [b, k] of the [B, Tc] loss layout.
 struct Trainer::MicroBatch {
-  at::Tensor tokens, attention;  // [B, T] long
-  at::Tensor flat_index;         // [N] long into B * T
-  at::Tensor targets;            // [N] long
-  at::Tensor row, col;           // [N] long into [B, Tc]
+  at::Tensor tokens, segments;            // [R, T] long; segment 0 = padding
+  model::Transformer::StackInputs stack;  // positions and attention of the rows
+  at::Tensor flat_index;                  // [N] long into R * T
+  at::Tensor targets;                     // [N] long
+  at::Tensor row, col;                    // [N] long into [B, Tc]
   int64_t b = 0, tc = 0;
   at::Tensor mask, behaviour, advantages;  // [B, Tc], [B, Tc], [B]
   at::Tensor ref_logp, old_logp;           // cached after the first iteration
@@ -106,6 +109,8 @@ TrainerOptions TrainerOptions::FromConfig(const RunConfig& config) {
   o.serve_dtype = config.model.dtype;
   o.determinism = config.learner.determinism;
   o.threads = config.learner.threads;
+  o.padding_free = config.optim.padding_free;
+  o.activation_checkpointing = config.optim.activation_checkpointing;
   return o;
 }
 
@@ -304,7 +309,10 @@ absl::StatusOr<StepResult> Trainer::RunBatch(const std::vector<TrainGroup>& batc
   std::stable_sort(seqs.begin(), seqs.end(),
                    [](const Sequence& a, const Sequence& b) { return a.length() > b.length(); });
 
-  // --- micro-batches by padded token budget
+  // --- micro-batches by token budget: rows of the micro-batch's longest
+  // sequence, R rows x T <= optim.micro_batch_tokens. Padding-free, each
+  // row takes further sequences while they fit (first fit, longest first);
+  // padded, one sequence per row.
   std::vector<MicroBatch> mbs;
   double total_tokens = 0;
   int64_t real_tokens = 0;
@@ -312,59 +320,81 @@ absl::StatusOr<StepResult> Trainer::RunBatch(const std::vector<TrainGroup>& batc
     size_t i = 0;
     while (i < seqs.size()) {
       const int64_t t = seqs[i].length();  // longest of this micro-batch
-      size_t j = i + 1;
-      while (j < seqs.size() &&
-             static_cast<int64_t>(j - i + 1) * t <= options_.optim.micro_batch_tokens) {
-        ++j;
+      const int64_t max_rows = std::max<int64_t>(1, options_.optim.micro_batch_tokens / t);
+      struct Placed {
+        const Sequence* seq;
+        int64_t row, start;
+      };
+      std::vector<Placed> placed;
+      std::vector<int64_t> used;  // per row
+      size_t j = i;
+      for (; j < seqs.size(); ++j) {
+        const int64_t len = seqs[j].length();
+        int64_t row = -1;
+        if (options_.padding_free) {
+          for (size_t r = 0; r < used.size() && row < 0; ++r) {
+            if (used[r] + len <= t) row = static_cast<int64_t>(r);
+          }
+        }
+        if (row < 0) {
+          if (static_cast<int64_t>(used.size()) >= max_rows) break;
+          row = static_cast<int64_t>(used.size());
+          used.push_back(0);
+        }
+        placed.push_back({&seqs[j], row, used[row]});
+        used[row] += len;
       }
-      const int64_t b = static_cast<int64_t>(j - i);
+      const int64_t rows = static_cast<int64_t>(used.size());
+      const int64_t b = static_cast<int64_t>(placed.size());
       int64_t tc = 0;
-      for (size_t k = i; k < j; ++k) {
-        tc = std::max<int64_t>(tc, static_cast<int64_t>(seqs[k].sample->tokens.size()));
+      for (const Placed& q : placed) {
+        tc = std::max<int64_t>(tc, static_cast<int64_t>(q.seq->sample->tokens.size()));
       }
       MicroBatch mb;
       mb.b = b;
       mb.tc = tc;
-      mb.padded_tokens = b * t;
-      at::Tensor tokens = at::zeros({b, t}, at::kLong);
-      at::Tensor attn = at::zeros({b, t}, at::kLong);
+      mb.padded_tokens = rows * t;
+      at::Tensor tokens = at::zeros({rows, t}, at::kLong);
+      at::Tensor segments = at::zeros({rows, t}, at::kLong);
       at::Tensor mask = at::zeros({b, tc}, at::kFloat);
       at::Tensor behaviour = at::zeros({b, tc}, at::kFloat);
       at::Tensor adv = at::zeros({b}, at::kFloat);
       auto tok = tokens.accessor<int64_t, 2>();
-      auto att = attn.accessor<int64_t, 2>();
+      auto seg = segments.accessor<int64_t, 2>();
       auto msk = mask.accessor<float, 2>();
       auto beh = behaviour.accessor<float, 2>();
-      std::vector<int64_t> flat, targets, rows, cols;
-      for (int64_t r = 0; r < b; ++r) {
-        const Sequence& q = seqs[i + r];
+      std::vector<int64_t> flat, targets, rows_of, cols;
+      for (int64_t k = 0; k < b; ++k) {
+        const Sequence& q = *placed[k].seq;
+        const int64_t r = placed[k].row;
         const int64_t p = static_cast<int64_t>(q.prompt->size());
-        int64_t c = 0;
+        int64_t c = placed[k].start;
         for (int32_t id : *q.prompt) {
           tok[r][c] = id;
-          att[r][c++] = 1;
+          seg[r][c++] = k + 1;
         }
-        for (size_t k = 0; k < q.sample->tokens.size(); ++k) {
-          tok[r][c] = q.sample->tokens[k];
-          att[r][c++] = 1;
-          flat.push_back(r * t + p - 1 + static_cast<int64_t>(k));
-          targets.push_back(q.sample->tokens[k]);
-          rows.push_back(r);
-          cols.push_back(static_cast<int64_t>(k));
-          msk[r][k] = 1.0f;
-          beh[r][k] = q.sample->logprobs[k];
+        for (size_t m = 0; m < q.sample->tokens.size(); ++m) {
+          tok[r][c] = q.sample->tokens[m];
+          seg[r][c++] = k + 1;
+          flat.push_back(r * t + placed[k].start + p - 1 + static_cast<int64_t>(m));
+          targets.push_back(q.sample->tokens[m]);
+          rows_of.push_back(k);
+          cols.push_back(static_cast<int64_t>(m));
+          msk[k][m] = 1.0f;
+          beh[k][m] = q.sample->logprobs[m];
         }
-        adv[r] = static_cast<float>(q.advantage);
-        mb.real_tokens += c;
+        adv[k] = static_cast<float>(q.advantage);
+        mb.real_tokens += c - placed[k].start;
       }
       auto to_dev = [&](const std::vector<int64_t>& v) {
         return at::tensor(at::ArrayRef<int64_t>(v), at::kLong).to(device_);
       };
       mb.tokens = tokens.to(device_);
-      mb.attention = attn.to(device_);
+      mb.segments = segments.to(device_);
+      ASSIGN_OR_RETURN(mb.stack, policy_->PrepareStack(mb.tokens, mb.segments));
       mb.flat_index = to_dev(flat);
       mb.targets = to_dev(targets);
-      mb.row = to_dev(rows);
+      mb.row = to_dev(rows_of);
       mb.col = to_dev(cols);
       mb.mask = mask.to(device_);
       mb.behaviour = behaviour.to(device_);
@@ -393,14 +423,41 @@ absl::StatusOr<StepResult> Trainer::RunBatch(const std::vector<TrainGroup>& batc
       for (MicroBatch& mb : mbs) {
         if (it == 0 && reference_ && !sft) {
           at::NoGradGuard no_grad;
-          ASSIGN_OR_RETURN(at::Tensor h, reference_->ForwardHidden(mb.tokens, mb.attention));
+          at::Tensor h = at::embedding(reference_->token_embedding(), mb.tokens);
+          for (int64_t l = 0; l < reference_->num_layers(); ++l) {
+            h = reference_->StackLayer(l, h, mb.stack);
+          }
+          h = reference_->FinalNorm(h);
           at::Tensor hs = h.reshape({-1, h.size(-1)}).index_select(0, mb.flat_index);
           at::Tensor lp = HeadLogProbs(hs, reference_->output_embedding(), mb.targets, inv_temp,
                                        chunk_rows, nullptr);
           mb.ref_logp =
               at::zeros({mb.b, mb.tc}, at::kFloat).to(device_).index_put({mb.row, mb.col}, lp);
         }
-        ASSIGN_OR_RETURN(at::Tensor hidden, policy_->ForwardHidden(mb.tokens, mb.attention));
+        // The trunk from a leaf of embedded tokens, whose gradient goes into
+        // the embedding's rows by index_add_ (no dense [vocab, hidden]
+        // temporary, which a tied embedding would hold twice). With
+        // checkpointing, only each layer's input is kept; the layers are
+        // rerun with autograd in backward (BackwardTrunk).
+        const at::Tensor& embed = policy_->token_embedding();
+        at::Tensor embedded = at::embedding(embed.detach(), mb.tokens).set_requires_grad(true);
+        std::vector<at::Tensor> layer_inputs;
+        at::Tensor top;  // the last layer's output (a leaf with checkpointing)
+        if (options_.activation_checkpointing) {
+          at::NoGradGuard no_grad;
+          at::Tensor h = embedded.detach();
+          for (int64_t l = 0; l < policy_->num_layers(); ++l) {
+            layer_inputs.push_back(h);
+            h = policy_->StackLayer(l, h, mb.stack);
+          }
+          top = h.set_requires_grad(true);
+        } else {
+          top = embedded;
+          for (int64_t l = 0; l < policy_->num_layers(); ++l) {
+            top = policy_->StackLayer(l, top, mb.stack);
+          }
+        }
+        at::Tensor hidden = policy_->FinalNorm(top);
         at::Tensor h_sel = hidden.reshape({-1, hidden.size(-1)}).index_select(0, mb.flat_index);
         const at::Tensor& w = policy_->output_embedding();
         const int64_t n = h_sel.size(0);
@@ -454,6 +511,26 @@ absl::StatusOr<StepResult> Trainer::RunBatch(const std::vector<TrainGroup>& batc
             lp.backward(g.narrow(0, r0, rows));
           }
           h_sel.backward(h_leaf.grad());
+        }
+        at::Tensor grad_in;
+        if (options_.activation_checkpointing) {
+          at::Tensor grad = top.grad();
+          top = at::Tensor();
+          for (int64_t l = policy_->num_layers() - 1; l >= 0; --l) {
+            at::Tensor x = l == 0 ? embedded : layer_inputs[l].set_requires_grad(true);
+            layer_inputs[l] = at::Tensor();
+            policy_->StackLayer(l, x, mb.stack).backward(grad);
+            grad = x.grad();
+          }
+          grad_in = grad;
+        } else {
+          grad_in = embedded.grad();
+        }
+        {
+          at::NoGradGuard no_grad;
+          at::Tensor& eg = embed.mutable_grad();
+          if (!eg.defined()) eg = at::zeros_like(embed);
+          eg.index_add_(0, mb.tokens.reshape({-1}), grad_in.reshape({-1, grad_in.size(-1)}));
         }
       }
       std::vector<at::Tensor*> params;
@@ -551,6 +628,9 @@ absl::StatusOr<StepResult> Trainer::RunBatch(const std::vector<TrainGroup>& batc
   result.metrics["mismatch_kl"] = mismatch_sum / std::max(total_tokens, 1.0);
   result.metrics["tokens"] = total_tokens;
   result.metrics["micro_batches"] = static_cast<double>(mbs.size());
+  double row_tokens = 0;  // rows x width computed (padding included)
+  for (const MicroBatch& mb : mbs) row_tokens += static_cast<double>(mb.padded_tokens);
+  result.metrics["row_tokens"] = row_tokens;
   result.metrics["step_seconds"] = secs;
   result.metrics["tokens_per_s"] = total_tokens * steps_done / std::max(secs, 1e-9);
   result.metrics["sequence_tokens_per_s"] =
@@ -571,18 +651,19 @@ absl::StatusOr<WeightSnapshot> Trainer::ExportWeights() {
     at::NoGradGuard no_grad;
     const bool bf16 = options_.serve_dtype == "bfloat16";
     for (const std::string& name : names_) {
-      at::Tensor t = policy_->weights()
-                         .at(name)
-                         .detach()
-                         .to(at::kCPU, bf16 ? at::kBFloat16 : at::kFloat)
-                         .contiguous();
+      // Converted (or copied) straight into the snapshot's buffer: the
+      // training loop's one copy of the parameters.
+      const at::Tensor& w = policy_->weights().at(name);
+      const at::ScalarType type = bf16 ? at::kBFloat16 : at::kFloat;
       WeightTensor wt;
       wt.name = name;
       wt.dtype = bf16 ? WeightDType::kBF16 : WeightDType::kF32;
-      wt.shape.assign(t.sizes().begin(), t.sizes().end());
-      wt.size = t.numel() * static_cast<int64_t>(t.element_size());
+      wt.shape.assign(w.sizes().begin(), w.sizes().end());
+      wt.size = w.numel() * static_cast<int64_t>(c10::elementSize(type));
       std::shared_ptr<uint8_t[]> bytes = AllocateWeightBytes(wt.size);
-      if (wt.size > 0) std::memcpy(bytes.get(), t.data_ptr(), wt.size);
+      if (wt.size > 0) {
+        at::from_blob(bytes.get(), w.sizes(), at::TensorOptions().dtype(type)).copy_(w.detach());
+      }
       wt.data = std::move(bytes);
       snap.tensors.push_back(std::move(wt));
     }

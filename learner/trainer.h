@@ -9,7 +9,11 @@
 // One TrainStep: advantages per group from its OK samples (advantages.h);
 // the batch's trainable sequences (OK, non-empty, not masked as truncated)
 // sorted by length and packed into micro-batches of at most
-// optim.micro_batch_tokens padded tokens; grpo.num_iterations optimizer
+// optim.micro_batch_tokens tokens (rows x the micro-batch's longest
+// sequence): with optim.padding_free (the default) a row holds several
+// sequences, first fit, each with its own positions and attention
+// (Transformer::PrepareStack's segments), so rows carry (almost) no
+// padding; without it, one padded row per sequence. grpo.num_iterations optimizer
 // steps, each accumulating the gradients of every micro-batch (each
 // micro-batch's loss is its exact share of the batch loss, grpo_loss.h),
 // clipping the global norm to optim.max_grad_norm, and applying AdamW at the
@@ -21,7 +25,12 @@
 // log-probs (and the entropy), the loss's gradient with respect to them is
 // taken on the small [sequences, tokens] tensor, and a second pass per chunk
 // backpropagates it into the hidden states and the output projection; then
-// the transformer trunk is backpropagated once. So tokens x vocabulary
+// the transformer trunk is backpropagated once (with
+// optim.activation_checkpointing, layer by layer from each layer's saved
+// input, the layer rerun with autograd: only the layers' inputs live
+// through the forward). The embedding's gradient is added into its rows
+// with index_add_, so a tied embedding never holds a second dense
+// [vocab, hidden] gradient. So tokens x vocabulary
 // logits never exist at once (151,936 columns for Qwen) at the cost of one
 // extra output-projection forward. When a micro-batch's logits fit in one
 // chunk the single pass is used instead.
@@ -76,9 +85,12 @@ struct TrainerOptions {
   int threads = 0;                      // learner.threads: at::set_num_threads; 0 = leave as is
   std::string serve_dtype = "float32";  // ExportWeights: float32 | bfloat16
   int64_t logit_chunk_elements = kLogitChunkElements;  // > 0
+  bool padding_free = true;                            // optim.padding_free
+  bool activation_checkpointing = false;               // optim.activation_checkpointing
 
-  // grpo, optim, sampling.temperature / max_new_tokens, model.dtype (served
-  // weights), learner.determinism and learner.threads; planned_steps stays 0.
+  // grpo, optim (padding_free, activation_checkpointing included),
+  // sampling.temperature / max_new_tokens, model.dtype (served weights),
+  // learner.determinism and learner.threads; planned_steps stays 0.
   static TrainerOptions FromConfig(const RunConfig& config);
 };
 

@@ -152,6 +152,106 @@ TEST(TrainerTest, ChunkedLogitsAndMicroBatchesMatchOnePass) {
   }
 }
 
+// Groups whose completions have lengths 1..9, so padding-free rows hold
+// several sequences.
+std::vector<TrainGroup> VariedBatch(const Trainer& t, int groups, int g) {
+  std::vector<TrainGroup> batch = Batch(t, groups, g);
+  for (int k = 0; k < groups; ++k) {
+    for (int i = 0; i < g; ++i) {
+      TrainSample& s = batch[k].samples[i];
+      s.tokens.assign(1 + (k * g + i * 5) % 9, static_cast<int32_t>(20 + i + k));
+      s.logprobs = Behaviour(t, batch[k].prompt_tokens, s.tokens);
+      s.versions.assign(s.tokens.size(), 0);
+    }
+  }
+  return batch;
+}
+
+// Padding-free rows (several sequences per row, positions restarting,
+// attention kept inside each sequence) and activation checkpointing give
+// the loss and the update of one padded row per sequence.
+TEST(TrainerTest, PackedRowsAndCheckpointingMatchPaddedRows) {
+  for (const std::string type : {"grpo", "dapo", "bnpo", "dr_grpo"}) {
+    TrainerOptions padded = BaseOptions();
+    padded.optim.lr = 1.0;  // the update ~ the gradient (see above)
+    padded.optim.eps = 1.0;
+    padded.optim.max_grad_norm = 0;
+    padded.grpo.loss_type = type;
+    padded.grpo.beta = 0.1;
+    padded.padding_free = false;
+    TrainerOptions packed = padded;
+    packed.padding_free = true;
+    TrainerOptions checkpointed = packed;
+    checkpointed.activation_checkpointing = true;
+    std::unique_ptr<Trainer> a = MakeTrainer(padded), b = MakeTrainer(packed),
+                             c = MakeTrainer(checkpointed);
+    std::vector<TrainGroup> batch = VariedBatch(*a, 3, 4);
+    auto ra = a->TrainStep(batch);
+    auto rb = b->TrainStep(batch);
+    auto rc = c->TrainStep(batch);
+    ASSERT_TRUE(ra.ok() && rb.ok() && rc.ok());
+    ASSERT_FALSE(ra->skipped || rb->skipped || rc->skipped);
+    EXPECT_EQ(ra->tokens, rb->tokens);
+    EXPECT_EQ(ra->metrics.at("micro_batches"), 1);
+    EXPECT_EQ(rb->metrics.at("micro_batches"), 1);
+    // Packing computed fewer row positions than padding.
+    EXPECT_LE(rb->metrics.at("row_tokens"), 0.75 * ra->metrics.at("row_tokens")) << type;  // 108 vs 144
+    EXPECT_NEAR(ra->metrics.at("loss"), rb->metrics.at("loss"), 1e-6) << type;
+    EXPECT_NEAR(ra->metrics.at("kl"), rb->metrics.at("kl"), 1e-7) << type;
+    EXPECT_NEAR(ra->metrics.at("entropy"), rb->metrics.at("entropy"), 1e-5) << type;
+    EXPECT_LT(MaxAbsDiff(a->PolicyWeights(), b->PolicyWeights()), 1e-5) << type;
+    EXPECT_NEAR(rb->metrics.at("loss"), rc->metrics.at("loss"), 1e-7) << type;
+    EXPECT_LT(MaxAbsDiff(b->PolicyWeights(), c->PolicyWeights()), 1e-6) << type;
+    // A second step (now with a moved reference gap) still agrees.
+    auto ra2 = a->TrainStep(batch);
+    auto rc2 = c->TrainStep(batch);
+    ASSERT_TRUE(ra2.ok() && rc2.ok());
+    EXPECT_NEAR(ra2->metrics.at("loss"), rc2->metrics.at("loss"), 1e-5) << type;
+    EXPECT_LT(MaxAbsDiff(a->PolicyWeights(), c->PolicyWeights()), 1e-4) << type;
+  }
+}
+
+// The packed layout itself: a row holding several sequences gives each the
+// hidden states it has alone (Transformer::PrepareStack's segments).
+TEST(TrainerTest, PackedRowEqualsSequencesAlone) {
+  std::unique_ptr<Trainer> t = MakeTrainer(BaseOptions());
+  const model::Transformer& m = t->policy();
+  at::NoGradGuard no_grad;
+  const std::vector<std::vector<int64_t>> seqs = {{5, 6, 7, 8, 9}, {11, 12}, {13, 14, 15}};
+  std::vector<int64_t> row, seg;
+  for (size_t k = 0; k < seqs.size(); ++k) {
+    for (int64_t id : seqs[k]) {
+      row.push_back(id);
+      seg.push_back(static_cast<int64_t>(k) + 1);
+    }
+  }
+  row.push_back(0);  // one padding position at the end
+  seg.push_back(0);
+  auto run = [&](const std::vector<int64_t>& ids, const std::vector<int64_t>& segments) {
+    at::Tensor tok = at::tensor(at::ArrayRef<int64_t>(ids)).unsqueeze(0);
+    at::Tensor sg = at::tensor(at::ArrayRef<int64_t>(segments)).unsqueeze(0);
+    auto in = m.PrepareStack(tok, sg);
+    EXPECT_TRUE(in.ok()) << in.status();
+    at::Tensor h = at::embedding(m.token_embedding(), tok);
+    for (int64_t l = 0; l < m.num_layers(); ++l) h = m.StackLayer(l, h, *in);
+    return m.FinalNorm(h)[0];
+  };
+  at::Tensor packed = run(row, seg);
+  int64_t at_col = 0;
+  for (const auto& q : seqs) {
+    const int64_t n = static_cast<int64_t>(q.size());
+    at::Tensor alone = run(q, std::vector<int64_t>(q.size(), 1));
+    auto reference = m.ForwardHidden(at::tensor(at::ArrayRef<int64_t>(q)).unsqueeze(0),
+                                     at::ones({1, n}, at::kLong));
+    ASSERT_TRUE(reference.ok());
+    EXPECT_LT((packed.narrow(0, at_col, n) - alone).abs().max().item<double>(), 1e-5);
+    EXPECT_LT((alone - (*reference)[0]).abs().max().item<double>(), 1e-6);
+    at_col += n;
+  }
+  EXPECT_FALSE(m.PrepareStack(at::zeros({1, 3}, at::kLong), at::zeros({2, 3}, at::kLong)).ok());
+  EXPECT_FALSE(m.PrepareStack(at::full({1, 2}, 9999, at::kLong), at::ones({1, 2}, at::kLong)).ok());
+}
+
 TEST(TrainerTest, ReferenceKlStartsAtZeroAndGrows) {
   TrainerOptions o = BaseOptions();
   o.grpo.beta = 0.04;

@@ -380,21 +380,88 @@ at::Tensor Transformer::Attention(int64_t layer_index, const Layer& layer, const
   return Linear(out, layer.wo);
 }
 
-at::Tensor Transformer::RunLayers(at::Tensor hidden, const at::Tensor& positions,
-                                  const AttentionPlan& plan) const {
+at::Tensor Transformer::RopeTable(const at::Tensor& positions) const {
   // cos/sin in fp32 (as Hugging Face computes them), then the model dtype.
   at::Tensor freqs = positions.to(at::kFloat).unsqueeze(-1) * inv_freq_;
   at::Tensor emb = at::cat({freqs, freqs}, -1).unsqueeze(2);  // [B,T,1,hd]
-  at::Tensor rope = at::stack({emb.cos().to(dtype_), emb.sin().to(dtype_)});
+  return at::stack({emb.cos().to(dtype_), emb.sin().to(dtype_)});
+}
+
+at::Tensor Transformer::RunLayer(int64_t i, const at::Tensor& hidden, const at::Tensor& rope,
+                                 const AttentionPlan& plan) const {
+  const Layer& layer = layers_[i];
+  at::Tensor h = hidden + Attention(i, layer, RmsNorm(hidden, layer.input_norm), rope, plan);
+  at::Tensor x = RmsNorm(h, layer.post_norm);
+  at::Tensor mlp = Linear(at::silu(Linear(x, layer.w_gate)) * Linear(x, layer.w_up), layer.w_down);
+  return h + mlp;
+}
+
+at::Tensor Transformer::RunLayers(at::Tensor hidden, const at::Tensor& positions,
+                                  const AttentionPlan& plan) const {
+  at::Tensor rope = RopeTable(positions);
   for (size_t i = 0; i < layers_.size(); ++i) {
-    const Layer& layer = layers_[i];
-    hidden = hidden + Attention(static_cast<int64_t>(i), layer, RmsNorm(hidden, layer.input_norm),
-                                rope, plan);
-    at::Tensor x = RmsNorm(hidden, layer.post_norm);
-    at::Tensor mlp =
-        Linear(at::silu(Linear(x, layer.w_gate)) * Linear(x, layer.w_up), layer.w_down);
-    hidden = hidden + mlp;
+    hidden = RunLayer(static_cast<int64_t>(i), hidden, rope, plan);
   }
+  return RmsNorm(hidden, final_norm_);
+}
+
+absl::StatusOr<Transformer::StackInputs> Transformer::PrepareStack(
+    const at::Tensor& tokens, const at::Tensor& segments) const {
+  if (tokens.dim() != 2 || segments.sizes() != tokens.sizes()) {
+    return absl::InvalidArgumentError(absl::StrCat("stack: tokens ", ShapeString(tokens.sizes()),
+                                                   " and segments ", ShapeString(segments.sizes()),
+                                                   " must both be [batch, time]"));
+  }
+  if (tokens.numel() == 0) return absl::InvalidArgumentError("stack: empty batch");
+  try {
+    at::Tensor ids = tokens.to(device_, at::kLong);
+    const int64_t lo = ids.min().item<int64_t>();
+    const int64_t hi = ids.max().item<int64_t>();
+    if (lo < 0 || hi >= config_.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat("stack: token id ", lo < 0 ? lo : hi,
+                                                     " outside the vocabulary [0, ",
+                                                     config_.vocab_size, ")"));
+    }
+    const int64_t b = ids.size(0), t = ids.size(1);
+    auto long_opts = at::TensorOptions().dtype(at::kLong).device(device_);
+    at::Tensor seg = segments.to(device_, at::kLong);
+    // A sequence starts where the id changes; its positions count from there.
+    at::Tensor index = at::arange(t, long_opts).unsqueeze(0).expand({b, t});
+    at::Tensor starts = at::ones({b, t}, at::TensorOptions().dtype(at::kBool).device(device_));
+    if (t > 1) starts.narrow(1, 1, t - 1).copy_(seg.narrow(1, 1, t - 1) != seg.narrow(1, 0, t - 1));
+    at::Tensor first = std::get<0>(at::where(starts, index, at::zeros_like(index)).cummax(1));
+    at::Tensor positions = index - first;
+    const int64_t longest = positions.max().item<int64_t>() + 1;
+    if (config_.max_position_embeddings > 0 && longest > config_.max_position_embeddings) {
+      return absl::InvalidArgumentError(absl::StrCat("stack: a sequence of ", longest,
+                                                     " tokens exceeds max_position_embeddings ",
+                                                     config_.max_position_embeddings));
+    }
+    at::Tensor causal =
+        at::ones({t, t}, at::TensorOptions().dtype(at::kBool).device(device_)).tril();
+    at::Tensor eye = at::eye(t, at::TensorOptions().dtype(at::kBool).device(device_));
+    at::Tensor same = (seg.unsqueeze(2) == seg.unsqueeze(1)) & (seg != 0).unsqueeze(1);  // [B,T,T]
+    StackInputs in;
+    in.rope = RopeTable(positions);
+    // Padding queries attend to themselves only, so no row is all -inf.
+    in.allowed = at::logical_or(at::logical_and(causal.unsqueeze(0), same), eye.unsqueeze(0))
+                     .unsqueeze(1);  // [B, 1, T, T]
+    return in;
+  } catch (const std::exception& e) {
+    return TorchError("stack", e);
+  }
+}
+
+at::Tensor Transformer::StackLayer(int64_t i, const at::Tensor& hidden,
+                                   const StackInputs& in) const {
+  TORCH_CHECK(i >= 0 && i < num_layers(), "stack: layer ", i, " out of range");
+  AttentionPlan plan;
+  plan.kind = AttentionPlan::kFull;
+  plan.allowed = in.allowed;
+  return RunLayer(i, hidden, in.rope, plan);
+}
+
+at::Tensor Transformer::FinalNorm(const at::Tensor& hidden) const {
   return RmsNorm(hidden, final_norm_);
 }
 

@@ -76,6 +76,32 @@ class Transformer {
   // The output projection [vocab, hidden]: lm_head.weight, or the token
   // embedding when tied (the same tensor as in weights()).
   const at::Tensor& output_embedding() const { return lm_head_; }
+  // The token embedding [vocab, hidden] (the same tensor as in weights()).
+  const at::Tensor& token_embedding() const { return embed_; }
+
+  // --- The layer stack one layer at a time, for a trainer that drives it
+  // itself (packed rows, activation checkpointing by recomputing a layer in
+  // backward, the embedding's gradient accumulated by the caller). With
+  // hidden = embed(tokens), hidden = StackLayer(i, hidden, in) for each i <
+  // num_layers(), FinalNorm(hidden) is ForwardHidden's result.
+  struct StackInputs {
+    at::Tensor rope;     // [2, B, T, 1, head_dim] cos, sin of each position
+    at::Tensor allowed;  // [B, 1, T, T] bool
+  };
+  // `segments` [B, T] integer: 0 = padding, else the id of the sequence the
+  // token belongs to; each sequence is contiguous in its row, a row may
+  // hold several (packed). Positions restart at 0 where a sequence starts
+  // and a token attends only to its own sequence's earlier tokens, so a
+  // packed row computes what each sequence alone would. segments =
+  // attention_mask is ForwardHidden's padded layout. Checks the ids and
+  // lengths as ForwardHidden does.
+  absl::StatusOr<StackInputs> PrepareStack(const at::Tensor& tokens,
+                                           const at::Tensor& segments) const;
+  int64_t num_layers() const { return static_cast<int64_t>(layers_.size()); }
+  // Layer i on hidden [B, T, hidden] (differentiable). Throws c10::Error on
+  // shape errors; callers guard it.
+  at::Tensor StackLayer(int64_t i, const at::Tensor& hidden, const StackInputs& in) const;
+  at::Tensor FinalNorm(const at::Tensor& hidden) const;  // throws as StackLayer
 
   // Appends `tokens` to `slot` of `cache`, starting at the slot's current
   // length (positions continue from there), and advances the length.
@@ -137,6 +163,9 @@ class Transformer {
   absl::Status Install(TensorMap weights);
   at::Tensor RunLayers(at::Tensor hidden, const at::Tensor& positions,
                        const AttentionPlan& plan) const;
+  at::Tensor RunLayer(int64_t i, const at::Tensor& hidden, const at::Tensor& rope,
+                      const AttentionPlan& plan) const;
+  at::Tensor RopeTable(const at::Tensor& positions) const;
   at::Tensor Attention(int64_t layer_index, const Layer& layer, const at::Tensor& normed,
                        const at::Tensor& rope, const AttentionPlan& plan) const;
   at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight) const;
