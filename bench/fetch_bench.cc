@@ -13,10 +13,27 @@
 //     rounded to bf16.
 //  3. Seconds from Publish() of that version until 8 clients holding the
 //     previous version have fetched it as a delta, rebuilt every tensor
-//     against their base and verified the tensor and version checksums.
+//     against their base and verified the tensor and version checksums,
+//     through the actor's own path (GrpcLearnerClient::FetchPolicy into
+//     actor::WeightAssembler), with the time split by stage:
+//       publish_s       Publish() until the version is visible (the store's
+//                       CRC and delta work on WeightStoreOptions::threads)
+//       first_chunk_s   visible until a client holds its first chunk
+//       stream_s        first to last chunk (receiving, parsing, verifying)
+//       verify_cpu_s    of which inside WeightAssembler::Add (decode + CRCs)
+//       swap_copy_s     one copy of the verified bytes into fresh buffers,
+//                       what the engine's swap costs (EngineGenerator clones
+//                       each tensor out of the HostWeights)
+//     for 8 concurrent clients (mean and max per client) and for one alone:
+//       {"swap": ..., "actors": 8, "publish_to_all_swapped_s": ..., ...}
+//       {"swap_one_actor": ..., "publish_s": ..., "first_chunk_s": ...}
+//     On this box the 8 clients share the benchmark's cores with the server,
+//     so "cpu_seconds_per_client" (the process's CPU time / 8) says what one
+//     actor on its own machine would spend.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -35,7 +52,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "actor/learner_client.h"
+#include "actor/weight_client.h"
 #include "cohort/v1/learner.grpc.pb.h"
 #include "core/crc32c.h"
 #include "core/rpc.h"
@@ -248,37 +268,108 @@ double TimeClients(int clients, F fetch, int64_t expect) {
   return static_cast<double>(total.load()) / s / 1e9;
 }
 
-// A client holding `base` that fetches `version` as a delta, rebuilds each
-// tensor chunk against its base (without keeping it) and verifies the
-// tensor and version CRCs.
-void DeltaSwap(const std::string& address, int64_t version, const PublishedVersion& base) {
-  auto stub = v1::Learner::NewStub(OwnChannel(address));
-  grpc::ClientContext ctx;
+// Seconds per stage of one client's swap (see the header).
+struct SwapTimes {
+  double first_chunk_s = 0, stream_s = 0, verify_cpu_s = 0, swap_copy_s = 0, done_s = 0;
+};
+
+double ProcessCpuSeconds() {
+  struct rusage u;
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+         1e-6 * static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
+}
+
+// The store's version as an actor holds it after fetching it in full.
+std::shared_ptr<const actor::HostWeights> AsHostWeights(const PublishedVersion& v) {
+  auto w = std::make_shared<actor::HostWeights>();
+  w->version = v.version;
+  w->crc32c = v.version_crc32c;
+  for (const WeightTensor& t : v.weights.tensors) {
+    actor::HostTensor& h = w->tensors.emplace_back();
+    h.name = t.name;
+    h.dtype = v1::DTYPE_BF16;
+    h.shape = t.shape;
+    h.data.assign(reinterpret_cast<const char*>(t.data.get()), static_cast<size_t>(t.size));
+  }
+  return w;
+}
+
+// An actor holding `base` that fetches `version` as a delta through
+// GrpcLearnerClient into a WeightAssembler (CRC per chunk, delta decoded
+// against the base, tensor and version CRCs), then copies the verified
+// bytes once as the engine's swap does. Times are from `visible`.
+SwapTimes DeltaSwap(actor::LearnerClient* client, int64_t version,
+                    const std::shared_ptr<const actor::HostWeights>& base, absl::Time visible) {
+  actor::WeightAssembler assembler(version, base);
   v1::FetchPolicyRequest req;
   req.set_version(version);
+  req.set_exact_version(true);
   req.set_delta(true);
-  req.set_base_version(base.version);
-  auto reader = stub->FetchPolicy(&ctx, req);
-  v1::WeightChunk c;
-  std::vector<uint8_t> scratch(kChunk);
-  uint32_t tensor_crc = 0, version_crc = 0;
-  while (reader->Read(&c)) {
-    if (Crc32c(c.data()) != c.crc32c()) std::abort();
-    const WeightTensor& b = base.weights.tensors[c.tensor_index()];
-    if (c.encoding() == v1::WEIGHT_ENCODING_XOR_RLE) {
-      std::memcpy(scratch.data(), b.data.get() + c.offset(), c.decoded_bytes());
-      if (!XorRleApply(c.data(), scratch.data(), c.decoded_bytes()).ok()) std::abort();
-      tensor_crc = Crc32cExtend(tensor_crc, scratch.data(), c.decoded_bytes());
-    } else {
-      tensor_crc = Crc32cExtend(tensor_crc, c.data().data(), c.data().size());
-    }
-    if (c.tensor_last()) {
-      if (tensor_crc != c.tensor_crc32c()) std::abort();
-      tensor_crc = 0;
-    }
-    if (c.last()) version_crc = c.version_crc32c();
+  req.set_base_version(base->version);
+  SwapTimes times;
+  absl::Time first = absl::InfiniteFuture();
+  absl::Duration in_add;
+  absl::Status status = client->FetchPolicy(req, [&](const v1::WeightChunk& c) {
+    const absl::Time now = absl::Now();
+    if (first == absl::InfiniteFuture()) first = now;
+    absl::Status s = assembler.Add(c);
+    in_add += absl::Now() - now;
+    return s;
+  });
+  const absl::Time streamed = absl::Now();
+  absl::StatusOr<actor::HostWeights> w = assembler.Finish();
+  if (!status.ok() || !w.ok() || !assembler.saw_delta()) {
+    std::fprintf(stderr, "delta fetch failed: %s %s\n", std::string(status.message()).c_str(),
+                 w.ok() ? "" : std::string(w.status().message()).c_str());
+    std::abort();
   }
-  if (!reader->Finish().ok() || version_crc == 0) std::abort();
+  const absl::Time copy_start = absl::Now();
+  {
+    // Each tensor's source is freed once copied, so a client holds at most
+    // one version and one tensor.
+    std::vector<std::unique_ptr<char[]>> engine_copy;
+    for (actor::HostTensor& t : w->tensors) {
+      engine_copy.emplace_back(new char[t.data.size()]);
+      std::memcpy(engine_copy.back().get(), t.data.data(), t.data.size());
+      std::string().swap(t.data);
+    }
+  }
+  const absl::Time done = absl::Now();
+  times.first_chunk_s = absl::ToDoubleSeconds(first - visible);
+  times.stream_s = absl::ToDoubleSeconds(streamed - first);
+  times.verify_cpu_s = absl::ToDoubleSeconds(in_add);
+  times.swap_copy_s = absl::ToDoubleSeconds(done - copy_start);
+  times.done_s = absl::ToDoubleSeconds(done - visible);
+  return times;
+}
+
+std::string StageJson(const std::vector<SwapTimes>& all) {
+  auto stat = [&](double SwapTimes::*field) {
+    double sum = 0, max = 0;
+    for (const SwapTimes& t : all) {
+      sum += t.*field;
+      max = std::max(max, t.*field);
+    }
+    return absl::StrFormat("{\"mean\": %.3f, \"max\": %.3f}", sum / all.size(), max);
+  };
+  return absl::StrCat("\"first_chunk_s\": ", stat(&SwapTimes::first_chunk_s),
+                      ", \"stream_s\": ", stat(&SwapTimes::stream_s),
+                      ", \"verify_cpu_s\": ", stat(&SwapTimes::verify_cpu_s),
+                      ", \"swap_copy_s\": ", stat(&SwapTimes::swap_copy_s),
+                      ", \"visible_to_swapped_s\": ", stat(&SwapTimes::done_s));
+}
+
+WeightSnapshot CopySnapshot(const WeightSnapshot& from) {
+  WeightSnapshot to;
+  for (const WeightTensor& t : from.tensors) {
+    WeightTensor c = t;
+    auto data = AllocateWeightBytes(t.size);
+    std::memcpy(data.get(), t.data.get(), static_cast<size_t>(t.size));
+    c.data = data;
+    to.tensors.push_back(std::move(c));
+  }
+  return to;
 }
 
 int Main() {
@@ -334,28 +425,45 @@ int Main() {
     for (int64_t i = 0; i < next.tensors[t].size / 2; ++i) changed += a[i] != b[i];
     elements += next.tensors[t].size / 2;
   }
-  std::atomic<int> swapped{0};
-  std::vector<std::thread> actors;
-  absl::Time t0 = absl::Now();
-  absl::Time visible;
-  for (int i = 0; i < 8; ++i) {
-    actors.emplace_back([&] {
-      while (store.latest_version() < 1) absl::SleepFor(absl::Milliseconds(1));
-      DeltaSwap(address, 1, *v0);
-      ++swapped;
-    });
-  }
-  t0 = absl::Now();
-  if (!store.Publish(1, std::move(next)).ok()) return 1;
-  store.WaitPublished(1, absl::Minutes(5));
-  visible = absl::Now();
-  for (auto& t : actors) t.join();
-  double total_s = absl::ToDoubleSeconds(absl::Now() - t0);
-  // One actor alone (on a cluster each actor has its own cores; here the 8
-  // share the benchmark's two).
-  absl::Time one = absl::Now();
-  DeltaSwap(address, 1, *v0);
-  double one_s = absl::ToDoubleSeconds(absl::Now() - one);
+  model.master.clear();
+  model.master.shrink_to_fit();
+  // The clients' base: version 0 as an actor holds it (shared by the 8, to
+  // keep the benchmark's memory at one base plus what each assembles).
+  std::shared_ptr<const actor::HostWeights> base = AsHostWeights(*v0);
+  const int store_threads = WeightStoreOptions().threads;
+  auto swap_run = [&](int64_t version, WeightSnapshot snapshot, int actors, double* publish_s,
+                      double* total_s, double* cpu_s) {
+    absl::Notification go;  // the version is visible
+    absl::Time visible;
+    std::vector<SwapTimes> times(actors);
+    std::vector<std::thread> threads;
+    for (int i = 0; i < actors; ++i) {
+      threads.emplace_back([&, i] {
+        // Connected before the version is published, as a running actor is.
+        std::shared_ptr<grpc::Channel> channel = OwnChannel(address);
+        if (!channel->WaitForConnected(absl::ToChronoTime(absl::Now() + absl::Seconds(30)))) {
+          std::abort();
+        }
+        auto client = actor::MakeGrpcLearnerClient(channel);
+        go.WaitForNotification();
+        times[i] = DeltaSwap(client.get(), version, base, visible);
+      });
+    }
+    const double cpu0 = ProcessCpuSeconds();
+    const absl::Time t0 = absl::Now();
+    if (!store.Publish(version, std::move(snapshot)).ok()) std::abort();
+    store.WaitPublished(version, absl::Minutes(5));
+    visible = absl::Now();
+    go.Notify();
+    for (auto& t : threads) t.join();
+    *publish_s = absl::ToDoubleSeconds(visible - t0);
+    *total_s = absl::ToDoubleSeconds(absl::Now() - t0);
+    *cpu_s = ProcessCpuSeconds() - cpu0;
+    return times;
+  };
+  // Version 1 (the real step's delta) to 8 actors at once.
+  double publish8 = 0, total8 = 0, cpu8 = 0;
+  std::vector<SwapTimes> eight = swap_run(1, std::move(next), 8, &publish8, &total8, &cpu8);
   auto v1 = store.Get(1);
   std::printf(
       "{\"delta\": \"bf16, AdamW first update lr 1e-6 on N(0, 0.02) fp32 master weights\", "
@@ -365,12 +473,30 @@ int Main() {
       static_cast<long long>(v1->delta_bytes),
       static_cast<double>(v1->delta_bytes) / v1->full_bytes);
   std::printf(
-      "{\"swap\": \"publish -> 8 actors fetched the delta and verified\", \"actors\": 8, "
-      "\"publish_to_visible_s\": %.3f, \"publish_to_all_swapped_s\": %.3f, "
-      "\"one_actor_delta_fetch_and_verify_s\": %.3f}\n",
-      absl::ToDoubleSeconds(visible - t0), total_s, one_s);
+      "{\"swap\": \"publish -> 8 actors fetched the delta, verified it and copied it once\", "
+      "\"actors\": 8, \"store_threads\": %d, \"publish_s\": %.3f, "
+      "\"publish_to_all_swapped_s\": %.3f, \"cpu_seconds\": %.3f, "
+      "\"cpu_seconds_per_client\": %.3f, %s}\n",
+      store_threads, publish8, total8, cpu8, (cpu8) / 8, StageJson(eight).c_str());
+  std::fflush(stdout);
+  WeightSnapshot again = CopySnapshot(v1->weights);
+  v1.reset();
+  // The same delta to one actor alone (what an actor on its own machine
+  // waits): version 2 = version 0's bytes (published with no one fetching),
+  // then version 3 = version 1's bytes, a delta of the same size against 2.
+  {
+    double p = 0, t = 0, c = 0;
+    (void)swap_run(2, CopySnapshot(v0->weights), 0, &p, &t, &c);  // version 2 == version 0
+    base = AsHostWeights(*store.Get(2));
+    std::vector<SwapTimes> one = swap_run(3, std::move(again), 1, &p, &t, &c);
+    std::printf(
+        "{\"swap_one_actor\": \"publish -> 1 actor fetched the delta, verified it and copied "
+        "it once\", \"store_threads\": %d, \"publish_s\": %.3f, "
+        "\"publish_to_swapped_s\": %.3f, \"cpu_seconds\": %.3f, %s}\n",
+        store_threads, p, t, c, StageJson(one).c_str());
+  }
   (*server)->Shutdown(absl::Seconds(2));
-  return swapped.load() == 8 ? 0 : 1;
+  return 0;
 }
 
 }  // namespace

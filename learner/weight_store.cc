@@ -55,14 +55,6 @@ uint32_t Crc32cCombine(uint32_t crc1, uint32_t crc2, int64_t len2) {
   return crc1 ^ crc2;
 }
 
-void PutVarint(uint64_t v, std::string* out) {
-  while (v >= 0x80) {
-    out->push_back(static_cast<char>((v & 0x7F) | 0x80));
-    v >>= 7;
-  }
-  out->push_back(static_cast<char>(v));
-}
-
 bool GetVarint(std::string_view in, size_t* pos, uint64_t* v) {
   uint64_t result = 0;
   for (int shift = 0; shift < 64 && *pos < in.size(); shift += 7) {
@@ -83,7 +75,7 @@ int64_t EqualRun(const uint8_t* a, const uint8_t* b, int64_t i, int64_t n) {
     uint64_t x, y;
     std::memcpy(&x, a + j, 8);
     std::memcpy(&y, b + j, 8);
-    if (x != y) break;
+    if (x != y) return j + (__builtin_ctzll(x ^ y) >> 3) - i;  // little-endian
     j += 8;
   }
   while (j < n && a[j] == b[j]) ++j;
@@ -94,28 +86,69 @@ constexpr int64_t kMinZeroRun = 4;  // shorter equal runs stay inside a literal
 
 }  // namespace
 
+namespace {
+
+// 0x80 in each byte of x that is zero, 0 elsewhere (exact, no carries).
+inline uint64_t ZeroBytes(uint64_t x) {
+  constexpr uint64_t k7f = 0x7F7F7F7F7F7F7F7Full;
+  return ~(((x & k7f) + k7f) | x | k7f);
+}
+
+// From i (a differing byte, i < n): the end of the literal, the first j >
+// i where bytes [j, j + kMinZeroRun) are all equal, or where the bytes
+// from j to n are (fewer than kMinZeroRun of them). Eight bytes at a time:
+// each load checks the windows starting at its first five bytes.
+int64_t LiteralEnd(const uint8_t* a, const uint8_t* b, int64_t i, int64_t n) {
+  static_assert(kMinZeroRun == 4);
+  int64_t j = i + 1;
+  while (j + 8 <= n) {
+    uint64_t x, y;
+    std::memcpy(&x, a + j, 8);
+    std::memcpy(&y, b + j, 8);
+    const uint64_t z = ZeroBytes(x ^ y);
+    const uint64_t window = z & (z >> 8) & (z >> 16) & (z >> 24) & 0x8080808080ull;
+    if (window != 0) return j + (__builtin_ctzll(window) >> 3);
+    j += 5;
+  }
+  for (; j < n; ++j) {
+    if (a[j] != b[j]) continue;
+    const int64_t run = EqualRun(a, b, j, std::min(n, j + kMinZeroRun));
+    if (run >= kMinZeroRun || j + run == n) return j;
+    j += run - 1;
+  }
+  return n;
+}
+
+inline uint8_t* PutVarintRaw(uint64_t v, uint8_t* p) {
+  while (v >= 0x80) {
+    *p++ = static_cast<uint8_t>((v & 0x7F) | 0x80);
+    v >>= 7;
+  }
+  *p++ = static_cast<uint8_t>(v);
+  return p;
+}
+
+}  // namespace
+
 void XorRleEncodeDiff(const uint8_t* next, const uint8_t* base, int64_t n, std::string* out) {
+  // Written into a per-thread buffer, then appended: every run header and
+  // literal byte is written once, with no per-run resizing. Each run after
+  // the first covers at least kMinZeroRun input bytes per header byte, so
+  // n + 32 bounds the output.
+  thread_local std::vector<uint8_t> buffer;
+  if (buffer.size() < static_cast<size_t>(n) + 32) buffer.resize(static_cast<size_t>(n) + 32);
+  uint8_t* w = buffer.data();
   int64_t i = 0;
   while (i < n) {
-    int64_t zero = EqualRun(next, base, i, n);
+    const int64_t zero = EqualRun(next, base, i, n);
     i += zero;
-    int64_t start = i;
-    while (i < n) {
-      if (next[i] != base[i]) {
-        ++i;
-        continue;
-      }
-      int64_t run = EqualRun(next, base, i, std::min(n, i + kMinZeroRun));
-      if (run >= kMinZeroRun || i + run == n) break;
-      i += run;
-    }
-    PutVarint(static_cast<uint64_t>(zero), out);
-    PutVarint(static_cast<uint64_t>(i - start), out);
-    size_t at = out->size();
-    out->resize(at + (i - start));
-    for (int64_t k = start; k < i; ++k)
-      (*out)[at + (k - start)] = static_cast<char>(next[k] ^ base[k]);
+    const int64_t start = i;
+    if (i < n) i = LiteralEnd(next, base, i, n);
+    w = PutVarintRaw(static_cast<uint64_t>(zero), w);
+    w = PutVarintRaw(static_cast<uint64_t>(i - start), w);
+    for (int64_t k = start; k < i; ++k) *w++ = next[k] ^ base[k];
   }
+  out->append(reinterpret_cast<const char*>(buffer.data()), static_cast<size_t>(w - buffer.data()));
 }
 
 void XorRleEncode(const uint8_t* x, int64_t n, std::string* out) {

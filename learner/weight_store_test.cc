@@ -48,6 +48,57 @@ TEST(XorRleTest, RoundTripsRandomDiffs) {
   }
 }
 
+// The byte-at-a-time definition of the encoding: a literal ends where at
+// least 4 equal bytes (or the end) follow.
+std::string ReferenceEncode(const std::vector<uint8_t>& next, const std::vector<uint8_t>& base) {
+  std::string out;
+  auto varint = [&](uint64_t v) {
+    while (v >= 0x80) {
+      out.push_back(static_cast<char>((v & 0x7F) | 0x80));
+      v >>= 7;
+    }
+    out.push_back(static_cast<char>(v));
+  };
+  const size_t n = next.size();
+  size_t i = 0;
+  while (i < n) {
+    size_t zero = 0;
+    while (i < n && next[i] == base[i]) ++i, ++zero;
+    const size_t start = i;
+    while (i < n) {
+      if (next[i] != base[i]) {
+        ++i;
+        continue;
+      }
+      size_t run = 0;
+      while (i + run < n && run < 4 && next[i + run] == base[i + run]) ++run;
+      if (run >= 4 || i + run == n) break;
+      i += run;
+    }
+    varint(zero);
+    varint(i - start);
+    for (size_t k = start; k < i; ++k) out.push_back(static_cast<char>(next[k] ^ base[k]));
+  }
+  return out;
+}
+
+TEST(XorRleTest, WordAtATimeEncoderMatchesTheByteDefinition) {
+  std::mt19937_64 rng(11);
+  for (int trial = 0; trial < 2000; ++trial) {
+    const size_t n = rng() % 200;
+    std::vector<uint8_t> base = RandomBytes(rng, n), next = base;
+    // Changes with gaps of 0..7 equal bytes, so literals hold short runs.
+    size_t at = rng() % 8;
+    while (at < n) {
+      next[at] ^= static_cast<uint8_t>(1 + rng() % 255);
+      at += 1 + rng() % (trial % 2 == 0 ? 8 : 40);
+    }
+    std::string enc;
+    XorRleEncodeDiff(next.data(), base.data(), static_cast<int64_t>(n), &enc);
+    ASSERT_EQ(enc, ReferenceEncode(next, base)) << trial;
+  }
+}
+
 TEST(XorRleTest, SparseDiffIsSmallAndGarbageIsRefused) {
   std::vector<uint8_t> base(1 << 16, 3), next = base;
   next[100] ^= 1;
