@@ -1,5 +1,13 @@
 // `cohort run CONFIG`: a local cluster (reward server, learner, actors) as
 // supervised child processes on loopback. See docs/run.md.
+//
+// The run directory (--out, default <run.out_dir>/<run.name>) is passed to
+// every role as run.out_dir, so the learner writes the run there. A config
+// with a `pipeline:` is checked against the directory first: a finished run
+// of the same config is reported and nothing starts; a run of another
+// config is refused unless --new, which clears the directory's run files
+// (the logs stay) and starts over; an unfinished run of the same config
+// resumes.
 #include <unistd.h>
 
 #include <cstdio>
@@ -9,9 +17,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "nlohmann/json.hpp"
 #include "cli/commands.h"
 #include "cli/supervisor.h"
 #include "core/config.h"
+#include "core/file.h"
 #include "core/flags.h"
 #include "core/logging.h"
 #include "core/rpc.h"
@@ -36,6 +46,7 @@ struct RunFlags {
   std::string out_dir;
   absl::Duration run_for = absl::InfiniteDuration();
   std::string bin_dir;
+  bool start_new = false;
 };
 
 // Parses the command line (--help exits 0 here). Errors are usage errors.
@@ -55,9 +66,14 @@ absl::StatusOr<RunFlags> ParseRunFlags(int argc, char** argv) {
   std::string run_for_text;
   AddConfigFlags(flags, nullptr, &f.overrides, "", "Also passed to every role.");
   flags.String("out", &f.out_dir,
-               "Directory for each role's log (<role>.log: stdout and "
-               "stderr, appended across restarts) and port file "
-               "(<role>.port); default <run.out_dir>/<run.name>.");
+               "Run directory: the learner's outputs (passed to every role as "
+               "run.out_dir), each role's log (<role>.log: stdout and stderr, appended "
+               "across restarts) and port file (<role>.port); default "
+               "<run.out_dir>/<run.name>. An unfinished pipeline run of the same config "
+               "there resumes.");
+  flags.Bool("new", &f.start_new,
+             "Start the pipeline over in --out even if it holds a run (of this or another "
+             "config): its run files are removed first (logs are kept).");
   flags.String("for", &run_for_text,
                "Stop cleanly (exit 0) after this long, e.g. 30s, 5m, 1h; "
                "empty runs until Ctrl-C or a failure.");
@@ -106,6 +122,38 @@ absl::StatusOr<std::string> MakeOutDir(std::string out_dir, const RunConfig& con
         absl::StrCat("--out: cannot create ", out_dir, ": ", ec.message()));
   }
   return fs::absolute(out_dir).string();
+}
+
+// What the run directory holds for a pipeline config.
+enum class RunDirState { kEmpty, kSameUnfinished, kSameFinished, kOther };
+
+absl::StatusOr<RunDirState> InspectRunDir(const std::string& dir, const RunConfig& config) {
+  const std::string path = dir + "/pipeline_state.json";
+  if (!fs::exists(path)) return RunDirState::kEmpty;
+  ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+  nlohmann::json state = nlohmann::json::parse(text, nullptr, false);
+  if (!state.is_object() || !state.contains("config") || !state["config"].is_string()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(path, ": not a pipeline state; cannot resume from it (use --new)"));
+  }
+  if (state["config"].get<std::string>() != ConfigToYaml(config)) return RunDirState::kOther;
+  return state.value("finished", false) ? RunDirState::kSameFinished : RunDirState::kSameUnfinished;
+}
+
+// --new: removes what a pipeline run wrote in `dir` (not the role logs).
+absl::Status ClearRunDir(const std::string& dir) {
+  for (const char* name :
+       {"pipeline_state.json", "summary.json", "report.html", "evals.jsonl", "metrics.jsonl",
+        "trained.jsonl", "filtered.jsonl", "failed.jsonl", "run_id", "checkpoints", "models",
+        "model", "data", "stages", "tensorboard"}) {
+    std::error_code ec;
+    fs::remove_all(fs::path(dir) / name, ec);
+    if (ec) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "--new: cannot remove ", (fs::path(dir) / name).string(), ": ", ec.message()));
+    }
+  }
+  return absl::OkStatus();
 }
 
 // Limits and timings from the config's supervisor section.
@@ -169,6 +217,32 @@ int RunMain(int argc, char** argv) {
   if (!flags.ok()) return usage_error(flags.status());
   absl::StatusOr<RunConfig> config = LoadConfig(flags->config_path, flags->overrides);
   if (!config.ok()) return usage_error(config.status());
+  absl::StatusOr<std::string> out_dir = MakeOutDir(flags->out_dir, *config);
+  if (!out_dir.ok()) return usage_error(out_dir.status());
+  // Every role writes the run into the run directory.
+  flags->out_dir = *out_dir;
+  flags->overrides.push_back("run.out_dir=" + *out_dir);
+  config = LoadConfig(flags->config_path, flags->overrides);
+  if (!config.ok()) return usage_error(config.status());
+  if (!config->pipeline.empty()) {
+    absl::StatusOr<RunDirState> state = InspectRunDir(*out_dir, *config);
+    if (!state.ok() && !flags->start_new) return usage_error(state.status());
+    if (flags->start_new) {
+      absl::Status cleared = ClearRunDir(*out_dir);
+      if (!cleared.ok()) return usage_error(cleared);
+    } else if (*state == RunDirState::kSameFinished) {
+      std::fprintf(stderr,
+                   "cohort run: %s holds a finished run of this config (summary.json, "
+                   "report.html, model/); nothing to do (--new runs it again)\n",
+                   out_dir->c_str());
+      return 0;
+    } else if (*state == RunDirState::kOther) {
+      return usage_error(absl::FailedPreconditionError(absl::StrCat(
+          *out_dir, " holds a run of another config; use another --out, or --new to replace it")));
+    } else if (*state == RunDirState::kSameUnfinished) {
+      COHORT_LOG(INFO) << "resuming the unfinished run in " << *out_dir;
+    }
+  }
   absl::StatusOr<SupervisorOptions> options = MakeSupervisorOptions(*flags, *config, *signal_fd);
   if (!options.ok()) return usage_error(options.status());
 

@@ -3,6 +3,7 @@
 #include <cctype>
 #include <cmath>
 #include <cstring>
+#include <string_view>
 #include <utility>
 
 #include <nlohmann/json.hpp>
@@ -21,6 +22,35 @@ std::string GaugeName(const std::string& metric) {
   std::string out = "cohort_learner_";
   for (char c : metric) out.push_back(std::isalnum(static_cast<unsigned char>(c)) ? c : '_');
   return out;
+}
+
+// Removes the lines of stage `stage` from the ledger journals in `dir`.
+absl::Status DropJournalLines(const std::string& dir, const std::string& stage) {
+  for (const char* f : {"trained.jsonl", "filtered.jsonl", "failed.jsonl"}) {
+    std::string path = absl::StrCat(dir, "/", f);
+    if (!PathExists(path)) continue;
+    ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+    std::string kept;
+    int64_t dropped = 0;
+    size_t at = 0;
+    while (at < text.size()) {
+      size_t nl = text.find('\n', at);
+      size_t end = nl == std::string::npos ? text.size() : nl + 1;
+      std::string_view line(text.data() + at, end - at);
+      nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+      if (j.is_object() && j.value("stage", std::string()) == stage) {
+        ++dropped;
+      } else {
+        kept.append(line);
+      }
+      at = end;
+    }
+    if (dropped == 0) continue;
+    COHORT_LOG(INFO) << path << ": dropping " << dropped << " line(s) of an unfinished attempt at "
+                     << "stage " << stage;
+    RETURN_IF_ERROR(WriteFileAtomically(path, kept));
+  }
+  return absl::OkStatus();
 }
 
 const char* DTypeName(WeightDType d) {
@@ -91,15 +121,20 @@ absl::Status LearnerLoop::Start() {
   ASSIGN_OR_RETURN(std::optional<CheckpointInfo> latest, FindLatestCheckpoint(root));
   if (!latest) {
     for (const char* f : {"trained.jsonl", "filtered.jsonl", "failed.jsonl", "metrics.jsonl"}) {
+      if (!options_.write_metrics_jsonl && std::string(f) == "metrics.jsonl") continue;
       RETURN_IF_ERROR(RemoveAll(absl::StrCat(options_.run_dir, "/", f)));
     }
     version_ = 0;
-    RETURN_IF_ERROR(PublishCurrent());
+    if (trainer_ != nullptr) RETURN_IF_ERROR(PublishCurrent());
     UpdateSnapshot();
     return absl::OkStatus();
   }
   COHORT_LOG(INFO) << "resuming from " << latest->path;
-  RETURN_IF_ERROR(trainer_->LoadCheckpoint(latest->trainer_dir()));
+  if (trainer_ != nullptr) {
+    RETURN_IF_ERROR(trainer_->LoadCheckpoint(latest->trainer_dir()));
+  } else {
+    resumed_trainer_dir_ = latest->trainer_dir();  // for UseTrainer()
+  }
   ASSIGN_OR_RETURN(std::string loop_blob, ReadCheckpointBlob(*latest, "loop"));
   nlohmann::json j = nlohmann::json::parse(loop_blob, nullptr, false);
   if (!j.is_object()) {
@@ -122,7 +157,7 @@ absl::Status LearnerLoop::Start() {
   }
   last_checkpoint_ = latest->path;
   last_checkpoint_step_ = step_;
-  RETURN_IF_ERROR(PublishCurrent());
+  if (trainer_ != nullptr) RETURN_IF_ERROR(PublishCurrent());
   UpdateSnapshot();
   return absl::OkStatus();
 }
@@ -130,6 +165,34 @@ absl::Status LearnerLoop::Start() {
 int LearnerLoop::resumed_stage_index() const {
   absl::MutexLock lock(&train_mu_);
   return resumed_stage_index_;
+}
+
+absl::Status LearnerLoop::UseTrainer(PolicyTrainer* trainer, int stage_index) {
+  absl::MutexLock lock(&train_mu_);
+  trainer_ = trainer;
+  const bool resume = stage_index == resumed_stage_index_ && !resumed_ledger_.empty() &&
+                      !resumed_trainer_dir_.empty();
+  if (resume) {
+    RETURN_IF_ERROR(trainer_->LoadCheckpoint(resumed_trainer_dir_));
+    resumed_trainer_dir_.clear();
+    if (store_->latest_version() < version_) RETURN_IF_ERROR(PublishCurrent());
+  } else {
+    // New weights get a new version (actors may hold the previous one).
+    if (version_ > 0 || store_->latest_version() >= 0) ++version_;
+    RETURN_IF_ERROR(PublishCurrent());
+  }
+  UpdateSnapshot();
+  return absl::OkStatus();
+}
+
+void LearnerLoop::ReleaseTrainer() {
+  absl::MutexLock lock(&train_mu_);
+  trainer_ = nullptr;
+}
+
+bool LearnerLoop::has_trainer() const {
+  absl::MutexLock lock(&train_mu_);
+  return trainer_ != nullptr;
 }
 
 absl::Status LearnerLoop::PublishCurrent() {
@@ -146,7 +209,12 @@ absl::StatusOr<LedgerCounts> LearnerLoop::RunLeaseStage(const LeaseStageSpec& sp
     lo.journal_dir = options_.run_dir;
     lo.deterministic = options_.deterministic;
     bool resume = spec.index == resumed_stage_index_ && !resumed_ledger_.empty();
-    if (!resume) stage_start_version_ = version_;
+    if (!resume) {
+      stage_start_version_ = version_;
+      // Journal lines an earlier, unfinished attempt at this stage left
+      // (it ended before its first checkpoint) are replayed from scratch.
+      RETURN_IF_ERROR(DropJournalLines(options_.run_dir, spec.name));
+    }
     lo.start_version = stage_start_version_;
     ASSIGN_OR_RETURN(std::unique_ptr<Ledger> created, Ledger::Create(lo));
     ledger = std::move(created);
@@ -215,12 +283,26 @@ absl::Status LearnerLoop::TrainBatch(const LeaseStageSpec& spec, Ledger* ledger,
     RETURN_IF_ERROR(ledger->CommitBatch(batch, step_, /*advance_version=*/false));
   }
   double seconds = absl::ToDoubleSeconds(absl::Now() - t0);
-  WriteMetrics(spec, result, batch, seconds, ledger->Counts());
+  LedgerCounts counts = ledger->Counts();
+  auto [staleness_mean, tokens_per_s] = WriteMetrics(spec, result, batch, seconds, counts);
   if (spec.on_step) {
     std::map<std::string, double> m = result.metrics;
     m["tokens"] = static_cast<double>(result.tokens);
     m["step_seconds"] = seconds;
     m["groups"] = static_cast<double>(batch.groups.size());
+    m["stage_step"] = static_cast<double>(batch.index + 1);
+    m["policy_version"] = static_cast<double>(version_);
+    m["staleness_mean"] = staleness_mean;
+    m["tokens_per_s"] = tokens_per_s;
+    for (const auto& [state, n] :
+         std::vector<std::pair<const char*, int64_t>>{{"trained", counts.trained},
+                                                      {"filtered", counts.filtered},
+                                                      {"failed", counts.failed},
+                                                      {"queued", counts.queued},
+                                                      {"leased", counts.leased},
+                                                      {"prompts_total", counts.prompts_total}}) {
+      m[absl::StrCat("ledger_", state)] = static_cast<double>(n);
+    }
     spec.on_step(step_, m);
   }
   if (spec.kind == "grpo" && options_.checkpoint_every > 0 &&
@@ -230,8 +312,9 @@ absl::Status LearnerLoop::TrainBatch(const LeaseStageSpec& spec, Ledger* ledger,
   return absl::OkStatus();
 }
 
-void LearnerLoop::WriteMetrics(const LeaseStageSpec& spec, const StepResult& r,
-                               const LedgerBatch& batch, double seconds, const LedgerCounts& c) {
+std::pair<double, double> LearnerLoop::WriteMetrics(const LeaseStageSpec& spec, const StepResult& r,
+                                                    const LedgerBatch& batch, double seconds,
+                                                    const LedgerCounts& c) {
   int64_t tokens = 0;
   double staleness_sum = 0;
   Histogram* staleness = metrics_->GetHistogram(
@@ -277,8 +360,11 @@ void LearnerLoop::WriteMetrics(const LeaseStageSpec& spec, const StepResult& r,
     metrics_->GetGauge(GaugeName(name), "Training metric of the last step (see docs/learner.md).")
         ->Set(value);
   }
-  absl::Status s = AppendToFile(absl::StrCat(options_.run_dir, "/metrics.jsonl"), j.dump() + "\n");
-  if (!s.ok()) COHORT_LOG(WARNING) << "metrics.jsonl: " << s.message();
+  if (options_.write_metrics_jsonl) {
+    absl::Status s =
+        AppendToFile(absl::StrCat(options_.run_dir, "/metrics.jsonl"), j.dump() + "\n");
+    if (!s.ok()) COHORT_LOG(WARNING) << "metrics.jsonl: " << s.message();
+  }
   metrics_->GetGauge("cohort_learner_step", "Training steps (batches) taken.")
       ->Set(static_cast<double>(step_));
   metrics_->GetGauge("cohort_learner_policy_version", "Latest published policy version.")
@@ -295,9 +381,15 @@ void LearnerLoop::WriteMetrics(const LeaseStageSpec& spec, const StepResult& r,
                    {{"state", state}})
         ->Set(static_cast<double>(n));
   }
+  return {j["staleness_mean"].get<double>(), j["tokens_per_s"].get<double>()};
 }
 
 absl::StatusOr<v1::CheckpointResponse> LearnerLoop::CheckpointLocked() {
+  if (trainer_ == nullptr) {
+    return absl::FailedPreconditionError(
+        "no lease-driven stage is running: nothing to checkpoint (pipeline state is in "
+        "pipeline_state.json)");
+  }
   std::string root = options_.checkpoint_root.empty() ? options_.run_dir + "/checkpoints"
                                                       : options_.checkpoint_root;
   std::map<std::string, std::string> blobs;
@@ -329,11 +421,12 @@ absl::StatusOr<v1::CheckpointResponse> LearnerLoop::CheckpointLocked() {
     loop["stage_index"] = stage_index_ + 1;
   }
   blobs["loop"] = loop.dump();
-  ASSIGN_OR_RETURN(
-      CheckpointInfo info,
-      WriteCheckpoint(
-          root, {step_, version_, options_.keep_last},
-          [this](const std::string& dir) { return trainer_->SaveCheckpoint(dir); }, blobs));
+  ASSIGN_OR_RETURN(CheckpointInfo info, WriteCheckpoint(
+                                            root, {step_, version_, options_.keep_last},
+                                            [trainer = trainer_](const std::string& dir) {
+                                              return trainer->SaveCheckpoint(dir);
+                                            },
+                                            blobs));
   last_checkpoint_ = info.path;
   last_checkpoint_step_ = step_;
   COHORT_LOG(INFO) << "checkpoint " << info.path << " (step " << step_ << ", version " << version_

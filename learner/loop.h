@@ -7,6 +7,13 @@
 //   ASSIGN_OR_RETURN(LedgerCounts c, loop.RunLeaseStage(spec));   // blocks
 //   loop.Stop(); loop.FinalCheckpoint();           // SIGTERM / drain
 //
+// A pipeline (learner/pipeline_cluster.h) has one trainer per lease-driven
+// stage: the loop is made with a null trainer, and before each stage
+// UseTrainer(trainer, stage_index) switches to the stage's trainer (loading
+// the checkpoint's trainer state when it resumes that stage) and publishes
+// its weights as the next version, so versions keep increasing across
+// stages; ReleaseTrainer() after the stage's final checkpoint.
+//
 // One GRPO step: wait for the ledger's next batch (prompts_per_step groups
 // in ledger order), TrainStep, ExportWeights (the one copy), Publish as
 // version v + 1, CommitBatch (trained.jsonl lines name the step), append one
@@ -35,6 +42,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -56,6 +64,9 @@ struct LoopOptions {
   std::string run_id;
   // How long RunLeaseStage waits for a batch before re-checking stop.
   absl::Duration poll = absl::Milliseconds(200);
+  // Append one line per step to <run_dir>/metrics.jsonl (off when a
+  // pipeline writes that file itself from on_step).
+  bool write_metrics_jsonl = true;
   MetricsRegistry* metrics = nullptr;  // nullptr = Default()
 };
 
@@ -75,7 +86,9 @@ struct LeaseStageSpec {
   std::function<absl::Status(const LedgerBatch&)> sink;
   // After each batch, on the training thread: the loop's step (1-based,
   // counting every GRPO batch of the run) and the batch's metrics (the
-  // trainer's plus tokens, step_seconds, staleness_mean).
+  // trainer's plus tokens, step_seconds, groups, stage_step (1-based batch
+  // number within the stage), policy_version, staleness_mean, tokens_per_s
+  // and the ledger counts as ledger_<state>).
   std::function<void(int64_t step, const std::map<std::string, double>& metrics)> on_step;
 };
 
@@ -92,6 +105,17 @@ class LearnerLoop final : public LearnerControl {
   // The stage index and name the resumed checkpoint was written in; -1 /
   // "" when starting fresh. Stages before it are done.
   int resumed_stage_index() const;
+
+  // Pipelines: the trainer of the lease-driven stage `stage_index` (not
+  // owned; it must stay alive until ReleaseTrainer()). When the resumed
+  // checkpoint was written inside that stage, its trainer state is loaded
+  // into `trainer` and its version is published again; otherwise the
+  // trainer's weights are published as the next version.
+  absl::Status UseTrainer(PolicyTrainer* trainer, int stage_index);
+  // Forgets the trainer (after the stage's final checkpoint): checkpoints
+  // are refused until the next UseTrainer().
+  void ReleaseTrainer();
+  bool has_trainer() const;
 
   // Runs the stage until every item is settled (returns its counts) or
   // Stop() (returns CANCELLED after the step in progress).
@@ -125,12 +149,15 @@ class LearnerLoop final : public LearnerControl {
   absl::Status PublishCurrent() ABSL_EXCLUSIVE_LOCKS_REQUIRED(train_mu_);
   absl::StatusOr<v1::CheckpointResponse> CheckpointLocked()
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(train_mu_);
-  void WriteMetrics(const LeaseStageSpec& spec, const StepResult& r, const LedgerBatch& batch,
-                    double seconds, const LedgerCounts& counts)
+  // Returns the line's staleness_mean and tokens_per_s (the line is
+  // written to metrics.jsonl when options_.write_metrics_jsonl).
+  std::pair<double, double> WriteMetrics(const LeaseStageSpec& spec, const StepResult& r,
+                                         const LedgerBatch& batch, double seconds,
+                                         const LedgerCounts& counts)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(train_mu_);
 
   const LoopOptions options_;
-  PolicyTrainer* const trainer_;
+  PolicyTrainer* trainer_ ABSL_GUARDED_BY(train_mu_);
   WeightStore* const store_;
   LearnerService* const service_;
   MetricsRegistry* const metrics_;
@@ -149,6 +176,8 @@ class LearnerLoop final : public LearnerControl {
   int stage_index_ ABSL_GUARDED_BY(train_mu_) = -1;
   int resumed_stage_index_ ABSL_GUARDED_BY(train_mu_) = -1;
   std::string resumed_ledger_ ABSL_GUARDED_BY(train_mu_);  // ledger blob of the checkpoint
+  // trainer/ of the resumed checkpoint, while no trainer has loaded it.
+  std::string resumed_trainer_dir_ ABSL_GUARDED_BY(train_mu_);
   std::string last_checkpoint_ ABSL_GUARDED_BY(train_mu_);
   int64_t last_checkpoint_step_ ABSL_GUARDED_BY(train_mu_) = -1;
 

@@ -1,20 +1,34 @@
-// cohort-learner: the learner of a run. Loads the model (model.path, or a
-// random-init preset sized to the tokenizer), the tokenizer and the prompt
-// set (data.train), builds the trainer, and serves cohort.v1.Learner and
-// cohort.v1.Admin while a training thread runs the GRPO stage over the
-// actors' leases (learner/loop.h). Resumes from the newest complete
-// checkpoint under <run.out_dir>/checkpoints.
+// cohort-learner: the learner of a run. Serves cohort.v1.Learner and
+// cohort.v1.Admin while a training thread runs the run:
+//   * `pipeline:` non-empty: the stages in order in run.out_dir
+//     (learner/pipeline.h with learner/pipeline_cluster.h: SFT and evals in
+//     this process, grpo and generate through leases to the actors), then
+//     summary.json, report.html and run.out_dir/model; the actors are
+//     drained. A restarted learner skips the finished stages and resumes
+//     the interrupted lease-driven one from its checkpoint.
+//   * otherwise one GRPO stage on data.train: loads the model (model.path,
+//     or a random-init preset sized to the tokenizer), the tokenizer and the
+//     prompt set, builds the trainer and trains over the actors' leases
+//     (learner/loop.h).
+// Resumes from the newest complete checkpoint under
+// <run.out_dir>/checkpoints.
 //
 // Ends:
-//   * the stage is done: final checkpoint, exit 0 (a finished role: `cohort
-//     run` does not restart it);
+//   * the run is done (RunStatus.done): final checkpoint, exit 0 (a
+//     finished role: `cohort run` does not restart it), or with
+//     --stay_after_done keep serving status until SIGTERM;
 //   * Admin/Drain: no new leases; once none is outstanding (or
 //     learner.checkpoint_on_stop_seconds passed) checkpoint and exit 0;
 //   * SIGTERM/SIGINT: the step in progress finishes, checkpoint within
 //     learner.checkpoint_on_stop_seconds, exit 0;
 //   * a fatal trainer error: exit 1 (the supervisor restarts it, and it
 //     resumes from the last checkpoint).
+#include <unistd.h>
+
 #include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <random>
@@ -35,6 +49,8 @@
 #include "core/tokenizer.h"
 #include "learner/dataset.h"
 #include "learner/loop.h"
+#include "learner/pipeline.h"
+#include "learner/pipeline_cluster.h"
 #include "learner/service.h"
 #include "learner/trainer.h"
 #include "learner/weight_store.h"
@@ -60,6 +76,25 @@ std::string RunId(const std::string& run_dir, const std::string& name) {
   absl::Status s = WriteFileAtomically(path, id + "\n");
   if (!s.ok()) COHORT_LOG(WARNING) << s.message();
   return id;
+}
+
+// The source tree's git revision: $COHORT_GIT_REVISION, else `git
+// rev-parse HEAD` beside this binary (a build tree inside the checkout);
+// "" when neither says.
+std::string GitRevision() {
+  if (const char* env = std::getenv("COHORT_GIT_REVISION"); env != nullptr) return env;
+  std::error_code ec;
+  std::filesystem::path exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (ec) return "";
+  std::string cmd =
+      absl::StrCat("git -C '", exe.parent_path().string(), "' rev-parse HEAD 2>/dev/null");
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (p == nullptr) return "";
+  char buf[128] = {0};
+  std::string out = std::fgets(buf, sizeof(buf), p) != nullptr ? buf : "";
+  ::pclose(p);
+  while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
+  return out;
 }
 
 struct Setup {
@@ -207,14 +242,18 @@ int Main(int argc, char** argv) {
       "groups actors submit, publishes a weight version per batch and checkpoints to "
       "<run.out_dir>/checkpoints. Exits 0 when the run is done or drained; on SIGTERM it "
       "checkpoints within learner.checkpoint_on_stop_seconds.");
-  bool stay_after_done = false;
+  bool stay_after_done = false, start_new = false;
   service.flags().Bool("stay_after_done", &stay_after_done,
                        "When the run is done, keep serving GetStatus (done = true) and health "
                        "until SIGTERM instead of exiting 0 (for Kubernetes, where an exit would "
                        "restart a finished run).");
+  service.flags().Bool("new", &start_new,
+                       "pipeline: replace an unfinished run of another config in run.out_dir "
+                       "instead of refusing it.");
   if (!service.Init(argc, argv)) return 2;
   const RunConfig& c = service.config();
-  absl::StatusOr<Setup> setup = Load(c);
+  const bool pipeline_mode = !c.pipeline.empty();
+  absl::StatusOr<Setup> setup = pipeline_mode ? absl::StatusOr<Setup>(Setup()) : Load(c);
   if (!setup.ok()) {
     COHORT_LOG(ERROR) << setup.status().message();
     return 2;
@@ -228,8 +267,8 @@ int Main(int argc, char** argv) {
   WeightStore store({.keep_versions = c.learner.keep_versions});
   LearnerServiceOptions so;
   so.run_id = run_id;
-  so.model = setup->files;
-  so.vocab_size = setup->trainer->info().vocab_size;
+  so.model = setup->files;  // pipeline: empty until its first lease-driven stage
+  so.vocab_size = pipeline_mode ? 0 : setup->trainer->info().vocab_size;
   so.reward_addresses = c.reward.addresses;
   if (so.reward_addresses.empty() && !c.reward.address.empty()) {
     so.reward_addresses = {c.reward.address};
@@ -251,6 +290,7 @@ int Main(int argc, char** argv) {
   lo.keep_last = c.checkpoint.keep_last;
   lo.deterministic = c.learner.determinism;
   lo.run_id = run_id;
+  lo.write_metrics_jsonl = !pipeline_mode;  // the pipeline writes metrics.jsonl
   LearnerLoop loop(lo, setup->trainer.get(), &store, &learner);
   AdminService admin(&learner, &loop, !c.security.admin_token_file.empty());
   LeaseStageSpec spec;
@@ -272,6 +312,42 @@ int Main(int argc, char** argv) {
       COHORT_LOG(INFO) << "drained: " << learner.OutstandingLeases() << " leases outstanding";
       service.RequestStop(absl::OkStatus());
     });
+    if (pipeline_mode) {
+      training = std::thread([&] {
+        ClusterExecutor executor(c.run.out_dir, c.learner.device, &loop, &learner);
+        Pipeline::Options po;
+        po.start_new = start_new;
+        po.git_revision = GitRevision();
+        Pipeline pipeline(c, c.run.out_dir, &executor, po);
+        executor.set_pipeline(&pipeline);
+        absl::Status run = pipeline.Run();
+        if (!run.ok()) {
+          if (!stopping && !absl::IsCancelled(run)) service.RequestStop(run);
+          return;
+        }
+        loop.SetDone();
+        finished = true;
+        COHORT_LOG(INFO) << "pipeline complete: " << c.run.out_dir
+                         << "/summary.json, report.html, model/";
+        // Drain: actors finish their work in flight and leave (exit 0).
+        learner.SetDraining(true);
+        absl::Time until = absl::Now() + absl::Seconds(c.actor.drain_grace_seconds + 3);
+        while (!stopping && absl::Now() < until) {
+          v1::RunStatus status;
+          learner.FillStatus(&status);
+          bool all_gone = true;
+          for (const auto& a : status.actors()) all_gone &= a.gone();
+          if (all_gone) break;
+          absl::SleepFor(absl::Milliseconds(100));
+        }
+        if (stay_after_done) {
+          COHORT_LOG(INFO) << "--stay_after_done: serving status until SIGTERM";
+        } else {
+          service.RequestStop(absl::OkStatus());
+        }
+      });
+      return absl::OkStatus();
+    }
     if (setup->prompts == nullptr) return absl::OkStatus();  // idle: nothing to train
     if (loop.resumed_stage_index() > spec.index) {
       COHORT_LOG(INFO) << "the run is already complete (checkpoint after the last stage)";
@@ -308,7 +384,8 @@ int Main(int argc, char** argv) {
     loop.Stop();
     if (training.joinable()) training.join();
     if (drain_watch.joinable()) drain_watch.join();
-    if (!finished && setup->prompts != nullptr) {
+    // A pipeline's lease stage writes its own final checkpoint when stopped.
+    if (!finished && !pipeline_mode && setup->prompts != nullptr) {
       absl::StatusOr<v1::CheckpointResponse> ck = loop.WriteCheckpointNow();
       if (!ck.ok()) COHORT_LOG(ERROR) << "final checkpoint failed: " << ck.status().message();
     }

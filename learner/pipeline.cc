@@ -282,7 +282,8 @@ absl::Status Pipeline::RunStage(const PlannedStage& p, Json* record) {
   if (has_eval && s.kind == "generate") {
     (*record)["eval_after"] = (*record)["eval_before"];  // the model did not change
   } else if (has_eval) {
-    ASSIGN_OR_RETURN(EvalResult after, HeldOutEval(p, model_out, "after", base_step + outcome->steps));
+    ASSIGN_OR_RETURN(EvalResult after,
+                     HeldOutEval(p, model_out, "after", base_step + outcome->steps));
     (*record)["eval_after"] = after.ToJson();
   }
   (*record)["duration_s"] = Now() - t0;
@@ -341,14 +342,23 @@ absl::Status Pipeline::WriteSummary() {
                   {"final_model", plan_.final_model},
                   {"config", config_yaml_},
                   {"git_revision", options_.git_revision}};
-  // Executors report run-wide figures (ledger, actors, throughput) per stage;
-  // the last stage's are the run's.
+  // Executors report figures (ledger, actors, throughput) per stage: the
+  // run's ledger is the sum over its lease-driven stages, the other figures
+  // are the last stage's that has them.
+  Json ledger = Json::object();
   for (const Json& s : stages_done_) {
-    for (const char* k : {"ledger", "actors", "tokens_per_s_generated", "tokens_per_s_trained",
+    for (const char* k : {"actors", "tokens_per_s_generated", "tokens_per_s_trained",
                           "learner_idle_fraction", "actor_idle_fraction"}) {
       if (s.contains(k)) summary[k] = s[k];
     }
+    if (s.contains("ledger") && s["ledger"].is_object()) {
+      for (auto it = s["ledger"].begin(); it != s["ledger"].end(); ++it) {
+        if (!it->is_number_integer()) continue;
+        ledger[it.key()] = ledger.value(it.key(), int64_t{0}) + it->get<int64_t>();
+      }
+    }
   }
+  if (!ledger.empty()) summary["ledger"] = ledger;
   RETURN_IF_ERROR(WriteFileAtomically(dir_ + "/summary.json", summary.dump(1)));
   return WriteReport(dir_);
 }

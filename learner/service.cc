@@ -141,6 +141,8 @@ LearnerService::LearnerService(LearnerServiceOptions options, WeightStore* store
       store_(store),
       metrics_(options_.metrics != nullptr ? options_.metrics : MetricsRegistry::Default()),
       incarnation_(absl::StrFormat("%06x", std::random_device()() & 0xFFFFFF)) {
+  model_ = options_.model;
+  vocab_size_ = options_.vocab_size;
   leases_granted_ = metrics_->GetCounter("cohort_learner_leases_granted_total",
                                          "Prompt leases granted to actors.");
   groups_accepted_ = metrics_->GetCounter("cohort_learner_groups_accepted_total",
@@ -160,6 +162,15 @@ LearnerService::~LearnerService() = default;
 void LearnerService::SetStage(LeaseStage stage) {
   absl::MutexLock lock(&mu_);
   stage_ = std::move(stage);
+}
+
+void LearnerService::SetModel(v1::ModelFiles model, int64_t vocab_size) {
+  absl::MutexLock lock(&mu_);
+  model_ = std::move(model);
+  vocab_size_ = vocab_size;
+  ++model_generation_;
+  COHORT_LOG(INFO) << "serving model " << model_.source() << " (fingerprint "
+                   << model_.model_fingerprint() << "); actors that joined before re-join";
 }
 
 void LearnerService::ClearStage() {
@@ -234,11 +245,20 @@ grpc::Status LearnerService::Join(grpc::ServerContext*, const v1::JoinRequest* r
     return Refuse(grpc::StatusCode::INVALID_ARGUMENT, "bad_request",
                   absl::StrCat("slots: expected > 0, got ", req->slots()));
   }
-  if (!req->model_fingerprint().empty() &&
-      req->model_fingerprint() != options_.model.model_fingerprint()) {
+  v1::ModelFiles model;
+  {
+    absl::MutexLock lock(&mu_);
+    model = model_;
+  }
+  if (model.config_json().empty()) {
+    return Error(grpc::StatusCode::UNAVAILABLE,
+                 "the learner serves no model yet (its pipeline has not reached a lease-driven "
+                 "stage); retry");
+  }
+  if (!req->model_fingerprint().empty() && req->model_fingerprint() != model.model_fingerprint()) {
     return Refuse(grpc::StatusCode::FAILED_PRECONDITION, "fingerprint",
                   absl::StrCat("model_fingerprint: the actor's model is ", req->model_fingerprint(),
-                               ", the run's is ", options_.model.model_fingerprint(),
+                               ", the run's is ", model.model_fingerprint(),
                                " (start the actor without a model, or with the run's)"));
   }
   LeaseStage stage = StageSnapshot();
@@ -260,6 +280,7 @@ grpc::Status LearnerService::Join(grpc::ServerContext*, const v1::JoinRequest* r
       actors_.erase(prev->second);
     }
     ++a.joins;
+    a.model_generation = model_generation_;
     by_name_[a.name] = id;
     resp->set_actor_id(id);
   }
@@ -272,7 +293,7 @@ grpc::Status LearnerService::Join(grpc::ServerContext*, const v1::JoinRequest* r
   for (const auto& a : options_.reward_addresses) resp->add_reward_addresses(a);
   resp->set_run_id(options_.run_id);
   resp->set_protocol_version(v1::LEARNER_PROTOCOL_CURRENT);
-  *resp->mutable_model() = options_.model;
+  *resp->mutable_model() = model;
   resp->set_stage(stage.name);
   resp->set_stage_kind(stage.kind);
   resp->set_deterministic(options_.deterministic);
@@ -289,6 +310,7 @@ grpc::Status LearnerService::LeasePrompts(grpc::ServerContext*, const v1::LeaseP
   }
   LeaseStage stage;
   bool paused, draining;
+  std::string fingerprint;
   {
     absl::MutexLock lock(&mu_);
     absl::StatusOr<Actor*> actor = FindActorLocked(req->actor_id());
@@ -297,6 +319,7 @@ grpc::Status LearnerService::LeasePrompts(grpc::ServerContext*, const v1::LeaseP
     stage = stage_;
     paused = paused_;
     draining = draining_ || (*actor)->leaving;
+    fingerprint = model_.model_fingerprint();
   }
   int64_t latest = store_->latest_version();
   resp->set_policy_version(std::max<int64_t>(0, latest));
@@ -324,7 +347,7 @@ grpc::Status LearnerService::LeasePrompts(grpc::ServerContext*, const v1::LeaseP
     l->set_policy_version(g.pinned_version >= 0 ? g.pinned_version : std::max<int64_t>(0, latest));
     l->set_version_pinned(g.pinned_version >= 0);
     l->set_attempt(g.attempt);
-    l->set_model_fingerprint(options_.model.model_fingerprint());
+    l->set_model_fingerprint(fingerprint);
   }
   leases_granted_->Increment(static_cast<double>(grants.size()));
   if (!grants.empty()) resp->set_retry_after_ms(0);
@@ -342,6 +365,8 @@ grpc::Status LearnerService::Heartbeat(grpc::ServerContext*, const v1::Heartbeat
     if (req->leaving()) (*actor)->leaving = true;
     stage = stage_;
     resp->set_drain(draining_);
+    // The served model changed since this actor joined: it joins again.
+    if ((*actor)->model_generation != model_generation_) resp->set_rejoin(true);
   }
   metrics_
       ->GetCounter("cohort_learner_actor_generated_tokens_total",
@@ -365,11 +390,13 @@ grpc::Status LearnerService::Heartbeat(grpc::ServerContext*, const v1::Heartbeat
 grpc::Status LearnerService::SubmitGroup(grpc::ServerContext*, const v1::SubmitGroupRequest* req,
                                          v1::SubmitGroupResponse* resp) {
   LeaseStage stage;
+  int64_t vocab_size;
   {
     absl::MutexLock lock(&mu_);
     absl::StatusOr<Actor*> actor = FindActorLocked(req->actor_id());
     if (!actor.ok()) return ToGrpcStatus(actor.status());
     stage = stage_;
+    vocab_size = vocab_size_;
   }
   const v1::ScoredGroup& g = req->group();
   if (g.lease_id().empty()) {
@@ -389,7 +416,7 @@ grpc::Status LearnerService::SubmitGroup(grpc::ServerContext*, const v1::SubmitG
   }
   int64_t latest = std::max<int64_t>(0, store_->latest_version());
   absl::StatusOr<CheckedGroup> checked =
-      CheckGroup(g, *lease, stage.group_size, options_.vocab_size, latest);
+      CheckGroup(g, *lease, stage.group_size, vocab_size, latest);
   if (!checked.ok()) {
     std::string msg(checked.status().message());
     std::string reason = msg.find(".logprobs") != std::string::npos          ? "bad_logprobs"
@@ -587,6 +614,8 @@ int64_t LearnerService::OutstandingLeases() const {
 void LearnerService::FillStatus(v1::RunStatus* status) const {
   LeaseStage stage = StageSnapshot();
   int64_t ttl_ms = options_.lease_ttl_ms, now = NowMs();
+  std::map<std::string, int64_t> leases;
+  if (stage.ledger != nullptr) leases = stage.ledger->LeasesByActor();
   {
     absl::MutexLock lock(&mu_);
     status->set_paused(paused_);
@@ -596,6 +625,8 @@ void LearnerService::FillStatus(v1::RunStatus* status) const {
       info->set_actor_id(a.id);
       info->set_actor_name(a.name);
       info->set_policy_version(a.version);
+      auto held = leases.find(a.id);
+      info->set_leases(held == leases.end() ? 0 : static_cast<int32_t>(held->second));
       info->set_last_seen_unix_ms(a.last_seen_ms);
       info->set_pid(a.pid);
       info->set_joins(a.joins);
@@ -623,6 +654,7 @@ void LearnerService::FillStatus(v1::RunStatus* status) const {
     l->set_leases_expired(c.leases_expired);
     l->set_leases_released(c.leases_released);
     l->set_leases_retried(c.leases_retried);
+    status->set_epoch(stage.ledger->CurrentEpoch());
   }
 }
 

@@ -105,6 +105,14 @@ class LearnerService final
 
   // Serves `stage` from now on (replacing the previous one).
   void SetStage(LeaseStage stage);
+  // Serves another model from now on (a pipeline stage that reads another
+  // model): Join returns `model`, submissions are checked against
+  // `vocab_size`, and every actor that joined before is asked to Join again
+  // (HeartbeatResponse.rejoin) so it rebuilds its generator if the model's
+  // shape changed and fetches the latest weights. While the model has no
+  // config_json (no lease-driven stage has started yet), Join answers
+  // UNAVAILABLE and actors retry.
+  void SetModel(v1::ModelFiles model, int64_t vocab_size);
   void ClearStage();
   // Pause: no new leases (outstanding ones may still be submitted).
   void SetPaused(bool paused);
@@ -142,6 +150,7 @@ class LearnerService final
     int64_t tokens = 0;
     std::set<int64_t> versions_seen;
     bool leaving = false;
+    int64_t model_generation = 0;  // of the model it joined with
   };
   grpc::Status Refuse(grpc::StatusCode code, const std::string& reason, const std::string& message);
   // The actor, or NOT_FOUND; refreshes last_seen.
@@ -162,6 +171,9 @@ class LearnerService final
 
   mutable absl::Mutex mu_;
   LeaseStage stage_ ABSL_GUARDED_BY(mu_);
+  v1::ModelFiles model_ ABSL_GUARDED_BY(mu_);  // options_.model until SetModel
+  int64_t vocab_size_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t model_generation_ ABSL_GUARDED_BY(mu_) = 0;  // SetModel calls
   bool paused_ ABSL_GUARDED_BY(mu_) = false;
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   std::map<std::string, Actor> actors_ ABSL_GUARDED_BY(mu_);         // by actor_id

@@ -5,11 +5,14 @@
 # GRPO with accuracy + format rewards, held-out evals before/after each stage
 # and every 20 steps. Outputs in out/quickstart/: summary.json, report.html,
 # metrics.jsonl, evals.jsonl, tensorboard/, data/, model/ (the final model as
-# a Hugging Face directory).
+# a Hugging Face directory), plus trained.jsonl (the exactly-once ledger) and
+# every role's log.
 #
-# The run goes through `cohort-pipeline` (every stage in one process) until
-# the learner drives `pipeline:` itself; then this becomes
-# `cohort run configs/quickstart.yaml --out out/quickstart`.
+# The run goes through the local cluster: `cohort run` starts a learner, a
+# reward server and two actors as processes on 127.0.0.1; the learner runs
+# the SFT stage and the evals itself and the GRPO stage through leases to
+# the actors, and everything exits 0 when the pipeline is done. Rerunning
+# resumes an unfinished run (or says the run is finished).
 # Usage: scripts/quickstart.sh [extra flags, e.g. --set run.seed=2 --new]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +24,7 @@ COHORT_BUILD_DIR=$BUILD_DIR scripts/build.sh
 OUT=${COHORT_QUICKSTART_OUT:-out/quickstart}
 echo "quickstart: training; outputs in $OUT/"
 status=0
-"$BUILD_DIR/learner/cohort-pipeline" --config configs/quickstart.yaml --out "$OUT" "$@" || status=$?
+"$BUILD_DIR/cli/cohort" run configs/quickstart.yaml --out "$OUT" "$@" || status=$?
 if [[ $status -eq 0 ]]; then
   echo "quickstart: done. Held-out greedy accuracy per stage (before -> after):"
   python3 - "$OUT/summary.json" <<'PY' || true
