@@ -50,18 +50,20 @@ v1::FinishReason ToProto(model::FinishReason r) {
   return v1::FINISH_REASON_UNSPECIFIED;
 }
 
-// Copies host bytes into tensors (CPU); the transformer converts them to
-// its dtype and device.
-absl::StatusOr<model::TensorMap> ToTensors(const HostWeights& w) {
+// Wraps the host bytes as CPU tensors without copying them (each tensor
+// keeps `w` alive; verified HostWeights are immutable, and the engine never
+// writes its weights); the transformer converts them to its dtype and
+// device, which copies only when those differ.
+absl::StatusOr<model::TensorMap> ToTensors(const std::shared_ptr<const HostWeights>& w) {
   model::TensorMap map;
   try {
-    for (const HostTensor& t : w.tensors) {
+    for (const HostTensor& t : w->tensors) {
       absl::StatusOr<at::ScalarType> type = WireType(t.dtype);
       if (!type.ok())
         return absl::InvalidArgumentError(absl::StrCat(t.name, ": ", type.status().message()));
-      map[t.name] =
-          at::from_blob(const_cast<char*>(t.data.data()), t.shape, at::TensorOptions().dtype(*type))
-              .clone();
+      map[t.name] = at::from_blob(
+          const_cast<char*>(t.data.data()), t.shape, [w](void*) {},
+          at::TensorOptions().dtype(*type));
     }
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat("weights: ", e.what()));
@@ -109,7 +111,7 @@ class EngineGenerator final : public Generator {
   }
 
   absl::Status SwapWeights(std::shared_ptr<const HostWeights> weights) override {
-    absl::StatusOr<model::TensorMap> tensors = ToTensors(*weights);
+    absl::StatusOr<model::TensorMap> tensors = ToTensors(weights);
     if (!tensors.ok()) return tensors.status();
     absl::MutexLock lock(&mu_);
     if (stopped_) return absl::CancelledError("generator stopped");
