@@ -183,6 +183,7 @@ TEST(TrainerTest, PackedRowsAndCheckpointingMatchPaddedRows) {
     packed.padding_free = true;
     TrainerOptions checkpointed = packed;
     checkpointed.activation_checkpointing = true;
+    checkpointed.logit_chunk_elements = 256 * 5;  // and the chunked two-pass head
     std::unique_ptr<Trainer> a = MakeTrainer(padded), b = MakeTrainer(packed),
                              c = MakeTrainer(checkpointed);
     std::vector<TrainGroup> batch = VariedBatch(*a, 3, 4);
@@ -200,8 +201,8 @@ TEST(TrainerTest, PackedRowsAndCheckpointingMatchPaddedRows) {
     EXPECT_NEAR(ra->metrics.at("kl"), rb->metrics.at("kl"), 1e-7) << type;
     EXPECT_NEAR(ra->metrics.at("entropy"), rb->metrics.at("entropy"), 1e-5) << type;
     EXPECT_LT(MaxAbsDiff(a->PolicyWeights(), b->PolicyWeights()), 1e-5) << type;
-    EXPECT_NEAR(rb->metrics.at("loss"), rc->metrics.at("loss"), 1e-7) << type;
-    EXPECT_LT(MaxAbsDiff(b->PolicyWeights(), c->PolicyWeights()), 1e-6) << type;
+    EXPECT_NEAR(rb->metrics.at("loss"), rc->metrics.at("loss"), 1e-6) << type;
+    EXPECT_LT(MaxAbsDiff(b->PolicyWeights(), c->PolicyWeights()), 1e-5) << type;
     // A second step (now with a moved reference gap) still agrees.
     auto ra2 = a->TrainStep(batch);
     auto rc2 = c->TrainStep(batch);
