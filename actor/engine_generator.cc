@@ -230,7 +230,13 @@ class EngineGenerator final : public Generator {
       samples.reserve(r->completions.size());
       for (model::Completion& c : r->completions) {
         GeneratedSample& s = samples.emplace_back();
-        s.text = tokenizer_ != nullptr ? tokenizer_->Decode(c.tokens) : std::string();
+        if (tokenizer_ != nullptr) {
+          // The text the reward server scores ends before the EOS token (a
+          // trailing "<|endoftext|>" would fail format checks).
+          const bool eos = c.finish_reason == model::FinishReason::kEos && !c.tokens.empty();
+          s.text = tokenizer_->Decode(
+              eos ? std::vector<int32_t>(c.tokens.begin(), c.tokens.end() - 1) : c.tokens);
+        }
         s.tokens = std::move(c.tokens);
         s.logprobs = std::move(c.logprobs);
         s.versions = std::move(c.versions);
