@@ -250,7 +250,7 @@ grpc::Status LearnerService::Join(grpc::ServerContext*, const v1::JoinRequest* r
     absl::MutexLock lock(&mu_);
     model = model_;
   }
-  if (model.config_json().empty()) {
+  if (model.config_json().empty() && model.model_fingerprint().empty()) {
     return Error(grpc::StatusCode::UNAVAILABLE,
                  "the learner serves no model yet (its pipeline has not reached a lease-driven "
                  "stage); retry");
@@ -586,8 +586,11 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* LearnerService::FetchPolicy(
     return new ErrorReactor(Refuse(grpc::StatusCode::INVALID_ARGUMENT, "bad_request",
                                    "FetchPolicyRequest: not a valid message"));
   }
+  // exact_version names that version, 0 (the initial weights) included: a
+  // deterministic actor's lease may pin version 0 after a restart, when the
+  // latest is newer.
   std::shared_ptr<const PublishedVersion> v =
-      req.version() > 0 ? store_->Get(req.version()) : store_->Latest();
+      req.version() > 0 || req.exact_version() ? store_->Get(req.version()) : store_->Latest();
   if (v == nullptr) {
     return new ErrorReactor(
         grpc::Status(grpc::StatusCode::NOT_FOUND,

@@ -109,9 +109,9 @@ class LearnerService final
   // model): Join returns `model`, submissions are checked against
   // `vocab_size`, and every actor that joined before is asked to Join again
   // (HeartbeatResponse.rejoin) so it rebuilds its generator if the model's
-  // shape changed and fetches the latest weights. While the model has no
-  // config_json (no lease-driven stage has started yet), Join answers
-  // UNAVAILABLE and actors retry.
+  // shape changed and fetches the latest weights. While the model is empty
+  // (no config_json, no fingerprint: a pipeline before its first
+  // lease-driven stage), Join answers UNAVAILABLE and actors retry.
   void SetModel(v1::ModelFiles model, int64_t vocab_size);
   void ClearStage();
   // Pause: no new leases (outstanding ones may still be submitted).
