@@ -186,6 +186,7 @@ absl::Status Rollout::DoJoin() {
   std::vector<Generator*> to_stop;
   {
     absl::MutexLock lock(&mu_);
+    const bool joined_before = joined_ && have_weights_;
     if (new_run) {
       COHORT_LOG(WARNING) << "the learner serves a new run (" << response->run_id()
                           << "); dropping " << work_.size() << " group(s) of run "
@@ -216,7 +217,22 @@ absl::Status Rollout::DoJoin() {
     join_ = *response;
     joined_ = true;
     need_rejoin_ = false;
-    latest_version_ = std::max(latest_version_, response->policy_version());
+    if (new_run || (joined_before && response->policy_version() < swapped_version_)) {
+      // A learner that resumed from a checkpoint is behind the versions it
+      // published before it died, and numbers its next ones from there:
+      // take its version as the latest and fetch it (tokens of the newer
+      // versions would be refused as unpublished, and training would stall
+      // with every actor waiting for a version the learner never reaches).
+      if (!new_run) {
+        COHORT_LOG(WARNING) << "the learner is at policy version " << response->policy_version()
+                            << ", behind this actor's " << swapped_version_
+                            << " (it resumed from a checkpoint); fetching its version";
+      }
+      latest_version_ = response->policy_version();
+      weight_retry_at_ = absl::InfinitePast();
+    } else {
+      latest_version_ = std::max(latest_version_, response->policy_version());
+    }
     ++stats_.joins;
     joins_total_->Increment();
     COHORT_LOG(INFO) << "joined as " << actor_id_ << " (run " << join_.run_id() << ", stage "
@@ -322,7 +338,8 @@ bool Rollout::HasActionLocked() const {
       LeaseWantLocked() > 0) {
     return true;
   }
-  if (!lease_order_.empty() && generator_ != nullptr && have_weights_ && !draining_) {
+  if (!lease_order_.empty() && generator_ != nullptr && have_weights_ && !draining_ &&
+      !(join_.deterministic() && fetching_weights_)) {
     // Something may be dispatchable; PlanDispatchLocked decides.
     if (join_.deterministic() ? CountLocked(Stage::kGenerating) == 0
                               : CountLocked(Stage::kGenerating) < GroupsPerEngineLocked()) {
@@ -488,6 +505,7 @@ void Rollout::LeaseMore() {
 std::vector<Rollout::Planned> Rollout::PlanDispatchLocked() {
   std::vector<Planned> plan;
   if (stop_ || draining_ || need_rejoin_ || generator_ == nullptr || !have_weights_) return plan;
+  if (join_.deterministic() && fetching_weights_) return plan;  // a swap is coming
   int generating = CountLocked(Stage::kGenerating);
   int unsubmitted = UnsubmittedLocked();
   const int max_generating = GroupsPerEngineLocked();
@@ -594,9 +612,16 @@ void Rollout::SubmitReady() {
         learner_away = true;
         continue;
       }
-      COHORT_LOG(ERROR) << "SubmitGroup for lease " << item.lease_id
-                        << " refused: " << response.status().message() << "; dropping the group";
-      if (ours) DropLocked(item.lease_id, "refused");
+      // Hand the lease back rather than let it expire: its prompt is leased
+      // again at once (e.g. a group of versions a restarted learner has
+      // not published again).
+      COHORT_LOG(WARNING) << "SubmitGroup for lease " << item.lease_id
+                          << " refused: " << response.status().message()
+                          << "; dropping the group and handing the lease back";
+      if (ours) {
+        ++stats_.groups_dropped;
+        ReleaseLocked(item.lease_id);
+      }
       continue;
     }
     LearnerOkLocked();
@@ -854,10 +879,14 @@ void Rollout::WeightLoop() {
     bool pinned;
     {
       absl::MutexLock lock(&mu_);
+      // Deterministic mode: a group is generated with its pinned version
+      // alone, so weights change only while no group is generating (and
+      // none starts until the swap is done: fetching_weights_).
       auto needed = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
         return stop_ || (generator_ != nullptr && !need_rejoin_ &&
                          (!have_weights_ || WantedVersionLocked() != swapped_version_) &&
-                         absl::Now() >= weight_retry_at_);
+                         absl::Now() >= weight_retry_at_ &&
+                         (!join_.deterministic() || CountLocked(Stage::kGenerating) == 0));
       };
       while (!needed()) cv_.WaitWithTimeout(&mu_, absl::Milliseconds(100));
       if (stop_) return;
@@ -865,6 +894,7 @@ void Rollout::WeightLoop() {
       generator = generator_.get();
       deterministic = join_.deterministic();
       pinned = deterministic && have_weights_;
+      fetching_weights_ = deterministic;
     }
     // A pinned version must be exactly that one (0, the initial weights,
     // included); otherwise any version at least as new will do.
@@ -874,6 +904,8 @@ void Rollout::WeightLoop() {
     }
     absl::Status swapped = w.ok() ? generator->SwapWeights(*w) : w.status();
     absl::MutexLock lock(&mu_);
+    fetching_weights_ = false;
+    cv_.SignalAll();
     if (!swapped.ok()) {
       ++failures;
       weight_retry_at_ = absl::Now() + BackoffDelay(options_.reconnect, std::min(failures, 30));

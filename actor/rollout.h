@@ -24,7 +24,12 @@
 //     (options.reconnect) and retry; leases keep being heartbeated.
 //   - NOT_FOUND "unknown actor" (learner restarted) or Heartbeat.rejoin:
 //     Join again and carry on with the leases held; the next heartbeat
-//     drops those that are gone. A new run_id drops all work.
+//     drops those that are gone. A new run_id drops all work. A learner
+//     that resumed from a checkpoint can be at an older policy version
+//     than this actor: its version becomes the latest and is fetched.
+//   - a group the learner refuses (INVALID_ARGUMENT / FAILED_PRECONDITION,
+//     e.g. tokens of a version it no longer publishes): dropped, and its
+//     lease handed back so the prompt is leased again at once.
 //   - Join refused (FAILED_PRECONDITION / INVALID_ARGUMENT: fingerprint or
 //     protocol version): Run() returns that error (the binary exits with it).
 //   - a lease whose prompt does not fit the context, or that the generator
@@ -228,6 +233,8 @@ class Rollout {
   int64_t latest_version_ ABSL_GUARDED_BY(mu_) = 0;
   bool have_weights_ ABSL_GUARDED_BY(mu_) = false;
   int64_t swapped_version_ ABSL_GUARDED_BY(mu_) = -1;  // last version swapped in
+  // Deterministic mode: WeightLoop is fetching or swapping (no group starts).
+  bool fetching_weights_ ABSL_GUARDED_BY(mu_) = false;
   absl::Time weight_retry_at_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   absl::Time lease_not_before_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   bool lease_refused_for_version_ ABSL_GUARDED_BY(mu_) = false;

@@ -176,6 +176,27 @@ TEST_F(RolloutTest, SurvivesAnUnreachableLearnerAndARestart) {
   EXPECT_GE(rollout_->stats().joins, 2);
 }
 
+// The learner died after publishing version 5 and resumed from the
+// checkpoint of version 2: the actor takes version 2 again (its tokens of
+// versions 3..5 would be refused forever) and every prompt is trained once.
+TEST_F(RolloutTest, LearnerResumedAtAnOlderVersionIsFollowed) {
+  FakeLearner::Options lo;
+  lo.prompts = 40;
+  lo.lease_ttl_ms = 3000;
+  Start(lo);
+  ASSERT_TRUE(WaitFor([&] { return learner_->trained().size() >= 5; }));
+  learner_->Publish(5);
+  ASSERT_TRUE(WaitFor([&] { return rollout_->policy_version() == 5; }));
+  learner_->Restart();
+  learner_->Publish(2);
+  ASSERT_TRUE(WaitFor([&] { return learner_->done(); }));
+  EXPECT_EQ(rollout_->policy_version(), 2);
+  learner_->SetDrain(true);
+  ASSERT_TRUE(Finish().ok());
+  ExpectExactlyOnce(40);
+  EXPECT_GE(rollout_->stats().joins, 2);
+}
+
 TEST_F(RolloutTest, DrainFinishesInFlightAndHandsTheRestBack) {
   FakeLearner::Options lo;
   lo.prompts = 100;

@@ -468,6 +468,13 @@ absl::StatusOr<v1::SubmitGroupResponse> FakeLearner::SubmitGroup(
     if (c.logprobs_size() != c.token_ids_size() || c.policy_versions_size() != c.token_ids_size()) {
       return absl::InvalidArgumentError("group.completions[]: lengths differ");
     }
+    for (int64_t v : c.policy_versions()) {
+      if (v > latest_) {
+        return absl::InvalidArgumentError(absl::StrCat("group.completions[].policy_versions: ", v,
+                                                       " is not a published version (latest ",
+                                                       latest_, ")"));
+      }
+    }
   }
   auto it = leases_.find(g.lease_id());
   const bool settled = settled_.count(g.prompt_id()) > 0;

@@ -158,7 +158,9 @@ class FakeLearner final : public LearnerClient {
   void SetUnavailable(bool unavailable);
   void Restart();  // forgets actors and outstanding leases (they return to the queue)
   void CorruptNextFetches(int n);
-  void Publish(int64_t version);  // a new latest version
+  // A new latest version (lower: a learner resumed from an older
+  // checkpoint). Groups with tokens of a later version are refused.
+  void Publish(int64_t version);
   void SetDrain(bool drain);
   void SetPinnedVersion(int64_t version);  // deterministic mode: version leases pin
 
