@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <random>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -243,6 +244,77 @@ TEST(LearnerLoopTest, ResumesFromCheckpointWithoutLosingOrRepeating) {
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->trained + c->filtered + c->failed, 12);
   ExpectExactlyOnce(dir, 12, 1);
+  RemoveAll(dir).IgnoreError();
+}
+
+// A pipeline: the loop is made without a trainer; each lease-driven stage
+// brings its own (UseTrainer), whose weights are published as the next
+// version, and a stage interrupted after a checkpoint resumes into a new
+// trainer (the checkpoint's trainer state is loaded into it).
+TEST(LearnerLoopTest, TrainerPerStageVersionsIncreaseAndResumeIntoANewTrainer) {
+  std::string dir = TempDir();
+  auto make = [&](int checkpoint_every) {
+    auto l = std::make_unique<Learner>(dir, false, checkpoint_every);
+    LoopOptions lo;
+    lo.run_dir = dir;
+    lo.checkpoint_every = checkpoint_every;
+    lo.run_id = "test-run";
+    lo.metrics = &l->registry;
+    lo.poll = absl::Milliseconds(20);
+    l->loop = std::make_unique<LearnerLoop>(lo, nullptr, l->store.get(), l->service.get());
+    return l;
+  };
+  LeaseStageSpec first = Spec(6, 1), second = Spec(8, 1);
+  first.name = "rl1";
+  first.index = 0;
+  second.name = "rl2";
+  second.index = 2;
+  int64_t stopped_at;
+  {
+    std::unique_ptr<Learner> l = make(2);
+    ASSERT_TRUE(l->loop->Start().ok());
+    EXPECT_FALSE(l->loop->WriteCheckpointNow().ok()) << "no trainer: nothing to checkpoint";
+    EXPECT_EQ(l->store->latest_version(), -1) << "nothing published before a stage";
+    FakePolicyTrainer t1;
+    ASSERT_TRUE(l->loop->UseTrainer(&t1, first.index).ok());
+    EXPECT_EQ(l->store->latest_version(), 0);
+    absl::StatusOr<LedgerCounts> c = RunStage(*l, first, 2, 0.0);
+    ASSERT_TRUE(c.ok()) << c.status();
+    ASSERT_TRUE(l->loop->WriteCheckpointNow().ok());
+    l->loop->ReleaseTrainer();
+    const int64_t after_first = l->store->latest_version();
+    EXPECT_EQ(after_first, l->loop->step());
+    FakePolicyTrainer t2(2048);  // another model shape
+    ASSERT_TRUE(l->loop->UseTrainer(&t2, second.index).ok());
+    EXPECT_EQ(l->store->latest_version(), after_first + 1) << "the new weights are a new version";
+    c = RunStage(*l, second, 2, 0.0, after_first + 2);
+    EXPECT_TRUE(absl::IsCancelled(c.status())) << c.status();
+    stopped_at = l->loop->step();
+  }
+  std::unique_ptr<Learner> l = make(2);
+  ASSERT_TRUE(l->loop->Start().ok());
+  EXPECT_EQ(l->loop->resumed_stage_index(), second.index);
+  EXPECT_LE(l->loop->step(), stopped_at);
+  FakePolicyTrainer t2(2048);
+  ASSERT_TRUE(l->loop->UseTrainer(&t2, second.index).ok());
+  absl::StatusOr<LedgerCounts> c = RunStage(*l, second, 2, 0.0);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->trained + c->filtered + c->failed, 8);
+  // Each stage's prompts settled exactly once.
+  std::map<std::string, std::set<int64_t>> seen;
+  int64_t lines = 0;
+  for (const char* f : {"trained.jsonl", "filtered.jsonl", "failed.jsonl"}) {
+    absl::StatusOr<std::string> text = ReadFile(dir + "/" + f);
+    if (!text.ok()) continue;
+    for (absl::string_view line : absl::StrSplit(*text, '\n', absl::SkipEmpty())) {
+      nlohmann::json j = nlohmann::json::parse(line);
+      seen[j["stage"].get<std::string>()].insert(j["prompt_id"].get<int64_t>());
+      ++lines;
+    }
+  }
+  EXPECT_EQ(seen["rl1"].size(), 6u);
+  EXPECT_EQ(seen["rl2"].size(), 8u);
+  EXPECT_EQ(lines, 14);
   RemoveAll(dir).IgnoreError();
 }
 
