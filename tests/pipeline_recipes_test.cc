@@ -1,11 +1,14 @@
-// The shipped multi-stage recipes end to end, in one process
-// (cohort-pipeline), with tiny random models: configs/r1-gsm8k.yaml
+// The shipped multi-stage recipes end to end through the local cluster
+// (`cohort run`: a learner, a reward server and one actor as processes; the
+// learner runs SFT and evals itself, GRPO and rejection sampling through
+// leases to the actor), with tiny random models: configs/r1-gsm8k.yaml
 // (cold-start SFT -> GRPO -> rejection sampling -> SFT -> GRPO -> eval) and
-// configs/distill.yaml (a teacher generates, a student is fine-tuned) on
-// GSM8K from ../shared/data. The configs are used as shipped except for the
-// stage lengths (2 steps / 1 epoch), the rejection threshold (a random model
-// is never right) and the data, model and size overrides below: this proves
-// the plumbing, not the recipe.
+// configs/distill.yaml (a teacher generates, the learner switches the served
+// model back to the student, which is fine-tuned) on GSM8K from
+// ../shared/data. The configs are used as shipped except for the stage
+// lengths (2 steps / 1 epoch), the rejection threshold (a random model is
+// never right) and the data, model, size and cluster overrides below: this
+// proves the plumbing, not the recipe.
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -82,15 +85,19 @@ class PipelineRecipesTest : public ::testing::Test {
     std::string out = (dir_ / "run").string();
     fs::remove_all(out);
     std::string d = dir_.string();
-    std::string cmd = std::string(COHORT_BINARY_DIR) + "/learner/cohort-pipeline --config " +
-                      config + " --out " + out + " --set model.path=" + d + "/student" +
-                      " --set model.dtype=float32 --set sampling.max_new_tokens=8" +
-                      " --set sampling.group_size=2 --set grpo.prompts_per_step=2" +
-                      " --set eval.problems=3 --set eval.eval_every=0" +
-                      " --set datasets.gsm8k_train.path=" + d + "/train.jsonl" +
-                      " --set datasets.gsm8k_test.path=" + d + "/test.jsonl " + extra;
-    int rc = RunCommand(cmd, d + "/pipeline.log");
-    EXPECT_EQ(rc, 0) << Slurp(d + "/pipeline.log");
+    std::string cmd =
+        std::string(COHORT_BINARY_DIR) + "/cli/cohort run " + config + " --out " + out +
+        " --set model.path=" + d + "/student" + " --set actor.count=1 --set actor.slots=8" +
+        " --set actor.drain_grace_seconds=1 --set supervisor.stop_timeout_seconds=5" +
+        " --set supervisor.max_restarts=0" +
+        " --set model.dtype=float32 --set sampling.max_new_tokens=8" +
+        " --set sampling.group_size=2 --set grpo.prompts_per_step=2" +
+        " --set eval.problems=3 --set eval.eval_every=0" + " --set datasets.gsm8k_train.path=" + d +
+        "/train.jsonl" + " --set datasets.gsm8k_test.path=" + d + "/test.jsonl " + extra;
+    int rc = RunCommand("timeout 150 " + cmd, d + "/pipeline.log");
+    EXPECT_EQ(rc, 0) << Slurp(d + "/pipeline.log") << "\n--- learner.log:\n"
+                     << Slurp(out + "/learner.log") << "\n--- actor-0.log:\n"
+                     << Slurp(out + "/actor-0.log");
     if (rc != 0) return Json();
     return Json::parse(Slurp(out + "/summary.json"));
   }
@@ -118,6 +125,17 @@ TEST_F(PipelineRecipesTest, R1Gsm8kRunsEveryStage) {
   auto kept = Json::parse(Slurp(run / "data/rejection_sampling.jsonl")
                               .substr(0, Slurp(run / "data/rejection_sampling.jsonl").find('\n')));
   EXPECT_TRUE(kept.contains("prompt") && kept.contains("completion") && kept.contains("answer"));
+  // Both GRPO stages and the rejection sampling went through the ledger.
+  for (size_t i : {1u, 2u, 4u}) {
+    const Json& l = s["stages"][i]["ledger"];
+    EXPECT_EQ(l["prompts_total"].get<int64_t>(), l["prompts_trained"].get<int64_t>() +
+                                                     l["prompts_filtered"].get<int64_t>() +
+                                                     l["prompts_failed"].get<int64_t>())
+        << i;
+    EXPECT_EQ(l["duplicates"], 0) << i;
+    EXPECT_EQ(l["lost"], 0) << i;
+  }
+  EXPECT_EQ(s["actors"].size(), 1u);
 }
 
 TEST_F(PipelineRecipesTest, DistillTeacherGeneratesStudentLearns) {
@@ -129,6 +147,10 @@ TEST_F(PipelineRecipesTest, DistillTeacherGeneratesStudentLearns) {
   EXPECT_EQ(s["stages"][1]["dataset"], "teacher_samples");
   EXPECT_EQ(s["stages"][2]["model"], "student");
   EXPECT_EQ(s["final_model"], "student");
+  // The teacher's samples went through the actor and the reward server.
+  EXPECT_GT(s["stages"][0]["ledger"]["prompts_trained"].get<int64_t>(), 0);
+  EXPECT_EQ(s["stages"][0]["ledger"]["duplicates"], 0);
+  EXPECT_EQ(s["stages"][0]["ledger"]["lost"], 0);
 }
 
 }  // namespace
