@@ -239,6 +239,7 @@ std::vector<LeaseGrant> Ledger::Lease(int max, int64_t actor_version, const std:
     Item& it = items_[s];
     it.lease_id = absl::StrCat("L", incarnation_, "-", next_lease_++);
     it.lease_live = true;
+    it.holder = actor_id;
     it.deadline = now + options_.lease_ttl;
     ++it.grants;
     it.pinned = options_.deterministic ? PinFor(s) : -1;
@@ -247,7 +248,6 @@ std::vector<LeaseGrant> Ledger::Lease(int max, int64_t actor_version, const std:
     ++events_.leases_granted;
     out.push_back(GrantOf(s));
   }
-  (void)actor_id;
   return out;
 }
 
@@ -528,14 +528,38 @@ LedgerCounts Ledger::Counts() const {
 
 bool Ledger::Done() const { return Counts().done; }
 
+std::map<std::string, int64_t> Ledger::LeasesByActor() const {
+  absl::MutexLock lock(&mu_);
+  std::map<std::string, int64_t> out;
+  for (int64_t s : leased_) {
+    if (items_[s].lease_live) ++out[items_[s].holder];
+  }
+  return out;
+}
+
+int32_t Ledger::CurrentEpoch() const {
+  absl::MutexLock lock(&mu_);
+  for (int64_t s = 0; s < total_; ++s) {
+    State st = items_[s].state;
+    if (st != State::kTrained && st != State::kFiltered && st != State::kFailed) return EpochOf(s);
+  }
+  return options_.epochs - 1;
+}
+
 int64_t Ledger::MinPinnedVersion() const {
   absl::MutexLock lock(&mu_);
+  // Every item not settled may still be generated: a buffered group goes
+  // back to the queue on Restore and is leased again with its pin, and a
+  // queued item below the cap is pinned (PinFor) when it is leased.
   int64_t v = -1;
-  for (const Item& it : items_) {
-    if ((it.state == State::kLeased || it.state == State::kQueued) && it.pinned >= 0 &&
-        (v < 0 || it.pinned < v)) {
-      v = it.pinned;
+  for (int64_t s = 0; s < total_; ++s) {
+    const Item& it = items_[s];
+    if (it.state == State::kTrained || it.state == State::kFiltered || it.state == State::kFailed) {
+      continue;
     }
+    int64_t p = it.pinned;
+    if (p < 0 && options_.deterministic && s < cap_) p = PinFor(s);
+    if (p >= 0 && (v < 0 || p < v)) v = p;
   }
   return v;
 }

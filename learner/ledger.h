@@ -184,7 +184,15 @@ class Ledger {
   LedgerCounts Counts() const;
   bool Done() const;
   int64_t version() const;
-  // Lowest version a live lease is pinned to (deterministic mode), else -1.
+  // Live leases by the actor_id they were granted to (leases restored from
+  // a checkpoint count under "": actor ids do not survive a restart).
+  std::map<std::string, int64_t> LeasesByActor() const;
+  // The epoch of the earliest item not settled yet (trained, filtered or
+  // failed); the last epoch once every item is.
+  int32_t CurrentEpoch() const;
+  // Lowest version an item not settled yet is or will be pinned to
+  // (deterministic mode: live and expired leases, buffered groups, which a
+  // restore queues again, and queued items below the cap), else -1.
   int64_t MinPinnedVersion() const;
 
   // The state as JSON text (see the file comment); syncs the journals first.
@@ -212,6 +220,7 @@ class Ledger {
     int32_t bad_groups = 0;  // groups with < 2 OK samples
     int32_t settles = 0;     // times settled (must end at 1)
     std::string lease_id;    // current (leased) or last granted lease
+    std::string holder;      // actor_id of that lease ("" after a restore)
     bool lease_live = false;
     absl::Time deadline;
     int64_t pinned = -1;

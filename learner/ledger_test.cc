@@ -55,6 +55,37 @@ TEST(LedgerTest, RejectsBadOptions) {
   EXPECT_NE(l.status().message().find("epoch_orders[0]"), std::string::npos);
 }
 
+TEST(LedgerTest, LeasesByActorAndCurrentEpoch) {
+  LedgerOptions o = Small(2, 2, 1);
+  o.epochs = 2;
+  auto ledger = *Ledger::Create(o);
+  EXPECT_EQ(ledger->CurrentEpoch(), 0);
+  std::vector<LeaseGrant> a = ledger->Lease(1, 0, "a", kT0);
+  std::vector<LeaseGrant> b = ledger->Lease(1, 0, "b", kT0);
+  ASSERT_EQ(a.size(), 1u);
+  ASSERT_EQ(b.size(), 1u);
+  EXPECT_EQ(ledger->LeasesByActor(), (std::map<std::string, int64_t>{{"a", 1}, {"b", 1}}));
+  ASSERT_TRUE(ledger->Submit(a[0].lease_id, Good(), G(a[0]), kT0)->accepted);
+  ledger->Release({b[0].lease_id}, kT0);
+  EXPECT_TRUE(ledger->LeasesByActor().empty());
+  b = ledger->Lease(1, 0, "b", kT0);
+  ASSERT_TRUE(ledger->Submit(b[0].lease_id, Good(), G(b[0]), kT0)->accepted);
+  std::optional<LedgerBatch> batch = ledger->TakeBatch(kT0);
+  ASSERT_TRUE(batch.has_value());
+  ASSERT_TRUE(ledger->CommitBatch(*batch, 1, true).ok());
+  EXPECT_EQ(ledger->CurrentEpoch(), 1);  // epoch 0 is settled
+  std::vector<LeaseGrant> c = ledger->Lease(2, 1, "c", kT0);
+  ASSERT_EQ(c.size(), 2u);
+  EXPECT_EQ(ledger->LeasesByActor().at("c"), 2);
+  for (const LeaseGrant& g : c)
+    ASSERT_TRUE(ledger->Submit(g.lease_id, Good(1), G(g), kT0)->accepted);
+  batch = ledger->TakeBatch(kT0);
+  ASSERT_TRUE(batch.has_value());
+  ASSERT_TRUE(ledger->CommitBatch(*batch, 2, true).ok());
+  EXPECT_TRUE(ledger->Done());
+  EXPECT_EQ(ledger->CurrentEpoch(), 1);  // the last epoch once all are settled
+}
+
 TEST(LedgerTest, LeaseSubmitTrain) {
   auto ledger = *Ledger::Create(Small(4, 2, 1));
   std::vector<LeaseGrant> a = ledger->Lease(10, 0, "a", kT0);
