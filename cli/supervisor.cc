@@ -238,6 +238,11 @@ absl::Status Supervisor::SpawnRole(Role& role, int port) {
   if (role.kind == Kind::kActor) {
     args.insert(args.end(), {"--learner", Address(*learner_), "--reward", Address(*reward_)});
   }
+  if (role.kind == Kind::kLearner && reward_->grpc_port > 0) {
+    // The learner names the run's reward server at Join, so that an actor
+    // started by hand with only --learner finds it too.
+    args.insert(args.end(), {"--set", "reward.address=" + Address(*reward_)});
+  }
   std::error_code ec;
   fs::remove(PortFilePath(role), ec);
   // A banner in the role's log separates its runs (the log is appended).
@@ -298,17 +303,19 @@ absl::Status Supervisor::WaitReady(const std::vector<Role*>& roles) {
 }
 
 absl::Status Supervisor::Start() {
+  // The reward server first: the learner is given its address.
+  absl::Status ready;
   for (Role* role : {reward_, learner_}) {
     absl::Status s = SpawnRole(*role, 0);
     if (!s.ok()) {
       StopAll();
       return Annotate(s, absl::StrCat("starting ", role->name));
     }
-  }
-  absl::Status ready = WaitReady({reward_, learner_});
-  if (!ready.ok()) {
-    StopAll();
-    return ready;
+    ready = WaitReady({role});
+    if (!ready.ok()) {
+      StopAll();
+      return ready;
+    }
   }
   Event(absl::StrCat("reward server SERVING on ", Address(*reward_), " (pid ",
                      reward_->child->pid(), "); learner SERVING on ", Address(*learner_), " (pid ",
