@@ -5,6 +5,7 @@
 
 #include <sys/types.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -52,18 +53,30 @@ inline void WriteFile(const std::string& path, const std::string& text) {
   std::ofstream(path) << text;
 }
 
+// /proc/<pid>/stat, or "" (read with stdio: a process that exits while it
+// is read makes the read fail with ESRCH, which iostreams turn into an
+// exception).
+inline std::string ProcStat(pid_t pid) {
+  std::string text;
+  std::FILE* f = std::fopen(absl::StrCat("/proc/", pid, "/stat").c_str(), "r");
+  if (f == nullptr) return text;
+  char buf[1024];
+  size_t n = std::fread(buf, 1, sizeof(buf), f);
+  std::fclose(f);
+  text.assign(buf, n);
+  return text;
+}
+
 // True while `pid` exists and is not a zombie.
 inline bool Alive(pid_t pid) {
-  std::ifstream stat(absl::StrCat("/proc/", pid, "/stat"));
-  if (!stat) return false;
-  std::string text((std::istreambuf_iterator<char>(stat)), {});
+  std::string text = ProcStat(pid);
   size_t close = text.rfind(')');
   return close != std::string::npos && close + 2 < text.size() && text[close + 2] != 'Z';
 }
 
 // The parent pid of `pid`, or -1.
 inline pid_t ParentPid(pid_t pid) {
-  std::string text = ReadFile(absl::StrCat("/proc/", pid, "/stat"));
+  std::string text = ProcStat(pid);
   size_t close = text.rfind(')');
   if (close == std::string::npos) return -1;
   // After ')': " S ppid ..."
