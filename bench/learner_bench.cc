@@ -8,21 +8,25 @@
 // median of each is reported. Also the peak RSS of the 0.5B step (beta > 0)
 // against weights + grads + AdamW moments + reference (5 x params x 4 B).
 //
-// No arguments needed (under 15 minutes on 2 cores). Prints one JSON object
-// per line:
+// No arguments needed (under 15 minutes on 2 idle cores). Prints one JSON
+// object per line:
 //   {"shape", "tokens_per_step", "cohort_tokens_per_s", "python_tokens_per_s",
 //    "ratio", "peak_rss_bytes", "python_peak_rss_bytes", "state_bytes",
 //    "rss_over_state", ...}
+// plus the same per process CPU-second ("*_tokens_per_cpu_s", "cpu_ratio"),
+// which is what to compare on a machine shared with other work.
 //
 //   learner_bench [--shapes tiny,tiny-varlen,qwen2.5-0.5b] [--runs 3] [--threads 1]
+//                 [--checkpointing 1]
 // (internal: learner_bench --one PRESET GROUPS G PROMPT COMPLETION STEPS THREADS
 //  DETERMINISM VARLEN CHECKPOINTING)
 //
 // tiny-varlen: the tiny step with completions of 8..88 tokens (the same
 // 8192 tokens): Python pads to the longest as TRL does, cohort packs
 // (optim.padding_free); *_row_tokens_per_step say how many positions each
-// computed. On qwen2.5-0.5b one more cohort run with
-// optim.activation_checkpointing gives checkpointing_peak_rss_bytes.
+// computed. With --checkpointing 1, one more qwen2.5-0.5b cohort run with
+// optim.activation_checkpointing gives checkpointing_peak_rss_bytes and
+// checkpointing_tokens_per_s (off by default: it adds a fifth of the time).
 //
 // On `tiny` it also measures learner.determinism (same threads): the
 // trainer's part of deterministic mode costs what that line shows.
@@ -31,6 +35,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <ctime>
 #include <cstdio>
 #include <fstream>
 #include <random>
@@ -79,6 +84,14 @@ std::vector<int> CompletionLengths(int n, int c, bool varlen) {
   return out;
 }
 constexpr double kBeta = 0.04;
+
+// CPU seconds of this process (all threads): on a machine shared with
+// other work, tokens per CPU-second are far steadier than per wall second.
+double ProcessCpuSeconds() {
+  timespec t;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
+}
 
 int64_t PeakRss() {
   struct rusage u;
@@ -129,11 +142,14 @@ int RunOne(const Shape& s, int threads, bool determinism, bool checkpointing) {
     }
   }
   std::vector<double> times;
+  double cpu_total = 0;        // process CPU seconds of the timed steps
   double last_row_tokens = 0;  // rows x width the trainer computed (padding included)
   for (int step = 0; step < 1 + s.steps; ++step) {
     const auto start = Clock::now();
+    const double cpu_start = ProcessCpuSeconds();
     absl::StatusOr<StepResult> r = (*trainer)->TrainStep(batch);
     const double secs = std::chrono::duration<double>(Clock::now() - start).count();
+    if (step > 0) cpu_total += ProcessCpuSeconds() - cpu_start;
     if (!r.ok() || r->skipped) {
       std::fprintf(stderr, "step failed: %s\n",
                    r.ok() ? r->skip_reason.c_str() : std::string(r.status().message()).c_str());
@@ -147,6 +163,7 @@ int RunOne(const Shape& s, int threads, bool determinism, bool checkpointing) {
   const double tokens =
       static_cast<double>(s.groups) * s.group_size * (s.prompt_len + s.completion_len);
   nlohmann::json j = {{"tokens_per_s", tokens * times.size() / total},
+                      {"tokens_per_cpu_s", tokens * times.size() / cpu_total},
                       {"step_seconds", times},
                       {"row_tokens", last_row_tokens},
                       {"peak_rss_bytes", PeakRss()},
@@ -189,11 +206,11 @@ int Run(int argc, char** argv) {
             std::stoi(argv[6]),
             std::stoi(argv[7]),
             std::string(argv[10]) == "1"};
-    return RunOne(s, std::stoi(argv[8]), std::string(argv[9]) == "1",
-                  std::string(argv[11]) == "1");
+    return RunOne(s, std::stoi(argv[8]), std::string(argv[9]) == "1", std::string(argv[11]) == "1");
   }
   std::vector<std::string> shapes = {"tiny", "tiny-varlen", "qwen2.5-0.5b"};
   int runs = 3, threads = 1;
+  bool checkpointing_rss = false;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
     if (flag == "--shapes")
@@ -202,6 +219,8 @@ int Run(int argc, char** argv) {
       runs = std::stoi(argv[i + 1]);
     else if (flag == "--threads")
       threads = std::stoi(argv[i + 1]);
+    else if (flag == "--checkpointing")
+      checkpointing_rss = std::string(argv[i + 1]) == "1";
     else {
       std::fprintf(stderr, "learner_bench: unknown flag %s\n", flag.c_str());
       return 2;
@@ -226,7 +245,7 @@ int Run(int argc, char** argv) {
       for (int64_t d : spec.shape) n *= d;
       params += n;
     }
-    std::vector<double> ours, theirs, deterministic;
+    std::vector<double> ours, theirs, deterministic, ours_cpu, theirs_cpu, deterministic_cpu;
     int64_t rss = 0, py_rss = 0;
     double row_tokens = 0;
     nlohmann::json checkpointed;
@@ -240,9 +259,12 @@ int Run(int argc, char** argv) {
       const std::string varlen = s.varlen ? " 1" : " 0";
       if (s.name == "tiny") {
         absl::StatusOr<nlohmann::json> d = RunJson(one + " 1" + varlen + " 0");
-        if (d.ok()) deterministic.push_back((*d)["tokens_per_s"].get<double>());
+        if (d.ok()) {
+          deterministic.push_back((*d)["tokens_per_s"].get<double>());
+          deterministic_cpu.push_back((*d)["tokens_per_cpu_s"].get<double>());
+        }
       }
-      if (s.name == "qwen2.5-0.5b" && r == 0) {
+      if (checkpointing_rss && s.name == "qwen2.5-0.5b" && r == 0) {
         // Once: the same step with optim.activation_checkpointing.
         absl::StatusOr<nlohmann::json> k = RunJson(one + " 0" + varlen + " 1");
         if (k.ok()) checkpointed = *k;
@@ -253,19 +275,21 @@ int Run(int argc, char** argv) {
         break;
       }
       ours.push_back((*c)["tokens_per_s"].get<double>());
+      ours_cpu.push_back((*c)["tokens_per_cpu_s"].get<double>());
       row_tokens = (*c)["row_tokens"].get<double>();
       rss = std::max(rss, (*c)["peak_rss_bytes"].get<int64_t>());
       if (!have_python) continue;
-      absl::StatusOr<nlohmann::json> p = RunJson(absl::StrCat(
-          "OMP_NUM_THREADS=", threads, " /usr/bin/python3 ", script, " --config ", cfg_path,
-          " --groups ", s.groups, " --group_size ", s.group_size, " --prompt_len ", s.prompt_len,
-          " --completion_len ", s.completion_len, " --steps ", s.steps, " --beta ", kBeta,
-          " --varlen ", s.varlen ? 1 : 0));
+      absl::StatusOr<nlohmann::json> p = RunJson(
+          absl::StrCat("OMP_NUM_THREADS=", threads, " /usr/bin/python3 ", script, " --config ",
+                       cfg_path, " --groups ", s.groups, " --group_size ", s.group_size,
+                       " --prompt_len ", s.prompt_len, " --completion_len ", s.completion_len,
+                       " --steps ", s.steps, " --beta ", kBeta, " --varlen ", s.varlen ? 1 : 0));
       if (!p.ok()) {
         error = std::string(p.status().message());
         break;
       }
       theirs.push_back((*p)["tokens_per_s"].get<double>());
+      theirs_cpu.push_back((*p)["tokens_per_cpu_s"].get<double>());
       py_rss = std::max(py_rss, (*p)["peak_rss_bytes"].get<int64_t>());
     }
     std::remove(cfg_path.c_str());
@@ -298,10 +322,15 @@ int Run(int argc, char** argv) {
     }
     if (!deterministic.empty()) {
       j["cohort_deterministic_tokens_per_s"] = Median(deterministic);
+      j["cohort_deterministic_tokens_per_cpu_s"] = Median(deterministic_cpu);
+      j["determinism_cpu_ratio"] = Median(deterministic_cpu) / Median(ours_cpu);
     }
     if (!theirs.empty()) {
       j["python_tokens_per_s"] = Median(theirs);
       j["ratio"] = Median(ours) / Median(theirs);
+      j["cohort_tokens_per_cpu_s"] = Median(ours_cpu);
+      j["python_tokens_per_cpu_s"] = Median(theirs_cpu);
+      j["cpu_ratio"] = Median(ours_cpu) / Median(theirs_cpu);
       j["python_peak_rss_bytes"] = py_rss;
     } else {
       j["python_tokens_per_s"] = nullptr;

@@ -156,9 +156,10 @@ def main():
     old_lp = torch.full((n, C), -5.0)
     rewards = torch.randint(0, 2, (args.groups, args.group_size), generator=g).float()
     adv = ((rewards - rewards.mean(1, keepdim=True)) / (rewards.std(1, keepdim=True) + 1e-4)).view(-1, 1)
-    times = []
+    times, cpu = [], []
     for step in range(args.warmup + args.steps):
         t0 = time.perf_counter()
+        c0 = time.process_time()
         logits = model(seq, mask, keep)
         logp_all = torch.log_softmax(logits.float(), -1)
         lp = logp_all.gather(-1, comp[..., None]).squeeze(-1)
@@ -180,8 +181,10 @@ def main():
         opt.step()
         if step >= args.warmup:
             times.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
     tokens = sum(P + l for l in lengths)  # real tokens, as cohort counts them
     print(json.dumps({"tokens_per_s": tokens * len(times) / sum(times), "step_seconds": times,
+                      "tokens_per_cpu_s": tokens * len(cpu) / sum(cpu),
                       "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
                       "threads": torch.get_num_threads(), "torch": torch.__version__}))
 
