@@ -249,6 +249,31 @@ absl::Status NetnsLab::RestoreLink(const std::string& host) {
   return RunIp({"-n", tag_ + kSwitch, "link", "set", absl::StrCat("p", index), "up"}).status();
 }
 
+absl::Status NetnsLab::CutPath(const std::string& a, const std::string& b) {
+  if (!address_.count(a) || !address_.count(b) || a == b) {
+    return absl::NotFoundError(absl::StrCat("CutPath: hosts ", a, ", ", b));
+  }
+  for (const auto& [from, to] : {std::pair{a, b}, std::pair{b, a}}) {
+    absl::StatusOr<std::string> r =
+        RunIp({"-n", Namespace(from), "neigh", "replace", address_.at(to), "lladdr",
+               "02:00:00:00:00:01", "nud", "permanent", "dev", "eth0"});
+    if (!r.ok()) return r.status();
+  }
+  return absl::OkStatus();
+}
+
+absl::Status NetnsLab::RestorePath(const std::string& a, const std::string& b) {
+  if (!address_.count(a) || !address_.count(b) || a == b) {
+    return absl::NotFoundError(absl::StrCat("RestorePath: hosts ", a, ", ", b));
+  }
+  for (const auto& [from, to] : {std::pair{a, b}, std::pair{b, a}}) {
+    absl::StatusOr<std::string> r =
+        RunIp({"-n", Namespace(from), "neigh", "del", address_.at(to), "dev", "eth0"});
+    if (!r.ok()) return r.status();
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<long long> NetnsLab::TrafficBytes(const std::string& host) const {
   absl::StatusOr<std::string> out =
       RunIp({"-n", Namespace(host), "-s", "-j", "link", "show", "eth0"});

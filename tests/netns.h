@@ -5,6 +5,7 @@
 //   lab->Address("learner");                          // "10.231.7.1"
 //   ChildProcess::Spawn("/usr/sbin/ip", lab->ExecArgs("learner", {binary, ...}), log);
 //   lab->CutLink("actor0");  ...  lab->RestoreLink("actor0");
+//   lab->CutPath("actor0", "learner");  ...  lab->RestorePath("actor0", "learner");
 //
 // Topology: a "switch" namespace holds a bridge (br0, no address) and one
 // veth per host; each host namespace has `lo` and `eth0` with one address on
@@ -70,6 +71,13 @@ class NetnsLab {
   // Sets the host's switch port down / up.
   absl::Status CutLink(const std::string& host);
   absl::Status RestoreLink(const std::string& host);
+  // Cuts only the path between two hosts, both ways: each one's neighbour
+  // entry for the other becomes a MAC address nobody has, so their packets
+  // are silently lost (as on a cut link: connections stall, nothing is
+  // refused) while both keep reaching every other host. Restoring deletes
+  // the entries (ARP finds the real addresses again).
+  absl::Status CutPath(const std::string& a, const std::string& b);
+  absl::Status RestorePath(const std::string& a, const std::string& b);
 
   // Each host's link is shaped to kRateMbit (tc tbf) when the kernel
   // allows; false when it did not.
