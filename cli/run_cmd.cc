@@ -27,6 +27,7 @@
 #include "core/rpc.h"
 #include "core/service.h"
 #include "core/status.h"
+#include "learner/pipeline.h"
 
 namespace cohort::cli {
 namespace {
@@ -136,7 +137,9 @@ absl::StatusOr<RunDirState> InspectRunDir(const std::string& dir, const RunConfi
     return absl::FailedPreconditionError(
         absl::StrCat(path, ": not a pipeline state; cannot resume from it (use --new)"));
   }
-  if (state["config"].get<std::string>() != ConfigToYaml(config)) return RunDirState::kOther;
+  if (state["config"].get<std::string>() != learner::PipelineStateConfig(config)) {
+    return RunDirState::kOther;
+  }
   return state.value("finished", false) ? RunDirState::kSameFinished : RunDirState::kSameUnfinished;
 }
 

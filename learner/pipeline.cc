@@ -125,12 +125,13 @@ std::string Pipeline::ModelDir(const std::string& name) const {
 }
 
 absl::Status Pipeline::SaveState(bool finished) {
-  Json state = {{"config", config_yaml_}, {"stages", stages_done_}, {"finished", finished}};
+  Json state = {{"config", state_yaml_}, {"stages", stages_done_}, {"finished", finished}};
   return WriteFileAtomically(dir_ + "/pipeline_state.json", state.dump(1));
 }
 
 absl::Status Pipeline::Prepare() {
   config_yaml_ = ConfigToYaml(config_);
+  state_yaml_ = PipelineStateConfig(config_);
   RETURN_IF_ERROR(MakeDirs(dir_ + "/data"));
   ASSIGN_OR_RETURN(plan_, PlanPipeline(config_, dir_ + "/data"));
   const std::string state_path = dir_ + "/pipeline_state.json";
@@ -141,11 +142,11 @@ absl::Status Pipeline::Prepare() {
       return absl::FailedPreconditionError(
           absl::StrCat(state_path, ": not a pipeline state; cannot resume from it"));
     }
-    if (state["config"] != config_yaml_ && !options_.start_new) {
+    if (state["config"] != state_yaml_ && !options_.start_new) {
       return absl::FailedPreconditionError(absl::StrCat(
           dir_, " holds a run with a different config; use another directory or --new"));
     }
-    if (state["config"] == config_yaml_) {
+    if (state["config"] == state_yaml_) {
       stages_done_ = state["stages"];
       finished_ = state.value("finished", false);
       if (stages_done_.size() > plan_.stages.size()) {

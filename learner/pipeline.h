@@ -22,7 +22,8 @@
 //                   training step; tensorboard/ the same as scalars
 //   report.html     core/report.h
 //
-// Resume: a DIR whose pipeline_state.json ran the same config skips the
+// Resume: a DIR whose pipeline_state.json ran the same config
+// (PipelineStateConfig) skips the
 // finished stages and reruns the interrupted one from its start (the
 // executor may resume it from its own checkpoint); a different config is
 // FAILED_PRECONDITION unless Options::start_new; a finished run returns OK
@@ -108,6 +109,14 @@ class StageExecutor {
                                               const PipelineDataset& dataset) = 0;
 };
 
+// The config a run directory's pipeline_state.json records and a resume
+// compares: the effective config without where this run's reward server
+// listens (reward.address, which `cohort run` passes per run).
+inline std::string PipelineStateConfig(RunConfig config) {
+  config.reward.address.clear();
+  return ConfigToYaml(config);
+}
+
 class Pipeline {
  public:
   struct Options {
@@ -141,7 +150,8 @@ class Pipeline {
   StageExecutor* const executor_;
   const Options options_;
   PipelinePlan plan_;
-  std::string config_yaml_;
+  std::string config_yaml_;  // the effective config (summary.json)
+  std::string state_yaml_;   // PipelineStateConfig (pipeline_state.json)
   nlohmann::json stages_done_ = nlohmann::json::array();
   bool finished_ = false;
   double run_start_ = 0;
