@@ -15,6 +15,7 @@ int TaskMain(int argc, char** argv);       // task_cmd.cc
 int InitModelMain(int argc, char** argv);  // init_model_cmd.cc (LibTorch; the
                                            // cohort-init-model binary)
 int EvalMain(int argc, char** argv);       // eval_cmd.cc (LibTorch; cohort-eval)
+int ExportMain(int argc, char** argv);     // export_cmd.cc (LibTorch; cohort-export)
 
 }  // namespace cohort::cli
 

@@ -34,6 +34,8 @@ const Command kCommands[] = {
     {"task", cohort::cli::TaskMain, "write a built-in task's datasets and tokenizer (addition)"},
     {"init-model", nullptr, "write a randomly initialised Hugging Face model directory"},
     {"eval", nullptr, "pass@1, cons@K, pass@K and format rate of a model on a JSONL dataset"},
+    {"export", nullptr,
+     "write a Hugging Face model directory from a checkpoint or a run's newest one"},
 };
 
 // Subcommands that need LibTorch live in sibling binaries so that `cohort`
