@@ -5,9 +5,10 @@
 // report.html, trained.jsonl and DIR/model, drains the actors, and
 // everything exits 0 by itself. Then the run directory's rules: the same
 // config again says the run is finished, another config is refused unless
-// --new. And a learner SIGKILLed in the middle of the GRPO stage is
-// restarted by `cohort run` and resumes it from its checkpoint: every
-// prompt still ends trained, filtered or failed exactly once.
+// --new. A learner SIGKILLed in the middle of the GRPO stage is restarted
+// by `cohort run` and resumes it from its checkpoint, and a run stopped
+// with Ctrl-C resumes when the same command runs again: every prompt still
+// ends trained, filtered or failed exactly once.
 #include <signal.h>
 
 #include <map>
@@ -234,7 +235,7 @@ TEST_F(PipelineRunTest, QuickstartRunsThroughTheClusterAndExitsByItself) {
     }
   }
   EXPECT_GT(reward_max, 0.0) << "every GRPO reward was 0: completions reached the reward server "
-                              "without text?";
+                                "without text?";
   EXPECT_THAT(ReadFile(out_ + "/actor-0.log"), ::testing::Not(HasSubstr("without text")));
 
   // The same config again: the run is finished; nothing starts.
@@ -245,6 +246,13 @@ TEST_F(PipelineRunTest, QuickstartRunsThroughTheClusterAndExitsByItself) {
   run_.reset();
   EXPECT_EQ(RunToEnd({"--set", "run.seed=2"}, absl::Seconds(30)), "exited with code 2") << Logs();
   EXPECT_THAT(ReadFile(log()), HasSubstr("holds a run of another config"));
+  // --new replaces it: the run starts over with the other config.
+  run_.reset();
+  ASSERT_EQ(RunToEnd({"--set", "run.seed=2", "--new"}, absl::Seconds(150)), "exited with code 0")
+      << Logs();
+  Json again = Json::parse(ReadFile(out_ + "/summary.json"));
+  EXPECT_THAT(again["config"].get<std::string>(), HasSubstr("seed: 2"));
+  AuditLedger("rl", kGrpoSteps * kPromptsPerStep);
 }
 
 TEST_F(PipelineRunTest, KilledLearnerResumesTheGrpoStage) {
@@ -274,6 +282,31 @@ TEST_F(PipelineRunTest, KilledLearnerResumesTheGrpoStage) {
   EXPECT_EQ(l["prompts_total"], 16 * kPromptsPerStep);
   EXPECT_EQ(l["duplicates"], 0);
   EXPECT_EQ(l["lost"], 0);
+  AuditLedger("rl", 16 * kPromptsPerStep);
+}
+
+TEST_F(PipelineRunTest, StoppedRunResumesWhenStartedAgain) {
+  WriteFile(config_, ShortQuickstart(16));
+  Start();
+  ASSERT_NE(run_, nullptr);
+  // Ctrl-C (SIGTERM to cohort run) in the middle of the GRPO stage.
+  ASSERT_TRUE(WaitUntil(
+      [&] { return ReadFile(out_ + "/learner.log").find("(step 4, version") != std::string::npos; },
+      absl::Seconds(120)))
+      << Logs();
+  run_->Signal(SIGTERM);
+  ASSERT_TRUE(run_->WaitFor(absl::Seconds(60))) << Logs();
+  EXPECT_EQ(DescribeWaitStatus(run_->wait_status()), "exited with code 0") << Logs();
+  EXPECT_FALSE(std::filesystem::exists(out_ + "/summary.json"));
+  // The same command again resumes the run and finishes it.
+  run_.reset();
+  EXPECT_EQ(RunToEnd({}, absl::Seconds(150)), "exited with code 0") << Logs();
+  EXPECT_THAT(ReadFile(log()), HasSubstr("resuming the unfinished run"));
+  EXPECT_THAT(ReadFile(out_ + "/learner.log"), HasSubstr("stage rl resumed"));
+  Json s = Json::parse(ReadFile(out_ + "/summary.json"));
+  ASSERT_EQ(s["stages"].size(), 2u);
+  EXPECT_EQ(s["ledger"]["duplicates"], 0);
+  EXPECT_EQ(s["ledger"]["lost"], 0);
   AuditLedger("rl", 16 * kPromptsPerStep);
 }
 
