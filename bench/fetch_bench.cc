@@ -28,8 +28,9 @@
 //       {"swap": ..., "actors": 8, "publish_to_all_swapped_s": ..., ...}
 //       {"swap_one_actor": ..., "publish_s": ..., "first_chunk_s": ...}
 //     On this box the 8 clients share the benchmark's cores with the server,
-//     so "cpu_seconds_per_client" (the process's CPU time / 8) says what one
-//     actor on its own machine would spend.
+//     so "cpu_seconds_per_client" (the process's CPU time after the publish,
+//     / 8) and "client_thread_cpu_s" say what one actor on its own machine
+//     would spend; "publish_cpu_s" is the store's CPU time.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -42,6 +43,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <memory>
 #include <random>
 #include <string>
@@ -271,7 +273,14 @@ double TimeClients(int clients, F fetch, int64_t expect) {
 // Seconds per stage of one client's swap (see the header).
 struct SwapTimes {
   double first_chunk_s = 0, stream_s = 0, verify_cpu_s = 0, swap_copy_s = 0, done_s = 0;
+  double thread_cpu_s = 0;  // CPU time of the client's thread for all of it
 };
+
+double ThreadCpuSeconds() {
+  timespec t;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
+}
 
 double ProcessCpuSeconds() {
   struct rusage u;
@@ -308,6 +317,7 @@ SwapTimes DeltaSwap(actor::LearnerClient* client, int64_t version,
   req.set_delta(true);
   req.set_base_version(base->version);
   SwapTimes times;
+  const double cpu0 = ThreadCpuSeconds();
   absl::Time first = absl::InfiniteFuture();
   absl::Duration in_add;
   absl::Status status = client->FetchPolicy(req, [&](const v1::WeightChunk& c) {
@@ -341,6 +351,7 @@ SwapTimes DeltaSwap(actor::LearnerClient* client, int64_t version,
   times.verify_cpu_s = absl::ToDoubleSeconds(in_add);
   times.swap_copy_s = absl::ToDoubleSeconds(done - copy_start);
   times.done_s = absl::ToDoubleSeconds(done - visible);
+  times.thread_cpu_s = ThreadCpuSeconds() - cpu0;
   return times;
 }
 
@@ -357,7 +368,8 @@ std::string StageJson(const std::vector<SwapTimes>& all) {
                       ", \"stream_s\": ", stat(&SwapTimes::stream_s),
                       ", \"verify_cpu_s\": ", stat(&SwapTimes::verify_cpu_s),
                       ", \"swap_copy_s\": ", stat(&SwapTimes::swap_copy_s),
-                      ", \"visible_to_swapped_s\": ", stat(&SwapTimes::done_s));
+                      ", \"visible_to_swapped_s\": ", stat(&SwapTimes::done_s),
+                      ", \"client_thread_cpu_s\": ", stat(&SwapTimes::thread_cpu_s));
 }
 
 WeightSnapshot CopySnapshot(const WeightSnapshot& from) {
@@ -432,7 +444,7 @@ int Main() {
   std::shared_ptr<const actor::HostWeights> base = AsHostWeights(*v0);
   const int store_threads = WeightStoreOptions().threads;
   auto swap_run = [&](int64_t version, WeightSnapshot snapshot, int actors, double* publish_s,
-                      double* total_s, double* cpu_s) {
+                      double* total_s, double* cpu_s, double* publish_cpu_s) {
     absl::Notification go;  // the version is visible
     absl::Time visible;
     std::vector<SwapTimes> times(actors);
@@ -454,6 +466,7 @@ int Main() {
     if (!store.Publish(version, std::move(snapshot)).ok()) std::abort();
     store.WaitPublished(version, absl::Minutes(5));
     visible = absl::Now();
+    *publish_cpu_s = ProcessCpuSeconds() - cpu0;  // the store's workers (clients wait)
     go.Notify();
     for (auto& t : threads) t.join();
     *publish_s = absl::ToDoubleSeconds(visible - t0);
@@ -462,8 +475,9 @@ int Main() {
     return times;
   };
   // Version 1 (the real step's delta) to 8 actors at once.
-  double publish8 = 0, total8 = 0, cpu8 = 0;
-  std::vector<SwapTimes> eight = swap_run(1, std::move(next), 8, &publish8, &total8, &cpu8);
+  double publish8 = 0, total8 = 0, cpu8 = 0, publish_cpu8 = 0;
+  std::vector<SwapTimes> eight =
+      swap_run(1, std::move(next), 8, &publish8, &total8, &cpu8, &publish_cpu8);
   auto v1 = store.Get(1);
   std::printf(
       "{\"delta\": \"bf16, AdamW first update lr 1e-6 on N(0, 0.02) fp32 master weights\", "
@@ -474,10 +488,11 @@ int Main() {
       static_cast<double>(v1->delta_bytes) / v1->full_bytes);
   std::printf(
       "{\"swap\": \"publish -> 8 actors fetched the delta, verified it and copied it once\", "
-      "\"actors\": 8, \"store_threads\": %d, \"publish_s\": %.3f, "
+      "\"actors\": 8, \"store_threads\": %d, \"publish_s\": %.3f, \"publish_cpu_s\": %.3f, "
       "\"publish_to_all_swapped_s\": %.3f, \"cpu_seconds\": %.3f, "
       "\"cpu_seconds_per_client\": %.3f, %s}\n",
-      store_threads, publish8, total8, cpu8, (cpu8) / 8, StageJson(eight).c_str());
+      store_threads, publish8, publish_cpu8, total8, cpu8, (cpu8 - publish_cpu8) / 8,
+      StageJson(eight).c_str());
   std::fflush(stdout);
   WeightSnapshot again = CopySnapshot(v1->weights);
   v1.reset();
@@ -485,15 +500,15 @@ int Main() {
   // waits): version 2 = version 0's bytes (published with no one fetching),
   // then version 3 = version 1's bytes, a delta of the same size against 2.
   {
-    double p = 0, t = 0, c = 0;
-    (void)swap_run(2, CopySnapshot(v0->weights), 0, &p, &t, &c);  // version 2 == version 0
+    double p = 0, t = 0, c = 0, pc = 0;
+    (void)swap_run(2, CopySnapshot(v0->weights), 0, &p, &t, &c, &pc);  // version 2 == version 0
     base = AsHostWeights(*store.Get(2));
-    std::vector<SwapTimes> one = swap_run(3, std::move(again), 1, &p, &t, &c);
+    std::vector<SwapTimes> one = swap_run(3, std::move(again), 1, &p, &t, &c, &pc);
     std::printf(
         "{\"swap_one_actor\": \"publish -> 1 actor fetched the delta, verified it and copied "
-        "it once\", \"store_threads\": %d, \"publish_s\": %.3f, "
+        "it once\", \"store_threads\": %d, \"publish_s\": %.3f, \"publish_cpu_s\": %.3f, "
         "\"publish_to_swapped_s\": %.3f, \"cpu_seconds\": %.3f, %s}\n",
-        store_threads, p, t, c, StageJson(one).c_str());
+        store_threads, p, pc, t, c, StageJson(one).c_str());
   }
   (*server)->Shutdown(absl::Seconds(2));
   return 0;
