@@ -29,6 +29,10 @@ bool UnknownActor(const absl::Status& s) { return s.code() == absl::StatusCode::
 }  // namespace
 
 std::string DescribeJoinRefusal(const absl::Status& status) {
+  if (status.code() == absl::StatusCode::kInternal) {
+    // DoJoin's own failure to use what the learner named.
+    return absl::StrCat("this actor cannot work for the learner's run: ", status.message());
+  }
   return absl::StrCat("the learner refused this actor (", absl::StatusCodeToString(status.code()),
                       "): ", status.message());
 }
@@ -168,7 +172,7 @@ absl::Status Rollout::DoJoin() {
   if (new_model) {
     absl::StatusOr<std::unique_ptr<Generator>> g = options_.make_generator(*response);
     if (!g.ok()) {
-      return absl::FailedPreconditionError(
+      return absl::InternalError(
           absl::StrCat("cannot build the generator for the learner's model (",
                        response->model().source(), "): ", g.status().message()));
     }
@@ -178,7 +182,7 @@ absl::Status Rollout::DoJoin() {
   if (new_reward) {
     absl::StatusOr<std::unique_ptr<RewardClient>> r = options_.make_reward_client(*response);
     if (!r.ok()) {
-      return absl::FailedPreconditionError(
+      return absl::InternalError(
           absl::StrCat("cannot reach the reward servers: ", r.status().message()));
     }
     reward = *std::move(r);

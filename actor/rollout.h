@@ -261,7 +261,8 @@ class Rollout {
 };
 
 // "FAILED_PRECONDITION: ..." in a sentence for the log: why the learner
-// refused this actor.
+// refused this actor (INTERNAL: why this actor cannot use what the
+// learner's Join names, e.g. no reward server address).
 std::string DescribeJoinRefusal(const absl::Status& status);
 
 }  // namespace cohort::actor

@@ -48,12 +48,15 @@ class RolloutTest : public ::testing::Test {
     };
     o.make_reward_client =
         [this](const v1::JoinResponse&) -> absl::StatusOr<std::unique_ptr<RewardClient>> {
+      if (no_reward_address_) return absl::InvalidArgumentError("no reward server address");
       auto r = std::make_unique<ForwardingReward>(&reward_);
       return std::unique_ptr<RewardClient>(std::move(r));
     };
     rollout_ = std::make_unique<Rollout>(o, learner_.get());
     thread_ = std::thread([this] { result_ = rollout_->Run(); });
   }
+
+  bool no_reward_address_ = false;  // the reward client cannot be built
 
   absl::Status Finish() {
     if (thread_.joinable()) thread_.join();
@@ -307,6 +310,17 @@ TEST_F(RolloutTest, RefusedJoinEndsTheRunWithTheReason) {
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(s.message(), HasSubstr("the learner refused this actor"));
   EXPECT_THAT(s.message(), HasSubstr("fingerprint abc"));
+}
+
+// Not a refusal: the actor cannot use what the learner's Join names.
+TEST_F(RolloutTest, UnusableJoinEndsTheRunSayingWhy) {
+  no_reward_address_ = true;
+  Start();
+  absl::Status s = Finish();
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(s.message(), HasSubstr("this actor cannot work for the learner's run: cannot reach "
+                                     "the reward servers: no reward server address"));
+  EXPECT_THAT(s.message(), ::testing::Not(HasSubstr("refused")));
 }
 
 }  // namespace
