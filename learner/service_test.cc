@@ -358,6 +358,23 @@ TEST_F(LearnerServiceTest, FetchPolicyFullThenDelta) {
   auto full = Fetch(stub_.get(), 1, true, 7, {}, &deltas);
   EXPECT_EQ(deltas, 0);
   EXPECT_EQ(full["w"], v1["w"]);
+  // exact_version names version 0 (a deterministic lease's pin) although 1
+  // is the latest; without it, 0 means the latest.
+  for (bool exact : {true, false}) {
+    grpc::ClientContext ectx;
+    v1::FetchPolicyRequest ereq;
+    ereq.set_version(0);
+    ereq.set_exact_version(exact);
+    auto ereader = stub_->FetchPolicy(&ectx, ereq);
+    v1::WeightChunk ec;
+    int chunks = 0;
+    while (ereader->Read(&ec)) {
+      EXPECT_EQ(ec.version(), exact ? 0 : 1);
+      ++chunks;
+    }
+    EXPECT_TRUE(ereader->Finish().ok());
+    EXPECT_GT(chunks, 0);
+  }
   // A version not kept.
   grpc::ClientContext ctx;
   v1::FetchPolicyRequest req;
