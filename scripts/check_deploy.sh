@@ -234,6 +234,29 @@ for df in deploy/docker/Dockerfile deploy/docker/Dockerfile.cuda; do
     fi
   done
 done
+# Every metric the binaries register (GetCounter/GetGauge/GetHistogram
+# with a literal name, and the trainer's per-step gauges
+# cohort_learner_<metric>) has a row in docs/operations.md.
+step "every metric is documented in docs/operations.md"
+metrics=$( (perl -0777 -ne 'while (/Get(?:Counter|Gauge|Histogram)\(\s*"(cohort_[a-z0-9_]+)"/g) { print "$1\n" }' \
+    $(git ls-files '*.cc' | grep -v -e '_test\.cc$' -e '^bench/' -e '_fuzz') ;
+  grep -ohE 'metrics\["[a-z_]+"\]' learner/trainer.cc | sed 's/metrics\["\(.*\)"\]/cohort_learner_\1/') |
+  sort -u)
+undocumented=()
+for m in $metrics; do grep -q "\`$m[\`{,]" docs/operations.md || undocumented+=("$m"); done
+if [[ ${#undocumented[@]} -gt 0 ]]; then
+  fail "docs/operations.md lacks a row for: ${undocumented[*]}"
+else
+  echo "   $(wc -w <<<"$metrics") metrics, each with its meaning"
+fi
+
+# `cohort` execs a sibling binary for each subcommand that needs LibTorch
+# ({"name", nullptr, ...} in cli/main.cc): both images must carry it.
+for sub in $(sed -n 's/^ *{"\([a-z-]*\)", nullptr,.*/\1/p' cli/main.cc); do
+  for f in deploy/docker/Dockerfile deploy/docker/Dockerfile.cuda; do
+    grep -q "/build/cli/cohort-$sub " "$f" || fail "$f does not copy cohort-$sub (cohort $sub execs it)"
+  done
+done
 grep -q 'bubblewrap' deploy/docker/Dockerfile || fail "the CPU image lacks bubblewrap (code sandbox)"
 grep -q 'python3' deploy/docker/Dockerfile || fail "the CPU image lacks python3 (code sandbox)"
 grep -q 'COHORT_WITH_CUDA=ON' deploy/docker/Dockerfile.cuda || fail "Dockerfile.cuda does not build with CUDA"
@@ -242,8 +265,8 @@ grep -q 'ARG LIBTORCH_URL' deploy/docker/Dockerfile.cuda || fail "Dockerfile.cud
 if [[ -n "$BIN_DIR" ]]; then
   step "runtime packages of the built binaries"
   bins=()
-  for b in cli/cohort cli/cohort-init-model learner/cohort-learner actor/cohort-actor \
-      reward_server/cohort-reward; do
+  for b in cli/cohort cli/cohort-init-model cli/cohort-eval cli/cohort-export \
+      learner/cohort-learner actor/cohort-actor reward_server/cohort-reward; do
     [[ -x "$BIN_DIR/$b" ]] && bins+=("$BIN_DIR/$b")
   done
   if [[ ${#bins[@]} -eq 0 ]]; then
