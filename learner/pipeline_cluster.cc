@@ -143,7 +143,10 @@ int64_t GeneratedTokens(const v1::RunStatus& s) {
 
 ClusterExecutor::ClusterExecutor(std::string run_dir, std::string device, LearnerLoop* loop,
                                  LearnerService* service)
-    : run_dir_(std::move(run_dir)), device_(std::move(device)), loop_(loop), service_(service) {}
+    : run_dir_(std::move(run_dir)), device_(std::move(device)), loop_(loop), service_(service) {
+  // SIGTERM / drain: an in-process stage stops at its next step.
+  local_.set_cancelled([loop] { return loop->stopping(); });
+}
 
 absl::Status ClusterExecutor::InitModel(const RunConfig& config, const std::string& tokenizer_dir,
                                         const std::string& out_dir) {

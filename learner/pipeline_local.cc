@@ -261,6 +261,13 @@ int64_t MaxLen(const model::ModelConfig& mc, const RunConfig& c, const std::vect
 
 }  // namespace
 
+absl::Status LocalExecutor::CheckCancelled(const PlannedStage& stage) const {
+  if (cancelled_ && cancelled_()) {
+    return absl::CancelledError(absl::StrCat("stage ", stage.stage.name, " stopped"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status LocalExecutor::InitModel(const RunConfig& config, const std::string& tokenizer_dir,
                                       const std::string& out_dir) {
   ASSIGN_OR_RETURN(model::ModelConfig mc, model::PresetConfig(config.model.preset));
@@ -303,6 +310,7 @@ absl::StatusOr<StageOutcome> LocalExecutor::Train(const PlannedStage& stage,
   if (sft) {
     Rng rng{seed};
     for (int64_t step = 1; step <= steps; ++step) {
+      RETURN_IF_ERROR(CheckCancelled(stage));
       std::vector<TrainGroup> groups;
       for (int64_t b = 0; b < batch; ++b) {
         const Record& r = records[rng.Next() % records.size()];
@@ -337,6 +345,7 @@ absl::StatusOr<StageOutcome> LocalExecutor::Train(const PlannedStage& stage,
     double gen_s = 0, train_s = 0;
     int64_t gen_tokens = 0;
     for (int64_t step = 1; step <= steps; ++step) {
+      RETURN_IF_ERROR(CheckCancelled(stage));
       std::vector<Record*> prompts;
       while (static_cast<int64_t>(prompts.size()) < batch) {
         if (cursor >= static_cast<int64_t>(order.size())) {
@@ -438,6 +447,7 @@ absl::StatusOr<StageOutcome> LocalExecutor::Generate(const PlannedStage& stage,
   const int64_t per_pass = (static_cast<int64_t>(records.size()) + batch - 1) / batch;
   for (int64_t pass = 0; pass < passes; ++pass) {
     for (size_t start = 0; start < records.size(); start += batch) {
+      RETURN_IF_ERROR(CheckCancelled(stage));
       std::vector<Record*> prompts;
       for (size_t i = start; i < std::min(records.size(), start + batch); ++i) {
         prompts.push_back(&records[i]);

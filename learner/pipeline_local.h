@@ -24,6 +24,7 @@
 #ifndef COHORT_LEARNER_PIPELINE_LOCAL_H_
 #define COHORT_LEARNER_PIPELINE_LOCAL_H_
 
+#include <functional>
 #include <string>
 
 #include "learner/pipeline.h"
@@ -32,6 +33,10 @@ namespace cohort::learner {
 
 class LocalExecutor : public StageExecutor {
  public:
+  // Checked before every step of sft/grpo/generate: when it returns true
+  // the stage ends with CANCELLED (the learner stopping). Null = never.
+  void set_cancelled(std::function<bool()> cancelled) { cancelled_ = std::move(cancelled); }
+
   absl::Status InitModel(const RunConfig& config, const std::string& tokenizer_dir,
                          const std::string& out_dir) override;
   absl::StatusOr<StageOutcome> Train(const PlannedStage& stage, const std::string& model_dir,
@@ -43,6 +48,10 @@ class LocalExecutor : public StageExecutor {
                                         const StageCallbacks& callbacks) override;
   absl::StatusOr<EvalResult> Evaluate(const RunConfig& config, const std::string& model_dir,
                                       const PipelineDataset& dataset) override;
+
+ private:
+  absl::Status CheckCancelled(const PlannedStage& stage) const;
+  std::function<bool()> cancelled_;
 };
 
 }  // namespace cohort::learner
