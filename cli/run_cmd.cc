@@ -10,7 +10,9 @@
 // resumes.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -159,6 +161,39 @@ absl::Status ClearRunDir(const std::string& dir) {
   return absl::OkStatus();
 }
 
+// After a finished pipeline run: each summary.json actor that the latest
+// incarnation of a supervised role ran (its pid is in <role>.port) gets
+// `role` and `restarts` (this `cohort run`'s restarts of that role, from
+// the last "(start N)" line of <role>.log).
+void AddActorRestarts(const std::string& dir, int actor_count) {
+  const std::string path = dir + "/summary.json";
+  absl::StatusOr<std::string> text = ReadFile(path);
+  if (!text.ok()) return;
+  nlohmann::json summary = nlohmann::json::parse(*text, nullptr, false);
+  if (!summary.is_object() || !summary.contains("actors") || !summary["actors"].is_array()) return;
+  bool changed = false;
+  for (int i = 0; i < actor_count; ++i) {
+    const std::string role = absl::StrCat("actor-", i);
+    absl::StatusOr<std::string> log = ReadFile(absl::StrCat(dir, "/", role, ".log"));
+    absl::StatusOr<PortFile> ports = ReadPortFile(absl::StrCat(dir, "/", role, ".port"));
+    if (!log.ok() || !ports.ok()) continue;
+    const std::string marker = absl::StrCat("=== cohort run: starting ", role, " (start ");
+    size_t at = log->rfind(marker);
+    if (at == std::string::npos) continue;
+    const int starts = std::atoi(log->c_str() + at + marker.size());
+    for (nlohmann::json& a : summary["actors"]) {
+      if (a.is_object() && a.value("pid", int64_t{0}) == ports->pid) {
+        a["role"] = role;
+        a["restarts"] = std::max(0, starts - 1);
+        changed = true;
+      }
+    }
+  }
+  if (!changed) return;
+  absl::Status s = WriteFileAtomically(path, summary.dump(1));
+  if (!s.ok()) COHORT_LOG(WARNING) << "summary.json: " << s.message();
+}
+
 // Limits and timings from the config's supervisor section.
 void ApplySupervisorSection(const RunConfig& config, SupervisorOptions* options) {
   const SupervisorSection& sup = config.supervisor;
@@ -263,7 +298,9 @@ int RunMain(int argc, char** argv) {
                  std::string(started.message()).c_str());
     return 1;
   }
-  return supervisor.Run();
+  const int code = supervisor.Run();
+  if (code == 0 && !config->pipeline.empty()) AddActorRestarts(*out_dir, config->actor.count);
+  return code;
 }
 
 }  // namespace cohort::cli

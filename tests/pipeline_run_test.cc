@@ -186,6 +186,9 @@ class PipelineRunTest : public ::testing::Test {
       EXPECT_TRUE(a.contains("groups_submitted"));
       EXPECT_TRUE(a.contains("tokens_generated"));
       EXPECT_TRUE(a.contains("policy_versions_seen"));
+      // cohort run adds the supervised role and its restarts.
+      EXPECT_THAT(a.value("role", std::string()), ::testing::StartsWith("actor-"));
+      EXPECT_EQ(a.value("restarts", -1), 0);
     }
     EXPECT_EQ(names.size(), 2u);
     EXPECT_TRUE(s.contains("tokens_per_s_trained"));
