@@ -50,39 +50,6 @@ bool ReadVarint(const uint8_t** p, const uint8_t* end, uint64_t* value) {
   return false;
 }
 
-// CRC-32C of A ++ B from crc(A), crc(B) and |B| (zlib's crc32_combine over
-// the Castagnoli polynomial), so the version checksum is combined from the
-// tensors' without a second pass over the bytes.
-uint32_t Gf2Times(const uint32_t* mat, uint32_t vec) {
-  uint32_t sum = 0;
-  for (; vec != 0; vec >>= 1, ++mat) {
-    if (vec & 1) sum ^= *mat;
-  }
-  return sum;
-}
-
-void Gf2Square(uint32_t* square, const uint32_t* mat) {
-  for (int n = 0; n < 32; ++n) square[n] = Gf2Times(mat, mat[n]);
-}
-
-uint32_t Crc32cCombine(uint32_t crc1, uint32_t crc2, int64_t len2) {
-  if (len2 <= 0) return crc1;
-  uint32_t even[32], odd[32];
-  odd[0] = 0x82F63B78u;  // reflected Castagnoli polynomial
-  for (int n = 1; n < 32; ++n) odd[n] = 1u << (n - 1);
-  Gf2Square(even, odd);  // 2 zero bits
-  Gf2Square(odd, even);  // 4 zero bits
-  do {
-    Gf2Square(even, odd);
-    if (len2 & 1) crc1 = Gf2Times(even, crc1);
-    len2 >>= 1;
-    if (len2 == 0) break;
-    Gf2Square(odd, even);
-    if (len2 & 1) crc1 = Gf2Times(odd, crc1);
-    len2 >>= 1;
-  } while (len2 != 0);
-  return crc1 ^ crc2;
-}
 
 }  // namespace
 

@@ -60,4 +60,39 @@ uint32_t Crc32cExtend(uint32_t crc, const void* data, size_t size) {
   return ~ExtendTable(c, p, size);
 }
 
+namespace {
+
+uint32_t Gf2Times(const uint32_t* mat, uint32_t vec) {
+  uint32_t sum = 0;
+  for (; vec != 0; vec >>= 1, ++mat) {
+    if (vec & 1) sum ^= *mat;
+  }
+  return sum;
+}
+
+void Gf2Square(uint32_t* square, const uint32_t* mat) {
+  for (int n = 0; n < 32; ++n) square[n] = Gf2Times(mat, mat[n]);
+}
+
+}  // namespace
+
+uint32_t Crc32cCombine(uint32_t crc_a, uint32_t crc_b, int64_t size_b) {
+  if (size_b <= 0) return crc_a;
+  uint32_t even[32], odd[32];  // operators appending 2^k zero bits
+  odd[0] = 0x82F63B78u;        // reflected Castagnoli polynomial
+  for (int n = 1; n < 32; ++n) odd[n] = 1u << (n - 1);
+  Gf2Square(even, odd);  // 2 zero bits
+  Gf2Square(odd, even);  // 4 zero bits
+  do {
+    Gf2Square(even, odd);
+    if (size_b & 1) crc_a = Gf2Times(even, crc_a);
+    size_b >>= 1;
+    if (size_b == 0) break;
+    Gf2Square(odd, even);
+    if (size_b & 1) crc_a = Gf2Times(odd, crc_a);
+    size_b >>= 1;
+  } while (size_b != 0);
+  return crc_a ^ crc_b;
+}
+
 }  // namespace cohort

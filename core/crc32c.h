@@ -5,6 +5,8 @@
 //   uint32_t crc = Crc32c(data, size);              // whole buffer
 //   uint32_t c = Crc32cExtend(0, a, na);            // streaming:
 //   c = Crc32cExtend(c, b, nb);                     // == Crc32c(a ++ b)
+//   Crc32cCombine(Crc32c(a), Crc32c(b), nb);        // == Crc32c(a ++ b) too,
+//                                                   // without the bytes
 //
 // Shared by the learner (publishing) and the actor (verifying).
 //
@@ -24,6 +26,11 @@ uint32_t Crc32cExtend(uint32_t crc, const void* data, size_t size);
 
 inline uint32_t Crc32c(const void* data, size_t size) { return Crc32cExtend(0, data, size); }
 inline uint32_t Crc32c(std::string_view bytes) { return Crc32c(bytes.data(), bytes.size()); }
+
+// The CRC-32C of A ++ B from crc(A), crc(B) and |B| (zlib's crc32_combine
+// over the Castagnoli polynomial; O(log |B|)), so per-tensor and per-version
+// checksums cost no second pass over the bytes.
+uint32_t Crc32cCombine(uint32_t crc_a, uint32_t crc_b, int64_t size_b);
 
 }  // namespace cohort
 

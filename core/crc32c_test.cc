@@ -1,6 +1,7 @@
 #include "core/crc32c.h"
 
 #include <string>
+#include <string_view>
 
 #include <gtest/gtest.h>
 
@@ -13,6 +14,16 @@ TEST(Crc32cTest, KnownValues) {
   EXPECT_EQ(Crc32c(std::string(32, '\0')), 0x8A9136AAu);
   EXPECT_EQ(Crc32c(std::string(32, '\xff')), 0x62A8AB43u);
   EXPECT_EQ(Crc32c(""), 0u);
+}
+
+TEST(Crc32cTest, CombineEqualsWholeWithoutTheBytes) {
+  std::string bytes;
+  for (int i = 0; i < 5000; ++i) bytes.push_back(static_cast<char>((i * 131 + 7) % 251));
+  for (size_t split : {size_t{0}, size_t{1}, size_t{3}, size_t{64}, size_t{4095}, size_t{5000}}) {
+    std::string_view a(bytes.data(), split), b(bytes.data() + split, bytes.size() - split);
+    EXPECT_EQ(Crc32cCombine(Crc32c(a), Crc32c(b), static_cast<int64_t>(b.size())), Crc32c(bytes))
+        << "split at " << split;
+  }
 }
 
 TEST(Crc32cTest, ExtendEqualsWhole) {

@@ -11,50 +11,6 @@
 namespace cohort::learner {
 namespace {
 
-// ---------------------------------------------------------------------------
-// CRC-32C combination (zlib's crc32_combine over the Castagnoli
-// polynomial): crc(A ++ B) from crc(A), crc(B) and |B|, so the per-tensor and
-// per-version checksums cost no second pass over the bytes.
-
-constexpr uint32_t kPoly = 0x82F63B78u;
-
-uint32_t Gf2Times(const uint32_t* mat, uint32_t vec) {
-  uint32_t sum = 0;
-  while (vec != 0) {
-    if (vec & 1) sum ^= *mat;
-    vec >>= 1;
-    ++mat;
-  }
-  return sum;
-}
-
-void Gf2Square(uint32_t* square, const uint32_t* mat) {
-  for (int n = 0; n < 32; ++n) square[n] = Gf2Times(mat, mat[n]);
-}
-
-uint32_t Crc32cCombine(uint32_t crc1, uint32_t crc2, int64_t len2) {
-  if (len2 <= 0) return crc1;
-  uint32_t even[32], odd[32];
-  odd[0] = kPoly;
-  uint32_t row = 1;
-  for (int n = 1; n < 32; ++n) {
-    odd[n] = row;
-    row <<= 1;
-  }
-  Gf2Square(even, odd);  // 2 zero bits
-  Gf2Square(odd, even);  // 4 zero bits
-  do {
-    Gf2Square(even, odd);
-    if (len2 & 1) crc1 = Gf2Times(even, crc1);
-    len2 >>= 1;
-    if (len2 == 0) break;
-    Gf2Square(odd, even);
-    if (len2 & 1) crc1 = Gf2Times(odd, crc1);
-    len2 >>= 1;
-  } while (len2 != 0);
-  return crc1 ^ crc2;
-}
-
 bool GetVarint(std::string_view in, size_t* pos, uint64_t* v) {
   uint64_t result = 0;
   for (int shift = 0; shift < 64 && *pos < in.size(); shift += 7) {
