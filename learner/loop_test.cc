@@ -210,6 +210,8 @@ TEST(LearnerLoopTest, StageRunsToCompletionExactlyOnce) {
   ExpectExactlyOnce(dir, 10, 2);
   int64_t steps = l.loop->step();
   EXPECT_GE(steps, c->trained / 2);
+  // Publish returns before the checksums are done: wait for visibility.
+  EXPECT_TRUE(l.store->WaitPublished(steps, absl::Seconds(10)));
   EXPECT_EQ(l.store->latest_version(), steps);
   std::string metrics = *ReadFile(dir + "/metrics.jsonl");
   EXPECT_EQ(static_cast<int64_t>(std::count(metrics.begin(), metrics.end(), '\n')), steps);
@@ -277,15 +279,18 @@ TEST(LearnerLoopTest, TrainerPerStageVersionsIncreaseAndResumeIntoANewTrainer) {
     EXPECT_EQ(l->store->latest_version(), -1) << "nothing published before a stage";
     FakePolicyTrainer t1;
     ASSERT_TRUE(l->loop->UseTrainer(&t1, first.index).ok());
+    EXPECT_TRUE(l->store->WaitPublished(0, absl::Seconds(10)));  // Publish is asynchronous
     EXPECT_EQ(l->store->latest_version(), 0);
     absl::StatusOr<LedgerCounts> c = RunStage(*l, first, 2, 0.0);
     ASSERT_TRUE(c.ok()) << c.status();
     ASSERT_TRUE(l->loop->WriteCheckpointNow().ok());
     l->loop->ReleaseTrainer();
+    EXPECT_TRUE(l->store->WaitPublished(l->loop->version(), absl::Seconds(10)));
     const int64_t after_first = l->store->latest_version();
     EXPECT_EQ(after_first, l->loop->step());
     FakePolicyTrainer t2(2048);  // another model shape
     ASSERT_TRUE(l->loop->UseTrainer(&t2, second.index).ok());
+    EXPECT_TRUE(l->store->WaitPublished(after_first + 1, absl::Seconds(10)));
     EXPECT_EQ(l->store->latest_version(), after_first + 1) << "the new weights are a new version";
     c = RunStage(*l, second, 2, 0.0, after_first + 2);
     EXPECT_TRUE(absl::IsCancelled(c.status())) << c.status();
