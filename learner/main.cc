@@ -41,7 +41,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
-#include "core/chat_template.h"
 #include "core/file.h"
 #include "core/logging.h"
 #include "core/service.h"
@@ -166,16 +165,7 @@ absl::StatusOr<Setup> Load(const RunConfig& c) {
   DatasetOptions d = DatasetOptions::FromConfig(c.data);
   const Tokenizer* tok = s.tokenizer.get();
   const std::string tmpl = c.model.chat_template;
-  auto format = [tok, tmpl](const PromptRecord& r) -> absl::StatusOr<std::vector<int32_t>> {
-    std::vector<cohort::ChatMessage> messages;
-    if (r.messages.empty()) {
-      messages.push_back({"user", r.prompt});
-    } else {
-      for (const auto& m : r.messages) messages.push_back({m.role, m.content});
-    }
-    ASSIGN_OR_RETURN(std::string text, FormatChat(tmpl, messages, true));
-    return tok->Encode(text);
-  };
+  auto format = [tok, tmpl](const PromptRecord& r) { return FormatPromptRecord(r, tmpl, *tok); };
   d.count_prompt_tokens = [format](const PromptRecord& r) -> absl::StatusOr<int64_t> {
     ASSIGN_OR_RETURN(std::vector<int32_t> ids, format(r));
     return static_cast<int64_t>(ids.size());

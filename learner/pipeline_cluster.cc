@@ -22,6 +22,19 @@
 #include "model/checkpoint.h"
 
 namespace cohort::learner {
+absl::StatusOr<std::vector<int32_t>> FormatPromptRecord(const PromptRecord& record,
+                                                        const std::string& chat_template,
+                                                        const Tokenizer& tokenizer) {
+  std::vector<cohort::ChatMessage> messages;
+  if (record.messages.empty()) {
+    messages.push_back({"user", record.prompt});
+  } else {
+    for (const auto& m : record.messages) messages.push_back({m.role, m.content});
+  }
+  ASSIGN_OR_RETURN(std::string text, FormatChat(chat_template, messages, true));
+  return tokenizer.Encode(text);
+}
+
 namespace {
 
 using Json = nlohmann::json;
@@ -68,16 +81,7 @@ absl::StatusOr<StagePrompts> BuildPrompts(const PlannedStage& stage, const Token
   const RunConfig& c = stage.config;
   DatasetOptions d = DatasetOptions::FromConfig(c.data);
   const std::string tmpl = c.model.chat_template;
-  auto format = [&tok, tmpl](const PromptRecord& r) -> absl::StatusOr<std::vector<int32_t>> {
-    std::vector<cohort::ChatMessage> messages;
-    if (r.messages.empty()) {
-      messages.push_back({"user", r.prompt});
-    } else {
-      for (const auto& m : r.messages) messages.push_back({m.role, m.content});
-    }
-    ASSIGN_OR_RETURN(std::string text, FormatChat(tmpl, messages, true));
-    return tok.Encode(text);
-  };
+  auto format = [&tok, tmpl](const PromptRecord& r) { return FormatPromptRecord(r, tmpl, tok); };
   d.count_prompt_tokens = [format](const PromptRecord& r) -> absl::StatusOr<int64_t> {
     ASSIGN_OR_RETURN(std::vector<int32_t> ids, format(r));
     return static_cast<int64_t>(ids.size());

@@ -52,7 +52,11 @@
 #define COHORT_LEARNER_PIPELINE_CLUSTER_H_
 
 #include <string>
+#include <vector>
 
+#include "absl/status/statusor.h"
+#include "core/tokenizer.h"
+#include "learner/dataset.h"
 #include "learner/loop.h"
 #include "learner/pipeline.h"
 #include "learner/pipeline_local.h"
@@ -60,6 +64,13 @@
 #include "nlohmann/json.hpp"
 
 namespace cohort::learner {
+
+// A prompt record as the policy sees it: its messages (or its prompt as one
+// user turn) through `chat_template` with the generation prompt, tokenized.
+// Shared by the single-stage learner (data.train) and the lease stages.
+absl::StatusOr<std::vector<int32_t>> FormatPromptRecord(const PromptRecord& record,
+                                                        const std::string& chat_template,
+                                                        const Tokenizer& tokenizer);
 
 class ClusterExecutor final : public StageExecutor {
  public:
