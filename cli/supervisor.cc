@@ -363,6 +363,12 @@ bool Supervisor::HandleDeath(Role& role, std::string* report) {
                        role.kind == Kind::kLearner ? "; the run is complete" : ""));
     return true;
   }
+  if (role.kind == Kind::kLearner && WIFEXITED(ws) && WEXITSTATUS(ws) == kLearnerFailedExitCode) {
+    // A restart would fail the same way (the learner recorded why).
+    *report = DeathReport(role, absl::StrCat(how, ": the run failed; not restarting it"));
+    role.state = State::kDown;
+    return false;
+  }
   role.deaths.push_back(now);
   while (!role.deaths.empty() && role.deaths.front() < now - options_.restart_window) {
     role.deaths.pop_front();
@@ -471,6 +477,14 @@ int Supervisor::Run() {
 }
 
 void Supervisor::StopAll() {
+  // The roles that are running now; each one's end is logged below, so a
+  // death in the last supervision tick (or during the stop) is in the log.
+  std::vector<Role*> running;
+  for (auto& role : roles_) {
+    if (role->child && (role->state == State::kStarting || role->state == State::kServing)) {
+      running.push_back(role.get());
+    }
+  }
   // SIGTERM to everyone first so they shut down in parallel, then wait.
   for (auto& role : roles_) {
     if (role->child && !role->child->Exited()) role->child->Signal(SIGTERM);
@@ -488,6 +502,10 @@ void Supervisor::StopAll() {
       role->child->WaitFor(absl::InfiniteDuration());
     }
     role->state = State::kDown;
+  }
+  for (Role* role : running) {
+    Event(absl::StrCat(role->name, " (pid ", role->child->pid(),
+                       ") stopped: ", DescribeWaitStatus(role->child->wait_status())));
   }
 }
 

@@ -726,6 +726,12 @@ TEST_F(ClusterFaultTest, LearnerKilledTwiceAlsoDuringACheckpointResumesExactlyOn
       },
       absl::Seconds(90)))
       << Logs();
+  auto joins = [&](const char* actor) { return Count(ReadFile(RoleLog(actor)), "joined as"); };
+  // Both actors have joined the first learner.
+  ASSERT_TRUE(
+      WaitUntil([&] { return joins("actor-0") >= 1 && joins("actor-1") >= 1; }, absl::Seconds(60)))
+      << Logs();
+  const int joins0 = joins("actor-0"), joins1 = joins("actor-1");
   pid_t first = RolePid("learner");
   ASSERT_GT(first, 0);
   ASSERT_EQ(::kill(first, SIGKILL), 0);
@@ -733,6 +739,12 @@ TEST_F(ClusterFaultTest, LearnerKilledTwiceAlsoDuringACheckpointResumesExactlyOn
   ASSERT_TRUE(back.ok()) << back.status() << Logs();
   EXPECT_EQ(back->grpc_port, port);
   pids_seen_.insert(back->pid);
+  // Both actors rejoin the second learner before it is killed (an actor in
+  // its reconnect backoff at the second kill would otherwise rejoin only
+  // the third, or never if the other actor finishes the run first).
+  ASSERT_TRUE(WaitUntil([&] { return joins("actor-0") > joins0 && joins("actor-1") > joins1; },
+                        absl::Seconds(60)))
+      << Logs();
   // Kill 2: while it writes a checkpoint (its temporary directory exists).
   const pid_t second = back->pid;
   ASSERT_TRUE(WaitForTrained(Trained() + 4, absl::Seconds(90))) << Logs();
