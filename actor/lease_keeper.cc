@@ -43,14 +43,14 @@ std::vector<std::string> LeaseKeeper::HeldIds() const {
   return ids;
 }
 
-absl::StatusOr<LeaseKeeper::BeatResult> LeaseKeeper::Beat(const std::string& actor_id,
-                                                          int64_t policy_version,
-                                                          int64_t total_generated_tokens,
-                                                          bool leaving) {
+absl::StatusOr<LeaseKeeper::BeatResult> LeaseKeeper::Beat(
+    const std::string& actor_id, int64_t policy_version, int64_t total_generated_tokens,
+    bool leaving, const cohort::v1::EngineTime* engine_time) {
   cohort::v1::HeartbeatRequest request;
   request.set_actor_id(actor_id);
   request.set_policy_version(policy_version);
   request.set_leaving(leaving);
+  if (engine_time != nullptr) *request.mutable_engine_time() = *engine_time;
   size_t releases_sent = 0;
   {
     absl::MutexLock lock(&mu_);

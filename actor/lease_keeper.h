@@ -2,11 +2,11 @@
 //
 // Beat() sends one Heartbeat: it renews every held lease, hands back the
 // released ones (HeartbeatRequest.released_lease_ids, sent until a beat
-// succeeds), reports the tokens generated since the last successful beat,
-// and removes (and returns) the leases the learner says are gone, so the
-// rollout drops their work. The caller runs Beat() on its own schedule
-// (JoinResponse.heartbeat_interval_ms) on a thread that never blocks on
-// generation or rewards.
+// succeeds), reports the tokens generated since the last successful beat and
+// the engine time by state, and removes (and returns) the leases the learner
+// says are gone, so the rollout drops their work. The caller runs Beat() on
+// its own schedule (JoinResponse.heartbeat_interval_ms) on a thread that
+// never blocks on generation or rewards.
 //
 // Thread-safety: thread-safe. Beat() calls the learner without holding the
 // lock.
@@ -48,9 +48,11 @@ class LeaseKeeper {
     std::vector<std::string> expired;  // removed from the held set
   };
   // `total_generated_tokens`: the actor's running total; the beat reports
-  // the increase since the last successful beat.
+  // the increase since the last successful beat. `engine_time` (running
+  // totals, may be null) goes out as HeartbeatRequest.engine_time.
   absl::StatusOr<BeatResult> Beat(const std::string& actor_id, int64_t policy_version,
-                                  int64_t total_generated_tokens, bool leaving);
+                                  int64_t total_generated_tokens, bool leaving,
+                                  const cohort::v1::EngineTime* engine_time = nullptr);
 
  private:
   LearnerClient* const learner_;

@@ -43,6 +43,11 @@
 // drain_grace to be submitted; the rest is handed back explicitly
 // (Heartbeat.released_lease_ids). Run() then returns OK.
 //
+// Every heartbeat and every submitted group carry the engine's wall time by
+// state since the first Join (EngineTime: busy, idle waiting for prompts,
+// weights or rewards), which the learner reports per actor
+// (ActorInfo.engine_time, the run's summary.json).
+//
 // Metrics (cohort_actor_ prefix): generated_tokens_total,
 // tokens_per_second, engine_seconds_total{state=busy|idle_prompts|
 // idle_weights|idle_rewards}, engine_idle_fraction{reason}, leases_held,
@@ -204,6 +209,9 @@ class Rollout {
   int GroupsPerEngineLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int64_t WantedVersionLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void UpdateEngineStateLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Books the time so far (UpdateEngineStateLocked) and returns the totals
+  // by state, as HeartbeatRequest.engine_time carries them.
+  cohort::v1::EngineTime EngineTimeLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Constant after construction.
   const RolloutOptions options_;

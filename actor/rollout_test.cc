@@ -323,5 +323,46 @@ TEST_F(RolloutTest, UnusableJoinEndsTheRunSayingWhy) {
   EXPECT_THAT(s.message(), ::testing::Not(HasSubstr("refused")));
 }
 
+// Heartbeats carry the engine's time by state (HeartbeatRequest.engine_time):
+// busy while generating, idle for rewards while the reward server holds
+// every group the actor may keep, idle for prompts once the learner has none.
+TEST_F(RolloutTest, HeartbeatsCarryEngineTimeByState) {
+  FakeLearner::Options lo;
+  lo.prompts = 60;
+  FakeGenerator::Options go;
+  go.step_time = absl::Milliseconds(1);
+  const absl::Time start = absl::Now();
+  Start(lo, go);
+  ASSERT_TRUE(WaitFor([&] { return learner_->trained().size() >= 5; }));
+  reward_.Block();
+  ASSERT_TRUE(WaitFor([&] { return learner_->last_engine_time().idle_rewards_seconds() > 0.1; }))
+      << learner_->last_engine_time().ShortDebugString();
+  reward_.Unblock();
+  ASSERT_TRUE(WaitFor([&] { return learner_->done(); }));
+  ASSERT_TRUE(WaitFor([&] { return learner_->last_engine_time().idle_prompts_seconds() > 0.1; }))
+      << learner_->last_engine_time().ShortDebugString();
+  const v1::EngineTime reported = learner_->last_engine_time();
+  EXPECT_GT(reported.busy_seconds(), 0);
+  // Groups carry it too: the last one was submitted after the engine had
+  // waited for rewards.
+  EXPECT_GT(learner_->last_submit_engine_time().busy_seconds(), 0);
+  EXPECT_GT(learner_->last_submit_engine_time().idle_rewards_seconds(), 0);
+  learner_->SetDrain(true);
+  ASSERT_TRUE(Finish().ok()) << result_;
+  const double wall = absl::ToDoubleSeconds(absl::Now() - start);
+  // Running totals: what the rollout counts at the end is at least what the
+  // last heartbeat reported, and the four states add up to no more than the
+  // wall time since the rollout was made.
+  RolloutStats s = rollout_->stats();
+  EXPECT_GE(s.busy_seconds, reported.busy_seconds());
+  EXPECT_GE(s.idle_prompts_seconds, reported.idle_prompts_seconds());
+  EXPECT_GE(s.idle_weights_seconds, reported.idle_weights_seconds());
+  EXPECT_GE(s.idle_rewards_seconds, reported.idle_rewards_seconds());
+  EXPECT_LE(reported.busy_seconds() + reported.idle_prompts_seconds() +
+                reported.idle_weights_seconds() + reported.idle_rewards_seconds(),
+            wall + 0.01);
+  ExpectExactlyOnce(60);
+}
+
 }  // namespace
 }  // namespace cohort::actor

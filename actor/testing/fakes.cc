@@ -422,6 +422,7 @@ absl::StatusOr<v1::HeartbeatResponse> FakeLearner::Heartbeat(const v1::Heartbeat
   absl::Status s = Check(request.actor_id());
   if (!s.ok()) return s;
   ExpireLocked();
+  if (request.has_engine_time()) engine_time_ = request.engine_time();
   v1::HeartbeatResponse r;
   r.set_latest_policy_version(latest_);
   r.set_drain(drain_);
@@ -450,6 +451,7 @@ absl::StatusOr<v1::SubmitGroupResponse> FakeLearner::SubmitGroup(
   absl::MutexLock lock(&mu_);
   absl::Status s = Check(request.actor_id());
   if (!s.ok()) return s;
+  if (request.has_engine_time()) submit_engine_time_ = request.engine_time();
   const v1::ScoredGroup& g = request.group();
   v1::SubmitGroupResponse r;
   if (submitted_leases_.count(g.lease_id()) > 0) {
@@ -575,6 +577,16 @@ int64_t FakeLearner::outstanding() const {
   absl::MutexLock lock(&mu_);
   return static_cast<int64_t>(leases_.size());
 }
+v1::EngineTime FakeLearner::last_engine_time() const {
+  absl::MutexLock lock(&mu_);
+  return engine_time_;
+}
+
+v1::EngineTime FakeLearner::last_submit_engine_time() const {
+  absl::MutexLock lock(&mu_);
+  return submit_engine_time_;
+}
+
 int64_t FakeLearner::released() const {
   absl::MutexLock lock(&mu_);
   return released_;

@@ -170,6 +170,10 @@ class FakeLearner final : public LearnerClient {
   int64_t queued() const;
   int64_t outstanding() const;  // leased, not settled
   int64_t released() const;     // leases handed back
+  // HeartbeatRequest.engine_time of the last heartbeat that carried one.
+  cohort::v1::EngineTime last_engine_time() const;
+  // SubmitGroupRequest.engine_time of the last group that carried one.
+  cohort::v1::EngineTime last_submit_engine_time() const;
   int64_t joins() const;
   int64_t full_fetches() const;
   int64_t delta_fetches() const;
@@ -202,6 +206,8 @@ class FakeLearner final : public LearnerClient {
   std::set<int64_t> settled_ ABSL_GUARDED_BY(mu_);
   std::vector<cohort::v1::ScoredGroup> groups_ ABSL_GUARDED_BY(mu_);
   int64_t released_ ABSL_GUARDED_BY(mu_) = 0;
+  cohort::v1::EngineTime engine_time_ ABSL_GUARDED_BY(mu_);
+  cohort::v1::EngineTime submit_engine_time_ ABSL_GUARDED_BY(mu_);
   int64_t joins_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t full_fetches_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t delta_fetches_ ABSL_GUARDED_BY(mu_) = 0;
