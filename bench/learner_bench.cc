@@ -16,10 +16,13 @@
 // plus the same per process CPU-second ("*_tokens_per_cpu_s", "cpu_ratio"),
 // which is what to compare on a machine shared with other work.
 //
-//   learner_bench [--shapes tiny,tiny-varlen,qwen2.5-0.5b] [--runs 3] [--threads 1]
+//   learner_bench [--shapes tiny,tiny-varlen,quickstart,qwen2.5-0.5b] [--runs 3] [--threads 1]
 //                 [--checkpointing 1]
 // (internal: learner_bench --one PRESET GROUPS G PROMPT COMPLETION STEPS THREADS
-//  DETERMINISM VARLEN CHECKPOINTING)
+//  DETERMINISM VARLEN CHECKPOINTING [FUSED])
+//
+// quickstart: the quickstart's GRPO step (model preset tiny-quickstart,
+// 16 prompts x 8 samples of 16 + 20 tokens).
 //
 // tiny-varlen: the tiny step with completions of 8..88 tokens (the same
 // 8192 tokens): Python pads to the longest as TRL does, cohort packs
@@ -29,7 +32,11 @@
 // checkpointing_tokens_per_s (off by default: it adds a fifth of the time).
 //
 // On `tiny` it also measures learner.determinism (same threads): the
-// trainer's part of deterministic mode costs what that line shows.
+// trainer's part of deterministic mode costs what that line shows. On the
+// tiny shapes it also runs the trainer as it was before its fused path
+// (TrainerOptions::fused_kernels and keep_freed_memory off: the plain ATen
+// ops, glibc's default malloc trimming): cohort_unfused_tokens_per_cpu_s
+// and fused_cpu_ratio (fused over unfused, per CPU-second).
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -70,6 +77,7 @@ struct Shape {
 // does; cohort packs them (optim.padding_free).
 const Shape kShapes[] = {{"tiny", "tiny", 16, 8, 16, 48, 5},
                          {"tiny-varlen", "tiny", 16, 8, 16, 48, 5, true},
+                         {"quickstart", "tiny-quickstart", 16, 8, 16, 20, 10},
                          {"qwen2.5-0.5b", "qwen2.5-0.5b", 2, 4, 32, 32, 1}};
 
 // Completion lengths of the n samples: c each, or pairs c - d, c + d with
@@ -100,7 +108,7 @@ int64_t PeakRss() {
 }
 
 // One process's measurement of cohort's step (1 warm-up step + `steps`).
-int RunOne(const Shape& s, int threads, bool determinism, bool checkpointing) {
+int RunOne(const Shape& s, int threads, bool determinism, bool checkpointing, bool fused) {
   absl::StatusOr<model::ModelConfig> config = model::PresetConfig(s.preset);
   if (!config.ok()) {
     std::fprintf(stderr, "%s\n", std::string(config.status().message()).c_str());
@@ -118,6 +126,8 @@ int RunOne(const Shape& s, int threads, bool determinism, bool checkpointing) {
   o.threads = threads;
   o.determinism = determinism;
   o.activation_checkpointing = checkpointing;
+  o.fused_kernels = fused;
+  o.keep_freed_memory = fused;
   auto trainer = Trainer::Create(*config, model::RandomInitWeights(*config, 1), o);
   if (!trainer.ok()) {
     std::fprintf(stderr, "%s\n", std::string(trainer.status().message()).c_str());
@@ -206,9 +216,10 @@ int Run(int argc, char** argv) {
             std::stoi(argv[6]),
             std::stoi(argv[7]),
             std::string(argv[10]) == "1"};
-    return RunOne(s, std::stoi(argv[8]), std::string(argv[9]) == "1", std::string(argv[11]) == "1");
+    return RunOne(s, std::stoi(argv[8]), std::string(argv[9]) == "1", std::string(argv[11]) == "1",
+                  argc < 13 || std::string(argv[12]) == "1");
   }
-  std::vector<std::string> shapes = {"tiny", "tiny-varlen", "qwen2.5-0.5b"};
+  std::vector<std::string> shapes = {"tiny", "tiny-varlen", "quickstart", "qwen2.5-0.5b"};
   int runs = 3, threads = 1;
   bool checkpointing_rss = false;
   for (int i = 1; i + 1 < argc; i += 2) {
@@ -246,6 +257,7 @@ int Run(int argc, char** argv) {
       params += n;
     }
     std::vector<double> ours, theirs, deterministic, ours_cpu, theirs_cpu, deterministic_cpu;
+    std::vector<double> unfused, unfused_cpu;
     int64_t rss = 0, py_rss = 0;
     double row_tokens = 0;
     nlohmann::json checkpointed;
@@ -257,6 +269,14 @@ int Run(int argc, char** argv) {
           "OMP_NUM_THREADS=", threads, " ", self, " --one ", s.preset, " ", s.groups, " ",
           s.group_size, " ", s.prompt_len, " ", s.completion_len, " ", s.steps, " ", threads);
       const std::string varlen = s.varlen ? " 1" : " 0";
+      if (s.preset != "qwen2.5-0.5b") {
+        // The trainer without its fused path (fused_kernels, keep_freed_memory off).
+        absl::StatusOr<nlohmann::json> u = RunJson(one + " 0" + varlen + " 0 0");
+        if (u.ok()) {
+          unfused.push_back((*u)["tokens_per_s"].get<double>());
+          unfused_cpu.push_back((*u)["tokens_per_cpu_s"].get<double>());
+        }
+      }
       if (s.name == "tiny") {
         absl::StatusOr<nlohmann::json> d = RunJson(one + " 1" + varlen + " 0");
         if (d.ok()) {
@@ -319,6 +339,11 @@ int Run(int argc, char** argv) {
       j["checkpointing_peak_rss_bytes"] = k;
       j["checkpointing_rss_over_state"] = static_cast<double>(k) / static_cast<double>(state);
       j["checkpointing_tokens_per_s"] = checkpointed["tokens_per_s"];
+    }
+    if (!unfused.empty()) {
+      j["cohort_unfused_tokens_per_s"] = Median(unfused);
+      j["cohort_unfused_tokens_per_cpu_s"] = Median(unfused_cpu);
+      j["fused_cpu_ratio"] = Median(ours_cpu) / Median(unfused_cpu);
     }
     if (!deterministic.empty()) {
       j["cohort_deterministic_tokens_per_s"] = Median(deterministic);

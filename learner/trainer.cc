@@ -1,5 +1,7 @@
 #include "learner/trainer.h"
 
+#include <malloc.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -20,6 +22,7 @@
 #include "core/status.h"
 #include "learner/advantages.h"
 #include "model/checkpoint.h"
+#include "model/fused_ops.h"
 
 namespace cohort::learner {
 namespace {
@@ -40,13 +43,23 @@ double Seconds(std::chrono::steady_clock::time_point since) {
 // Adds the summed entropy to *entropy_sum when given (computed without
 // autograd). log_softmax is one fused kernel forward and backward (a
 // logsumexp-based version costs several passes over the logits).
+// With `fused`, each chunk's log-softmax, gather and entropy are one kernel
+// (model/fused_ops.h: no [rows, vocab] log-softmax tensor, one pass over
+// the logits each way).
 at::Tensor HeadLogProbs(const at::Tensor& h, const at::Tensor& w, const at::Tensor& targets,
-                        double inv_temp, int64_t chunk, double* entropy_sum) {
+                        double inv_temp, int64_t chunk, double* entropy_sum, bool fused) {
   const int64_t n = h.size(0);
   std::vector<at::Tensor> parts;
   for (int64_t r0 = 0; r0 < n; r0 += chunk) {
     const int64_t rows = std::min(chunk, n - r0);
     at::Tensor logits = at::linear(h.narrow(0, r0, rows), w).to(at::kFloat);
+    if (fused && model::fused::FusedOpsSupport(logits)) {
+      std::vector<at::Tensor> out =
+          model::fused::LogSoftmaxGather(logits, targets.narrow(0, r0, rows), inv_temp);
+      parts.push_back(out[0]);
+      if (entropy_sum != nullptr) *entropy_sum += out[1].sum().item<double>();
+      continue;
+    }
     if (inv_temp != 1.0) logits = logits * inv_temp;
     at::Tensor logp = at::log_softmax(logits, -1);
     parts.push_back(logp.gather(1, targets.narrow(0, r0, rows).unsqueeze(1)).squeeze(1));
@@ -57,6 +70,21 @@ at::Tensor HeadLogProbs(const at::Tensor& h, const at::Tensor& w, const at::Tens
     }
   }
   return parts.size() == 1 ? parts[0] : at::cat(parts);
+}
+
+// glibc returns freed heap memory above M_TRIM_THRESHOLD to the kernel and
+// serves blocks above a (dynamic) M_MMAP_THRESHOLD with fresh mappings, so
+// a training step that frees and reallocates the same activations faults
+// in (and zeroes) tens of MB of pages every step: ~12k page faults per
+// tiny step, ~10% of its CPU time. Blocks up to 32 MiB (glibc's maximum
+// threshold) now come from the heap and freed memory is kept for the next
+// step; the process's peak RSS is unchanged (it is reached every step).
+void KeepFreedMemory() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);
+    mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  });
 }
 
 std::vector<uint8_t> TensorBytes(const at::Tensor& t) {
@@ -158,6 +186,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const model::ModelConfi
                      options.serve_dtype, "\""));
   }
   if (options.threads > 0) at::set_num_threads(options.threads);
+  if (options.keep_freed_memory && device.is_cpu()) KeepFreedMemory();
   model::TensorMap reference_weights;
   try {
     at::NoGradGuard no_grad;
@@ -170,9 +199,11 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const model::ModelConfi
   }
   ASSIGN_OR_RETURN(t->policy_,
                    model::Transformer::Create(config, std::move(weights), at::kFloat, device));
+  t->policy_->set_fused_stack(options.fused_kernels);
   if (options.grpo.beta > 0) {
     ASSIGN_OR_RETURN(t->reference_, model::Transformer::Create(config, std::move(reference_weights),
                                                                at::kFloat, device));
+    t->reference_->set_fused_stack(options.fused_kernels);
   }
   t->fingerprint_ = config.Fingerprint();
   t->adam_ = std::make_unique<Adam>();
@@ -412,6 +443,7 @@ absl::StatusOr<StepResult> Trainer::RunBatch(const std::vector<TrainGroup>& batc
   const double inv_temp = 1.0 / options_.temperature;
   const int64_t vocab = policy_->config().vocab_size;
   const int64_t chunk_rows = std::max<int64_t>(1, options_.logit_chunk_elements / vocab);
+  const bool fused = options_.fused_kernels;
 
   LossStats all_stats;
   double loss_sum = 0, entropy_sum = 0, mismatch_sum = 0, grad_norm_sum = 0, lr_last = 0;
@@ -430,7 +462,7 @@ absl::StatusOr<StepResult> Trainer::RunBatch(const std::vector<TrainGroup>& batc
           h = reference_->FinalNorm(h);
           at::Tensor hs = h.reshape({-1, h.size(-1)}).index_select(0, mb.flat_index);
           at::Tensor lp = HeadLogProbs(hs, reference_->output_embedding(), mb.targets, inv_temp,
-                                       chunk_rows, nullptr);
+                                       chunk_rows, nullptr, fused);
           mb.ref_logp =
               at::zeros({mb.b, mb.tc}, at::kFloat).to(device_).index_put({mb.row, mb.col}, lp);
         }
@@ -466,11 +498,11 @@ absl::StatusOr<StepResult> Trainer::RunBatch(const std::vector<TrainGroup>& batc
         at::Tensor logp_flat;
         double* entropy = it == 0 ? &entropy_sum : nullptr;
         if (single) {
-          logp_flat = HeadLogProbs(h_sel, w, mb.targets, inv_temp, chunk_rows, entropy);
+          logp_flat = HeadLogProbs(h_sel, w, mb.targets, inv_temp, chunk_rows, entropy, fused);
         } else {
           h_leaf = h_sel.detach().set_requires_grad(true);
           at::NoGradGuard no_grad;
-          logp_flat = HeadLogProbs(h_leaf, w, mb.targets, inv_temp, chunk_rows, entropy);
+          logp_flat = HeadLogProbs(h_leaf, w, mb.targets, inv_temp, chunk_rows, entropy, fused);
         }
         at::Tensor logp = at::zeros({mb.b, mb.tc}, logp_flat.options().requires_grad(false))
                               .index_put({mb.row, mb.col}, logp_flat);
@@ -507,7 +539,7 @@ absl::StatusOr<StepResult> Trainer::RunBatch(const std::vector<TrainGroup>& batc
             const int64_t rows = std::min(chunk_rows, n - r0);
             at::Tensor lp =
                 HeadLogProbs(h_leaf.narrow(0, r0, rows), w, mb.targets.narrow(0, r0, rows),
-                             inv_temp, chunk_rows, nullptr);
+                             inv_temp, chunk_rows, nullptr, fused);
             lp.backward(g.narrow(0, r0, rows));
           }
           h_sel.backward(h_leaf.grad());
@@ -574,6 +606,13 @@ absl::StatusOr<StepResult> Trainer::RunBatch(const std::vector<TrainGroup>& batc
         for (size_t k = 0; k < params.size(); ++k) {
           at::Tensor& p = *params[k];
           if (!p.grad().defined()) continue;
+          if (fused && p.device().is_cpu() && p.scalar_type() == at::kFloat && p.is_contiguous()) {
+            // One pass over p, g, m, v instead of six ATen ops.
+            model::fused::AdamWUpdate(p, p.grad(), adam_->exp_avg[k], adam_->exp_avg_sq[k], lr,
+                                      o.beta1, o.beta2, o.eps, o.weight_decay, bc1, bc2_sqrt);
+            p.mutable_grad() = at::Tensor();
+            continue;
+          }
           const at::Tensor pv = p.view({-1}), gv = p.grad().contiguous().view({-1});
           const at::Tensor mv = adam_->exp_avg[k].view({-1}), vv = adam_->exp_avg_sq[k].view({-1});
           const int64_t n = pv.numel();

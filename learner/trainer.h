@@ -87,6 +87,15 @@ struct TrainerOptions {
   int64_t logit_chunk_elements = kLogitChunkElements;  // > 0
   bool padding_free = true;                            // optim.padding_free
   bool activation_checkpointing = false;               // optim.activation_checkpointing
+  // The fused CPU kernels (model/fused_ops.h) for the trunk (Transformer::
+  // set_fused_stack), the head's log-softmax + gather + entropy and AdamW;
+  // false runs the plain ATen ops (tests and benchmarks compare the two).
+  bool fused_kernels = true;
+  // On CPU, set glibc's malloc to keep freed memory (M_TRIM_THRESHOLD 1 GiB)
+  // and to serve blocks up to 32 MiB from the heap (M_MMAP_THRESHOLD), for
+  // the whole process, once: a step's activations then reuse the previous
+  // step's pages instead of faulting in fresh ones.
+  bool keep_freed_memory = true;
 
   // grpo, optim (padding_free, activation_checkpointing included),
   // sampling.temperature / max_new_tokens, model.dtype (served weights),

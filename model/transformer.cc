@@ -13,6 +13,7 @@
 #include "absl/strings/str_join.h"
 #include "core/status.h"
 #include "model/attention.h"
+#include "model/fused_ops.h"
 #include "model/kv_cache.h"
 #include "model/torch_error.h"
 
@@ -455,6 +456,7 @@ absl::StatusOr<Transformer::StackInputs> Transformer::PrepareStack(
 at::Tensor Transformer::StackLayer(int64_t i, const at::Tensor& hidden,
                                    const StackInputs& in) const {
   TORCH_CHECK(i >= 0 && i < num_layers(), "stack: layer ", i, " out of range");
+  if (UseFused(hidden)) return FusedLayer(i, hidden, in);
   AttentionPlan plan;
   plan.kind = AttentionPlan::kFull;
   plan.allowed = in.allowed;
@@ -462,7 +464,57 @@ at::Tensor Transformer::StackLayer(int64_t i, const at::Tensor& hidden,
 }
 
 at::Tensor Transformer::FinalNorm(const at::Tensor& hidden) const {
+  if (UseFused(hidden)) return fused::RmsNorm(hidden, final_norm_, config_.rms_norm_eps);
   return RmsNorm(hidden, final_norm_);
+}
+
+bool Transformer::UseFused(const at::Tensor& hidden) const {
+  return fused_stack_ && fused::FusedOpsSupport(hidden) && hidden.scalar_type() == dtype_;
+}
+
+// RunLayer's computation for the kFull plan through the fused kernels: the
+// same ops in the same order, each chain of element-wise ops one node.
+at::Tensor Transformer::FusedLayer(int64_t i, const at::Tensor& hidden,
+                                   const StackInputs& in) const {
+  const Layer& layer = layers_[i];
+  const double eps = config_.rms_norm_eps;
+  const int64_t b = hidden.size(0), t = hidden.size(1);
+  const int64_t h = config_.num_attention_heads;
+  const int64_t kvh = config_.num_key_value_heads;
+  const int64_t hd = config_.head_dim;
+  // q/k/v (and gate/up) as one projection when the concatenated weights
+  // are smaller than the activations they produce (small models: fewer,
+  // larger matmuls); otherwise concatenating (and keeping for backward) the
+  // weights would cost more than it saves, and the outputs are concatenated.
+  const bool merge = b * t >= config_.hidden_size;
+  at::Tensor normed = fused::RmsNorm(hidden, layer.input_norm, eps);
+  at::Tensor packed;
+  if (merge) {
+    at::Tensor bias;
+    if (layer.bq.defined()) bias = at::cat({layer.bq, layer.bk, layer.bv});
+    packed = at::linear(normed, at::cat({layer.wq, layer.wk, layer.wv}), bias);
+  } else {
+    packed =
+        at::cat({at::linear(normed, layer.wq, layer.bq), at::linear(normed, layer.wk, layer.bk),
+                 at::linear(normed, layer.wv, layer.bv)},
+                -1);
+  }
+  std::vector<at::Tensor> qkv =
+      fused::QkvRope(packed, layer.q_norm, layer.k_norm, in.rope[0], in.rope[1], h, kvh, eps);
+  // Grouped-query attention as GroupedAttentionMath folds it: the g query
+  // heads of a KV head are rows of one [g*T, hd] block.
+  at::Tensor q4 = qkv[0].view({b, kvh, (h / kvh) * t, hd});
+  at::Tensor scores = at::matmul(q4, qkv[1].transpose(-1, -2));
+  at::Tensor probs =
+      fused::MaskedSoftmax(scores, in.allowed, 1.0 / std::sqrt(static_cast<double>(hd)));
+  at::Tensor attn =
+      at::matmul(probs, qkv[2]).view({b, h, t, hd}).transpose(1, 2).reshape({b, t, h * hd});
+  at::Tensor mid = hidden + at::linear(attn, layer.wo);
+  at::Tensor x = fused::RmsNorm(mid, layer.post_norm, eps);
+  at::Tensor gate_up = merge
+                           ? at::linear(x, at::cat({layer.w_gate, layer.w_up}))
+                           : at::cat({at::linear(x, layer.w_gate), at::linear(x, layer.w_up)}, -1);
+  return mid + at::linear(fused::SiluMul(gate_up), layer.w_down);
 }
 
 absl::StatusOr<at::Tensor> Transformer::Forward(const at::Tensor& tokens,

@@ -102,6 +102,13 @@ class Transformer {
   // shape errors; callers guard it.
   at::Tensor StackLayer(int64_t i, const at::Tensor& hidden, const StackInputs& in) const;
   at::Tensor FinalNorm(const at::Tensor& hidden) const;  // throws as StackLayer
+  // StackLayer and FinalNorm on fp32/fp64 CPU weights run the fused kernels
+  // of model/fused_ops.h (RMSNorm, q/k norm + RoPE, masked softmax,
+  // SiLU * up: one autograd node each) unless turned off here; they then
+  // equal the plain ATen ops up to rounding. Forward, Prefill, Decode and
+  // PrefillBatch (the engine) always run the plain ops.
+  void set_fused_stack(bool on) { fused_stack_ = on; }
+  bool fused_stack() const { return fused_stack_; }
 
   // Appends `tokens` to `slot` of `cache`, starting at the slot's current
   // length (positions continue from there), and advances the length.
@@ -171,6 +178,8 @@ class Transformer {
   at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight) const;
   at::Tensor ApplyRope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) const;
   at::Tensor Logits(const at::Tensor& hidden) const;
+  bool UseFused(const at::Tensor& hidden) const;
+  at::Tensor FusedLayer(int64_t i, const at::Tensor& hidden, const StackInputs& in) const;
 
   // Constant after construction.
   const ModelConfig config_;
@@ -183,6 +192,7 @@ class Transformer {
   std::vector<Layer> layers_;
   at::Tensor embed_, final_norm_, lm_head_;  // lm_head_ aliases embed_ if tied
   int64_t version_ = 0;
+  bool fused_stack_ = true;
 };
 
 }  // namespace cohort::model
