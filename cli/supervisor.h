@@ -3,7 +3,8 @@
 // until each one is SERVING, restarts a role that dies with exponential
 // backoff (the learner and the reward server on their previous ports, so
 // actors keep their addresses; the learner resumes from its checkpoint),
-// and stops the whole run when a role keeps dying. A role that exits 0 has
+// and stops the whole run when a role keeps dying or the learner exits with
+// kLearnerFailedExitCode (its run failed for good). A role that exits 0 has
 // finished (the learner: the run is complete; an actor: it drained) and is
 // never restarted; the run ends with exit code 0 when the learner finishes.
 //
@@ -30,6 +31,11 @@
 #include "absl/time/time.h"
 
 namespace cohort::cli {
+
+// The learner's exit code when its run failed for good (an error a restart
+// would repeat; learner/pipeline.h kRunFailedExitCode): the supervisor does
+// not restart it and the run stops with exit code 1.
+inline constexpr int kLearnerFailedExitCode = 3;
 
 // How a process ended, from a waitpid() status: "exited with code 3",
 // "killed by signal 9 (SIGKILL)".
