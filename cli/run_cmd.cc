@@ -7,7 +7,9 @@
 // of the same config is reported and nothing starts; a run of another
 // config is refused unless --new, which clears the directory's run files
 // (the logs stay) and starts over; an unfinished run of the same config
-// resumes.
+// resumes, unless the learner recorded it as failed for good
+// (run_failure.json): then the reason is printed and nothing starts (exit
+// 1). When a run fails that way, `cohort run` prints the learner's reason.
 #include <unistd.h>
 
 #include <algorithm>
@@ -145,12 +147,25 @@ absl::StatusOr<RunDirState> InspectRunDir(const std::string& dir, const RunConfi
   return state.value("finished", false) ? RunDirState::kSameFinished : RunDirState::kSameUnfinished;
 }
 
+// The final failure the learner recorded in <dir>/run_failure.json for
+// `config` (learner/pipeline.h): its reason, or "" when none.
+std::string FinalFailure(const std::string& dir, const RunConfig& config) {
+  absl::StatusOr<std::string> text = ReadFile(dir + "/run_failure.json");
+  if (!text.ok()) return "";
+  nlohmann::json j = nlohmann::json::parse(*text, nullptr, false);
+  if (!j.is_object() || !j.value("final", false) ||
+      j.value("config", std::string()) != learner::PipelineStateConfig(config)) {
+    return "";
+  }
+  return j.value("reason", std::string());  // a stage's names the stage
+}
+
 // --new: removes what a pipeline run wrote in `dir` (not the role logs).
 absl::Status ClearRunDir(const std::string& dir) {
   for (const char* name :
        {"pipeline_state.json", "summary.json", "report.html", "evals.jsonl", "metrics.jsonl",
         "trained.jsonl", "filtered.jsonl", "failed.jsonl", "run_id", "checkpoints", "models",
-        "model", "data", "stages", "tensorboard"}) {
+        "model", "data", "stages", "tensorboard", "run_failure.json"}) {
     std::error_code ec;
     fs::remove_all(fs::path(dir) / name, ec);
     if (ec) {
@@ -277,10 +292,24 @@ int RunMain(int argc, char** argv) {
     } else if (*state == RunDirState::kOther) {
       return usage_error(absl::FailedPreconditionError(absl::StrCat(
           *out_dir, " holds a run of another config; use another --out, or --new to replace it")));
+    } else if (std::string failure = FinalFailure(*out_dir, *config); !failure.empty()) {
+      // Failed for good (before or after its first stage finished).
+      std::fprintf(stderr,
+                   "cohort run: %s holds a run of this config that failed (%s); a restart "
+                   "would fail the same way (fix the cause; --new runs it again)\n",
+                   out_dir->c_str(), failure.c_str());
+      return 1;
     } else if (*state == RunDirState::kSameUnfinished) {
       COHORT_LOG(INFO) << "resuming the unfinished run in " << *out_dir;
     }
   }
+  // After the cluster stopped: the learner's reason when its run failed.
+  auto report_failure = [&] {
+    if (std::string failure = FinalFailure(*out_dir, *config); !failure.empty()) {
+      std::fprintf(stderr, "cohort run: the run failed: %s (recorded in %s/run_failure.json)\n",
+                   failure.c_str(), out_dir->c_str());
+    }
+  };
   absl::StatusOr<SupervisorOptions> options = MakeSupervisorOptions(*flags, *config, *signal_fd);
   if (!options.ok()) return usage_error(options.status());
 
@@ -296,9 +325,11 @@ int RunMain(int argc, char** argv) {
   if (!started.ok()) {
     std::fprintf(stderr, "cohort run: could not start the cluster: %s\n",
                  std::string(started.message()).c_str());
+    report_failure();
     return 1;
   }
   const int code = supervisor.Run();
+  if (code != 0) report_failure();
   if (code == 0 && !config->pipeline.empty()) AddActorRestarts(*out_dir, config->actor.count);
   return code;
 }

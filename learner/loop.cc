@@ -18,8 +18,10 @@
 namespace cohort::learner {
 namespace {
 
+// The trainer's metric `metric` on /metrics: cohort_learner_trainer_<metric>
+// (apart from the loop's own cohort_learner_* names, e.g. step_seconds).
 std::string GaugeName(const std::string& metric) {
-  std::string out = "cohort_learner_";
+  std::string out = "cohort_learner_trainer_";
   for (char c : metric) out.push_back(std::isalnum(static_cast<unsigned char>(c)) ? c : '_');
   return out;
 }
@@ -51,6 +53,102 @@ absl::Status DropJournalLines(const std::string& dir, const std::string& stage) 
     RETURN_IF_ERROR(WriteFileAtomically(path, kept));
   }
   return absl::OkStatus();
+}
+
+void CountsToProto(const LedgerCounts& c, v1::LedgerCounts* l) {
+  l->set_queued(c.queued);
+  l->set_leased(c.leased);
+  l->set_buffered(c.buffered);
+  l->set_prompts_total(c.prompts_total);
+  l->set_trained(c.trained);
+  l->set_filtered(c.filtered);
+  l->set_failed(c.failed);
+  l->set_duplicates(c.duplicates);
+  l->set_lost(c.lost);
+  l->set_leases_granted(c.leases_granted);
+  l->set_leases_expired(c.leases_expired);
+  l->set_leases_released(c.leases_released);
+  l->set_leases_retried(c.leases_retried);
+}
+
+// The checkpoint's "stages": each recorded stage's name, kind, state, epoch
+// and ledger counts.
+nlohmann::json StagesToJson(const std::vector<v1::StageStatus>& stages,
+                            const std::map<std::string, int32_t>& epochs) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const v1::StageStatus& s : stages) {
+    const v1::LedgerCounts& l = s.ledger();
+    auto e = epochs.find(s.name());
+    out.push_back({{"name", s.name()},
+                   {"kind", s.kind()},
+                   {"state", s.state()},
+                   {"epoch", e == epochs.end() ? 0 : e->second},
+                   {"ledger",
+                    {l.queued(), l.leased(), l.buffered(), l.prompts_total(), l.trained(),
+                     l.filtered(), l.failed(), l.duplicates(), l.lost(), l.leases_granted(),
+                     l.leases_expired(), l.leases_released(), l.leases_retried()}}});
+  }
+  return out;
+}
+
+void StagesFromJson(const nlohmann::json& j, std::vector<v1::StageStatus>* stages,
+                    std::map<std::string, int32_t>* epochs) {
+  if (!j.is_array()) return;
+  for (const auto& e : j) {
+    if (!e.is_object()) continue;
+    v1::StageStatus s;
+    s.set_name(e.value("name", std::string()));
+    s.set_kind(e.value("kind", std::string()));
+    s.set_state(e.value("state", std::string()));
+    std::vector<int64_t> n = e.value("ledger", std::vector<int64_t>{});
+    if (n.size() == 13) {
+      v1::LedgerCounts* l = s.mutable_ledger();
+      l->set_queued(n[0]);
+      l->set_leased(n[1]);
+      l->set_buffered(n[2]);
+      l->set_prompts_total(n[3]);
+      l->set_trained(n[4]);
+      l->set_filtered(n[5]);
+      l->set_failed(n[6]);
+      l->set_duplicates(n[7]);
+      l->set_lost(n[8]);
+      l->set_leases_granted(n[9]);
+      l->set_leases_expired(n[10]);
+      l->set_leases_released(n[11]);
+      l->set_leases_retried(n[12]);
+    }
+    (*epochs)[s.name()] = e.value("epoch", int32_t{0});
+    stages->push_back(std::move(s));
+  }
+}
+
+nlohmann::json ActorsToJson(const std::map<std::string, ActorTotals>& actors) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& [name, t] : actors) {
+    out.push_back(
+        {{"name", name},
+         {"pid", t.pid},
+         {"joins", t.joins},
+         {"groups", t.groups},
+         {"tokens", t.tokens},
+         {"versions_seen", std::vector<int64_t>(t.versions_seen.begin(), t.versions_seen.end())}});
+  }
+  return out;
+}
+
+std::map<std::string, ActorTotals> ActorsFromJson(const nlohmann::json& j) {
+  std::map<std::string, ActorTotals> out;
+  if (!j.is_array()) return out;
+  for (const auto& e : j) {
+    if (!e.is_object() || !e.contains("name")) continue;
+    ActorTotals& t = out[e["name"].get<std::string>()];
+    t.pid = e.value("pid", int64_t{0});
+    t.joins = e.value("joins", int32_t{0});
+    t.groups = e.value("groups", int64_t{0});
+    t.tokens = e.value("tokens", int64_t{0});
+    for (int64_t v : e.value("versions_seen", std::vector<int64_t>{})) t.versions_seen.insert(v);
+  }
+  return out;
 }
 
 const char* DTypeName(WeightDType d) {
@@ -147,6 +245,11 @@ absl::Status LearnerLoop::Start() {
   resumed_stage_index_ = j.value("stage_index", -1);
   stage_start_version_ = j.value("stage_start_version", int64_t{0});
   stage_ = j.value("stage", std::string());
+  {
+    absl::MutexLock status_lock(&status_mu_);
+    StagesFromJson(j.value("stages", nlohmann::json::array()), &stages_, &stage_epochs_);
+  }
+  service_->RestoreActorTotals(ActorsFromJson(j.value("actors", nlohmann::json::array())));
   absl::StatusOr<std::string> ledger = ReadCheckpointBlob(*latest, "ledger");
   if (ledger.ok()) resumed_ledger_ = *ledger;
   // Deterministic mode: versions pinned leases may still need.
@@ -251,7 +354,7 @@ absl::StatusOr<LedgerCounts> LearnerLoop::RunLeaseStage(const LeaseStageSpec& sp
   }
   service_->ClearStage();
   LedgerCounts counts = ledger->Counts();
-  RecordStage(spec.name, spec.kind, "done", &counts);
+  RecordStage(spec.name, spec.kind, "done", &counts, ledger->CurrentEpoch());
   COHORT_LOG(INFO) << "stage " << spec.name << " done: " << counts.trained << " trained, "
                    << counts.filtered << " filtered, " << counts.failed << " failed of "
                    << counts.prompts_total;
@@ -353,11 +456,13 @@ std::pair<double, double> LearnerLoop::WriteMetrics(const LeaseStageSpec& spec, 
                         {"buffered", c.buffered},
                         {"prompts_total", c.prompts_total}}}};
   for (const auto& [name, value] : r.metrics) {
-    // The loop reports its own wall time of the step (above, and as a gauge
-    // below under the same name); MetricsRegistry allows one help text per name.
-    if (name == "step_seconds") continue;
-    j[name] = std::isfinite(value) ? nlohmann::json(value) : nlohmann::json(nullptr);
-    metrics_->GetGauge(GaugeName(name), "Training metric of the last step (see docs/learner.md).")
+    // A trainer metric the loop reports too (step_seconds, tokens_per_s: the
+    // loop's cover the whole step) is trainer_<name> in the line.
+    const std::string key = j.contains(name) ? "trainer_" + name : name;
+    j[key] = std::isfinite(value) ? nlohmann::json(value) : nlohmann::json(nullptr);
+    metrics_
+        ->GetGauge(GaugeName(name),
+                   "Trainer metric of the last step (see docs/operations.md, docs/learner.md).")
         ->Set(value);
   }
   if (options_.write_metrics_jsonl) {
@@ -401,6 +506,11 @@ absl::StatusOr<v1::CheckpointResponse> LearnerLoop::CheckpointLocked() {
                          {"stage_index", stage_index_},
                          {"stage_start_version", stage_start_version_},
                          {"run_id", options_.run_id}};
+  {
+    absl::MutexLock status_lock(&status_mu_);
+    loop["stages"] = StagesToJson(stages_, stage_epochs_);
+  }
+  loop["actors"] = ActorsToJson(service_->ActorTotalsByName());
   if (ledger_ != nullptr && !ledger_->Done()) {
     ASSIGN_OR_RETURN(blobs["ledger"], ledger_->Serialize());
     if (options_.deterministic) {
@@ -483,8 +593,20 @@ void LearnerLoop::SetDone() {
   done_ = true;
 }
 
+void LearnerLoop::SetFailed(const std::string& reason) {
+  {
+    absl::MutexLock lock(&status_mu_);
+    failure_ = reason;
+    for (auto& s : stages_) {
+      if (s.state() == "running") s.set_state("failed");
+    }
+  }
+  // Nothing is leased any more.
+  service_->ClearStage();
+}
+
 void LearnerLoop::RecordStage(const std::string& name, const std::string& kind,
-                              const std::string& state, const LedgerCounts* c) {
+                              const std::string& state, const LedgerCounts* c, int32_t epoch) {
   absl::MutexLock lock(&status_mu_);
   v1::StageStatus* s = nullptr;
   for (auto& existing : stages_) {
@@ -498,13 +620,8 @@ void LearnerLoop::RecordStage(const std::string& name, const std::string& kind,
   s->set_kind(kind);
   s->set_state(state);
   if (c != nullptr) {
-    v1::LedgerCounts* l = s->mutable_ledger();
-    l->set_prompts_total(c->prompts_total);
-    l->set_trained(c->trained);
-    l->set_filtered(c->filtered);
-    l->set_failed(c->failed);
-    l->set_duplicates(c->duplicates);
-    l->set_lost(c->lost);
+    CountsToProto(*c, s->mutable_ledger());
+    stage_epochs_[name] = epoch;
   }
 }
 
@@ -512,7 +629,34 @@ void LearnerLoop::FillStatus(v1::RunStatus* status) {
   absl::MutexLock lock(&status_mu_);
   status->MergeFrom(snapshot_);
   status->set_done(done_);
+  status->set_failure(failure_);
   for (const auto& s : stages_) *status->add_stages() = s;
+  if (done_ || !failure_.empty()) {
+    // No stage is running (the service adds no ledger): the run's ledger is
+    // the sum of its lease-driven stages' final counts.
+    v1::LedgerCounts* sum = status->mutable_ledger();
+    int32_t epoch = 0;
+    for (const auto& s : stages_) {
+      if (!s.has_ledger()) continue;
+      const v1::LedgerCounts& l = s.ledger();
+      sum->set_queued(sum->queued() + l.queued());
+      sum->set_leased(sum->leased() + l.leased());
+      sum->set_buffered(sum->buffered() + l.buffered());
+      sum->set_prompts_total(sum->prompts_total() + l.prompts_total());
+      sum->set_trained(sum->trained() + l.trained());
+      sum->set_filtered(sum->filtered() + l.filtered());
+      sum->set_failed(sum->failed() + l.failed());
+      sum->set_duplicates(sum->duplicates() + l.duplicates());
+      sum->set_lost(sum->lost() + l.lost());
+      sum->set_leases_granted(sum->leases_granted() + l.leases_granted());
+      sum->set_leases_expired(sum->leases_expired() + l.leases_expired());
+      sum->set_leases_released(sum->leases_released() + l.leases_released());
+      sum->set_leases_retried(sum->leases_retried() + l.leases_retried());
+      auto e = stage_epochs_.find(s.name());
+      if (e != stage_epochs_.end()) epoch = e->second;
+    }
+    status->set_epoch(epoch);
+  }
 }
 
 }  // namespace cohort::learner

@@ -17,13 +17,17 @@
 // One GRPO step: wait for the ledger's next batch (prompts_per_step groups
 // in ledger order), TrainStep, ExportWeights (the one copy), Publish as
 // version v + 1, CommitBatch (trained.jsonl lines name the step), append one
-// line to <run_dir>/metrics.jsonl and refresh the cohort_learner_* gauges;
+// line to <run_dir>/metrics.jsonl and refresh the cohort_learner_* gauges
+// (the trainer's metrics as cohort_learner_trainer_<name>);
 // every checkpoint_every steps write a checkpoint. A skipped step (NaN loss
 // or gradient) still commits its batch (its groups were in exactly one
 // batch) and publishes the unchanged weights as the next version.
 //
 // Checkpoints (learner/checkpoint.h): trainer/ plus the blobs "loop" (step,
-// version, stage, stage index) and "ledger" (the stage's ledger state), and
+// version, stage, stage index, the finished stages' StageStatus and the
+// service's per-actor totals, LearnerService::ActorTotalsByName, so a
+// resumed run's status and summary count the whole run) and "ledger" (the
+// stage's ledger state), and
 // in deterministic mode "version-<v>" for every kept version that pinned
 // leases may still need. Start() resumes from the newest complete one; a
 // RunLeaseStage for the stage it was written in restores its ledger (the
@@ -137,11 +141,17 @@ class LearnerLoop final : public LearnerControl {
   // Set by StartDrain(); the binary ends the run when it sees it.
   bool drain_requested() const { return drain_.load(); }
 
-  // Marks the pipeline finished (RunStatus.done).
+  // Marks the pipeline finished (RunStatus.done). From then on RunStatus
+  // keeps the run's ledger (the sum over its lease-driven stages' final
+  // counts, leases_* included) and the last stage's epoch.
   void SetDone();
-  // Records a stage's final counts for RunStatus.stages.
+  // Marks the run failed for good (RunStatus.failure = reason; the stage
+  // running, if any, is recorded as "failed").
+  void SetFailed(const std::string& reason);
+  // Records a stage's final counts for RunStatus.stages (state "done":
+  // also for the run's ledger once done; `epoch` is the stage's last).
   void RecordStage(const std::string& name, const std::string& kind, const std::string& state,
-                   const LedgerCounts* counts);
+                   const LedgerCounts* counts, int32_t epoch = 0);
 
  private:
   absl::Status TrainBatch(const LeaseStageSpec& spec, Ledger* ledger, const LedgerBatch& batch)
@@ -189,6 +199,8 @@ class LearnerLoop final : public LearnerControl {
   v1::RunStatus snapshot_ ABSL_GUARDED_BY(status_mu_);
   std::vector<v1::StageStatus> stages_ ABSL_GUARDED_BY(status_mu_);
   bool done_ ABSL_GUARDED_BY(status_mu_) = false;
+  std::string failure_ ABSL_GUARDED_BY(status_mu_);
+  std::map<std::string, int32_t> stage_epochs_ ABSL_GUARDED_BY(status_mu_);  // last epoch, by stage
   void UpdateSnapshot() ABSL_EXCLUSIVE_LOCKS_REQUIRED(train_mu_);
 };
 

@@ -356,5 +356,109 @@ TEST(LearnerLoopTest, DeterministicWeightsIndependentOfActorsAndRestarts) {
   EXPECT_EQ(finals[0], finals[2]) << "uninterrupted vs interrupted and resumed";
 }
 
+
+// What Admin/GetStatus shows: the loop's fields, then the service's.
+v1::RunStatus Status(Learner& l) {
+  v1::RunStatus s;
+  l.loop->FillStatus(&s);
+  l.service->FillStatus(&s);
+  return s;
+}
+
+const v1::ActorInfo* FindActor(const v1::RunStatus& s, const std::string& name) {
+  for (const auto& a : s.actors()) {
+    if (a.actor_name() == name) return &a;
+  }
+  return nullptr;
+}
+
+// After the run is done, GetStatus keeps its ledger (leases_* included) and
+// last epoch; the trainer's metrics are cohort_learner_trainer_<name>, apart
+// from the loop's own; after a restart from the final checkpoint the
+// finished stage and every actor's totals are still there, and an actor
+// that joins again continues from its totals.
+TEST(LearnerLoopTest, DoneRunKeepsLedgerStagesAndActorTotalsAcrossARestart) {
+  std::string dir = TempDir();
+  std::map<std::string, std::pair<int64_t, int64_t>> totals;  // name -> groups, tokens
+  v1::LedgerCounts final_ledger;
+  {
+    Learner l(dir, false, 0);
+    ASSERT_TRUE(l.loop->Start().ok());
+    absl::StatusOr<LedgerCounts> c = RunStage(l, Spec(6, 2), 2, 0.2);
+    ASSERT_TRUE(c.ok()) << c.status();
+    ASSERT_TRUE(l.loop->WriteCheckpointNow().ok());
+    l.loop->SetDone();
+    v1::RunStatus s = Status(l);
+    EXPECT_TRUE(s.done());
+    EXPECT_EQ(s.failure(), "");
+    EXPECT_EQ(s.ledger().prompts_total(), 12);
+    EXPECT_EQ(s.ledger().trained() + s.ledger().filtered() + s.ledger().failed(), 12);
+    EXPECT_EQ(s.ledger().duplicates() + s.ledger().lost(), 0);
+    EXPECT_EQ(s.ledger().queued() + s.ledger().leased() + s.ledger().buffered(), 0);
+    EXPECT_GE(s.ledger().leases_granted(), 12);
+    EXPECT_EQ(s.ledger().leases_granted(), c->leases_granted);
+    EXPECT_EQ(s.ledger().leases_expired(), c->leases_expired);
+    EXPECT_EQ(s.epoch(), 1);
+    ASSERT_EQ(s.stages_size(), 1);
+    EXPECT_EQ(s.stages(0).state(), "done");
+    EXPECT_EQ(s.stages(0).ledger().leases_granted(), c->leases_granted);
+    EXPECT_EQ(s.stages(0).ledger().trained(), c->trained);
+    final_ledger = s.ledger();
+    int64_t groups = 0;
+    for (const auto& a : s.actors()) {
+      totals[a.actor_name()] = {a.groups_submitted(), a.tokens_generated()};
+      groups += a.groups_submitted();
+    }
+    EXPECT_GE(groups, c->trained + c->filtered);
+    // Trainer metrics under their own prefix; the loop's step_seconds is
+    // the loop's.
+    const std::string metrics = l.registry.Render();
+    EXPECT_NE(metrics.find("cohort_learner_trainer_loss "), std::string::npos) << metrics;
+    EXPECT_NE(metrics.find("cohort_learner_trainer_reward_mean "), std::string::npos);
+    EXPECT_EQ(metrics.find("cohort_learner_loss "), std::string::npos);
+    EXPECT_NE(metrics.find("cohort_learner_step_seconds "), std::string::npos);
+  }
+  ASSERT_FALSE(totals.empty());
+  const std::string rejoining = totals.begin()->first;
+
+  Learner l2(dir, false, 0);
+  ASSERT_TRUE(l2.loop->Start().ok());
+  EXPECT_EQ(l2.loop->resumed_stage_index(), 1);  // the run is complete
+  l2.loop->SetDone();
+  v1::RunStatus s = Status(l2);
+  EXPECT_TRUE(s.done());
+  EXPECT_EQ(s.ledger().SerializeAsString(), final_ledger.SerializeAsString());
+  EXPECT_EQ(s.epoch(), 1);
+  ASSERT_EQ(s.stages_size(), 1);
+  EXPECT_EQ(s.stages(0).name(), "grpo");
+  EXPECT_EQ(s.stages(0).state(), "done");
+  for (const auto& [name, t] : totals) {
+    const v1::ActorInfo* a = FindActor(s, name);
+    ASSERT_NE(a, nullptr) << name;
+    EXPECT_EQ(a->groups_submitted(), t.first) << name;
+    EXPECT_EQ(a->tokens_generated(), t.second) << name;
+    EXPECT_TRUE(a->gone()) << name;
+    EXPECT_EQ(a->actor_id(), "");
+  }
+  // It joins again: one entry, its totals carried on, joins counted.
+  auto stub = v1::Learner::NewStub(*MakeChannel(l2.server->address(), ChannelOptions()));
+  grpc::ClientContext ctx;
+  v1::JoinRequest req;
+  req.set_actor_name(rejoining);
+  req.set_slots(2);
+  req.set_protocol_version(v1::LEARNER_PROTOCOL_CURRENT);
+  v1::JoinResponse resp;
+  ASSERT_TRUE(stub->Join(&ctx, req, &resp).ok());
+  s = Status(l2);
+  EXPECT_EQ(s.actors_size(), static_cast<int>(totals.size()));
+  const v1::ActorInfo* a = FindActor(s, rejoining);
+  ASSERT_NE(a, nullptr);
+  EXPECT_EQ(a->actor_id(), resp.actor_id());
+  EXPECT_EQ(a->groups_submitted(), totals[rejoining].first);
+  EXPECT_FALSE(a->gone());
+  EXPECT_GE(a->joins(), 2);
+  RemoveAll(dir).IgnoreError();
+}
+
 }  // namespace
 }  // namespace cohort::learner

@@ -21,8 +21,15 @@
 //     learner.checkpoint_on_stop_seconds passed) checkpoint and exit 0;
 //   * SIGTERM/SIGINT: the step in progress finishes, checkpoint within
 //     learner.checkpoint_on_stop_seconds, exit 0;
-//   * a fatal trainer error: exit 1 (the supervisor restarts it, and it
-//     resumes from the last checkpoint).
+//   * an error a restart would repeat (learner/pipeline.h: a generate stage
+//     that kept nothing, a stage input that cannot be read or is malformed,
+//     or the same error three starts in a row): recorded as final in
+//     <run.out_dir>/run_failure.json, reported in RunStatus.failure and
+//     summary.json, actors drained, exit 3 (kRunFailedExitCode: `cohort run`
+//     does not restart it; a later start with the same config exits 3 at
+//     once, or serves the failed status with --stay_after_done);
+//   * any other error (I/O, a trainer failure): exit 1 (the supervisor
+//     restarts it, and it resumes from the last checkpoint).
 #include <unistd.h>
 
 #include <atomic>
@@ -31,6 +38,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
@@ -287,7 +295,19 @@ int Main(int argc, char** argv) {
   if (setup->prompts != nullptr) spec = GrpoStage(c, *setup);
 
   std::thread training, drain_watch;
-  std::atomic<bool> finished{false}, stopping{false};
+  std::atomic<bool> finished{false}, stopping{false}, failed{false};
+  // The run failed for good: status shows it, actors drain, exit 3.
+  auto fail_run = [&](const absl::Status& error) {
+    failed = true;
+    loop.SetFailed(std::string(error.message()));
+    learner.SetDraining(true);
+    if (stay_after_done) {
+      COHORT_LOG(INFO) << "--stay_after_done: serving the failed status until SIGTERM";
+    } else {
+      service.RequestStop(error);
+    }
+  };
+  const std::string state_config = PipelineStateConfig(c);
   ServiceMain::Hooks hooks;
   hooks.stopping_budget = absl::Seconds(c.learner.checkpoint_on_stop_seconds);
   hooks.on_serving = [&]() -> absl::Status {
@@ -312,7 +332,11 @@ int Main(int argc, char** argv) {
         executor.set_pipeline(&pipeline);
         absl::Status run = pipeline.Run();
         if (!run.ok()) {
-          if (!stopping && !absl::IsCancelled(run)) service.RequestStop(run);
+          if (IsFinalRunFailure(run)) {
+            fail_run(run);
+          } else if (!stopping && !absl::IsCancelled(run)) {
+            service.RequestStop(run);
+          }
           return;
         }
         loop.SetDone();
@@ -339,6 +363,12 @@ int Main(int argc, char** argv) {
       return absl::OkStatus();
     }
     if (setup->prompts == nullptr) return absl::OkStatus();  // idle: nothing to train
+    if (std::optional<RunFailure> f = FinalRunFailure(c.run.out_dir, state_config)) {
+      COHORT_LOG(ERROR) << "this run failed: " << f->reason << " (" << c.run.out_dir
+                        << "/run_failure.json; a new run.out_dir runs it again)";
+      fail_run(absl::FailedPreconditionError(f->reason));
+      return absl::OkStatus();
+    }
     if (loop.resumed_stage_index() > spec.index) {
       COHORT_LOG(INFO) << "the run is already complete (checkpoint after the last stage)";
       loop.SetDone();
@@ -364,7 +394,16 @@ int Main(int argc, char** argv) {
           service.RequestStop(absl::OkStatus());
         }
       } else if (!absl::IsCancelled(counts.status())) {
-        service.RequestStop(counts.status());
+        absl::Status marked;
+        absl::StatusOr<RunFailure> f =
+            RecordRunFailure(c.run.out_dir, state_config, spec.name, counts.status(), &marked);
+        if (f.ok() && f->final) {
+          COHORT_LOG(ERROR) << "the run failed: " << counts.status().message()
+                            << " (a restart would fail the same way)";
+          fail_run(marked);
+        } else {
+          service.RequestStop(counts.status());
+        }
       }
     });
     return absl::OkStatus();
@@ -380,8 +419,9 @@ int Main(int argc, char** argv) {
       if (!ck.ok()) COHORT_LOG(ERROR) << "final checkpoint failed: " << ck.status().message();
     }
   };
-  return service.Serve({&learner, &admin}, hooks,
-                       {c.learner.host, c.learner.port, c.learner.metrics_port});
+  const int code = service.Serve({&learner, &admin}, hooks,
+                                 {c.learner.host, c.learner.port, c.learner.metrics_port});
+  return failed ? kRunFailedExitCode : code;
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
@@ -46,7 +47,90 @@ absl::Status CopyDir(const std::string& from, const std::string& to) {
   return RenameDurably(tmp, to);
 }
 
+constexpr char kPermanentPayload[] = "cohort.dev/permanent";
+constexpr char kFinalPayload[] = "cohort.dev/run-failed";
+
 }  // namespace
+
+absl::Status PermanentRunError(absl::Status error) {
+  if (!error.ok()) error.SetPayload(kPermanentPayload, absl::Cord("1"));
+  return error;
+}
+
+bool IsPermanentRunError(const absl::Status& error) {
+  if (error.ok()) return false;
+  if (error.GetPayload(kPermanentPayload).has_value()) return true;
+  switch (error.code()) {
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kNotFound:
+    case absl::StatusCode::kOutOfRange:
+    case absl::StatusCode::kUnimplemented:
+      return true;
+    default:
+      return false;
+  }
+}
+
+bool IsFinalRunFailure(const absl::Status& error) {
+  return !error.ok() && error.GetPayload(kFinalPayload).has_value();
+}
+
+absl::StatusOr<RunFailure> RecordRunFailure(const std::string& run_dir, const std::string& config,
+                                            const std::string& stage, const absl::Status& error,
+                                            absl::Status* marked) {
+  const std::string path = run_dir + "/run_failure.json";
+  RunFailure f;
+  f.stage = stage;
+  f.reason = std::string(error.message());
+  f.attempts = 1;
+  if (PathExists(path)) {
+    absl::StatusOr<std::string> text = ReadFile(path);
+    Json old = text.ok() ? Json::parse(*text, nullptr, false) : Json();
+    if (old.is_object() && old.value("config", std::string()) == config &&
+        old.value("stage", std::string()) == stage &&
+        old.value("reason", std::string()) == f.reason) {
+      f.attempts = old.value("attempts", 0) + 1;
+    }
+  }
+  f.final = IsPermanentRunError(error) || f.attempts >= kRunFailureRepeats;
+  Json j = {{"config", config},
+            {"stage", f.stage},
+            {"reason", f.reason},
+            {"code", absl::StatusCodeToString(error.code())},
+            {"attempts", f.attempts},
+            {"final", f.final},
+            {"unix_ms", absl::ToUnixMillis(absl::Now())}};
+  RETURN_IF_ERROR(WriteFileAtomically(path, j.dump(1) + "\n"));
+  *marked = error;
+  if (f.final) marked->SetPayload(kFinalPayload, absl::Cord("1"));
+  return f;
+}
+
+std::optional<RunFailure> FinalRunFailure(const std::string& run_dir, const std::string& config) {
+  const std::string path = run_dir + "/run_failure.json";
+  if (!PathExists(path)) return std::nullopt;
+  absl::StatusOr<std::string> text = ReadFile(path);
+  Json j = text.ok() ? Json::parse(*text, nullptr, false) : Json();
+  if (!j.is_object() || !j.value("final", false) || j.value("config", std::string()) != config) {
+    return std::nullopt;
+  }
+  RunFailure f;
+  f.stage = j.value("stage", std::string());
+  f.reason = j.value("reason", std::string());
+  f.attempts = j.value("attempts", 0);
+  f.final = true;
+  return f;
+}
+
+void ClearRunFailure(const std::string& run_dir) {
+  const std::string path = run_dir + "/run_failure.json";
+  if (!PathExists(path)) return;
+  absl::StatusOr<std::string> text = ReadFile(path);
+  Json j = text.ok() ? Json::parse(*text, nullptr, false) : Json();
+  if (j.is_object() && j.value("final", false)) return;
+  absl::Status s = RemoveAll(path);
+  if (!s.ok()) COHORT_LOG(WARNING) << s;
+}
 
 Json EvalResult::ToJson() const {
   Json j = {{"accuracy", accuracy},
@@ -272,8 +356,12 @@ absl::Status Pipeline::RunStage(const PlannedStage& p, Json* record) {
   }
   progress_->End();
   if (!outcome.ok()) {
-    return absl::Status(outcome.status().code(),
-                        absl::StrCat("stage ", s.name, ": ", outcome.status().message()));
+    absl::Status named(outcome.status().code(),
+                       absl::StrCat("stage ", s.name, ": ", outcome.status().message()));
+    outcome.status().ForEachPayload([&named](absl::string_view url, const absl::Cord& payload) {
+      named.SetPayload(url, payload);
+    });
+    return named;
   }
   (*record)["steps"] = outcome->steps;
   (*record)["final_metrics"] = MetricsJson(outcome->final_metrics);
@@ -337,7 +425,7 @@ absl::Status Pipeline::WriteFinalModel() {
   return WriteFileAtomically(dir_ + "/model/generation_config.json", gen.dump(1));
 }
 
-absl::Status Pipeline::WriteSummary() {
+absl::Status Pipeline::WriteSummary(const RunFailure* failure) {
   Json summary = {{"name", config_.run.name},
                   {"stages", stages_done_},
                   {"final_model", plan_.final_model},
@@ -360,12 +448,48 @@ absl::Status Pipeline::WriteSummary() {
     }
   }
   if (!ledger.empty()) summary["ledger"] = ledger;
+  if (failure != nullptr) {
+    summary["failure"] = {
+        {"stage", failure->stage}, {"reason", failure->reason}, {"attempts", failure->attempts}};
+  }
   RETURN_IF_ERROR(WriteFileAtomically(dir_ + "/summary.json", summary.dump(1)));
   return WriteReport(dir_);
 }
 
 absl::Status Pipeline::Run() {
+  state_yaml_ = PipelineStateConfig(config_);
+  if (std::optional<RunFailure> f = FinalRunFailure(dir_, state_yaml_)) {
+    COHORT_LOG(ERROR) << dir_ << ": this run failed: " << f->reason
+                      << " (run_failure.json; a new run directory or --new runs it again)";
+    absl::Status error = absl::FailedPreconditionError(f->reason);
+    error.SetPayload(kFinalPayload, absl::Cord("1"));  // the record stays as it is
+    return error;
+  }
+  absl::Status run = RunStages();
+  if (run.ok() || absl::IsCancelled(run)) return run;
+  absl::Status marked;
+  absl::StatusOr<RunFailure> f = RecordRunFailure(dir_, state_yaml_, current_stage_, run, &marked);
+  if (!f.ok()) {
+    COHORT_LOG(WARNING) << "cannot record the failure: " << f.status();
+    return run;
+  }
+  if (!f->final) {
+    COHORT_LOG(WARNING) << "stage " << (current_stage_.empty() ? "(setup)" : current_stage_)
+                        << " failed (attempt " << f->attempts << " of at most "
+                        << kRunFailureRepeats << " with this error): " << run.message();
+    return run;
+  }
+  COHORT_LOG(ERROR) << "the run failed: " << run.message()
+                    << " (a restart would fail the same way; recorded in " << dir_
+                    << "/run_failure.json)";
+  absl::Status summary = WriteSummary(&*f);
+  if (!summary.ok()) COHORT_LOG(WARNING) << "summary.json: " << summary;
+  return marked;
+}
+
+absl::Status Pipeline::RunStages() {
   run_start_ = Now();
+  current_stage_.clear();
   RETURN_IF_ERROR(Prepare());
   if (finished_) {
     COHORT_LOG(INFO) << dir_ << ": this run is finished (summary.json, report.html)";
@@ -376,10 +500,13 @@ absl::Status Pipeline::Run() {
   }
   for (size_t i = stages_done_.size(); i < plan_.stages.size(); ++i) {
     Json record;
+    current_stage_ = plan_.stages[i].stage.name;
     RETURN_IF_ERROR(RunStage(plan_.stages[i], &record));
     stages_done_.push_back(record);
     RETURN_IF_ERROR(SaveState(false));
+    ClearRunFailure(dir_);
   }
+  current_stage_.clear();
   RETURN_IF_ERROR(WriteFinalModel());
   RETURN_IF_ERROR(WriteSummary());
   RETURN_IF_ERROR(SaveState(true));

@@ -22,6 +22,14 @@
 //                   training step; tensorboard/ the same as scalars
 //   report.html     core/report.h
 //
+// Failure: an error that a restart would repeat (IsPermanentRunError, or
+// the same error of the same stage kRunFailureRepeats times in a row) ends
+// the run: <DIR>/run_failure.json records it as final for this config,
+// summary.json gets `failure` {stage, reason, attempts}, and Run() returns
+// it marked (IsFinalRunFailure); every later Run() with the same config
+// returns it again at once. Other errors (I/O, a killed process) are
+// recorded with their attempt count and the run resumes when restarted.
+//
 // Resume: a DIR whose pipeline_state.json ran the same config
 // (PipelineStateConfig) skips the
 // finished stages and reruns the interrupted one from its start (the
@@ -42,6 +50,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -52,6 +61,45 @@
 #include "nlohmann/json.hpp"
 
 namespace cohort::learner {
+
+// cohort-learner's exit code when the run failed for good (see above);
+// `cohort run` does not restart a learner that exits with it
+// (cli/supervisor.h kLearnerFailedExitCode).
+inline constexpr int kRunFailedExitCode = 3;
+// The same stage failing with the same reason this many times in a row is
+// final even when the error's code looks transient.
+inline constexpr int kRunFailureRepeats = 3;
+
+// Marks `error` as one a retry would repeat (e.g. a generate stage that kept
+// no completion: its FAILED_PRECONDITION is otherwise treated as an I/O
+// error, which core/file.h also reports as FAILED_PRECONDITION).
+absl::Status PermanentRunError(absl::Status error);
+// Marked by PermanentRunError, or INVALID_ARGUMENT, NOT_FOUND, OUT_OF_RANGE
+// or UNIMPLEMENTED (bad or missing input, a config the code cannot run).
+bool IsPermanentRunError(const absl::Status& error);
+// The run ended: the error Pipeline::Run / RecordRunFailure found final.
+bool IsFinalRunFailure(const absl::Status& error);
+
+// <run_dir>/run_failure.json: {"config", "stage", "reason", "code",
+// "attempts", "final", "unix_ms"}.
+struct RunFailure {
+  std::string stage;   // "" = before any stage (setup)
+  std::string reason;  // the error message
+  int attempts = 0;    // consecutive failures of this stage with this reason
+  bool final = false;
+};
+// Records `error` of `stage` for `config` (a PipelineStateConfig): attempts
+// counts on from an earlier record of the same config, stage and reason;
+// final when IsPermanentRunError or attempts >= kRunFailureRepeats. Returns
+// the record and, when final, `error` marked so IsFinalRunFailure is true.
+absl::StatusOr<RunFailure> RecordRunFailure(const std::string& run_dir, const std::string& config,
+                                            const std::string& stage, const absl::Status& error,
+                                            absl::Status* marked);
+// The final failure recorded in run_dir for `config`, if any.
+std::optional<RunFailure> FinalRunFailure(const std::string& run_dir, const std::string& config);
+// Removes a non-final record (a stage finished: earlier failures were
+// transient).
+void ClearRunFailure(const std::string& run_dir);
 
 // A held-out eval of one model on one prompt set.
 struct EvalResult {
@@ -141,7 +189,8 @@ class Pipeline {
   absl::StatusOr<EvalResult> HeldOutEval(const PlannedStage& stage, const std::string& model_dir,
                                          const char* when, int64_t step);
   absl::Status WriteFinalModel();
-  absl::Status WriteSummary();
+  absl::Status RunStages();
+  absl::Status WriteSummary(const RunFailure* failure = nullptr);
   std::string ModelDir(const std::string& name) const;
   absl::Status SaveState(bool finished);
 
@@ -154,6 +203,7 @@ class Pipeline {
   std::string state_yaml_;   // PipelineStateConfig (pipeline_state.json)
   nlohmann::json stages_done_ = nlohmann::json::array();
   bool finished_ = false;
+  std::string current_stage_;  // "" while preparing
   double run_start_ = 0;
   std::map<std::string, EvalResult> eval_cache_;  // model dir + dataset -> result
   class Progress;

@@ -18,6 +18,7 @@
 #include "core/tokenizer.h"
 #include "learner/dataset.h"
 #include "learner/trainer.h"
+#include "learner/weight_server.h"
 #include "model/aten.h"
 #include "model/checkpoint.h"
 
@@ -143,6 +144,64 @@ int64_t GeneratedTokens(const v1::RunStatus& s) {
   return n;
 }
 
+// An actor's engine time since `since` (the stage's start): the difference
+// of the running totals of the same actor_name (the totals themselves when
+// they went down or it was not seen then).
+v1::EngineTime EngineTimeSince(const v1::ActorInfo& a, const v1::RunStatus& since) {
+  v1::EngineTime t = a.engine_time();
+  for (const v1::ActorInfo& b : since.actors()) {
+    if (b.actor_name() != a.actor_name()) continue;
+    const v1::EngineTime& s = b.engine_time();
+    if (t.busy_seconds() < s.busy_seconds() ||
+        t.idle_prompts_seconds() < s.idle_prompts_seconds() ||
+        t.idle_weights_seconds() < s.idle_weights_seconds() ||
+        t.idle_rewards_seconds() < s.idle_rewards_seconds()) {
+      break;
+    }
+    t.set_busy_seconds(t.busy_seconds() - s.busy_seconds());
+    t.set_idle_prompts_seconds(t.idle_prompts_seconds() - s.idle_prompts_seconds());
+    t.set_idle_weights_seconds(t.idle_weights_seconds() - s.idle_weights_seconds());
+    t.set_idle_rewards_seconds(t.idle_rewards_seconds() - s.idle_rewards_seconds());
+    break;
+  }
+  return t;
+}
+
+double EngineSeconds(const v1::EngineTime& t) {
+  return t.busy_seconds() + t.idle_prompts_seconds() + t.idle_weights_seconds() +
+         t.idle_rewards_seconds();
+}
+
+// Fractions of engine time in [0, 1]: idle in all, and by reason.
+Json IdleJson(const v1::EngineTime& t) {
+  const double total = EngineSeconds(t);
+  auto f = [total](double s) { return std::clamp(s / total, 0.0, 1.0); };
+  return {{"idle_fraction",
+           f(t.idle_prompts_seconds() + t.idle_weights_seconds() + t.idle_rewards_seconds())},
+          {"idle_fraction_by_reason",
+           {{"prompts", f(t.idle_prompts_seconds())},
+            {"weights", f(t.idle_weights_seconds())},
+            {"rewards", f(t.idle_rewards_seconds())}}},
+          {"engine_seconds", total}};
+}
+
+// The engine-time-weighted idle fraction of every actor since `since`
+// (-1: no actor reported engine time), and per actor name.
+double ActorIdleFraction(const v1::RunStatus& now, const v1::RunStatus& since,
+                         std::map<std::string, double>* per_actor) {
+  double idle = 0, total = 0;
+  for (const v1::ActorInfo& a : now.actors()) {
+    const v1::EngineTime t = EngineTimeSince(a, since);
+    const double seconds = EngineSeconds(t);
+    if (seconds <= 0) continue;
+    const double i = seconds - t.busy_seconds();
+    if (per_actor != nullptr) (*per_actor)[a.actor_name()] = std::clamp(i / seconds, 0.0, 1.0);
+    idle += i;
+    total += seconds;
+  }
+  return total > 0 ? std::clamp(idle / total, 0.0, 1.0) : -1;
+}
+
 }  // namespace
 
 ClusterExecutor::ClusterExecutor(std::string run_dir, std::string device, LearnerLoop* loop,
@@ -180,17 +239,20 @@ absl::StatusOr<StageOutcome> ClusterExecutor::Generate(const PlannedStage& stage
   return RunLeaseStage(stage, model_dir, dataset, out_jsonl, cb);
 }
 
-Json ClusterExecutor::ActorsJson() const {
+Json ClusterExecutor::ActorsJson(const v1::RunStatus* since) const {
   v1::RunStatus status;
   service_->FillStatus(&status);
   Json actors = Json::array();
   for (const v1::ActorInfo& a : status.actors()) {
-    actors.push_back({{"actor_name", a.actor_name()},
-                      {"pid", a.pid()},
-                      {"joins", a.joins()},
-                      {"groups_submitted", a.groups_submitted()},
-                      {"tokens_generated", a.tokens_generated()},
-                      {"policy_versions_seen", a.policy_versions_seen()}});
+    Json j = {{"actor_name", a.actor_name()},
+              {"pid", a.pid()},
+              {"joins", a.joins()},
+              {"groups_submitted", a.groups_submitted()},
+              {"tokens_generated", a.tokens_generated()},
+              {"policy_versions_seen", a.policy_versions_seen()}};
+    const v1::EngineTime t = since != nullptr ? EngineTimeSince(a, *since) : a.engine_time();
+    if (EngineSeconds(t) > 0) j.update(IdleJson(t));
+    actors.push_back(std::move(j));
   }
   return actors;
 }
@@ -243,16 +305,28 @@ absl::StatusOr<StageOutcome> ClusterExecutor::RunLeaseStage(const PlannedStage& 
 
   TrainerOptions to = TrainerOptions::FromConfig(c);
   to.planned_steps = planned * std::max(1, c.grpo.num_iterations);
-  if (generate) to.grpo.beta = 0;  // serves weights only: no reference copy
   std::vector<int32_t> eos;
   for (int64_t id : m.config.eos_token_ids) eos.push_back(static_cast<int32_t>(id));
   if (auto id = tok->eos_id(); id && std::find(eos.begin(), eos.end(), *id) == eos.end()) {
     eos.push_back(*id);
   }
   const model::ModelConfig mc = m.config;
-  ASSIGN_OR_RETURN(std::unique_ptr<Trainer> trainer,
-                   Trainer::Create(mc, std::move(m.weights), to, device));
-  const TrainerInfo info = trainer->info();
+  // grpo: the Trainer (optimizer, reference model); generate: its input
+  // weights only, in the served dtype (no optimizer state, no fp32 copy).
+  std::unique_ptr<Trainer> trainer;
+  std::unique_ptr<WeightServer> server;
+  PolicyTrainer* policy = nullptr;
+  if (generate) {
+    ASSIGN_OR_RETURN(server, WeightServer::Create(mc, std::move(m.weights), to.serve_dtype));
+    policy = server.get();
+    COHORT_LOG(INFO) << "stage " << s.name << ": serving its input weights only ("
+                     << server->held_bytes() << " bytes, " << to.serve_dtype
+                     << "; no optimizer state)";
+  } else {
+    ASSIGN_OR_RETURN(trainer, Trainer::Create(mc, std::move(m.weights), to, device));
+    policy = trainer.get();
+  }
+  const TrainerInfo info = policy->info();
 
   v1::ModelFiles files;
   files.set_source(model_dir);
@@ -347,6 +421,7 @@ absl::StatusOr<StageOutcome> ClusterExecutor::RunLeaseStage(const PlannedStage& 
     auto it = pipeline_->plan().datasets.find(c.eval.dataset);
     if (it != pipeline_->plan().datasets.end()) eval_set = &it->second;
   }
+  v1::RunStatus before;  // filled when the stage starts
   spec.on_step = [&](int64_t, const std::map<std::string, double>& metrics) {
     const int64_t step = static_cast<int64_t>(metrics.at("stage_step"));
     busy_seconds += metrics.count("step_seconds") ? metrics.at("step_seconds") : 0;
@@ -357,7 +432,17 @@ absl::StatusOr<StageOutcome> ClusterExecutor::RunLeaseStage(const PlannedStage& 
       last["sampled"] = static_cast<double>(sampled);
       last["kept_fraction"] = sampled ? static_cast<double>(kept) / sampled : 0.0;
     }
-    if (cb.on_step) cb.on_step(step, planned, last);
+    if (cb.on_step) {
+      // Actors' engine idle fractions since the stage began (metrics.jsonl,
+      // report.html's idle fraction chart).
+      std::map<std::string, double> line = last, per_actor;
+      v1::RunStatus now;
+      service_->FillStatus(&now);
+      const double idle = ActorIdleFraction(now, before, &per_actor);
+      if (idle >= 0) line["actor_idle_fraction"] = idle;
+      for (const auto& [name, f] : per_actor) line["actor/" + name + "/idle_fraction"] = f;
+      cb.on_step(step, planned, line);
+    }
     if (!generate && eval_set != nullptr && cb.on_eval && c.eval.eval_every > 0 &&
         step % c.eval.eval_every == 0 && step < planned) {
       const std::string dir = run_dir_ + "/models/.during-" + s.name;
@@ -374,9 +459,8 @@ absl::StatusOr<StageOutcome> ClusterExecutor::RunLeaseStage(const PlannedStage& 
     }
   };
 
-  v1::RunStatus before;
   service_->FillStatus(&before);
-  RETURN_IF_ERROR(loop_->UseTrainer(trainer.get(), stage.index));
+  RETURN_IF_ERROR(loop_->UseTrainer(policy, stage.index));
   const int64_t first_version = loop_->version();
   service_->SetModel(files, info.vocab_size);
   absl::StatusOr<LedgerCounts> counts = loop_->RunLeaseStage(spec);
@@ -397,8 +481,9 @@ absl::StatusOr<StageOutcome> ClusterExecutor::RunLeaseStage(const PlannedStage& 
   if (generate) {
     if (kept == 0) {
       loop_->ReleaseTrainer();
-      return absl::FailedPreconditionError(absl::StrCat("no completion reached the threshold ",
-                                                        s.threshold, " (", sampled, " sampled)"));
+      // Every prompt was sampled: a retry ends the same way (the run fails).
+      return PermanentRunError(absl::FailedPreconditionError(absl::StrCat(
+          "no completion reached the threshold ", s.threshold, " (", sampled, " sampled)")));
     }
     std::string text = PathExists(partial) ? ReadOr(partial) : std::string();
     RETURN_IF_ERROR(WriteFileAtomically(out, text));
@@ -413,7 +498,10 @@ absl::StatusOr<StageOutcome> ClusterExecutor::RunLeaseStage(const PlannedStage& 
   v1::RunStatus after;
   service_->FillStatus(&after);
   o.extra["ledger"] = LedgerJson(*counts);
-  o.extra["actors"] = ActorsJson();
+  o.extra["actors"] = ActorsJson(&before);
+  if (const double idle = ActorIdleFraction(after, before, nullptr); idle >= 0) {
+    o.extra["actor_idle_fraction"] = idle;
+  }
   o.extra["tokens_per_s_generated"] =
       static_cast<double>(GeneratedTokens(after) - GeneratedTokens(before)) / seconds;
   o.extra["tokens_per_s_trained"] = trained_tokens / seconds;

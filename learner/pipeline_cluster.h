@@ -19,9 +19,10 @@
 //             otherwise). Ledger item k is the k-th prompt of that sequence
 //             (trained.jsonl's prompt_id), so prompts_total = trained +
 //             filtered + failed per stage.
-//   trainer   a learner/trainer.h Trainer made from the input model directory
-//             with the stage's grpo/optim options (generate: beta 0; it only
-//             serves the weights).
+//   trainer   grpo: a learner/trainer.h Trainer made from the input model
+//             directory with the stage's grpo/optim options; generate: a
+//             learner/weight_server.h WeightServer (the input weights in
+//             the served dtype only: no optimizer state, no reference model).
 //   model     the service serves the input model's files (config.json,
 //             tokenizer.json, tokenizer_config.json, generation_config.json,
 //             chat template, EOS, fingerprint); every actor that joined
@@ -44,8 +45,13 @@
 // StageOutcome::extra: `ledger` (prompts_total, prompts_trained,
 // prompts_filtered, prompts_failed, duplicates, lost), `actors` (one entry
 // per actor name that joined: actor_name, pid, joins, groups_submitted,
-// tokens_generated, policy_versions_seen), tokens_per_s_generated,
-// tokens_per_s_trained, learner_idle_fraction, first_version, last_version.
+// tokens_generated, policy_versions_seen, and over the stage, from the
+// actors' heartbeats (HeartbeatRequest.engine_time): idle_fraction,
+// idle_fraction_by_reason {prompts, weights, rewards}, engine_seconds),
+// tokens_per_s_generated, tokens_per_s_trained, learner_idle_fraction,
+// actor_idle_fraction (all actors' engine time together), first_version,
+// last_version. Each step's metrics (StageCallbacks::on_step) add
+// actor_idle_fraction and actor/<name>/idle_fraction since the stage began.
 //
 // Thread-safety: one call at a time, from the training thread.
 #ifndef COHORT_LEARNER_PIPELINE_CLUSTER_H_
@@ -93,8 +99,10 @@ class ClusterExecutor final : public StageExecutor {
   absl::StatusOr<EvalResult> Evaluate(const RunConfig& config, const std::string& model_dir,
                                       const PipelineDataset& dataset) override;
 
-  // Every actor the service has seen join (summary.json `actors`).
-  nlohmann::json ActorsJson() const;
+  // Every actor the service has seen join (summary.json `actors`); with
+  // `since` (the status when a stage began) the engine idle fractions are
+  // over the time since then.
+  nlohmann::json ActorsJson(const v1::RunStatus* since = nullptr) const;
 
  private:
   absl::StatusOr<StageOutcome> RunLeaseStage(const PlannedStage& stage,

@@ -481,8 +481,9 @@ absl::StatusOr<StageOutcome> LocalExecutor::Generate(const PlannedStage& stage,
     }
   }
   if (kept == 0) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "no completion reached the threshold ", stage.stage.threshold, " (", total, " sampled)"));
+    // Sampling it again gives the same outcome: the run ends with this reason.
+    return PermanentRunError(absl::FailedPreconditionError(absl::StrCat(
+        "no completion reached the threshold ", stage.stage.threshold, " (", total, " sampled)")));
   }
   RETURN_IF_ERROR(WriteFileAtomically(out_jsonl, out));
   StageOutcome o;

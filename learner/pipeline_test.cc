@@ -26,7 +26,8 @@ using Json = nlohmann::json;
 class FakeExecutor : public StageExecutor {
  public:
   std::vector<std::string> calls;
-  std::string fail_stage;  // Train of this stage fails once
+  std::string fail_stage;       // Train of this stage fails once
+  absl::Status generate_error;  // every Generate returns it when not OK
 
   absl::Status InitModel(const RunConfig&, const std::string& tokenizer_dir,
                          const std::string& out_dir) override {
@@ -64,6 +65,7 @@ class FakeExecutor : public StageExecutor {
                                         const PipelineDataset&, const std::string& out_jsonl,
                                         const StageCallbacks& cb) override {
     calls.push_back("generate:" + stage.stage.name);
+    if (!generate_error.ok()) return generate_error;
     cb.on_step(1, 1, {{"kept_fraction", 0.5}});
     RETURN_IF_ERROR(WriteFileAtomically(
         out_jsonl, "{\"id\":\"a\",\"prompt\":\"1+1=\",\"completion\":\"2\",\"answer\":\"2\"}\n"));
@@ -211,6 +213,93 @@ TEST(PipelineTest, MissingKeysInAnInputFileAreRefusedBeforeAnyWork) {
   EXPECT_THAT(std::string(st.message()), HasSubstr("pipeline[0] (rl): dataset \"q\""));
   EXPECT_THAT(std::string(st.message()), HasSubstr("no key \"prompt\""));
   EXPECT_TRUE(ex.calls.empty());
+  fs::remove_all(dir);
+}
+
+Json ReadJson(const std::string& path) {
+  absl::StatusOr<std::string> text = ReadFile(path);
+  return text.ok() ? Json::parse(*text, nullptr, false) : Json();
+}
+
+// A generate stage that keeps nothing fails the same way however often it
+// runs: the run ends with the reason (run_failure.json final, summary.json
+// `failure`), and a later Run with the same config returns it at once
+// without running anything.
+TEST(PipelineTest, AnErrorARestartWouldRepeatEndsTheRun) {
+  auto config = ParseConfig(kConfig);
+  ASSERT_TRUE(config.ok());
+  std::string dir = FreshDir("pipeline_failed");
+  FakeExecutor ex;
+  ex.generate_error = PermanentRunError(
+      absl::FailedPreconditionError("no completion reached the threshold 5 (40 sampled)"));
+  Pipeline p(*config, dir, &ex);
+  absl::Status st = p.Run();
+  EXPECT_TRUE(IsFinalRunFailure(st)) << st;
+  EXPECT_THAT(std::string(st.message()), HasSubstr("stage sample: no completion reached"));
+  Json record = ReadJson(dir + "/run_failure.json");
+  EXPECT_EQ(record.value("final", false), true) << record;
+  EXPECT_EQ(record.value("stage", std::string()), "sample");
+  EXPECT_EQ(record.value("attempts", 0), 1);
+  Json summary = ReadJson(dir + "/summary.json");
+  ASSERT_TRUE(summary.is_object());
+  EXPECT_EQ(summary["failure"]["stage"], "sample");
+  EXPECT_THAT(summary["failure"]["reason"].get<std::string>(), HasSubstr("threshold 5"));
+  EXPECT_EQ(summary["stages"].size(), 2u);  // cold_start and rl finished
+  EXPECT_FALSE(p.finished());
+
+  FakeExecutor again;
+  Pipeline p2(*config, dir, &again);
+  st = p2.Run();
+  EXPECT_TRUE(IsFinalRunFailure(st));
+  EXPECT_THAT(std::string(st.message()), HasSubstr("no completion reached"));
+  EXPECT_TRUE(again.calls.empty());
+  // Input that cannot be read or is malformed is final too; an I/O error
+  // (core/file.h reports FAILED_PRECONDITION) is not.
+  EXPECT_TRUE(IsPermanentRunError(absl::NotFoundError("cannot read x.jsonl")));
+  EXPECT_TRUE(IsPermanentRunError(absl::InvalidArgumentError("x.jsonl:3: not JSON")));
+  EXPECT_FALSE(IsPermanentRunError(absl::FailedPreconditionError("cannot write x: EIO")));
+  EXPECT_FALSE(IsPermanentRunError(absl::UnavailableError("reward server down")));
+  fs::remove_all(dir);
+}
+
+// A transient error is recorded and the run resumes when started again (a
+// stage that then finishes clears the record); the same error of the same
+// stage kRunFailureRepeats times in a row is final.
+TEST(PipelineTest, TransientErrorsResumeUntilTheSameOneRepeats) {
+  auto config = ParseConfig(kConfig);
+  ASSERT_TRUE(config.ok());
+  const absl::Status blip = absl::FailedPreconditionError("cannot write out.jsonl: EIO");
+  std::string dir = FreshDir("pipeline_transient");
+  {
+    FakeExecutor ex;
+    ex.generate_error = blip;
+    Pipeline p(*config, dir, &ex);
+    absl::Status st = p.Run();
+    EXPECT_FALSE(st.ok());
+    EXPECT_FALSE(IsFinalRunFailure(st)) << st;
+    EXPECT_EQ(ReadJson(dir + "/run_failure.json").value("attempts", 0), 1);
+    EXPECT_FALSE(ReadJson(dir + "/summary.json").is_object());
+  }
+  {
+    FakeExecutor ex;
+    Pipeline p(*config, dir, &ex);
+    ASSERT_TRUE(p.Run().ok());
+    EXPECT_TRUE(p.finished());
+    EXPECT_FALSE(PathExists(dir + "/run_failure.json"));
+    EXPECT_FALSE(ReadJson(dir + "/summary.json").contains("failure"));
+  }
+  fs::remove_all(dir);
+
+  dir = FreshDir("pipeline_repeats");
+  for (int attempt = 1; attempt <= kRunFailureRepeats; ++attempt) {
+    FakeExecutor ex;
+    ex.generate_error = blip;
+    Pipeline p(*config, dir, &ex);
+    absl::Status st = p.Run();
+    EXPECT_EQ(IsFinalRunFailure(st), attempt == kRunFailureRepeats) << attempt << ": " << st;
+    EXPECT_EQ(ReadJson(dir + "/run_failure.json").value("attempts", 0), attempt);
+  }
+  EXPECT_EQ(ReadJson(dir + "/summary.json")["failure"]["attempts"], kRunFailureRepeats);
   fs::remove_all(dir);
 }
 

@@ -1,12 +1,15 @@
 #include "learner/service.h"
 
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <random>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "core/file.h"
 #include "core/grpc_status.h"
 #include "core/logging.h"
 #include "core/rpc.h"
@@ -15,6 +18,43 @@ namespace cohort::learner {
 namespace {
 
 int64_t NowMs() { return absl::ToUnixMillis(absl::Now()); }
+
+void AddEngineTime(const v1::EngineTime& add, v1::EngineTime* sum) {
+  sum->set_busy_seconds(sum->busy_seconds() + add.busy_seconds());
+  sum->set_idle_prompts_seconds(sum->idle_prompts_seconds() + add.idle_prompts_seconds());
+  sum->set_idle_weights_seconds(sum->idle_weights_seconds() + add.idle_weights_seconds());
+  sum->set_idle_rewards_seconds(sum->idle_rewards_seconds() + add.idle_rewards_seconds());
+}
+
+// Test hook for kills during SubmitGroup (tests/actor_submit_kill_test.cc),
+// off unless COHORT_TEST_SUBMIT_STALL_DIR names a directory DIR: the first
+// SubmitGroup to find DIR/arm claims it (renames it to DIR/claimed), writes
+// "<actor_id> <lease_id>" to DIR/inflight and, before it looks at the group,
+// waits until DIR/release exists (at most 120 s), so that the test can kill
+// the actor while its call is inside the learner. When that call has
+// answered, DIR/returned is written (SubmitStallReturned).
+std::string StallSubmitForTest(const v1::SubmitGroupRequest& req) {
+  static const char* const dir = std::getenv("COHORT_TEST_SUBMIT_STALL_DIR");
+  if (dir == nullptr || *dir == '\0') return "";
+  const std::string d = dir;
+  if (std::rename((d + "/arm").c_str(), (d + "/claimed").c_str()) != 0) return "";
+  absl::Status s = WriteFileAtomically(
+      d + "/inflight", absl::StrCat(req.actor_id(), " ", req.group().lease_id(), "\n"));
+  if (!s.ok()) COHORT_LOG(WARNING) << "COHORT_TEST_SUBMIT_STALL_DIR: " << s.message();
+  COHORT_LOG(WARNING) << "SubmitGroup of lease " << req.group().lease_id() << " from "
+                      << req.actor_id() << " stalled for a test (COHORT_TEST_SUBMIT_STALL_DIR)";
+  const absl::Time deadline = absl::Now() + absl::Seconds(120);
+  while (!PathExists(d + "/release") && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  return d + "/returned";
+}
+struct SubmitStallReturned {
+  std::string path;  // "" unless the call was stalled
+  ~SubmitStallReturned() {
+    if (!path.empty()) (void)WriteFileAtomically(path, "");
+  }
+};
 
 grpc::Status Error(grpc::StatusCode code, const std::string& message) {
   return grpc::Status(code, message);
@@ -277,6 +317,13 @@ grpc::Status LearnerService::Join(grpc::ServerContext*, const v1::JoinRequest* r
       a.groups = old.groups;
       a.tokens = old.tokens;
       a.versions_seen = old.versions_seen;
+      // A new process under the name reports engine time from 0 again.
+      a.engine_time_earlier = old.engine_time_earlier;
+      if (old.pid == a.pid) {
+        a.engine_time = old.engine_time;
+      } else {
+        AddEngineTime(old.engine_time, &a.engine_time_earlier);
+      }
       actors_.erase(prev->second);
     }
     ++a.joins;
@@ -363,6 +410,7 @@ grpc::Status LearnerService::Heartbeat(grpc::ServerContext*, const v1::Heartbeat
     if (!actor.ok()) return ToGrpcStatus(actor.status());
     (*actor)->version = req->policy_version();
     if (req->leaving()) (*actor)->leaving = true;
+    if (req->has_engine_time()) (*actor)->engine_time = req->engine_time();
     stage = stage_;
     resp->set_drain(draining_);
     // The served model changed since this actor joined: it joins again.
@@ -389,12 +437,14 @@ grpc::Status LearnerService::Heartbeat(grpc::ServerContext*, const v1::Heartbeat
 
 grpc::Status LearnerService::SubmitGroup(grpc::ServerContext*, const v1::SubmitGroupRequest* req,
                                          v1::SubmitGroupResponse* resp) {
+  const SubmitStallReturned stalled{StallSubmitForTest(*req)};
   LeaseStage stage;
   int64_t vocab_size;
   {
     absl::MutexLock lock(&mu_);
     absl::StatusOr<Actor*> actor = FindActorLocked(req->actor_id());
     if (!actor.ok()) return ToGrpcStatus(actor.status());
+    if (req->has_engine_time()) (*actor)->engine_time = req->engine_time();
     stage = stage_;
     vocab_size = vocab_size_;
   }
@@ -429,8 +479,8 @@ grpc::Status LearnerService::SubmitGroup(grpc::ServerContext*, const v1::SubmitG
                       : grpc::StatusCode::INVALID_ARGUMENT,
                   reason, msg);
   }
-  if (checked->group->prompt_tokens.empty() && stage.prompts != nullptr &&
-      lease->prompt_id >= 0 && lease->prompt_id < static_cast<int64_t>(stage.prompts->size())) {
+  if (checked->group->prompt_tokens.empty() && stage.prompts != nullptr && lease->prompt_id >= 0 &&
+      lease->prompt_id < static_cast<int64_t>(stage.prompts->size())) {
     // ScoredGroup.prompt_token_ids may be left empty: the learner has them.
     const StagePrompt& p = (*stage.prompts)[lease->prompt_id];
     checked->group->prompt_tokens.assign(p.tokens.begin(), p.tokens.end());
@@ -614,6 +664,38 @@ int64_t LearnerService::OutstandingLeases() const {
   return stage.ledger == nullptr ? 0 : stage.ledger->Counts().leased;
 }
 
+std::map<std::string, ActorTotals> LearnerService::ActorTotalsByName() const {
+  absl::MutexLock lock(&mu_);
+  std::map<std::string, ActorTotals> out;
+  for (const auto& [id, a] : actors_) {
+    ActorTotals& t = out[a.name];
+    t.pid = a.pid;
+    t.joins = a.joins;
+    t.groups = a.groups;
+    t.tokens = a.tokens;
+    t.versions_seen = a.versions_seen;
+  }
+  return out;
+}
+
+void LearnerService::RestoreActorTotals(const std::map<std::string, ActorTotals>& totals) {
+  absl::MutexLock lock(&mu_);
+  for (const auto& [name, t] : totals) {
+    if (by_name_.count(name) != 0) continue;  // joined already: keep its live counts
+    // A placeholder keyed apart from real actor ids (those start with "A").
+    const std::string key = "restored:" + name;
+    Actor& a = actors_[key];
+    a.name = name;
+    a.pid = t.pid;
+    a.joins = t.joins;
+    a.groups = t.groups;
+    a.tokens = t.tokens;
+    a.versions_seen = t.versions_seen;
+    a.leaving = true;  // gone until it joins again
+    by_name_[name] = key;
+  }
+}
+
 void LearnerService::FillStatus(v1::RunStatus* status) const {
   LeaseStage stage = StageSnapshot();
   int64_t ttl_ms = options_.lease_ttl_ms, now = NowMs();
@@ -637,6 +719,8 @@ void LearnerService::FillStatus(v1::RunStatus* status) const {
       info->set_tokens_generated(a.tokens);
       info->set_policy_versions_seen(static_cast<int64_t>(a.versions_seen.size()));
       info->set_gone(a.leaving || now - a.last_seen_ms > ttl_ms);
+      *info->mutable_engine_time() = a.engine_time_earlier;
+      AddEngineTime(a.engine_time, info->mutable_engine_time());
     }
     for (const auto& [reason, n] : refusals_) (*status->mutable_refusals())[reason] = n;
   }

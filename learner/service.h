@@ -96,6 +96,18 @@ absl::StatusOr<CheckedGroup> CheckGroup(const v1::ScoredGroup& group, const Leas
                                         int32_t group_size, int64_t vocab_size,
                                         int64_t latest_version);
 
+// What an actor (by actor_name) contributed to the run: ActorInfo's pid, joins,
+// groups_submitted, tokens_generated and the versions behind
+// policy_versions_seen. The loop saves them with each checkpoint and gives
+// them back after a restart, so the counts cover the whole run.
+struct ActorTotals {
+  int64_t pid = 0;  // of its latest join
+  int32_t joins = 0;
+  int64_t groups = 0;
+  int64_t tokens = 0;
+  std::set<int64_t> versions_seen;
+};
+
 class LearnerService final
     : public v1::Learner::WithRawCallbackMethod_FetchPolicy<v1::Learner::Service> {
  public:
@@ -126,6 +138,11 @@ class LearnerService final
   void FillStatus(v1::RunStatus* status) const;
   // Leases of the current stage not yet submitted.
   int64_t OutstandingLeases() const;
+  // Per actor_name totals (see ActorTotals).
+  std::map<std::string, ActorTotals> ActorTotalsByName() const;
+  // After a restart: the totals of a checkpoint. Each name is listed (gone,
+  // no actor_id) until an actor of that name joins and continues from them.
+  void RestoreActorTotals(const std::map<std::string, ActorTotals>& totals);
 
   grpc::Status Join(grpc::ServerContext* context, const v1::JoinRequest* request,
                     v1::JoinResponse* response) override;
@@ -151,6 +168,10 @@ class LearnerService final
     std::set<int64_t> versions_seen;
     bool leaving = false;
     int64_t model_generation = 0;  // of the model it joined with
+    // Engine time: its current process's (last Heartbeat) and the sum of
+    // its earlier processes' under this name.
+    v1::EngineTime engine_time;
+    v1::EngineTime engine_time_earlier;
   };
   grpc::Status Refuse(grpc::StatusCode code, const std::string& reason, const std::string& message);
   // The actor, or NOT_FOUND; refreshes last_seen.

@@ -236,11 +236,11 @@ for df in deploy/docker/Dockerfile deploy/docker/Dockerfile.cuda; do
 done
 # Every metric the binaries register (GetCounter/GetGauge/GetHistogram
 # with a literal name, and the trainer's per-step gauges
-# cohort_learner_<metric>) has a row in docs/operations.md.
+# cohort_learner_trainer_<metric>) has a row in docs/operations.md.
 step "every metric is documented in docs/operations.md"
 metrics=$( (perl -0777 -ne 'while (/Get(?:Counter|Gauge|Histogram)\(\s*"(cohort_[a-z0-9_]+)"/g) { print "$1\n" }' \
     $(git ls-files '*.cc' | grep -v -e '_test\.cc$' -e '^bench/' -e '_fuzz') ;
-  grep -ohE 'metrics\["[a-z_]+"\]' learner/trainer.cc | sed 's/metrics\["\(.*\)"\]/cohort_learner_\1/') |
+  grep -ohE 'metrics\["[a-z_]+"\]' learner/trainer.cc | sed 's/metrics\["\(.*\)"\]/cohort_learner_trainer_\1/') |
   sort -u)
 undocumented=()
 for m in $metrics; do grep -q "\`$m[\`{,]" docs/operations.md || undocumented+=("$m"); done

@@ -191,6 +191,28 @@ class PipelineRunTest : public ::testing::Test {
       EXPECT_EQ(a.value("restarts", -1), 0);
     }
     EXPECT_EQ(names.size(), 2u);
+    // Engine idle fractions over the GRPO stage, from the actors' heartbeats
+    // and groups: every actor that submitted a group reported its engine
+    // time.
+    for (const Json& a : s["actors"]) {
+      if (a.value("groups_submitted", 0) == 0) continue;
+      ASSERT_TRUE(a.contains("idle_fraction")) << a.dump();
+      const double idle = a["idle_fraction"].get<double>();
+      EXPECT_GE(idle, 0.0) << a.dump();
+      EXPECT_LE(idle, 1.0) << a.dump();
+      double reasons = 0;
+      for (const char* why : {"prompts", "weights", "rewards"}) {
+        const double f = a["idle_fraction_by_reason"].value(why, -1.0);
+        EXPECT_GE(f, 0.0) << why << " " << a.dump();
+        EXPECT_LE(f, 1.0) << why << " " << a.dump();
+        reasons += f;
+      }
+      EXPECT_NEAR(reasons, idle, 1e-6) << a.dump();
+      EXPECT_GT(a.value("engine_seconds", 0.0), 0.0) << a.dump();
+    }
+    ASSERT_TRUE(s.contains("actor_idle_fraction")) << s.dump(1);
+    EXPECT_GE(s["actor_idle_fraction"].get<double>(), 0.0);
+    EXPECT_LE(s["actor_idle_fraction"].get<double>(), 1.0);
     EXPECT_TRUE(s.contains("tokens_per_s_trained"));
     EXPECT_TRUE(s.contains("learner_idle_fraction"));
     EXPECT_TRUE(s["config"].is_string());
@@ -286,6 +308,68 @@ TEST_F(PipelineRunTest, KilledLearnerResumesTheGrpoStage) {
   EXPECT_EQ(l["duplicates"], 0);
   EXPECT_EQ(l["lost"], 0);
   AuditLedger("rl", 16 * kPromptsPerStep);
+  // The actors' totals survive the learner's restart (saved with its
+  // checkpoints): together they submitted at least every group trained or
+  // filtered in the whole stage, not only those after the restart.
+  int64_t groups = 0;
+  for (const Json& a : s["actors"]) groups += a["groups_submitted"].get<int64_t>();
+  EXPECT_GE(groups, l["prompts_trained"].get<int64_t>() + l["prompts_filtered"].get<int64_t>())
+      << s["actors"].dump();
+}
+
+// A generate stage whose threshold no completion can reach (rewards are at
+// most 1.2) fails the same way on every attempt: the learner ends the run
+// with the reason (exit 3), `cohort run` does not restart it and prints the
+// reason, and running the same command again refuses at once.
+TEST_F(PipelineRunTest, GenerateStageThatKeepsNothingEndsTheRunWithItsReason) {
+  WriteFile(config_, R"(
+run: {name: pipeline-run-failure, seed: 1}
+model: {preset: tiny-quickstart, chat_template: plain}
+task: {name: addition, digits: 2, train_size: 16, eval_size: 8, fresh_size: 8, sft_size: 8}
+reward:
+  tasks:
+    addition: {verifier: math, format: r1-zero, weights: {accuracy: 1.0, format: 0.2}}
+sampling: {group_size: 2, temperature: 1.0, max_new_tokens: 8}
+grpo: {prompts_per_step: 8}
+eval: {dataset: ""}
+pipeline:
+  - {name: sample, kind: generate, model: base, dataset: train, samples: 2, threshold: 5.0}
+actor: {count: 1, slots: 16, drain_grace_seconds: 1}
+supervisor:
+  max_restarts: 3
+  restart_window_seconds: 120
+  backoff_initial_ms: 100
+  backoff_max_ms: 1000
+  stop_timeout_seconds: 5
+  ready_timeout_seconds: 60
+)");
+  EXPECT_EQ(RunToEnd({}, absl::Seconds(150)), "exited with code 1") << Logs();
+  const std::string learner_log = ReadFile(out_ + "/learner.log");
+  // Started once, never restarted.
+  EXPECT_THAT(learner_log, HasSubstr("starting learner (start 1)"));
+  EXPECT_EQ(learner_log.find("starting learner (start 2)"), std::string::npos) << Logs();
+  // The generate stage held its input weights only.
+  EXPECT_THAT(learner_log, HasSubstr("stage sample: serving its input weights only"));
+  EXPECT_THAT(learner_log, HasSubstr("no optimizer state"));
+  const std::string run_log = ReadFile(log());
+  EXPECT_THAT(run_log, HasSubstr("exited with code 3: the run failed; not restarting it"));
+  EXPECT_THAT(run_log,
+              HasSubstr("cohort run: the run failed: stage sample: no completion reached the "
+                        "threshold 5"))
+      << run_log;
+  Json record = Json::parse(ReadFile(out_ + "/run_failure.json"));
+  EXPECT_EQ(record["final"], true);
+  EXPECT_EQ(record["stage"], "sample");
+  Json summary = Json::parse(ReadFile(out_ + "/summary.json"));
+  EXPECT_EQ(summary["failure"]["stage"], "sample");
+  EXPECT_THAT(summary["failure"]["reason"].get<std::string>(),
+              HasSubstr("no completion reached the threshold 5 ("));
+
+  // The same command again: the reason, nothing started.
+  run_.reset();
+  EXPECT_EQ(RunToEnd({}, absl::Seconds(30)), "exited with code 1") << Logs();
+  EXPECT_THAT(ReadFile(log()), HasSubstr("holds a run of this config that failed"));
+  EXPECT_EQ(ReadFile(out_ + "/learner.log").find("starting learner (start 2)"), std::string::npos);
 }
 
 TEST_F(PipelineRunTest, StoppedRunResumesWhenStartedAgain) {
