@@ -1,5 +1,7 @@
 #include "actor/engine_generator.h"
 
+#include <pthread.h>
+
 #include <chrono>
 #include <deque>
 #include <future>
@@ -80,7 +82,10 @@ class EngineGenerator final : public Generator {
         options_(std::move(options)),
         dtype_(dtype),
         device_(device) {
-    thread_ = std::thread([this] { Loop(); });
+    thread_ = std::thread([this] {
+      pthread_setname_np(pthread_self(), "actor-engine");
+      Loop();
+    });
   }
   ~EngineGenerator() override { Stop(); }
 

@@ -251,10 +251,19 @@ absl::Status Rollout::Run() {
     absl::MutexLock lock(&mu_);
     cv_.WaitWithTimeout(&mu_, delay);
   }
-  threads_.emplace_back([this] { HeartbeatLoop(); });
-  threads_.emplace_back([this] { WeightLoop(); });
+  threads_.emplace_back([this] {
+    rollout_internal::NameThisThread("actor-heartbeat");
+    HeartbeatLoop();
+  });
+  threads_.emplace_back([this] {
+    rollout_internal::NameThisThread("actor-weights");
+    WeightLoop();
+  });
   for (int i = 0; i < std::max(1, options_.reward_threads); ++i) {
-    threads_.emplace_back([this] { ScoreLoop(); });
+    threads_.emplace_back([this] {
+      rollout_internal::NameThisThread("actor-score");
+      ScoreLoop();
+    });
   }
 
   absl::Status result;

@@ -6,6 +6,8 @@
 #ifndef COHORT_ACTOR_ROLLOUT_INTERNAL_H_
 #define COHORT_ACTOR_ROLLOUT_INTERNAL_H_
 
+#include <pthread.h>
+
 #include "absl/status/status.h"
 
 namespace cohort::actor::rollout_internal {
@@ -26,6 +28,11 @@ inline bool Transient(const absl::Status& s) {
 // NOT_FOUND "unknown actor": the learner restarted (or forgot this actor);
 // Join again.
 inline bool UnknownActor(const absl::Status& s) { return s.code() == absl::StatusCode::kNotFound; }
+
+// Names the calling thread (at most 15 characters show), so per-thread CPU
+// in /proc/<pid>/task/*/stat and in debuggers says which part of the actor
+// it is.
+inline void NameThisThread(const char* name) { pthread_setname_np(pthread_self(), name); }
 
 }  // namespace cohort::actor::rollout_internal
 

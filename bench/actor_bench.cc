@@ -17,9 +17,12 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
+#include <cstdlib>
 #include <deque>
+#include <filesystem>
 #include <future>
 #include <thread>
 #include <map>
@@ -37,6 +40,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "actor/blas_threads.h"
 #include "actor/testing/fake_learner_server.h"
 #include "actor/testing/fakes.h"
 #include "actor/testing/random_weights.h"
@@ -80,12 +84,41 @@ std::map<std::string, double> Scrape(int port) {
   return out;
 }
 
+// CPU seconds of each thread of process `pid` (tid -> {name, seconds}), from
+// /proc/<pid>/task/<tid>/stat (utime + stime).
+std::map<int, std::pair<std::string, double>> ThreadCpu(pid_t pid) {
+  std::map<int, std::pair<std::string, double>> out;
+  const double tick = static_cast<double>(::sysconf(_SC_CLK_TCK));
+  std::error_code ec;
+  for (const auto& e :
+       std::filesystem::directory_iterator(absl::StrCat("/proc/", pid, "/task"), ec)) {
+    std::FILE* f = std::fopen((e.path() / "stat").c_str(), "r");
+    if (f == nullptr) continue;
+    char buf[1024];
+    const size_t n = std::fread(buf, 1, sizeof(buf) - 1, f);
+    std::fclose(f);
+    const std::string s(buf, n);
+    const size_t open = s.find('('), close = s.rfind(')');
+    if (open == std::string::npos || close == std::string::npos) continue;
+    std::vector<std::string> fields = absl::StrSplit(s.substr(close + 2), ' ');
+    if (fields.size() < 13) continue;
+    // After the name: state(0) ppid ... utime(11) stime(12).
+    const double cpu = (std::stod(fields[11]) + std::stod(fields[12])) / tick;
+    const int tid = std::atoi(e.path().filename().c_str());
+    std::string name = s.substr(open + 1, close - open - 1);
+    if (tid == pid) name += " (main)";
+    out[tid] = {name, cpu};
+  }
+  return out;
+}
+
 // `engines` engines side by side in this process (as many as the actors,
 // so both sides share the machine alike), one torch thread each, queues kept
 // full: generated tokens per CPU-second of the process.
 double Standalone(const model::ModelConfig& config, int slots, int group, int max_new,
                   double seconds, int engines) {
   at::set_num_threads(1);
+  actor::SetBlasThreads(1);  // as cohort-actor does with actor.threads: 1
   std::vector<std::unique_ptr<model::Engine>> all;
   for (int e = 0; e < engines; ++e) {
     auto transformer = model::Transformer::Create(config, model::RandomInitWeights(config, 1),
@@ -142,7 +175,7 @@ double Standalone(const model::ModelConfig& config, int slots, int group, int ma
 
 int Main(int argc, char** argv) {
   double seconds = 30, warmup = 8, publish_every = 5;
-  int64_t slots = 8, group = 4, max_new = 64;
+  int64_t slots = 8, group = 4, max_new = 64, baseline_engines = 1;
   FlagSet flags("actor_bench", "Two actors in a steady run vs the standalone engine.");
   flags.Double("seconds", &seconds, "Measured window, seconds.");
   flags.Double("warmup", &warmup, "Seconds before the window.");
@@ -150,6 +183,9 @@ int Main(int argc, char** argv) {
   flags.Int("slots", &slots, "actor.slots (the engine batch).");
   flags.Int("group", &group, "G.");
   flags.Int("max_new_tokens", &max_new, "Completion length limit.");
+  flags.Int("baseline_engines", &baseline_engines,
+            "Standalone engines side by side in the baseline process (1: as bench/engine_bench; "
+            "2: one per actor, but two engines in one process contend for the BLAS pool).");
   ParseFlagsOrExit(flags, argc, argv);
 
   const std::string self = argv[0];
@@ -162,8 +198,9 @@ int Main(int argc, char** argv) {
   config.eos_token_ids = {0};
   // The baseline first: two engines in this process (one per actor), one
   // torch thread each, queues kept full, the same batch, G and lengths.
-  const double standalone = Standalone(config, static_cast<int>(slots), static_cast<int>(group),
-                                       static_cast<int>(max_new), 10, 2);
+  const double standalone =
+      Standalone(config, static_cast<int>(slots), static_cast<int>(group),
+                 static_cast<int>(max_new), 10, static_cast<int>(baseline_engines));
 
   actor::testing::FakeLearner::Options o;
   o.prompts = 1000000;
@@ -235,10 +272,13 @@ int Main(int argc, char** argv) {
   };
   run_for(warmup);
   std::vector<std::map<std::string, double>> before, after;
+  std::vector<std::map<int, std::pair<std::string, double>>> threads_before, threads_after;
   for (int port : metrics_ports) before.push_back(Scrape(port));
+  for (auto& a : actors) threads_before.push_back(ThreadCpu(a->pid()));
   const int64_t groups0 = static_cast<int64_t>(ledger.groups().size());
   run_for(seconds);
   for (int port : metrics_ports) after.push_back(Scrape(port));
+  for (auto& a : actors) threads_after.push_back(ThreadCpu(a->pid()));
   const int64_t groups1 = static_cast<int64_t>(ledger.groups().size());
   for (auto& a : actors) a->Stop(absl::Seconds(10));
   reward.value()->Stop(absl::Seconds(5));
@@ -265,6 +305,26 @@ int Main(int argc, char** argv) {
     j["tokens_per_second"] = tokens / seconds;
     j["groups_submitted"] = d("cohort_actor_groups_submitted_total");
     sum_rate += tokens / std::max(cpu, 1e-9);
+    // Where the actor's CPU went, by thread (/proc): the busiest thread is
+    // the engine's (it decodes); the rest is the actor's own work around it
+    // (RPCs, rewards, heartbeats, weight fetches, the control loop). A
+    // load-independent view of the overhead.
+    std::vector<std::pair<double, std::string>> by_thread;
+    double thread_total = 0;
+    for (const auto& [tid, named] : threads_after[i]) {
+      auto b = threads_before[i].find(tid);
+      const double s = named.second - (b == threads_before[i].end() ? 0 : b->second.second);
+      by_thread.push_back({s, named.first});
+      thread_total += s;
+    }
+    std::sort(by_thread.rbegin(), by_thread.rend());
+    nlohmann::json top = nlohmann::json::array();
+    for (size_t k = 0; k < by_thread.size() && k < 5; ++k) {
+      top.push_back({{"thread", by_thread[k].second}, {"cpu_seconds", by_thread[k].first}});
+    }
+    j["engine_thread_cpu_share"] =
+        by_thread.empty() ? 0.0 : by_thread[0].first / std::max(thread_total, 1e-9);
+    j["threads"] = top;
     Emit(j);
   }
   nlohmann::json lj;
@@ -273,13 +333,15 @@ int Main(int argc, char** argv) {
   Emit(lj);
   // And again after the cluster: the machine's load changes over a run; the
   // better of the two is the baseline (the conservative choice).
-  const double standalone_after = Standalone(
-      config, static_cast<int>(slots), static_cast<int>(group), static_cast<int>(max_new), 10, 2);
+  const double standalone_after =
+      Standalone(config, static_cast<int>(slots), static_cast<int>(group),
+                 static_cast<int>(max_new), 10, static_cast<int>(baseline_engines));
   const double baseline = std::max(standalone, standalone_after);
   Emit({{"standalone_tokens_per_cpu_second", baseline},
         {"standalone_before", standalone},
         {"standalone_after", standalone_after},
-        {"batch", slots}});
+        {"batch", slots},
+        {"baseline_engines", baseline_engines}});
   Emit({{"ratio", sum_rate / 2 / baseline}});
   return 0;
 }
