@@ -98,6 +98,27 @@ COHORT_INLINE T MaxLanes(const T* x, int64_t n) {
   return m;
 }
 
+// y = exp(sc * x - m); returns Σ y.
+template <typename T>
+COHORT_INLINE T ExpSumLanes(const T* x, T sc, T m, T* y, int64_t n) {
+  T acc[kLanes] = {};
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes) {
+    for (int k = 0; k < kLanes; ++k) {
+      const T e = Exp(x[j + k] * sc - m);
+      y[j + k] = e;
+      acc[k] += e;
+    }
+  }
+  T s = 0;
+  for (int k = 0; k < kLanes; ++k) s += acc[k];
+  for (; j < n; ++j) {
+    y[j] = Exp(x[j] * sc - m);
+    s += y[j];
+  }
+  return s;
+}
+
 // Rows [begin, end) of n rows through at::parallel_for, about `work`
 // elements per chunk.
 template <typename F>
@@ -117,11 +138,26 @@ COHORT_ROW_KERNEL T Sigmoid(T x) {
   return T(1) / (T(1) + Exp(-x));
 }
 
-// Softmax of sc * x over the allowed keys of one row, 0 elsewhere.
+// Softmax of sc * x (sc > 0) over the allowed keys of one row, 0 elsewhere.
 template <typename T>
 COHORT_ROW_KERNEL void SoftmaxRow(const T* x, const bool* a, T* y, int64_t n, T sc) {
-  // Branch-free passes: scaled scores (-inf where masked), max, exp, sum,
-  // normalize.
+  // The allowed keys are one contiguous range [lo, hi) in the layouts the
+  // transformer builds (causal inside a sequence; padding sees itself):
+  // then only the range is computed, in two passes (max; exp and sum) and
+  // a normalization. Any other mask takes the general branch-free passes.
+  int64_t lo = 0, hi = n;
+  while (lo < n && !a[lo]) ++lo;
+  while (hi > lo && !a[hi - 1]) --hi;
+  bool contiguous = hi > lo;
+  for (int64_t j = lo; j < hi; ++j) contiguous &= a[j];
+  if (contiguous) {
+    std::fill(y, y + lo, T(0));
+    std::fill(y + hi, y + n, T(0));
+    const T m = MaxLanes(x + lo, hi - lo) * sc;
+    const T inv = T(1) / ExpSumLanes(x + lo, sc, m, y + lo, hi - lo);
+    for (int64_t j = lo; j < hi; ++j) y[j] *= inv;
+    return;
+  }
   for (int64_t j = 0; j < n; ++j) y[j] = a[j] ? x[j] * sc : -std::numeric_limits<T>::infinity();
   const T m = MaxLanes(y, n);
   for (int64_t j = 0; j < n; ++j) {
@@ -132,18 +168,29 @@ COHORT_ROW_KERNEL void SoftmaxRow(const T* x, const bool* a, T* y, int64_t n, T 
   for (int64_t j = 0; j < n; ++j) y[j] *= inv;
 }
 
-// One row of log_softmax(it * x): returns logsumexp and sets *entropy;
-// dz, ez are scratch [n].
+// One row of log_softmax(it * x) (it > 0): returns the logsumexp and sets
+// *entropy, in two passes (max; exp with both sums).
 template <typename T>
-COHORT_ROW_KERNEL T LogSoftmaxRow(const T* x, int64_t n, T it, T* dz, T* ez, T* entropy) {
-  for (int64_t j = 0; j < n; ++j) dz[j] = x[j] * it;
-  const T m = MaxLanes(dz, n);
-  for (int64_t j = 0; j < n; ++j) {
-    dz[j] -= m;
-    ez[j] = Exp(dz[j]);
+COHORT_ROW_KERNEL T LogSoftmaxRow(const T* x, int64_t n, T it, T* entropy) {
+  const T m = MaxLanes(x, n) * it;
+  T s[kLanes] = {}, w[kLanes] = {};  // Σ e^(z-m), Σ e^(z-m) (z-m)
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes) {
+    for (int k = 0; k < kLanes; ++k) {
+      const T d = x[j + k] * it - m;
+      const T e = Exp(d);
+      s[k] += e;
+      w[k] += e * d;
+    }
   }
-  const T sum = SumLanes(ez, n);
-  const T wsum = DotLanes(ez, dz, n);  // Σ e^(z-m) (z-m)
+  T sum = 0, wsum = 0;
+  for (int k = 0; k < kLanes; ++k) sum += s[k], wsum += w[k];
+  for (; j < n; ++j) {
+    const T d = x[j] * it - m;
+    const T e = Exp(d);
+    sum += e;
+    wsum += e * d;
+  }
   const T log_sum = std::log(sum);
   *entropy = log_sum - wsum / sum;  // H = lse - E[z] = log Σ - E[z - m]
   return m + log_sum;
@@ -180,9 +227,8 @@ bool HasAvx2() {
 COHORT_AVX2 void SoftmaxRowAvx2(const float* x, const bool* a, float* y, int64_t n, float sc) {
   SoftmaxRow(x, a, y, n, sc);
 }
-COHORT_AVX2 float LogSoftmaxRowAvx2(const float* x, int64_t n, float it, float* dz, float* ez,
-                                    float* entropy) {
-  return LogSoftmaxRow(x, n, it, dz, ez, entropy);
+COHORT_AVX2 float LogSoftmaxRowAvx2(const float* x, int64_t n, float it, float* entropy) {
+  return LogSoftmaxRow(x, n, it, entropy);
 }
 COHORT_AVX2 void LogSoftmaxBackwardRowAvx2(const float* x, float* d, int64_t n, float it, float gi,
                                            float lse) {
@@ -208,13 +254,13 @@ void SoftmaxRowAny(const T* x, const bool* a, T* y, int64_t n, T sc) {
   SoftmaxRow(x, a, y, n, sc);
 }
 template <typename T>
-T LogSoftmaxRowAny(const T* x, int64_t n, T it, T* dz, T* ez, T* entropy) {
+T LogSoftmaxRowAny(const T* x, int64_t n, T it, T* entropy) {
 #ifdef COHORT_AVX2_CLONES
   if constexpr (std::is_same_v<T, float>) {
-    if (HasAvx2()) return LogSoftmaxRowAvx2(x, n, it, dz, ez, entropy);
+    if (HasAvx2()) return LogSoftmaxRowAvx2(x, n, it, entropy);
   }
 #endif
-  return LogSoftmaxRow(x, n, it, dz, ez, entropy);
+  return LogSoftmaxRow(x, n, it, entropy);
 }
 template <typename T>
 void LogSoftmaxBackwardRowAny(const T* x, T* d, int64_t n, T it, T gi, T lse) {
@@ -605,13 +651,12 @@ struct LogSoftmaxGatherFn : public torch::autograd::Function<LogSoftmaxGatherFn>
       T *lp = logp.data_ptr<T>(), *ep = entropy.data_ptr<T>(), *sp = lse.data_ptr<T>();
       const T it = static_cast<T>(inv_temp);
       ForRows(n, v, [&](int64_t r0, int64_t r1) {
-        std::vector<T> dz(v), ez(v);  // z - m, e^(z - m)
         for (int64_t r = r0; r < r1; ++r) {
           const T* x = zp + r * v;
           const int64_t target = tp[r];
           TORCH_CHECK(target >= 0 && target < v, "log_softmax_gather: target ", target,
                       " outside [0, ", v, ")");
-          sp[r] = LogSoftmaxRowAny(x, v, it, dz.data(), ez.data(), ep + r);
+          sp[r] = LogSoftmaxRowAny(x, v, it, ep + r);
           lp[r] = x[target] * it - sp[r];
         }
       });
@@ -676,6 +721,7 @@ std::vector<at::Tensor> QkvRope(const at::Tensor& qkv, const at::Tensor& q_norm,
 }
 
 at::Tensor MaskedSoftmax(const at::Tensor& scores, const at::Tensor& allowed, double scale) {
+  TORCH_CHECK(scale > 0, "masked_softmax: scale must be > 0, got ", scale);
   TORCH_CHECK(scores.dim() == 4 && allowed.dim() == 4 && allowed.scalar_type() == at::kBool,
               "masked_softmax: scores [B, KV, g*T, Tk] and bool allowed [B, 1, T, Tk] expected");
   return MaskedSoftmaxFn::apply(scores, allowed, scale);
@@ -685,6 +731,7 @@ at::Tensor SiluMul(const at::Tensor& gate_up) { return SiluMulFn::apply(gate_up)
 
 std::vector<at::Tensor> LogSoftmaxGather(const at::Tensor& logits, const at::Tensor& targets,
                                          double inv_temp) {
+  TORCH_CHECK(inv_temp > 0, "log_softmax_gather: inv_temp must be > 0, got ", inv_temp);
   return LogSoftmaxGatherFn::apply(logits, targets, inv_temp);
 }
 

@@ -53,7 +53,9 @@ std::vector<at::Tensor> QkvRope(const at::Tensor& qkv, const at::Tensor& q_norm,
 // scores [B, KV, g*T, Tk] (q·k for the g query heads sharing a KV head,
 // folded into the rows), allowed [B, 1, T, Tk] bool (no row all false): row
 // r of a head uses allowed[b, 0, r % T]. Returns softmax(scale * scores)
-// over the allowed keys, 0 elsewhere.
+// over the allowed keys, 0 elsewhere; scale > 0. Rows whose allowed keys
+// are one contiguous range (every mask Transformer::PrepareStack builds)
+// compute that range only.
 at::Tensor MaskedSoftmax(const at::Tensor& scores, const at::Tensor& allowed, double scale);
 
 // gate_up [..., 2I] (the gate and up projections side by side):
@@ -62,7 +64,8 @@ at::Tensor SiluMul(const at::Tensor& gate_up);
 
 // logits [N, V], targets [N] long in [0, V). Returns {logp [N], entropy [N]}:
 // logp = log_softmax(inv_temp * logits)[n, targets[n]] (differentiable in
-// logits), entropy = -Σ p log p of that distribution (no gradient).
+// logits), entropy = -Σ p log p of that distribution (no gradient);
+// inv_temp > 0.
 std::vector<at::Tensor> LogSoftmaxGather(const at::Tensor& logits, const at::Tensor& targets,
                                          double inv_temp);
 
