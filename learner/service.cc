@@ -29,17 +29,18 @@ void AddEngineTime(const v1::EngineTime& add, v1::EngineTime* sum) {
 // Test hook for kills during SubmitGroup (tests/actor_submit_kill_test.cc),
 // off unless COHORT_TEST_SUBMIT_STALL_DIR names a directory DIR: the first
 // SubmitGroup to find DIR/arm claims it (renames it to DIR/claimed), writes
-// "<actor_id> <lease_id>" to DIR/inflight and, before it looks at the group,
-// waits until DIR/release exists (at most 120 s), so that the test can kill
-// the actor while its call is inside the learner. When that call has
-// answered, DIR/returned is written (SubmitStallReturned).
+// "<actor_id> <lease_id> <prompt_id>" to DIR/inflight and, before it looks
+// at the group, waits until DIR/release exists (at most 120 s), so that the
+// test can kill the actor while its call is inside the learner. When that
+// call has answered, DIR/returned is written (SubmitStallReturned).
 std::string StallSubmitForTest(const v1::SubmitGroupRequest& req) {
   static const char* const dir = std::getenv("COHORT_TEST_SUBMIT_STALL_DIR");
   if (dir == nullptr || *dir == '\0') return "";
   const std::string d = dir;
   if (std::rename((d + "/arm").c_str(), (d + "/claimed").c_str()) != 0) return "";
-  absl::Status s = WriteFileAtomically(
-      d + "/inflight", absl::StrCat(req.actor_id(), " ", req.group().lease_id(), "\n"));
+  absl::Status s =
+      WriteFileAtomically(d + "/inflight", absl::StrCat(req.actor_id(), " ", req.group().lease_id(),
+                                                        " ", req.group().prompt_id(), "\n"));
   if (!s.ok()) COHORT_LOG(WARNING) << "COHORT_TEST_SUBMIT_STALL_DIR: " << s.message();
   COHORT_LOG(WARNING) << "SubmitGroup of lease " << req.group().lease_id() << " from "
                       << req.actor_id() << " stalled for a test (COHORT_TEST_SUBMIT_STALL_DIR)";

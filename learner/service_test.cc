@@ -390,5 +390,86 @@ TEST_F(LearnerServiceTest, FetchPolicyFullThenDelta) {
             600);
 }
 
+// Heartbeat.engine_time reaches RunStatus.actors: the latest totals of the
+// current process, plus those of earlier processes of the same actor_name
+// (a restarted actor, another pid, starts again from 0); a rejoin of the
+// same process keeps its totals.
+TEST_F(LearnerServiceTest, HeartbeatEngineTimeIsReportedPerActorName) {
+  auto join = [&](int64_t pid) {
+    grpc::ClientContext ctx;
+    v1::JoinRequest req;
+    req.set_actor_name("timed");
+    req.set_slots(4);
+    req.set_pid(pid);
+    req.set_protocol_version(v1::LEARNER_PROTOCOL_CURRENT);
+    v1::JoinResponse resp;
+    EXPECT_TRUE(stub_->Join(&ctx, req, &resp).ok());
+    return resp.actor_id();
+  };
+  auto beat = [&](const std::string& actor, double busy, double prompts, double weights,
+                  double rewards) {
+    grpc::ClientContext ctx;
+    v1::HeartbeatRequest req;
+    req.set_actor_id(actor);
+    v1::EngineTime* t = req.mutable_engine_time();
+    t->set_busy_seconds(busy);
+    t->set_idle_prompts_seconds(prompts);
+    t->set_idle_weights_seconds(weights);
+    t->set_idle_rewards_seconds(rewards);
+    v1::HeartbeatResponse resp;
+    EXPECT_TRUE(stub_->Heartbeat(&ctx, req, &resp).ok());
+  };
+  auto engine_time = [&]() {
+    grpc::ClientContext ctx;
+    v1::RunStatus status;
+    EXPECT_TRUE(admin_stub_->GetStatus(&ctx, v1::GetStatusRequest(), &status).ok());
+    for (const v1::ActorInfo& a : status.actors()) {
+      if (a.actor_name() == "timed") return a.engine_time();
+    }
+    ADD_FAILURE() << "no actor named timed";
+    return v1::EngineTime();
+  };
+  std::string a = join(100);
+  EXPECT_EQ(engine_time().busy_seconds(), 0);
+  beat(a, 1, 2, 3, 4);
+  beat(a, 8, 2, 3, 4);  // running totals: the latest counts
+  EXPECT_EQ(engine_time().busy_seconds(), 8);
+  EXPECT_EQ(engine_time().idle_prompts_seconds(), 2);
+  EXPECT_EQ(engine_time().idle_weights_seconds(), 3);
+  EXPECT_EQ(engine_time().idle_rewards_seconds(), 4);
+  // The same process joins again (a learner restart it rode out).
+  a = join(100);
+  EXPECT_EQ(engine_time().busy_seconds(), 8);
+  beat(a, 9, 2, 3, 4);
+  EXPECT_EQ(engine_time().busy_seconds(), 9);
+  // A new process under the name: its totals add to the earlier ones.
+  a = join(200);
+  EXPECT_EQ(engine_time().busy_seconds(), 9);
+  beat(a, 1, 0.5, 0, 0);
+  EXPECT_EQ(engine_time().busy_seconds(), 10);
+  EXPECT_EQ(engine_time().idle_prompts_seconds(), 2.5);
+  EXPECT_EQ(engine_time().idle_rewards_seconds(), 4);
+  // A submitted group's engine_time counts like a heartbeat's (the
+  // submission itself may be refused: there is no such lease).
+  {
+    grpc::ClientContext sctx;
+    v1::SubmitGroupRequest sreq;
+    sreq.set_actor_id(a);
+    sreq.mutable_group()->set_lease_id("no-such-lease");
+    sreq.mutable_engine_time()->set_busy_seconds(3);
+    v1::SubmitGroupResponse sresp;
+    (void)stub_->SubmitGroup(&sctx, sreq, &sresp);
+  }
+  EXPECT_EQ(engine_time().busy_seconds(), 12);
+  EXPECT_EQ(engine_time().idle_prompts_seconds(), 2);
+  // A heartbeat without engine_time (an older actor) changes nothing.
+  grpc::ClientContext ctx;
+  v1::HeartbeatRequest req;
+  req.set_actor_id(a);
+  v1::HeartbeatResponse resp;
+  ASSERT_TRUE(stub_->Heartbeat(&ctx, req, &resp).ok());
+  EXPECT_EQ(engine_time().busy_seconds(), 12);
+}
+
 }  // namespace
 }  // namespace cohort::learner
