@@ -1,5 +1,6 @@
 #include "learner/trainer.h"
 
+#include <dlfcn.h>
 #include <malloc.h>
 
 #include <algorithm>
@@ -85,6 +86,17 @@ void KeepFreedMemory() {
     mallopt(M_MMAP_THRESHOLD, 32 << 20);
     mallopt(M_TRIM_THRESHOLD, 1 << 30);
   });
+}
+
+// OpenBLAS (LibTorch's BLAS on Debian) sizes its own pthreads pool from
+// OPENBLAS_NUM_THREADS or the core count when it loads, not from
+// at::set_num_threads: with learner.threads 1 the matmuls still ran on a
+// second BLAS thread spinning between calls (actor/blas_threads.h measured
+// a sixth of an actor's CPU). Found at run time; another BLAS skips it.
+void SetBlasThreads(int threads) {
+  using SetNumThreads = void (*)(int);
+  auto set = reinterpret_cast<SetNumThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+  if (set != nullptr && threads > 0) set(threads);
 }
 
 std::vector<uint8_t> TensorBytes(const at::Tensor& t) {
@@ -185,7 +197,10 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const model::ModelConfi
                      "bfloat16, got \"",
                      options.serve_dtype, "\""));
   }
-  if (options.threads > 0) at::set_num_threads(options.threads);
+  if (options.threads > 0) {
+    at::set_num_threads(options.threads);
+    if (device.is_cpu()) SetBlasThreads(options.threads);
+  }
   if (options.keep_freed_memory && device.is_cpu()) KeepFreedMemory();
   model::TensorMap reference_weights;
   try {

@@ -35,6 +35,10 @@
 // extra output-projection forward. When a micro-batch's logits fit in one
 // chunk the single pass is used instead.
 //
+// On fp32 CPU the trunk, the head's log-softmax + gather + entropy and
+// AdamW run the fused kernels of model/fused_ops.h (fused_kernels; equal
+// to the plain ATen ops up to rounding, docs/learner.md).
+//
 // The ratio's denominator is the actor's behaviour log-prob, except in
 // deterministic mode or with TIS, where it is the learner's own log-prob
 // before the batch's first update (then ratio = 1 at the first iteration and
@@ -82,7 +86,9 @@ struct TrainerOptions {
   // Optimizer steps the cosine schedule spans when optim.total_steps is 0.
   int64_t planned_steps = 0;
   bool determinism = false;             // learner.determinism
-  int threads = 0;                      // learner.threads: at::set_num_threads; 0 = leave as is
+  // learner.threads: at::set_num_threads and, on CPU, OpenBLAS's own pool
+  // (openblas_set_num_threads); 0 = leave both as they are.
+  int threads = 0;
   std::string serve_dtype = "float32";  // ExportWeights: float32 | bfloat16
   int64_t logit_chunk_elements = kLogitChunkElements;  // > 0
   bool padding_free = true;                            // optim.padding_free
