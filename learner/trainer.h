@@ -85,11 +85,11 @@ struct TrainerOptions {
   int64_t max_completion_length = 256;  // sampling.max_new_tokens (dr_grpo)
   // Optimizer steps the cosine schedule spans when optim.total_steps is 0.
   int64_t planned_steps = 0;
-  bool determinism = false;             // learner.determinism
+  bool determinism = false;  // learner.determinism
   // learner.threads: at::set_num_threads and, on CPU, OpenBLAS's own pool
   // (openblas_set_num_threads); 0 = leave both as they are.
   int threads = 0;
-  std::string serve_dtype = "float32";  // ExportWeights: float32 | bfloat16
+  std::string serve_dtype = "float32";                 // ExportWeights: float32 | bfloat16
   int64_t logit_chunk_elements = kLogitChunkElements;  // > 0
   bool padding_free = true;                            // optim.padding_free
   bool activation_checkpointing = false;               // optim.activation_checkpointing
