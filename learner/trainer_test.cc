@@ -249,6 +249,13 @@ TEST(TrainerTest, FusedKernelsMatchPlainOps) {
         }
         EXPECT_LT(MaxAbsDiff(a->PolicyWeights(), b->PolicyWeights()), 1e-4) << what;
       }
+      // SFT goes through the same head and optimizer.
+      auto sa = a->SftStep(batch);
+      auto sb = b->SftStep(batch);
+      ASSERT_TRUE(sa.ok() && sb.ok());
+      const double x = sa->metrics.at("loss");
+      EXPECT_NEAR(x, sb->metrics.at("loss"), 1e-5 * (1 + std::abs(x)));
+      EXPECT_LT(MaxAbsDiff(a->PolicyWeights(), b->PolicyWeights()), 1e-4);
     }
   }
 }
