@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Sets up, builds and runs the main job: the quickstart training run
 # (configs/quickstart.yaml): the built-in 2-digit addition task, a tiny
-# model initialised from scratch, cold-start SFT on 100 demonstrations, then
-# GRPO with accuracy + format rewards, held-out evals before/after each stage
-# and every 20 steps. Outputs in out/quickstart/: summary.json, report.html,
-# metrics.jsonl, evals.jsonl, tensorboard/, data/, model/ (the final model as
-# a Hugging Face directory), plus trained.jsonl (the exactly-once ledger) and
-# every role's log.
+# model initialised from scratch, cold-start SFT on 140 demonstrations, then
+# 250 GRPO steps with accuracy + format rewards, held-out evals before/after
+# each stage and every 100 GRPO steps. Outputs in out/quickstart/:
+# summary.json, report.html, metrics.jsonl, evals.jsonl, tensorboard/, data/,
+# model/ (the final model as a Hugging Face directory), plus trained.jsonl
+# (the exactly-once ledger) and every role's log.
 #
 # The run goes through the local cluster: `cohort run` starts a learner, a
 # reward server and two actors as processes on 127.0.0.1; the learner runs
