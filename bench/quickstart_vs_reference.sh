@@ -2,8 +2,9 @@
 # The quickstart against the single-process PyTorch reference
 # (../shared/reference/tiny_grpo.py, Debian python3-torch), one after the
 # other in this invocation, on the same machine: the same recipe (2-digit
-# addition, cold-start SFT on 100 demonstrations, then GRPO with 16 prompts x
-# G 8). Prints one JSON object per line:
+# addition, a cold-start SFT (cohort: 140 demonstrations x 600 steps, the
+# reference: 100 x 300), then GRPO with 16 prompts x G 8 (cohort: 250 steps,
+# the reference: 300)). Prints one JSON object per line:
 #   {"system": "cohort"|"reference", "seed", "grpo_seconds", "grpo_steps",
 #    "accuracy_before", "accuracy_after", "gain", "tokens_per_s_generated",
 #    "tokens_per_s_trained", "generate_fraction", "train_fraction",
