@@ -33,7 +33,7 @@ using Json = nlohmann::json;
 // every seed's cold start by a few points, and seed 1 ended it at 48.6-63.4%,
 // seed 3 at 48.6-54.0%). GRPO runs the shipped 250 steps: through the
 // cluster seed 2 gained +12.0 in 200 steps once and +15.2 to +20.4 other
-// times, and +19.8 to +25.0 in 250.
+// times, and +18.8 to +25.0 in 250.
 constexpr int kGrpoSteps = 250;
 constexpr int kSeed = 2;
 constexpr bool kThroughCluster = true;
