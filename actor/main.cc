@@ -24,7 +24,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/notification.h"
-#include "actor/blas_threads.h"
+#include "core/blas_threads.h"
 #include "actor/engine_generator.h"
 #include "actor/learner_client.h"
 #include "actor/reward_client.h"
@@ -157,7 +157,7 @@ int main(int argc, char** argv) {
   // (one by default, so that the roles `cohort run` starts on a small
   // machine do not oversubscribe its cores).
   at::set_num_threads(config.actor.threads);
-  cohort::actor::SetBlasThreads(config.actor.threads);
+  cohort::SetBlasThreads(config.actor.threads);
   std::unique_ptr<cohort::actor::LearnerClient> client =
       cohort::actor::MakeGrpcLearnerClient(*channel);
 

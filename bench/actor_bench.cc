@@ -44,7 +44,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
-#include "actor/blas_threads.h"
+#include "core/blas_threads.h"
 #include "actor/testing/fake_learner_server.h"
 #include "actor/testing/fakes.h"
 #include "actor/testing/random_weights.h"
@@ -122,7 +122,7 @@ std::map<int, std::pair<std::string, double>> ThreadCpu(pid_t pid) {
 double Standalone(const model::ModelConfig& config, int slots, int group, int max_new,
                   double seconds, int engines) {
   at::set_num_threads(1);
-  actor::SetBlasThreads(1);  // as cohort-actor does with actor.threads: 1
+  SetBlasThreads(1);  // as cohort-actor does with actor.threads: 1
   std::vector<std::unique_ptr<model::Engine>> all;
   for (int e = 0; e < engines; ++e) {
     auto transformer = model::Transformer::Create(config, model::RandomInitWeights(config, 1),

@@ -7,12 +7,15 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
 #include "core/file.h"
 #include "core/logging.h"
 #include "core/status.h"
@@ -126,6 +129,23 @@ absl::StatusOr<CheckpointInfo> ReadInfo(const std::string& path, int64_t step) {
   return info;
 }
 
+// Test hook for kills during a checkpoint write (tests/cluster_fault_test.cc):
+// off unless COHORT_TEST_CHECKPOINT_PAUSE_MS is set; then every write waits
+// that long with its temporary directory half written (trainer state in it,
+// no meta.json, no completion marker), so that a test can kill the learner
+// inside the write instead of hoping to catch a write of a few milliseconds.
+void PauseForTest() {
+  static const int pause_ms = [] {
+    const char* v = std::getenv("COHORT_TEST_CHECKPOINT_PAUSE_MS");
+    int ms = 0;
+    if (v == nullptr || !absl::SimpleAtoi(v, &ms) || ms <= 0) return 0;
+    COHORT_LOG(WARNING) << "checkpoint writes pause " << ms
+                        << " ms half-written for a test (COHORT_TEST_CHECKPOINT_PAUSE_MS)";
+    return std::min(ms, 10000);
+  }();
+  if (pause_ms > 0) absl::SleepFor(absl::Milliseconds(pause_ms));
+}
+
 }  // namespace
 
 absl::StatusOr<CheckpointInfo> WriteCheckpoint(
@@ -150,6 +170,7 @@ absl::StatusOr<CheckpointInfo> WriteCheckpoint(
   RETURN_IF_ERROR(MakeDirs(tmp + "/trainer"));
   RETURN_IF_ERROR(MakeDirs(tmp + "/blobs"));
   if (write_trainer) RETURN_IF_ERROR(write_trainer(tmp + "/trainer"));
+  PauseForTest();
   nlohmann::json meta = {
       {"step", options.step}, {"version", options.version}, {"blobs", nlohmann::json::object()}};
   for (const auto& [blob, bytes] : blobs) {

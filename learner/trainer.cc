@@ -1,6 +1,5 @@
 #include "learner/trainer.h"
 
-#include <dlfcn.h>
 #include <malloc.h>
 
 #include <algorithm>
@@ -17,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "core/blas_threads.h"
 #include "core/file.h"
 #include "core/logging.h"
 #include "core/safetensors.h"
@@ -86,17 +86,6 @@ void KeepFreedMemory() {
     mallopt(M_MMAP_THRESHOLD, 32 << 20);
     mallopt(M_TRIM_THRESHOLD, 1 << 30);
   });
-}
-
-// OpenBLAS (LibTorch's BLAS on Debian) sizes its own pthreads pool from
-// OPENBLAS_NUM_THREADS or the core count when it loads, not from
-// at::set_num_threads: with learner.threads 1 the matmuls still ran on a
-// second BLAS thread spinning between calls (actor/blas_threads.h measured
-// a sixth of an actor's CPU). Found at run time; another BLAS skips it.
-void SetBlasThreads(int threads) {
-  using SetNumThreads = void (*)(int);
-  auto set = reinterpret_cast<SetNumThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
-  if (set != nullptr && threads > 0) set(threads);
 }
 
 std::vector<uint8_t> TensorBytes(const at::Tensor& t) {

@@ -1,6 +1,6 @@
 // The BLAS library's own thread pool, sized like torch's intra-op pool.
 //
-//   cohort::actor::SetBlasThreads(config.actor.threads);  // after at::set_num_threads
+//   cohort::SetBlasThreads(config.actor.threads);  // after at::set_num_threads
 //
 // LibTorch on the CPU (Debian's, for one) calls an OpenBLAS built with its
 // own pthreads pool, sized from OPENBLAS_NUM_THREADS or the core count when
@@ -12,13 +12,16 @@
 // run time, so a build against another BLAS just skips it) and returns
 // whether it did.
 //
+// Used by the actor's engine and the learner's trainer (learner.threads).
+// Header-only and torch-free: it only looks the symbol up.
+//
 // Thread-safety: call once at start-up, before the first matrix product.
-#ifndef COHORT_ACTOR_BLAS_THREADS_H_
-#define COHORT_ACTOR_BLAS_THREADS_H_
+#ifndef COHORT_CORE_BLAS_THREADS_H_
+#define COHORT_CORE_BLAS_THREADS_H_
 
 #include <dlfcn.h>
 
-namespace cohort::actor {
+namespace cohort {
 
 inline bool SetBlasThreads(int threads) {
   using SetNumThreads = void (*)(int);
@@ -28,6 +31,6 @@ inline bool SetBlasThreads(int threads) {
   return true;
 }
 
-}  // namespace cohort::actor
+}  // namespace cohort
 
-#endif  // COHORT_ACTOR_BLAS_THREADS_H_
+#endif  // COHORT_CORE_BLAS_THREADS_H_
