@@ -59,14 +59,14 @@ constexpr int kRewardPort = 50052;
 constexpr int kActorPort = 50053;
 constexpr int kMetricsPort = 9100;
 // Everything the lab may send, all hosts together, over the whole test.
-constexpr long long kMaxTrafficBytes = 192LL << 20;
+constexpr long long kMaxTrafficBytes = 768LL << 20;
 // The training run: kPrompts x kEpochs (prompt, epoch) items, leases that
 // expire kLeaseTtlMs after the last heartbeat, and actor0's path to the
 // learner cut for kMinCut or until its leases are leased again, whichever
 // is later (shorter than the actor's 10 s call deadline, so that its
 // submissions made during the cut arrive late rather than time out).
 constexpr int kPrompts = 24;
-constexpr int kEpochs = 24;
+constexpr int kEpochs = 96;  // the run outlasts kMaxCuts cuts on an idle machine (24 and 48 did not)
 constexpr int kMaxCuts = 4;
 constexpr int kLeaseTtlMs = 1500;
 constexpr absl::Duration kMinCut = absl::Milliseconds(3 * kLeaseTtlMs);
@@ -439,15 +439,24 @@ TEST_F(NetnsTest, TrainingRunAcrossHostsSurvivesACutLinkAndAKill) {
   for (; cuts < kMaxCuts && !late_seen; ++cuts) {
     if (cuts > 0) ASSERT_EQ(Admin("resume"), 0) << ReadFile(dir_ / "admin.log");
     bool cut = false;
-    for (int attempt = 1; attempt <= 100 && !cut; ++attempt) {
-      roles_["actor0"]->Signal(SIGSTOP);
-      before = Status();
-      if (actor0_leases(before) > 0) {
-        ASSERT_TRUE(lab_->CutPath("actor0", "learner").ok());
-        cut = true;
+    for (int round = 1; round <= 40 && !cut; ++round) {
+      // actor1 can hold every lease the staleness window allows (on a fast
+      // machine actor0 got 69 of 1,100 groups): freeze it for well under the
+      // lease TTL so that actor0 leases, then look for actor0 holding leases.
+      roles_["actor1"]->Signal(SIGSTOP);
+      const absl::Time thawed_by = absl::Now() + absl::Milliseconds(kLeaseTtlMs / 3);
+      while (!cut && absl::Now() < thawed_by) {
+        roles_["actor0"]->Signal(SIGSTOP);
+        before = Status();
+        if (actor0_leases(before) > 0) {
+          ASSERT_TRUE(lab_->CutPath("actor0", "learner").ok());
+          cut = true;
+        }
+        roles_["actor0"]->Signal(SIGCONT);
+        if (!cut) absl::SleepFor(absl::Milliseconds(50));
       }
-      roles_["actor0"]->Signal(SIGCONT);
-      if (!cut) absl::SleepFor(absl::Milliseconds(50));
+      roles_["actor1"]->Signal(SIGCONT);
+      if (!cut) absl::SleepFor(absl::Milliseconds(kLeaseTtlMs / 2));
     }
     ASSERT_TRUE(cut) << "actor0 never held a lease: " << before.dump();
     const absl::Time cut_at = absl::Now();
@@ -536,7 +545,7 @@ TEST_F(NetnsTest, TrainingRunAcrossHostsSurvivesACutLinkAndAKill) {
         absl::SleepFor(absl::Milliseconds(200));
         return roles_["learner"]->Exited();
       },
-      absl::Seconds(120)))
+      absl::Seconds(150)))
       << last.dump() << ReadFile(Log("learner"));
   ASSERT_TRUE(roles_["learner"]->WaitFor(absl::Seconds(30))) << ReadFile(Log("learner"));
   const std::string learner_log = ReadFile(Log("learner"));
