@@ -55,22 +55,6 @@ absl::Status DropJournalLines(const std::string& dir, const std::string& stage) 
   return absl::OkStatus();
 }
 
-void CountsToProto(const LedgerCounts& c, v1::LedgerCounts* l) {
-  l->set_queued(c.queued);
-  l->set_leased(c.leased);
-  l->set_buffered(c.buffered);
-  l->set_prompts_total(c.prompts_total);
-  l->set_trained(c.trained);
-  l->set_filtered(c.filtered);
-  l->set_failed(c.failed);
-  l->set_duplicates(c.duplicates);
-  l->set_lost(c.lost);
-  l->set_leases_granted(c.leases_granted);
-  l->set_leases_expired(c.leases_expired);
-  l->set_leases_released(c.leases_released);
-  l->set_leases_retried(c.leases_retried);
-}
-
 // The checkpoint's "stages": each recorded stage's name, kind, state, epoch
 // and ledger counts.
 nlohmann::json StagesToJson(const std::vector<v1::StageStatus>& stages,
@@ -620,7 +604,7 @@ void LearnerLoop::RecordStage(const std::string& name, const std::string& kind,
   s->set_kind(kind);
   s->set_state(state);
   if (c != nullptr) {
-    CountsToProto(*c, s->mutable_ledger());
+    LedgerCountsToProto(*c, s->mutable_ledger());
     stage_epochs_[name] = epoch;
   }
 }

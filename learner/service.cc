@@ -89,6 +89,22 @@ v1::DType WireDType(WeightDType d) {
 
 }  // namespace
 
+void LedgerCountsToProto(const LedgerCounts& c, v1::LedgerCounts* out) {
+  out->set_queued(c.queued);
+  out->set_leased(c.leased);
+  out->set_buffered(c.buffered);
+  out->set_prompts_total(c.prompts_total);
+  out->set_trained(c.trained);
+  out->set_filtered(c.filtered);
+  out->set_failed(c.failed);
+  out->set_duplicates(c.duplicates);
+  out->set_lost(c.lost);
+  out->set_leases_granted(c.leases_granted);
+  out->set_leases_expired(c.leases_expired);
+  out->set_leases_released(c.leases_released);
+  out->set_leases_retried(c.leases_retried);
+}
+
 absl::StatusOr<CheckedGroup> CheckGroup(const v1::ScoredGroup& g, const LeaseGrant& lease,
                                         int32_t group_size, int64_t vocab_size,
                                         int64_t latest_version) {
@@ -728,20 +744,7 @@ void LearnerService::FillStatus(v1::RunStatus* status) const {
   for (int64_t v : store_->kept_versions()) status->add_kept_versions(v);
   if (stage.ledger != nullptr) {
     LedgerCounts c = stage.ledger->Counts();
-    v1::LedgerCounts* l = status->mutable_ledger();
-    l->set_queued(c.queued);
-    l->set_leased(c.leased);
-    l->set_trained(c.trained);
-    l->set_filtered(c.filtered);
-    l->set_failed(c.failed);
-    l->set_buffered(c.buffered);
-    l->set_prompts_total(c.prompts_total);
-    l->set_duplicates(c.duplicates);
-    l->set_lost(c.lost);
-    l->set_leases_granted(c.leases_granted);
-    l->set_leases_expired(c.leases_expired);
-    l->set_leases_released(c.leases_released);
-    l->set_leases_retried(c.leases_retried);
+    LedgerCountsToProto(c, status->mutable_ledger());
     status->set_epoch(stage.ledger->CurrentEpoch());
   }
 }

@@ -108,6 +108,9 @@ struct ActorTotals {
   std::set<int64_t> versions_seen;
 };
 
+// The ledger's counts as the proto's (RunStatus.ledger, StageStatus.ledger).
+void LedgerCountsToProto(const LedgerCounts& c, v1::LedgerCounts* out);
+
 class LearnerService final
     : public v1::Learner::WithRawCallbackMethod_FetchPolicy<v1::Learner::Service> {
  public:
