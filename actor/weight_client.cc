@@ -1,5 +1,7 @@
 #include "actor/weight_client.h"
 
+#include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <utility>
 
@@ -50,13 +52,27 @@ bool ReadVarint(const uint8_t** p, const uint8_t* end, uint64_t* value) {
   return false;
 }
 
-
 }  // namespace
 
-absl::Status WeightAssembler::AppendDecoded(const v1::WeightChunk& chunk, HostTensor* t) {
+// Decoding works through a chunk in slices of this many bytes, so that the
+// bytes written are CRC'd while they are still in cache.
+constexpr size_t kSlice = 64 << 10;
+
+absl::Status WeightAssembler::AppendDecoded(const v1::WeightChunk& chunk, HostTensor* t,
+                                            uint32_t* crc) {
   const std::string& data = chunk.data();
+  // Every append below stays within the capacity reserved for the tensor
+  // (Add checked the sizes), so t->data never moves.
   if (chunk.encoding() == v1::WEIGHT_ENCODING_RAW) {
-    t->data.append(data);
+    // The CRC of the copied bytes, which Add compares with the chunk's: it
+    // verifies the payload and the buffer in one pass.
+    uint32_t c = 0;
+    for (size_t off = 0; off < data.size(); off += kSlice) {
+      const size_t n = std::min(kSlice, data.size() - off);
+      t->data.append(data, off, n);
+      c = Crc32cExtend(c, t->data.data() + t->data.size() - n, n);
+    }
+    *crc = c;
     return absl::OkStatus();
   }
   if (chunk.encoding() != v1::WEIGHT_ENCODING_XOR_RLE) {
@@ -74,28 +90,59 @@ absl::Status WeightAssembler::AppendDecoded(const v1::WeightChunk& chunk, HostTe
     return Fail(absl::StrCat(t->name, ": a delta for a tensor the base version ", base_->version,
                              " does not have at index ", index, " with the same size"));
   }
-  const std::string& base = base_->tensors[index].data;
   const size_t begin = t->data.size();
+  const char* src = base_->tensors[index].data.data() + begin;
   const size_t want = static_cast<size_t>(chunk.decoded_bytes());
   const uint8_t* p = reinterpret_cast<const uint8_t*>(data.data());
   const uint8_t* end = p + data.size();
-  size_t produced = 0;
-  // The base's range in one copy (each byte written once), then the
-  // literals XORed in place.
-  t->data.append(base, begin, want);
-  char* out = t->data.data() + begin;
+  // One pass, a slice at a time: the base's bytes are copied just ahead of
+  // the literals XORed into them, and the bytes that are final (everything
+  // before the decoding position) are CRC'd right behind.
+  size_t produced = 0, copied = 0, hashed = 0;
+  uint32_t c = 0;
+  auto copy_to = [&](size_t upto) {
+    if (upto <= copied) return;
+    const size_t to = std::min(want, std::max(upto, copied + kSlice));
+    t->data.append(src + copied, to - copied);
+    copied = to;
+  };
+  auto hash_to = [&](size_t upto) {
+    c = Crc32cExtend(c, t->data.data() + begin + hashed, upto - hashed);
+    hashed = upto;
+  };
   while (produced < want) {
     uint64_t zeros = 0, literal = 0;
-    if (!ReadVarint(&p, end, &zeros) || !ReadVarint(&p, end, &literal) || zeros > want - produced ||
-        literal > want - produced - zeros || literal > static_cast<uint64_t>(end - p) ||
-        zeros + literal == 0) {
+    // One-byte varints (runs under 128 bytes) are nearly all of them.
+    if (end - p >= 2 && p[0] < 0x80 && p[1] < 0x80) {
+      zeros = p[0];
+      literal = p[1];
+      p += 2;
+    } else if (!ReadVarint(&p, end, &zeros) || !ReadVarint(&p, end, &literal)) {
+      return Fail(absl::StrCat(t->name, ": malformed XOR_RLE delta at offset ",
+                               chunk.offset() + static_cast<int64_t>(produced)));
+    }
+    if (zeros > want - produced || literal > want - produced - zeros ||
+        literal > static_cast<uint64_t>(end - p) || zeros + literal == 0) {
       return Fail(absl::StrCat(t->name, ": malformed XOR_RLE delta at offset ",
                                chunk.offset() + static_cast<int64_t>(produced)));
     }
     produced += zeros;
-    for (uint64_t k = 0; k < literal; ++k, ++produced) out[produced] ^= static_cast<char>(*p++);
+    if (literal > 0) {
+      copy_to(produced + literal);
+      char* out = t->data.data() + begin + produced;
+      for (uint64_t k = 0; k < literal; ++k) out[k] ^= static_cast<char>(p[k]);
+      p += literal;
+      produced += literal;
+    }
+    if (produced - hashed >= kSlice) {
+      copy_to(produced);
+      hash_to(produced);
+    }
   }
   if (p != end) return Fail(absl::StrCat(t->name, ": trailing bytes after a delta"));
+  copy_to(want);
+  hash_to(want);
+  *crc = c;
   return absl::OkStatus();
 }
 
@@ -120,10 +167,14 @@ absl::Status WeightAssembler::Add(const v1::WeightChunk& chunk) {
         absl::StrCat("tensor_count changed from ", tensor_count_, " to ", chunk.tensor_count()));
   }
   const std::string& data = chunk.data();
-  if (Crc32c(data) != chunk.crc32c()) {
+  const bool raw = chunk.encoding() == v1::WEIGHT_ENCODING_RAW;
+  auto mismatch = [&] {
     return Fail(absl::StrCat("checksum mismatch in ", chunk.tensor_name(), " at offset ",
                              chunk.offset(), " (", data.size(), " bytes)"));
-  }
+  };
+  // An encoded payload is checked before it is decoded; a raw one as it is
+  // copied into the tensor (below), which checks the copy too.
+  if (!raw && Crc32c(data) != chunk.crc32c()) return mismatch();
   const int64_t decoded = chunk.encoding() == v1::WEIGHT_ENCODING_RAW
                               ? static_cast<int64_t>(data.size())
                               : chunk.decoded_bytes();
@@ -162,7 +213,16 @@ absl::Status WeightAssembler::Add(const v1::WeightChunk& chunk) {
     added.name = chunk.tensor_name();
     added.dtype = chunk.dtype();
     added.shape.assign(chunk.shape().begin(), chunk.shape().end());
-    added.data.reserve(static_cast<size_t>(chunk.tensor_bytes()));
+    const size_t need = static_cast<size_t>(chunk.tensor_bytes());
+    if (static_cast<size_t>(next_index) < spare_.tensors.size() &&
+        spare_.tensors[next_index].name == added.name &&
+        spare_.tensors[next_index].data.capacity() >= need) {
+      added.data = std::move(spare_.tensors[next_index].data);
+      added.data.clear();  // keeps the capacity: no fresh pages
+      reused_bytes_ += chunk.tensor_bytes();
+    } else {
+      added.data.reserve(need);
+    }
     tensor_bytes_ = chunk.tensor_bytes();
     tensor_crc_ = 0;
     t = &added;
@@ -181,10 +241,11 @@ absl::Status WeightAssembler::Add(const v1::WeightChunk& chunk) {
     return Fail(absl::StrCat(t->name, ": more than tensor_bytes ", tensor_bytes_, " bytes"));
   }
   const size_t begin = t->data.size();
-  RETURN_IF_ERROR(AppendDecoded(chunk, t));
-  const char* fresh = t->data.data() + begin;
+  uint32_t fresh_crc = 0;  // of the bytes just written into the tensor
+  RETURN_IF_ERROR(AppendDecoded(chunk, t, &fresh_crc));
   const size_t fresh_size = t->data.size() - begin;
-  tensor_crc_ = Crc32cExtend(tensor_crc_, fresh, fresh_size);
+  if (raw && fresh_crc != chunk.crc32c()) return mismatch();
+  tensor_crc_ = Crc32cCombine(tensor_crc_, fresh_crc, static_cast<int64_t>(fresh_size));
   if (static_cast<int64_t>(t->data.size()) == tensor_bytes_) {
     running_crc_ = Crc32cCombine(running_crc_, tensor_crc_, tensor_bytes_);  // tensor complete
   }
@@ -213,12 +274,30 @@ absl::Status WeightAssembler::Add(const v1::WeightChunk& chunk) {
   return absl::OkStatus();
 }
 
+HostWeights WeightAssembler::ReleaseBuffers() {
+  HostWeights out = std::move(spare_);
+  spare_ = HostWeights();
+  if (out.tensors.size() < weights_.tensors.size()) out.tensors.resize(weights_.tensors.size());
+  for (size_t i = 0; i < weights_.tensors.size(); ++i) {
+    HostTensor& from = weights_.tensors[i];
+    HostTensor& to = out.tensors[i];
+    if (from.data.capacity() > to.data.capacity()) {
+      to.name = from.name;
+      to.data = std::move(from.data);
+    }
+  }
+  weights_ = HostWeights();
+  done_ = false;
+  return out;
+}
+
 absl::StatusOr<HostWeights> WeightAssembler::Finish() {
   if (!done_) {
     return Fail(absl::StrCat("the stream ended after ", weights_.tensors.size(), " of ",
                              tensor_count_, " tensors without its last chunk"));
   }
   done_ = false;
+  spare_ = HostWeights();  // buffers not reused are freed
   return std::move(weights_);
 }
 
@@ -240,8 +319,11 @@ WeightClient::WeightClient(LearnerClient* learner, WeightClientOptions options)
 
 absl::StatusOr<HostWeights> WeightClient::FetchOnce(int64_t version, bool exact,
                                                     const std::shared_ptr<const HostWeights>& base,
-                                                    int64_t* bytes, bool* delta) {
+                                                    HostWeights* spare, int64_t* bytes, bool* delta,
+                                                    bool* recycled) {
   WeightAssembler assembler(exact || version > 0 ? version : -1, base);
+  assembler.ReuseBuffers(std::move(*spare));
+  *spare = HostWeights();
   v1::FetchPolicyRequest request;
   request.set_version(version);
   request.set_exact_version(exact);
@@ -254,8 +336,11 @@ absl::StatusOr<HostWeights> WeightClient::FetchOnce(int64_t version, bool exact,
       request, [&](const v1::WeightChunk& chunk) { return assembler.Add(chunk); });
   *bytes = assembler.bytes_received();
   *delta = assembler.saw_delta();
-  if (!status.ok()) return status;
-  return assembler.Finish();
+  *recycled = assembler.reused_bytes() > 0;
+  absl::StatusOr<HostWeights> weights =
+      status.ok() ? assembler.Finish() : absl::StatusOr<HostWeights>(status);
+  if (!weights.ok()) *spare = assembler.ReleaseBuffers();
+  return weights;
 }
 
 absl::StatusOr<std::shared_ptr<const HostWeights>> WeightClient::Fetch(int64_t version,
@@ -269,8 +354,11 @@ absl::StatusOr<std::shared_ptr<const HostWeights>> WeightClient::Fetch(int64_t v
   for (int attempt = 1; attempt <= std::max(1, options_.max_attempts); ++attempt) {
     const absl::Time start = absl::Now();
     int64_t bytes = 0;
-    bool delta = false;
-    absl::StatusOr<HostWeights> weights = FetchOnce(version, exact, base, &bytes, &delta);
+    bool delta = false, recycled = false;
+    HostWeights spare = TakeSpare();
+    absl::StatusOr<HostWeights> weights =
+        FetchOnce(version, exact, base, &spare, &bytes, &delta, &recycled);
+    if (!weights.ok()) KeepSpare(std::move(spare));
     const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
     bytes_total_->Increment(static_cast<double>(bytes));
     if (delta) delta_bytes_->Increment(static_cast<double>(bytes));
@@ -281,16 +369,20 @@ absl::StatusOr<std::shared_ptr<const HostWeights>> WeightClient::Fetch(int64_t v
       if (weights.ok()) {
         ++stats_.fetches;
         if (delta) ++stats_.delta_fetches;
+        if (recycled) ++stats_.recycled_fetches;
       }
       if (weights.status().code() == absl::StatusCode::kDataLoss) ++stats_.checksum_failures;
     }
     if (weights.ok()) {
       ok_->Increment();
       seconds_->Observe(seconds);
-      auto shared = std::make_shared<const HostWeights>(*std::move(weights));
+      auto shared = std::make_shared<HostWeights>(*std::move(weights));
       absl::MutexLock lock(&mu_);
-      if (options_.delta) last_ = shared;
-      return shared;
+      if (options_.delta) {
+        if (options_.recycle_buffers) spare_ = std::move(last_);
+        last_ = shared;
+      }
+      return std::shared_ptr<const HostWeights>(std::move(shared));
     }
     last_error = weights.status();
     if (last_error.code() == absl::StatusCode::kDataLoss) {
@@ -310,6 +402,24 @@ absl::StatusOr<std::shared_ptr<const HostWeights>> WeightClient::Fetch(int64_t v
     base = nullptr;
   }
   return last_error;
+}
+
+HostWeights WeightClient::TakeSpare() {
+  absl::MutexLock lock(&mu_);
+  if (spare_ == nullptr || spare_.use_count() != 1) return HostWeights();
+  // The only holder: no copy of it is left anywhere (the engine released
+  // it), and none can be made. The fence orders our writes after the last
+  // reader's release of its reference.
+  std::atomic_thread_fence(std::memory_order_acquire);
+  HostWeights spare = std::move(*spare_);
+  spare_.reset();
+  return spare;
+}
+
+void WeightClient::KeepSpare(HostWeights buffers) {
+  if (!options_.recycle_buffers || buffers.tensors.empty()) return;
+  absl::MutexLock lock(&mu_);
+  if (spare_ == nullptr) spare_ = std::make_shared<HostWeights>(std::move(buffers));
 }
 
 std::shared_ptr<const HostWeights> WeightClient::last() const {

@@ -10,12 +10,27 @@
 // over all tensors' decoded bytes against the last chunk's version_crc32c.
 // Any failure is DATA_LOSS naming the tensor and what was wrong.
 //
+// Every CRC is computed from the bytes it vouches for: the per-tensor and
+// whole-version checksums from the decoded bytes in the buffer the engine
+// will read, never derived from the delta and the base's old checksum by
+// CRC linearity (that would verify the delta, not the buffer: a base
+// changed since it was verified, or a decode that wrote the wrong bytes,
+// would pass). Only the concatenation of already-checked ranges is combined
+// (Crc32cCombine), which is exact.
+//
 // WeightClient::Fetch asks for a delta against the last version it returned
 // (it keeps that version's bytes) when it has one; a delta stream that fails
-// falls back to a full stream. A stream that fails verification is retried
-// (a fresh full stream each time) up to max_attempts, then the error is
-// returned: weights that did not verify are never returned, so never
-// swapped.
+// falls back to a full stream. It also keeps the version before that one
+// and, once nobody else holds it (the engine swapped it out), assembles the
+// next version into its buffers: a swap then writes into memory that is
+// already mapped instead of faulting in a fresh ~1 GB per version. A client
+// thus holds two versions between fetches (the peak while fetching was two
+// already); WeightClientOptions::recycle_buffers = false holds one. The
+// old contents of a reused buffer are never read, only overwritten.
+//
+// A stream that fails verification is retried (a fresh full stream each
+// time) up to max_attempts, then the error is returned: weights that did
+// not verify are never returned, so never swapped.
 //
 // Metrics: cohort_actor_weight_fetch_seconds (histogram),
 // cohort_actor_weight_fetch_bytes_total, cohort_actor_weight_fetches_total
@@ -52,17 +67,31 @@ class WeightAssembler {
   // ended early.
   absl::StatusOr<HostWeights> Finish();
   int64_t bytes_received() const { return bytes_; }
+  // Buffers to assemble into: tensor i of `spare` lends its byte buffer to
+  // tensor i of this version when the names match and its capacity suffices
+  // (its old contents are overwritten, never read). `spare` must be held by
+  // no one else. Call before the first Add().
+  void ReuseBuffers(HostWeights spare) { spare_ = std::move(spare); }
+  // After a failed stream: every buffer it holds (reused or fresh), for the
+  // next attempt's ReuseBuffers. The assembler is spent afterwards.
+  HostWeights ReleaseBuffers();
+  // Bytes assembled into reused buffers.
+  int64_t reused_bytes() const { return reused_bytes_; }
   // Whether any chunk was a delta.
   bool saw_delta() const { return saw_delta_; }
 
  private:
   absl::Status Fail(const std::string& what) const;
 
-  absl::Status AppendDecoded(const cohort::v1::WeightChunk& chunk, HostTensor* t);
+  // Appends the chunk's decoded bytes to t; *crc = their CRC-32C, computed
+  // from the bytes in t.
+  absl::Status AppendDecoded(const cohort::v1::WeightChunk& chunk, HostTensor* t, uint32_t* crc);
 
   const int64_t want_version_;
   const std::shared_ptr<const HostWeights> base_;
   HostWeights weights_;
+  HostWeights spare_;  // buffers to reuse
+  int64_t reused_bytes_ = 0;
   bool started_ = false;
   bool done_ = false;
   int32_t tensor_count_ = 0;
@@ -78,6 +107,7 @@ struct WeightClientOptions {
   int64_t chunk_bytes = 0;             // FetchPolicyRequest.chunk_bytes; 0 = server default
   bool delta = true;                   // ask for deltas against the last version fetched
   MetricsRegistry* metrics = nullptr;  // default MetricsRegistry::Default()
+  bool recycle_buffers = true;         // assemble into the version before last (see above)
 };
 
 class WeightClient {
@@ -97,6 +127,7 @@ class WeightClient {
     int64_t delta_fetches = 0;      // of which came (partly) as deltas
     int64_t delta_fallbacks = 0;    // delta streams that failed; fetched in full
     int64_t checksum_failures = 0;  // streams refused by verification
+    int64_t recycled_fetches = 0;   // assembled into a previous version's buffers
     int64_t bytes = 0;              // payload bytes received
     double seconds = 0;             // spent in fetches
   };
@@ -113,14 +144,25 @@ class WeightClient {
   Counter* delta_bytes_;
 
   // One stream; `base` non-null asks for a delta against it.
+  // `spare`: buffers to assemble into (may be empty); after a failure, the
+  // buffers the attempt held.
   absl::StatusOr<HostWeights> FetchOnce(int64_t version, bool exact,
                                         const std::shared_ptr<const HostWeights>& base,
-                                        int64_t* bytes, bool* delta);
+                                        HostWeights* spare, int64_t* bytes, bool* delta,
+                                        bool* recycled);
+  // Keeps `buffers` as the spare when there is none.
+  void KeepSpare(HostWeights buffers);
+
+  // The version before last when no one else holds it (else empty).
+  HostWeights TakeSpare();
 
   absl::Mutex fetch_mu_;  // one fetch at a time
   mutable absl::Mutex mu_;
   Stats stats_ ABSL_GUARDED_BY(mu_);
-  std::shared_ptr<const HostWeights> last_ ABSL_GUARDED_BY(mu_);
+  // Held non-const: once no one else holds the version before last, its
+  // buffers are moved into the next assembly.
+  std::shared_ptr<HostWeights> last_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<HostWeights> spare_ ABSL_GUARDED_BY(mu_);  // the version before last
 };
 
 }  // namespace cohort::actor

@@ -1,5 +1,7 @@
 #include "actor/weight_client.h"
 
+#include <algorithm>
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -104,6 +106,128 @@ TEST(WeightAssembler, RefusesEveryKindOfDamage) {
               }).message(),
               HasSubstr("tensor_last"));
   EXPECT_EQ(Assemble(good, 2).status().code(), absl::StatusCode::kDataLoss) << "wrong version";
+}
+
+// Assembling into a spare version's buffers: the same bytes, in the very
+// buffers lent (no fresh allocation), whatever they held before.
+TEST(WeightAssembler, ReusesSpareBuffersWithoutReadingThem) {
+  auto base = std::make_shared<const HostWeights>(FakeWeights(2));
+  HostWeights w = FakeWeights(3);
+  for (const HostWeights* b : {static_cast<const HostWeights*>(nullptr), base.get()}) {
+    HostWeights spare = FakeWeights(1);
+    std::vector<const char*> lent;
+    for (HostTensor& t : spare.tensors) {
+      std::fill(t.data.begin(), t.data.end(), '\xAB');  // garbage that must not leak
+      lent.push_back(t.data.data());
+    }
+    WeightAssembler a(3, b == nullptr ? nullptr : base);
+    a.ReuseBuffers(std::move(spare));
+    for (const v1::WeightChunk& c : ChunkWeights(w, 333, b)) ASSERT_TRUE(a.Add(c).ok());
+    EXPECT_EQ(a.reused_bytes(), w.bytes());
+    absl::StatusOr<HostWeights> got = a.Finish();
+    ASSERT_TRUE(got.ok()) << got.status();
+    for (size_t i = 0; i < w.tensors.size(); ++i) {
+      EXPECT_EQ(got->tensors[i].data, w.tensors[i].data) << (b ? "delta" : "full");
+      EXPECT_EQ(got->tensors[i].data.data(), lent[i]) << "assembled in the lent buffer";
+    }
+    EXPECT_EQ(got->crc32c, w.crc32c);
+  }
+  // A spare of another model (names differ) lends nothing.
+  HostWeights other = FakeWeights(1);
+  for (HostTensor& t : other.tensors) t.name += ".other";
+  WeightAssembler a(3);
+  a.ReuseBuffers(std::move(other));
+  for (const v1::WeightChunk& c : ChunkWeights(w, 333)) ASSERT_TRUE(a.Add(c).ok());
+  EXPECT_EQ(a.reused_bytes(), 0);
+  EXPECT_TRUE(a.Finish().ok());
+}
+
+// The tensor checksum is computed from the decoded bytes themselves, so a
+// delta whose payload was altered (and its chunk CRC recomputed to match,
+// as a sender bug would), or a base whose bytes changed after it was
+// verified, is refused: a CRC derived by linearity from the base's old
+// checksum and the delta would have accepted the second.
+TEST(WeightAssembler, DecodedBytesAreCheckedNotDerived) {
+  auto base = std::make_shared<const HostWeights>(FakeWeights(2));
+  HostWeights w = FakeWeights(3);
+  const std::vector<v1::WeightChunk> chunks = ChunkWeights(w, 500, base.get());
+  ASSERT_TRUE(Assemble(chunks, 3, base).ok());
+  // A literal byte of the delta flipped, the chunk CRC made to match.
+  std::vector<v1::WeightChunk> bad = chunks;
+  bool flipped = false;
+  for (v1::WeightChunk& c : bad) {
+    if (c.encoding() != v1::WEIGHT_ENCODING_XOR_RLE || c.data().size() < 3) continue;
+    std::string& d = *c.mutable_data();
+    size_t at = 0;  // past the first run's two varints: its first literal byte
+    for (int v = 0; v < 2; ++v) {
+      while (static_cast<uint8_t>(d[at]) & 0x80) ++at;
+      ++at;
+    }
+    if (at >= d.size()) continue;
+    d[at] ^= 0x01;
+    c.set_crc32c(Crc32c(d));
+    flipped = true;
+    break;
+  }
+  ASSERT_TRUE(flipped);
+  EXPECT_THAT(Assemble(bad, 3, base).status().message(),
+              HasSubstr("checksum of the tensor does not match"));
+  // The base held changed after it was verified (its recorded CRC unchanged).
+  auto changed = std::make_shared<HostWeights>(*base);
+  changed->tensors[1].data[7] ^= 0x20;
+  EXPECT_EQ(changed->crc32c, base->crc32c);
+  EXPECT_THAT(Assemble(chunks, 3, changed).status().message(),
+              HasSubstr("checksum of the tensor does not match"));
+  // A raw chunk is checked as copied into the tensor.
+  std::vector<v1::WeightChunk> raw = ChunkWeights(w, 500);
+  (*raw[1].mutable_data())[0] ^= 1;
+  EXPECT_THAT(Assemble(raw, 3).status().message(), HasSubstr("checksum mismatch"));
+}
+
+TEST(WeightClient, AssemblesIntoTheVersionBeforeLastOnceNoOneHoldsIt) {
+  FakeLearner::Options o;
+  FakeLearner learner(o);
+  MetricsRegistry metrics;
+  WeightClient client(&learner, {3, 0, true, &metrics});
+  const char* v1_buffer = nullptr;
+  {
+    auto v1w = client.Fetch(1);
+    ASSERT_TRUE(v1w.ok()) << v1w.status();
+    v1_buffer = (*v1w)->tensors[0].data.data();
+  }  // the caller (the engine) lets version 1 go
+  learner.Publish(2);
+  auto v2w = client.Fetch(2);  // version 1 is the base: fresh buffers
+  ASSERT_TRUE(v2w.ok()) << v2w.status();
+  EXPECT_EQ(client.stats().recycled_fetches, 0);
+  learner.Publish(3);
+  auto v3w = client.Fetch(3);  // version 1, held by no one, lends its buffers
+  ASSERT_TRUE(v3w.ok()) << v3w.status();
+  EXPECT_EQ(client.stats().recycled_fetches, 1);
+  EXPECT_EQ((*v3w)->tensors[0].data.data(), v1_buffer);
+  EXPECT_EQ((*v3w)->tensors[0].data, FakeWeights(3).tensors[0].data);
+  // Version 2 is still held (v2w, as an engine would): never written into.
+  learner.Publish(4);
+  auto v4w = client.Fetch(4);
+  ASSERT_TRUE(v4w.ok()) << v4w.status();
+  EXPECT_EQ(client.stats().recycled_fetches, 1);
+  EXPECT_EQ((*v2w)->tensors[0].data, FakeWeights(2).tensors[0].data);
+  EXPECT_EQ((*v4w)->tensors[0].data, FakeWeights(4).tensors[0].data);
+  // A refused delta hands its buffers to the full stream that follows.
+  v3w = absl::StatusOr<std::shared_ptr<const HostWeights>>(nullptr);  // version 3 let go
+  learner.Publish(5);
+  learner.CorruptNextFetches(1);
+  auto v5w = client.Fetch(5);
+  ASSERT_TRUE(v5w.ok()) << v5w.status();
+  EXPECT_EQ(client.stats().delta_fallbacks, 1);
+  EXPECT_EQ(client.stats().recycled_fetches, 2);
+  EXPECT_EQ((*v5w)->tensors[2].data, FakeWeights(5).tensors[2].data);
+  // With recycling off, nothing is kept beyond the last version.
+  WeightClient plain(&learner, {3, 0, true, &metrics, /*recycle_buffers=*/false});
+  for (int64_t v : {5, 6, 7}) {
+    if (v > 5) learner.Publish(v);
+    ASSERT_TRUE(plain.Fetch(v).ok());
+  }
+  EXPECT_EQ(plain.stats().recycled_fetches, 0);
 }
 
 TEST(WeightClient, FetchesDeltasAndFallsBackOnCorruption) {

@@ -15,18 +15,25 @@
 //     previous version have fetched it as a delta, rebuilt every tensor
 //     against their base and verified the tensor and version checksums,
 //     through the actor's own path (GrpcLearnerClient::FetchPolicy into
-//     actor::WeightAssembler), with the time split by stage:
+//     actor::WeightAssembler), and swapped: handed the verified weights
+//     over as WeightClient does (EngineGenerator wraps them without a copy
+//     when its dtype is the wire's, bf16 here; an engine of another dtype
+//     converts them once more, not counted). Each client assembles into its
+//     own version before last, as WeightClient recycles it (a copy of
+//     version 0 made before the publish, untimed): its pages are mapped, so
+//     a swap faults in nothing. The time split by stage:
 //       publish_s       Publish() until the version is visible (the store's
 //                       CRC and delta work on WeightStoreOptions::threads)
 //       first_chunk_s   visible until a client holds its first chunk
 //       stream_s        first to last chunk (receiving, parsing, verifying)
 //       verify_cpu_s    of which inside WeightAssembler::Add (decode + CRCs)
-//       swap_copy_s     one copy of the verified bytes into fresh buffers,
-//                       what the engine's swap costs (EngineGenerator clones
-//                       each tensor out of the HostWeights)
-//     for 8 concurrent clients (mean and max per client) and for one alone:
+//       swap_s          handing the verified weights over (no copy)
+//     for 8 concurrent clients (mean and max per client), for one alone, and
+//     for one alone into fresh buffers (an actor's first delta after a full
+//     fetch, when it has no version before last yet):
 //       {"swap": ..., "actors": 8, "publish_to_all_swapped_s": ..., ...}
 //       {"swap_one_actor": ..., "publish_s": ..., "first_chunk_s": ...}
+//       {"swap_one_actor_fresh_buffers": ..., ...}
 //     On this box the 8 clients share the benchmark's cores with the server,
 //     so "cpu_seconds_per_client" (the process's CPU time after the publish,
 //     / 8) and "client_thread_cpu_s" say what one actor on its own machine
@@ -272,7 +279,7 @@ double TimeClients(int clients, F fetch, int64_t expect) {
 
 // Seconds per stage of one client's swap (see the header).
 struct SwapTimes {
-  double first_chunk_s = 0, stream_s = 0, verify_cpu_s = 0, swap_copy_s = 0, done_s = 0;
+  double first_chunk_s = 0, stream_s = 0, verify_cpu_s = 0, swap_s = 0, done_s = 0;
   double thread_cpu_s = 0;  // CPU time of the client's thread for all of it
 };
 
@@ -290,12 +297,12 @@ double ProcessCpuSeconds() {
 }
 
 // The store's version as an actor holds it after fetching it in full.
-std::shared_ptr<const actor::HostWeights> AsHostWeights(const PublishedVersion& v) {
-  auto w = std::make_shared<actor::HostWeights>();
-  w->version = v.version;
-  w->crc32c = v.version_crc32c;
+actor::HostWeights HostCopy(const PublishedVersion& v) {
+  actor::HostWeights w;
+  w.version = v.version;
+  w.crc32c = v.version_crc32c;
   for (const WeightTensor& t : v.weights.tensors) {
-    actor::HostTensor& h = w->tensors.emplace_back();
+    actor::HostTensor& h = w.tensors.emplace_back();
     h.name = t.name;
     h.dtype = v1::DTYPE_BF16;
     h.shape = t.shape;
@@ -303,14 +310,23 @@ std::shared_ptr<const actor::HostWeights> AsHostWeights(const PublishedVersion& 
   }
   return w;
 }
+std::shared_ptr<const actor::HostWeights> AsHostWeights(const PublishedVersion& v) {
+  return std::make_shared<const actor::HostWeights>(HostCopy(v));
+}
 
 // An actor holding `base` that fetches `version` as a delta through
 // GrpcLearnerClient into a WeightAssembler (CRC per chunk, delta decoded
-// against the base, tensor and version CRCs), then copies the verified
-// bytes once as the engine's swap does. Times are from `visible`.
+// against the base, tensor and version CRCs) assembling into `spare`'s
+// buffers (the version before last, as WeightClient recycles it; empty =
+// fresh buffers), then swaps: hands the verified weights over as
+// WeightClient does, which EngineGenerator wraps without a copy (same
+// dtype). Times are from `visible`.
 SwapTimes DeltaSwap(actor::LearnerClient* client, int64_t version,
-                    const std::shared_ptr<const actor::HostWeights>& base, absl::Time visible) {
+                    const std::shared_ptr<const actor::HostWeights>& base, actor::HostWeights spare,
+                    absl::Time visible) {
   actor::WeightAssembler assembler(version, base);
+  const bool recycling = !spare.tensors.empty();
+  assembler.ReuseBuffers(std::move(spare));
   v1::FetchPolicyRequest req;
   req.set_version(version);
   req.set_exact_version(true);
@@ -329,27 +345,21 @@ SwapTimes DeltaSwap(actor::LearnerClient* client, int64_t version,
   });
   const absl::Time streamed = absl::Now();
   absl::StatusOr<actor::HostWeights> w = assembler.Finish();
-  if (!status.ok() || !w.ok() || !assembler.saw_delta()) {
+  if (!status.ok() || !w.ok() || !assembler.saw_delta() ||
+      (recycling && assembler.reused_bytes() != w->bytes())) {
     std::fprintf(stderr, "delta fetch failed: %s %s\n", std::string(status.message()).c_str(),
                  w.ok() ? "" : std::string(w.status().message()).c_str());
     std::abort();
   }
-  const absl::Time copy_start = absl::Now();
-  {
-    // Each tensor's source is freed once copied, so a client holds at most
-    // one version and one tensor.
-    std::vector<std::unique_ptr<char[]>> engine_copy;
-    for (actor::HostTensor& t : w->tensors) {
-      engine_copy.emplace_back(new char[t.data.size()]);
-      std::memcpy(engine_copy.back().get(), t.data.data(), t.data.size());
-      std::string().swap(t.data);
-    }
-  }
+  const absl::Time swap_start = absl::Now();
+  std::shared_ptr<const actor::HostWeights> swapped =
+      std::make_shared<const actor::HostWeights>(*std::move(w));
   const absl::Time done = absl::Now();
+  swapped.reset();  // (freed outside the timed span)
   times.first_chunk_s = absl::ToDoubleSeconds(first - visible);
   times.stream_s = absl::ToDoubleSeconds(streamed - first);
   times.verify_cpu_s = absl::ToDoubleSeconds(in_add);
-  times.swap_copy_s = absl::ToDoubleSeconds(done - copy_start);
+  times.swap_s = absl::ToDoubleSeconds(done - swap_start);
   times.done_s = absl::ToDoubleSeconds(done - visible);
   times.thread_cpu_s = ThreadCpuSeconds() - cpu0;
   return times;
@@ -367,7 +377,7 @@ std::string StageJson(const std::vector<SwapTimes>& all) {
   return absl::StrCat("\"first_chunk_s\": ", stat(&SwapTimes::first_chunk_s),
                       ", \"stream_s\": ", stat(&SwapTimes::stream_s),
                       ", \"verify_cpu_s\": ", stat(&SwapTimes::verify_cpu_s),
-                      ", \"swap_copy_s\": ", stat(&SwapTimes::swap_copy_s),
+                      ", \"swap_s\": ", stat(&SwapTimes::swap_s),
                       ", \"visible_to_swapped_s\": ", stat(&SwapTimes::done_s),
                       ", \"client_thread_cpu_s\": ", stat(&SwapTimes::thread_cpu_s));
 }
@@ -440,15 +450,20 @@ int Main() {
   model.master.clear();
   model.master.shrink_to_fit();
   // The clients' base: version 0 as an actor holds it (shared by the 8, to
-  // keep the benchmark's memory at one base plus what each assembles).
+  // keep the benchmark's memory at one base plus one version per client).
   std::shared_ptr<const actor::HostWeights> base = AsHostWeights(*v0);
   const int store_threads = WeightStoreOptions().threads;
-  auto swap_run = [&](int64_t version, WeightSnapshot snapshot, int actors, double* publish_s,
-                      double* total_s, double* cpu_s, double* publish_cpu_s) {
+  // `recycle`: each client first gets its own copy of version 0 (already
+  // mapped, untimed) as the version before last whose buffers WeightClient
+  // reuses; otherwise it assembles into fresh buffers (an actor's first
+  // delta after a full fetch).
+  auto swap_run = [&](int64_t version, WeightSnapshot snapshot, int actors, bool recycle,
+                      double* publish_s, double* total_s, double* cpu_s, double* publish_cpu_s) {
     absl::Notification go;  // the version is visible
     absl::Time visible;
     std::vector<SwapTimes> times(actors);
     std::vector<std::thread> threads;
+    std::atomic<int> ready{0};
     for (int i = 0; i < actors; ++i) {
       threads.emplace_back([&, i] {
         // Connected before the version is published, as a running actor is.
@@ -457,10 +472,14 @@ int Main() {
           std::abort();
         }
         auto client = actor::MakeGrpcLearnerClient(channel);
+        actor::HostWeights spare;
+        if (recycle) spare = HostCopy(*v0);
+        ++ready;
         go.WaitForNotification();
-        times[i] = DeltaSwap(client.get(), version, base, visible);
+        times[i] = DeltaSwap(client.get(), version, base, std::move(spare), visible);
       });
     }
+    while (ready.load() < actors) absl::SleepFor(absl::Milliseconds(10));
     const double cpu0 = ProcessCpuSeconds();
     const absl::Time t0 = absl::Now();
     if (!store.Publish(version, std::move(snapshot)).ok()) std::abort();
@@ -477,7 +496,7 @@ int Main() {
   // Version 1 (the real step's delta) to 8 actors at once.
   double publish8 = 0, total8 = 0, cpu8 = 0, publish_cpu8 = 0;
   std::vector<SwapTimes> eight =
-      swap_run(1, std::move(next), 8, &publish8, &total8, &cpu8, &publish_cpu8);
+      swap_run(1, std::move(next), 8, true, &publish8, &total8, &cpu8, &publish_cpu8);
   auto v1 = store.Get(1);
   std::printf(
       "{\"delta\": \"bf16, AdamW first update lr 1e-6 on N(0, 0.02) fp32 master weights\", "
@@ -487,7 +506,8 @@ int Main() {
       static_cast<long long>(v1->delta_bytes),
       static_cast<double>(v1->delta_bytes) / v1->full_bytes);
   std::printf(
-      "{\"swap\": \"publish -> 8 actors fetched the delta, verified it and copied it once\", "
+      "{\"swap\": \"publish -> 8 actors fetched the delta into recycled buffers, verified it "
+      "and handed it over\", "
       "\"actors\": 8, \"store_threads\": %d, \"publish_s\": %.3f, \"publish_cpu_s\": %.3f, "
       "\"publish_to_all_swapped_s\": %.3f, \"cpu_seconds\": %.3f, "
       "\"cpu_seconds_per_client\": %.3f, %s}\n",
@@ -498,17 +518,29 @@ int Main() {
   v1.reset();
   // The same delta to one actor alone (what an actor on its own machine
   // waits): version 2 = version 0's bytes (published with no one fetching),
-  // then version 3 = version 1's bytes, a delta of the same size against 2.
+  // then version 3 = version 1's bytes, a delta of the same size against 2,
+  // into recycled buffers; then version 4 = version 0's bytes against 3,
+  // into fresh buffers.
   {
     double p = 0, t = 0, c = 0, pc = 0;
-    (void)swap_run(2, CopySnapshot(v0->weights), 0, &p, &t, &c, &pc);  // version 2 == version 0
+    (void)swap_run(2, CopySnapshot(v0->weights), 0, false, &p, &t, &c, &pc);  // == version 0
     base = AsHostWeights(*store.Get(2));
-    std::vector<SwapTimes> one = swap_run(3, std::move(again), 1, &p, &t, &c, &pc);
+    std::vector<SwapTimes> one = swap_run(3, std::move(again), 1, true, &p, &t, &c, &pc);
     std::printf(
-        "{\"swap_one_actor\": \"publish -> 1 actor fetched the delta, verified it and copied "
-        "it once\", \"store_threads\": %d, \"publish_s\": %.3f, \"publish_cpu_s\": %.3f, "
-        "\"publish_to_swapped_s\": %.3f, \"cpu_seconds\": %.3f, %s}\n",
+        "{\"swap_one_actor\": \"publish -> 1 actor fetched the delta into recycled buffers, "
+        "verified it and handed it over\", \"store_threads\": %d, \"publish_s\": %.3f, "
+        "\"publish_cpu_s\": %.3f, \"publish_to_swapped_s\": %.3f, \"cpu_seconds\": %.3f, "
+        "%s}\n",
         store_threads, p, pc, t, c, StageJson(one).c_str());
+    std::fflush(stdout);
+    base = AsHostWeights(*store.Get(3));
+    std::vector<SwapTimes> fresh =
+        swap_run(4, CopySnapshot(v0->weights), 1, false, &p, &t, &c, &pc);
+    std::printf(
+        "{\"swap_one_actor_fresh_buffers\": \"the same into fresh buffers (no version before "
+        "last yet)\", \"store_threads\": %d, \"publish_s\": %.3f, \"publish_cpu_s\": %.3f, "
+        "\"publish_to_swapped_s\": %.3f, \"cpu_seconds\": %.3f, %s}\n",
+        store_threads, p, pc, t, c, StageJson(fresh).c_str());
   }
   (*server)->Shutdown(absl::Seconds(2));
   return 0;

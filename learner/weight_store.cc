@@ -318,23 +318,32 @@ std::shared_ptr<PublishedVersion> WeightStore::Build(
   std::vector<uint8_t> paying(encoded.size(), 0);  // the chunk's encoding is < 7/8 raw
   ParallelFor(static_cast<int64_t>(chunks), options_.threads, [&](int64_t i) {
     ChunkRef& c = v->full[i];
-    c.crc32c = Crc32c(c.data, c.size);
-    if (!aligned) return;
+    if (!aligned) {
+      c.crc32c = Crc32c(c.data, c.size);
+      return;
+    }
     const uint8_t* base = prev->weights.tensors[c.tensor_index].data.get() + c.offset;
     std::string& e = encoded[i];
-    // In slices, so that a dense change stops early (its chunk goes raw)
-    // instead of holding an encoding as large as the tensor.
+    // Slice by slice: the CRC of the new bytes and their delta while the
+    // slice is in cache (one read of the bytes from memory); a dense change
+    // stops the encoding early (its chunk goes raw) instead of holding an
+    // encoding as large as the tensor, and the CRC goes on alone.
     constexpr int64_t kSlice = 256 << 10;
+    uint32_t crc = 0;
+    bool encoding = true;
     for (int64_t off = 0; off < c.size; off += kSlice) {
-      XorRleEncodeDiff(c.data + off, base + off, std::min(kSlice, c.size - off), &e);
+      const int64_t n = std::min(kSlice, c.size - off);
+      crc = Crc32cExtend(crc, c.data + off, static_cast<size_t>(n));
+      if (!encoding) continue;
+      XorRleEncodeDiff(c.data + off, base + off, n, &e);
       if (static_cast<int64_t>(e.size()) * 8 >= c.size * 7) {
         std::string().swap(e);
-        paying[i] = 0;
-        return;
+        encoding = false;
       }
     }
-    paying[i] = 1;
-    encoded_crc[i] = Crc32c(e.data(), e.size());
+    c.crc32c = crc;
+    paying[i] = encoding ? 1 : 0;
+    if (encoding) encoded_crc[i] = Crc32c(e.data(), e.size());
   });
   uint32_t version_crc = 0;
   for (size_t t = 0; t < tensors.size(); ++t) {

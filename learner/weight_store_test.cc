@@ -1,5 +1,6 @@
 #include "learner/weight_store.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <random>
@@ -99,6 +100,44 @@ TEST(XorRleTest, WordAtATimeEncoderMatchesTheByteDefinition) {
   }
 }
 
+// Long ranges: sparse bf16-like changes, dense runs longer than the
+// encoder's word steps, short equal gaps, 1-3 equal bytes at the end. The
+// encoder and the byte definition agree, and the encoding decodes back.
+TEST(XorRleTest, EncoderMatchesTheByteDefinitionOnLongRanges) {
+  std::mt19937_64 rng(13);
+  for (int trial = 0; trial < 600; ++trial) {
+    const size_t n = rng() % 3000;
+    std::vector<uint8_t> base = RandomBytes(rng, n), next = base;
+    const int kind = trial % 4;
+    size_t at = rng() % 70;
+    while (at < n) {
+      const size_t len = kind == 1 ? 1 + rng() % 150 : 1 + rng() % 2;
+      for (size_t k = at; k < std::min(n, at + len); ++k) {
+        next[k] ^= static_cast<uint8_t>(1 + rng() % 255);
+      }
+      const size_t gap = kind == 0 ? rng() % 90 : kind == 2 ? rng() % 6 : rng() % 200;
+      at += len + gap;
+    }
+    if (kind == 3 && n > 4) {
+      const size_t tail = 1 + rng() % 3;  // the last differing byte, then tail equal bytes
+      next[n - 1 - tail] ^= 0x5A;
+    }
+    std::string enc;
+    XorRleEncodeDiff(next.data(), base.data(), static_cast<int64_t>(n), &enc);
+    ASSERT_EQ(enc, ReferenceEncode(next, base)) << trial;
+    std::vector<uint8_t> out = base;
+    ASSERT_TRUE(XorRleApply(enc, out.data(), static_cast<int64_t>(n)).ok()) << trial;
+    ASSERT_EQ(out, next) << trial;
+  }
+  // Appends to what the string holds.
+  std::vector<uint8_t> a(100, 1), b(100, 1);
+  b[50] = 2;
+  std::string enc = "prefix";
+  XorRleEncodeDiff(b.data(), a.data(), 100, &enc);
+  EXPECT_EQ(enc.substr(0, 6), "prefix");
+  EXPECT_EQ(enc.substr(6), ReferenceEncode(b, a));
+}
+
 TEST(XorRleTest, SparseDiffIsSmallAndGarbageIsRefused) {
   std::vector<uint8_t> base(1 << 16, 3), next = base;
   next[100] ^= 1;
@@ -182,6 +221,56 @@ TEST(WeightStoreTest, ChecksumsDeltasAndKeep) {
   EXPECT_LT(store.Get(2)->delta_bytes, 40);  // identical: one 2-byte run per chunk
   // A stream in progress keeps its version alive.
   EXPECT_EQ(v0->weights.tensors.size(), 2u);
+}
+
+// Chunks of several CRC/encoding slices (256 KiB): every full chunk's CRC
+// is its bytes', also where the encoding gave up part-way (a dense change
+// after a sparse one) and the CRC went on alone; the delta rebuilds it.
+TEST(WeightStoreTest, ChunkChecksumsSpanSlices) {
+  WeightStore store({.keep_versions = 2, .chunk_bytes = 2 << 20});
+  std::mt19937_64 rng(3);
+  const size_t n = (5 << 20) + 1234;  // 5 MiB + a bit: 3 chunks, the last partial
+  std::vector<uint8_t> w0 = RandomBytes(rng, n), x0 = RandomBytes(rng, n);
+  WeightSnapshot s0;
+  s0.tensors = {Tensor("w", w0), Tensor("x", x0)};
+  ASSERT_TRUE(store.Publish(0, s0).ok());
+  std::vector<uint8_t> w1 = w0, x1 = x0;
+  for (size_t i = 0; i < n; i += 97) w1[i] ^= 1;  // sparse: a delta
+  for (size_t i = 0; i < n; i += 89) x1[i] ^= 2;
+  // Dense over most of chunk 1: its encoding gives up at its 7th slice of 8.
+  for (size_t i = 2 << 20; i < (2 << 20) + (1900 << 10); ++i) x1[i] ^= 0x33;
+  WeightSnapshot s1;
+  s1.tensors = {Tensor("w", w1), Tensor("x", x1)};
+  ASSERT_TRUE(store.Publish(1, s1).ok());
+  ASSERT_TRUE(store.WaitPublished(1, absl::Seconds(30)));
+  auto v1 = store.Get(1);
+  ASSERT_EQ(v1->full.size(), 6u);
+  const std::vector<uint8_t>* bytes[2] = {&w1, &x1};
+  for (const ChunkRef& c : v1->full) {
+    EXPECT_EQ(c.crc32c, Crc32c(bytes[c.tensor_index]->data() + c.offset, c.size)) << c.offset;
+  }
+  EXPECT_EQ(v1->tensor_crc32c[0], Crc32c(w1.data(), n));
+  EXPECT_EQ(v1->tensor_crc32c[1], Crc32c(x1.data(), n));
+  std::vector<uint8_t> rebuilt[2] = {w0, x0};
+  int raw = 0, delta = 0;
+  for (const ChunkRef& c : v1->Plan(true, 0, 0)) {
+    EXPECT_EQ(c.crc32c, Crc32c(c.data, c.size));
+    std::vector<uint8_t>& dst = rebuilt[c.tensor_index];
+    if (c.delta) {
+      ++delta;
+      ASSERT_TRUE(XorRleApply(std::string_view(reinterpret_cast<const char*>(c.data), c.size),
+                              dst.data() + c.offset, c.decoded_bytes)
+                      .ok());
+    } else {
+      ++raw;
+      EXPECT_EQ(c.tensor_index, 1);
+      std::memcpy(dst.data() + c.offset, c.data, c.size);
+    }
+  }
+  EXPECT_EQ(delta, 3);
+  EXPECT_EQ(raw, 3) << "one dense chunk sends its whole tensor raw";
+  EXPECT_EQ(rebuilt[0], w1);
+  EXPECT_EQ(rebuilt[1], x1);
 }
 
 TEST(WeightStoreTest, RefusesMisSizedTensor) {
