@@ -10,6 +10,7 @@
 //                     [B, T, heads*hd] -> [B, heads, T, hd] layout change
 //                     of q, k and v in one pass over the packed projection
 //   MaskedSoftmax     softmax(scale * scores) over allowed keys (attention)
+//   Attention         q.k^T, the masked softmax and .v (small head_dim)
 //   SiluMul           silu(gate) * up (SwiGLU)
 //   LogSoftmaxGather  log_softmax(inv_temp * logits)[target] per row, and
 //                     the row's entropy (no gradient), without the
@@ -57,6 +58,18 @@ std::vector<at::Tensor> QkvRope(const at::Tensor& qkv, const at::Tensor& q_norm,
 // are one contiguous range (every mask Transformer::PrepareStack builds)
 // compute that range only.
 at::Tensor MaskedSoftmax(const at::Tensor& scores, const at::Tensor& allowed, double scale);
+
+// q [B, H, T, hd], k and v [B, KV, T, hd] (QkvRope's outputs; KV divides H,
+// query head h reads KV head h / (H / KV)), allowed [B, 1, T, T] bool (no
+// row all false). Returns softmax(scale * q k^T over the allowed keys) v as
+// [B, T, H * hd] (the heads side by side, as the output projection reads
+// them): MaskedSoftmax between the two batched matmuls, in one node.
+// Each query row computes only the hull of its allowed keys (the causal
+// half of a sequence: the masked half is skipped, forward and backward),
+// with loops over contiguous keys instead of many small GEMMs; meant for
+// small head_dim and rows (Transformer::FusedLayer picks it).
+at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                     const at::Tensor& allowed, double scale);
 
 // gate_up [..., 2I] (the gate and up projections side by side):
 // silu(gate_up[..., :I]) * gate_up[..., I:], [..., I].

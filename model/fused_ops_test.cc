@@ -181,6 +181,49 @@ TEST_P(FusedOpsTest, MaskedSoftmaxMatchesCompositionOnPackedRows) {
   }
 }
 
+// fused::Attention against the composition it replaces (KV heads repeated
+// for GQA, q.k^T, masked softmax, .v, heads side by side): the output and
+// the gradients of q, k and v, on packed rows (causal inside each
+// sequence, padding seeing itself), masks with holes, GQA and 1 or 2
+// threads.
+TEST_P(FusedOpsTest, AttentionMatchesCompositionOnPackedRowsAndHoles) {
+  std::mt19937 rng(13);
+  for (int trial = 0; trial < 8; ++trial) {
+    const int64_t b = 1 + trial % 3, kvh = 1 + trial % 2, g = 1 + (trial / 2) % 3;
+    const int64_t t = 3 + 9 * trial, hd = trial % 2 == 0 ? 16 : 7;
+    const int64_t heads = kvh * g;
+    SCOPED_TRACE(::testing::Message() << "trial " << trial);
+    at::Tensor allowed = AllowedFromSegments(RandomSegments(b, t, rng));
+    if (trial >= 6) {
+      // Holes (not one range per row): the masked keys inside a row's hull.
+      allowed = at::logical_or(at::rand({b, 1, t, t}) < 0.5, at::eye(t, at::kBool));
+    }
+    at::Tensor q = at::randn({b, heads, t, hd}, opts()) * 2;
+    at::Tensor k = at::randn({b, kvh, t, hd}, opts()) * 2;
+    at::Tensor v = at::randn({b, kvh, t, hd}, opts());
+    const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
+    at::Tensor gr = at::randn({b, t, heads * hd}, opts());
+    at::Tensor q2 = Leaf(q), k2 = Leaf(k), v2 = Leaf(v);
+    at::Tensor s2 = at::matmul(q2, k2.repeat_interleave(g, 1).transpose(-1, -2)) * scale;
+    s2 = s2.masked_fill(allowed.logical_not(), -std::numeric_limits<double>::infinity());
+    at::Tensor o2 = at::matmul(at::softmax(s2, -1), v2.repeat_interleave(g, 1))
+                        .transpose(1, 2)
+                        .reshape({b, t, heads * hd});
+    o2.backward(gr);
+    for (int threads : {1, 2}) {
+      at::set_num_threads(threads);
+      at::Tensor q1 = Leaf(q), k1 = Leaf(k), v1 = Leaf(v);
+      at::Tensor o1 = Attention(q1, k1, v1, allowed, scale);
+      EXPECT_LT(RelDiff(o1, o2), Tol(GetParam()));
+      o1.backward(gr);
+      EXPECT_LT(RelDiff(q1.grad(), q2.grad()), Tol(GetParam()));
+      EXPECT_LT(RelDiff(k1.grad(), k2.grad()), Tol(GetParam()));
+      EXPECT_LT(RelDiff(v1.grad(), v2.grad()), Tol(GetParam()));
+    }
+  }
+  at::set_num_threads(1);
+}
+
 TEST_P(FusedOpsTest, SiluMulMatchesComposition) {
   at::Tensor gate = at::randn({37, 11}, opts()) * 5, up = at::randn({37, 11}, opts());
   at::Tensor g1 = Leaf(gate), u1 = Leaf(up), g2 = Leaf(gate), u2 = Leaf(up);
@@ -220,6 +263,12 @@ TEST(FusedOpsErrors, BadInputsThrowNamingTheOp) {
   EXPECT_THROW(QkvRope(at::randn({1, 2, 20}), at::Tensor(), at::Tensor(), at::randn({1, 2, 4}),
                        at::randn({1, 2, 4}), 2, 1, 1e-6),
                c10::Error);
+  EXPECT_THROW(Attention(at::randn({1, 3, 4, 8}), at::randn({1, 2, 4, 8}), at::randn({1, 2, 4, 8}),
+                         at::ones({1, 1, 4, 4}, at::kBool), 0.5),
+               c10::Error);  // 2 KV heads do not divide 3 query heads
+  EXPECT_THROW(Attention(at::randn({1, 2, 4, 8}), at::randn({1, 2, 4, 8}), at::randn({1, 2, 4, 8}),
+                         at::zeros({1, 1, 4, 4}, at::kBool), 0.5),
+               c10::Error);  // a row with no allowed key
   EXPECT_FALSE(FusedOpsSupport(at::randn({2}).to(at::kBFloat16)));
   EXPECT_TRUE(FusedOpsSupport(at::randn({2})));
 }
