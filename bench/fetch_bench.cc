@@ -323,7 +323,7 @@ std::shared_ptr<const actor::HostWeights> AsHostWeights(const PublishedVersion& 
 // dtype). Times are from `visible`.
 SwapTimes DeltaSwap(actor::LearnerClient* client, int64_t version,
                     const std::shared_ptr<const actor::HostWeights>& base, actor::HostWeights spare,
-                    absl::Time visible) {
+                    absl::Time visible, std::shared_ptr<const actor::HostWeights>* swapped) {
   actor::WeightAssembler assembler(version, base);
   const bool recycling = !spare.tensors.empty();
   assembler.ReuseBuffers(std::move(spare));
@@ -352,10 +352,8 @@ SwapTimes DeltaSwap(actor::LearnerClient* client, int64_t version,
     std::abort();
   }
   const absl::Time swap_start = absl::Now();
-  std::shared_ptr<const actor::HostWeights> swapped =
-      std::make_shared<const actor::HostWeights>(*std::move(w));
+  *swapped = std::make_shared<const actor::HostWeights>(*std::move(w));
   const absl::Time done = absl::Now();
-  swapped.reset();  // (freed outside the timed span)
   times.first_chunk_s = absl::ToDoubleSeconds(first - visible);
   times.stream_s = absl::ToDoubleSeconds(streamed - first);
   times.verify_cpu_s = absl::ToDoubleSeconds(in_add);
@@ -464,6 +462,9 @@ int Main() {
     std::vector<SwapTimes> times(actors);
     std::vector<std::thread> threads;
     std::atomic<int> ready{0};
+    // The swapped versions, held (as the engines would) until the CPU time
+    // is read: an actor recycles its versions, it does not unmap them.
+    std::vector<std::shared_ptr<const actor::HostWeights>> held(actors);
     for (int i = 0; i < actors; ++i) {
       threads.emplace_back([&, i] {
         // Connected before the version is published, as a running actor is.
@@ -476,7 +477,7 @@ int Main() {
         if (recycle) spare = HostCopy(*v0);
         ++ready;
         go.WaitForNotification();
-        times[i] = DeltaSwap(client.get(), version, base, std::move(spare), visible);
+        times[i] = DeltaSwap(client.get(), version, base, std::move(spare), visible, &held[i]);
       });
     }
     while (ready.load() < actors) absl::SleepFor(absl::Milliseconds(10));
@@ -491,6 +492,7 @@ int Main() {
     *publish_s = absl::ToDoubleSeconds(visible - t0);
     *total_s = absl::ToDoubleSeconds(absl::Now() - t0);
     *cpu_s = ProcessCpuSeconds() - cpu0;
+    held.clear();
     return times;
   };
   // Version 1 (the real step's delta) to 8 actors at once.
