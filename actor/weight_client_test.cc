@@ -142,6 +142,75 @@ TEST(WeightAssembler, ReusesSpareBuffersWithoutReadingThem) {
   EXPECT_TRUE(a.Finish().ok());
 }
 
+// Tensors of many decode slices (48 KiB): chunks that are not a multiple of
+// a slice, literals that cross slice boundaries, a dense run longer than a
+// slice, changes on the first and last byte of slices and chunks; into a
+// reused buffer and into a fresh one, then a second delta into the reused
+// buffer of the first.
+TEST(WeightAssembler, DeltaAcrossManySlices) {
+  auto make = [](int64_t version, uint64_t seed, const HostWeights* from) {
+    HostWeights w;
+    w.version = version;
+    uint64_t r = seed;
+    auto next = [&r] { return r = r * 6364136223846793005ull + 1442695040888963407ull; };
+    for (size_t t = 0; t < 2; ++t) {
+      HostTensor& h = w.tensors.emplace_back();
+      h.name = "big." + std::to_string(t);
+      h.dtype = v1::DTYPE_BF16;
+      const size_t bytes = t == 0 ? 300000 : 150002;
+      h.shape = {static_cast<int64_t>(bytes / 2)};
+      if (from == nullptr) {
+        for (size_t i = 0; i < bytes; ++i) h.data.push_back(static_cast<char>(next() >> 56));
+        continue;
+      }
+      h.data = from->tensors[t].data;
+      for (size_t i = next() % 40; i < bytes; i += 1 + next() % 60) h.data[i] ^= 1;
+      for (size_t i = 40000; i < 110000 && i < bytes; ++i) h.data[i] ^= 0x5A;  // dense
+      for (size_t b = 49152; b < bytes; b += 49152) {
+        h.data[b - 1] ^= 2;
+        h.data[b] ^= 4;
+      }
+      h.data[0] ^= 8;
+      h.data[bytes - 1] ^= 8;
+    }
+    std::string all;
+    for (const HostTensor& h : w.tensors) all += h.data;
+    w.crc32c = Crc32c(all);
+    return w;
+  };
+  auto v1w = std::make_shared<const HostWeights>(make(1, 1, nullptr));
+  const HostWeights v2w = make(2, 2, v1w.get());
+  const HostWeights v3w = make(3, 3, &v2w);
+  for (int64_t chunk : {int64_t{70001}, int64_t{49152}, int64_t{1} << 20}) {
+    for (bool reuse : {false, true}) {
+      WeightAssembler a(2, v1w);
+      if (reuse) a.ReuseBuffers(make(0, 9, nullptr));  // same names and sizes, other bytes
+      for (const v1::WeightChunk& c : ChunkWeights(v2w, chunk, v1w.get())) {
+        ASSERT_TRUE(a.Add(c).ok()) << chunk;
+      }
+      absl::StatusOr<HostWeights> got = a.Finish();
+      ASSERT_TRUE(got.ok()) << got.status();
+      EXPECT_EQ(a.reused_bytes(), reuse ? v2w.bytes() : 0);
+      for (size_t t = 0; t < 2; ++t) {
+        EXPECT_EQ(got->tensors[t].data, v2w.tensors[t].data) << chunk << " " << reuse;
+      }
+      // Version 3 against version 2 into version 1's buffers.
+      auto base = std::make_shared<const HostWeights>(*std::move(got));
+      WeightAssembler b(3, base);
+      HostWeights spare = *v1w;
+      const char* lent = spare.tensors[0].data.data();
+      b.ReuseBuffers(std::move(spare));
+      for (const v1::WeightChunk& c : ChunkWeights(v3w, chunk, base.get())) {
+        ASSERT_TRUE(b.Add(c).ok()) << chunk;
+      }
+      absl::StatusOr<HostWeights> third = b.Finish();
+      ASSERT_TRUE(third.ok()) << third.status();
+      EXPECT_EQ(third->tensors[0].data.data(), lent);
+      for (size_t t = 0; t < 2; ++t) EXPECT_EQ(third->tensors[t].data, v3w.tensors[t].data);
+    }
+  }
+}
+
 // The tensor checksum is computed from the decoded bytes themselves, so a
 // delta whose payload was altered (and its chunk CRC recomputed to match,
 // as a sender bug would), or a base whose bytes changed after it was
