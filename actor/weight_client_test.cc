@@ -142,7 +142,7 @@ TEST(WeightAssembler, ReusesSpareBuffersWithoutReadingThem) {
   EXPECT_TRUE(a.Finish().ok());
 }
 
-// Tensors of many decode slices (48 KiB): chunks that are not a multiple of
+// Tensors of many decode slices (64 KiB): chunks that are not a multiple of
 // a slice, literals that cross slice boundaries, a dense run longer than a
 // slice, changes on the first and last byte of slices and chunks; into a
 // reused buffer and into a fresh one, then a second delta into the reused
@@ -166,7 +166,7 @@ TEST(WeightAssembler, DeltaAcrossManySlices) {
       h.data = from->tensors[t].data;
       for (size_t i = next() % 40; i < bytes; i += 1 + next() % 60) h.data[i] ^= 1;
       for (size_t i = 40000; i < 110000 && i < bytes; ++i) h.data[i] ^= 0x5A;  // dense
-      for (size_t b = 49152; b < bytes; b += 49152) {
+      for (size_t b = 65536; b < bytes; b += 65536) {
         h.data[b - 1] ^= 2;
         h.data[b] ^= 4;
       }
@@ -181,7 +181,7 @@ TEST(WeightAssembler, DeltaAcrossManySlices) {
   auto v1w = std::make_shared<const HostWeights>(make(1, 1, nullptr));
   const HostWeights v2w = make(2, 2, v1w.get());
   const HostWeights v3w = make(3, 3, &v2w);
-  for (int64_t chunk : {int64_t{70001}, int64_t{49152}, int64_t{1} << 20}) {
+  for (int64_t chunk : {int64_t{70001}, int64_t{65536}, int64_t{1} << 20}) {
     for (bool reuse : {false, true}) {
       WeightAssembler a(2, v1w);
       if (reuse) a.ReuseBuffers(make(0, 9, nullptr));  // same names and sizes, other bytes
