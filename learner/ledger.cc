@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <iterator>
+#include <limits>
 #include <random>
 #include <set>
 #include <utility>
@@ -208,18 +210,48 @@ int64_t Ledger::CapLocked() {
   return cap_;
 }
 
+int64_t Ledger::ShareLimitLocked(const std::string& actor_id, absl::Time now) {
+  constexpr int64_t kUncapped = std::numeric_limits<int64_t>::max();
+  if (options_.share_hold <= absl::ZeroDuration()) return kUncapped;
+  askers_[actor_id].last_ask = now;
+  const absl::Time since = now - options_.share_hold;
+  // Actors that have not asked within share_hold neither count nor wait.
+  for (auto it = askers_.begin(); it != askers_.end();) {
+    it = it->second.last_ask < since ? askers_.erase(it) : std::next(it);
+  }
+  const int64_t n = static_cast<int64_t>(askers_.size());
+  if (n <= 1) return kUncapped;
+  const int64_t window = (options_.max_staleness + 1) * options_.prompts_per_step;
+  const int64_t share = (window + n - 1) / n;
+  std::map<std::string, int64_t> held;
+  for (int64_t s : leased_) ++held[items_[s].holder];
+  for (int64_t s : buffered_) ++held[items_[s].holder];
+  for (const auto& [id, a] : askers_) {
+    if (id != actor_id && a.last_short >= since && held[id] < share) {
+      return std::max<int64_t>(0, share - held[actor_id]);
+    }
+  }
+  return kUncapped;
+}
+
+void Ledger::ForgetActor(const std::string& actor_id) {
+  absl::MutexLock lock(&mu_);
+  askers_.erase(actor_id);
+}
+
 std::vector<LeaseGrant> Ledger::Lease(int max, int64_t actor_version, const std::string& actor_id,
                                       absl::Time now) {
   absl::MutexLock lock(&mu_);
   ExpireLocked(now);
   std::vector<LeaseGrant> out;
-  if (max <= 0 || queue_.empty()) return out;
+  if (max <= 0) return out;
+  const int64_t limit = std::min<int64_t>(max, ShareLimitLocked(actor_id, now));
   std::vector<int64_t> picked;
   const int64_t P = options_.prompts_per_step, K = options_.max_staleness;
   if (options_.deterministic) {
     int64_t cap = CapLocked();
-    for (auto it = queue_.begin(); it != queue_.end() && static_cast<int>(picked.size()) < max;
-         ++it) {
+    for (auto it = queue_.begin();
+         it != queue_.end() && static_cast<int64_t>(picked.size()) < limit; ++it) {
       if (*it >= cap) break;
       picked.push_back(*it);
     }
@@ -230,9 +262,21 @@ std::vector<LeaseGrant> Ledger::Lease(int max, int64_t actor_version, const std:
         state_count_[static_cast<int>(State::kLeased)] + static_cast<int64_t>(buffered_.size());
     int64_t capacity = (K + 1 - lag) * P - in_flight;
     for (auto it = queue_.begin(); it != queue_.end() && static_cast<int64_t>(picked.size()) <
-                                                             std::min<int64_t>(max, capacity);
+                                                             std::min<int64_t>(limit, capacity);
          ++it) {
       picked.push_back(*it);
+    }
+  }
+  auto asker = askers_.find(actor_id);
+  if (asker != askers_.end()) {
+    // Waiting for a share: the ask was not filled while items are queued.
+    // An actor behind on versions (it fetches the latest first) neither
+    // starts waiting nor stops: a wait from when it was current lapses
+    // after share_hold.
+    if (static_cast<int64_t>(picked.size()) >= max || queue_.size() <= picked.size()) {
+      asker->second.last_short = absl::InfinitePast();
+    } else if (options_.deterministic || actor_version >= VersionLocked()) {
+      asker->second.last_short = now;
     }
   }
   for (int64_t s : picked) {
@@ -672,6 +716,7 @@ absl::Status Ledger::Restore(const std::string& state, absl::Time now) {
     events_.stale = ev[4];
     events_.batches = ev[5];
     training_ = false;
+    askers_.clear();
     auto saved_bytes = j["journal_bytes"].get<std::map<std::string, int64_t>>();
     if (!options_.journal_dir.empty()) {
       for (const char* f : {kTrained, kFiltered, kFailed}) {

@@ -23,6 +23,8 @@
 //   * Pacing: a lease is granted only while its group can be trained within
 //     max_staleness versions (see Lease()); groups older than that when their
 //     batch is assembled go back to the queue (counted as stale).
+//   * Fair shares: while several actors ask, none holds much more than its
+//     share of the window (see Lease()); an actor alone gets all of it.
 //   * Deterministic mode: every lease names (pins) the policy version to
 //     generate with and a seed, both functions of the item's seq and of the
 //     outcomes of earlier items only, and batches are the next
@@ -86,6 +88,11 @@ struct LedgerOptions {
   // fsync the journals in Serialize() and after truncating them (tests
   // that write thousands of journals turn it off).
   bool sync_journals = true;
+  // Fair shares (see Lease()): an actor that asked within this long counts
+  // as active, and one whose last ask was not filled reserves its share for
+  // this long after it. Zero turns fair shares off (first come, first
+  // served).
+  absl::Duration share_hold = absl::Seconds(1);
 };
 
 struct LeaseGrant {
@@ -148,8 +155,22 @@ class Ledger {
   // by the first V batches), extended when the window is exhausted without
   // filling a batch; it is pinned to the smallest such V. Expires leases
   // first.
+  //
+  // Fair shares (share_hold > 0): the window W = (K + 1) * P is shared by
+  // the n actors that asked within share_hold: share = ceil(W / n). An
+  // actor's in-flight items (leased or buffered from its leases) are capped
+  // at its share while another active actor is waiting: an ask of it within
+  // share_hold got fewer leases than it asked for while it was on the
+  // latest version (deterministic mode: any version), no later ask was
+  // filled, and it holds fewer than its share. Otherwise an actor may take what the window allows,
+  // so a share nobody asks for goes back to the pool after share_hold, and an actor that stops
+  // asking (left, died) stops counting after share_hold. Which actor gets an item never changes
+  // which items are granted (lowest seq first), their pins or seeds.
   std::vector<LeaseGrant> Lease(int max, int64_t actor_version, const std::string& actor_id,
                                 absl::Time now);
+  // Forgets what `actor_id` asked for (it left or joined again under a new
+  // id): it no longer counts for fair shares. Its leases stay.
+  void ForgetActor(const std::string& actor_id);
 
   // The grant of a live or past lease of this ledger; NOT_FOUND otherwise.
   absl::StatusOr<LeaseGrant> FindLease(const std::string& lease_id) const;
@@ -228,6 +249,11 @@ class Ledger {
     int64_t min_version = 0;     // of the buffered group
     std::shared_ptr<const TrainGroup> group;
   };
+  // An actor's asks, for fair shares.
+  struct Asker {
+    absl::Time last_ask = absl::InfinitePast();
+    absl::Time last_short = absl::InfinitePast();  // last ask not filled
+  };
 
   explicit Ledger(LedgerOptions options);
   int64_t PromptOf(int64_t seq) const;
@@ -238,6 +264,10 @@ class Ledger {
   void SetState(int64_t seq, State s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int64_t CapLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int64_t PinFor(int64_t seq) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // How many more items `actor_id` may hold under fair shares (INT64_MAX
+  // when uncapped); records its ask.
+  int64_t ShareLimitLocked(const std::string& actor_id, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::optional<LedgerBatch> TakeBatchLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool BatchReadyLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status Journal(const char* file, int64_t seq, const std::string& lease_id,
@@ -269,7 +299,8 @@ class Ledger {
   int64_t pending_boundary_ ABSL_GUARDED_BY(mu_) = 0;  // of the batch in training
   std::vector<int64_t> caps_ ABSL_GUARDED_BY(mu_);
   int64_t cap_ ABSL_GUARDED_BY(mu_) = 0;
-  LedgerCounts events_ ABSL_GUARDED_BY(mu_);  // the event counters
+  LedgerCounts events_ ABSL_GUARDED_BY(mu_);                  // the event counters
+  std::map<std::string, Asker> askers_ ABSL_GUARDED_BY(mu_);  // by actor_id
   std::map<std::string, int64_t> journal_bytes_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -221,9 +221,10 @@ TEST(LedgerTest, PacingBoundsStaleness) {
   ASSERT_TRUE(batch);
   EXPECT_TRUE(ledger->Lease(10, 1, "a", kT0).empty());  // training in progress
   ASSERT_TRUE(ledger->CommitBatch(*batch, 1, true).ok());
-  // An actor still on version 0 gets nothing; one on version 1 gets P.
+  // An actor still on version 0 gets nothing; one on version 1 gets P (once
+  // the first one's wait for its fair share has lapsed).
   EXPECT_TRUE(ledger->Lease(10, 0, "a", kT0).empty());
-  std::vector<LeaseGrant> b = ledger->Lease(10, 1, "b", kT0);
+  std::vector<LeaseGrant> b = ledger->Lease(10, 1, "b", kT0 + absl::Seconds(2));
   ASSERT_EQ(b.size(), 2u);
   // A group generated with version 0 is now too stale: refused, requeued.
   SubmitOutcome stale = *ledger->Submit(b[0].lease_id, Good(0), G(b[0]), kT0);
@@ -231,6 +232,139 @@ TEST(LedgerTest, PacingBoundsStaleness) {
   EXPECT_EQ(stale.reason_code, "stale");
   EXPECT_EQ(ledger->Counts().stale, 1);
   EXPECT_EQ(ledger->Counts().queued, 7);  // 10 - 2 trained - 1 leased
+}
+
+// Fair shares. Two actors take turns, each asking for the whole window;
+// "a" always asks first after the learner trained (FCFS would give it
+// every lease). Returns the leases granted to each.
+std::map<std::string, int64_t> TakeTurns(LedgerOptions o) {
+  auto ledger = *Ledger::Create(o);
+  const int window = static_cast<int>((o.max_staleness + 1) * o.prompts_per_step);
+  std::map<std::string, int64_t> granted;
+  std::map<std::string, std::vector<LeaseGrant>> held;
+  absl::Time now = kT0;
+  int64_t step = 0;
+  for (int round = 0; round < 1000 && !ledger->Done(); ++round) {
+    for (const char* actor : {"a", "b"}) {
+      for (const LeaseGrant& g : ledger->Lease(window, ledger->version(), actor, now)) {
+        held[actor].push_back(g);
+        ++granted[actor];
+      }
+    }
+    for (auto& [actor, leases] : held) {
+      for (const LeaseGrant& g : leases) {
+        EXPECT_TRUE(ledger->Submit(g.lease_id, Good(ledger->version()), G(g), now)->accepted);
+      }
+      leases.clear();
+    }
+    while (std::optional<LedgerBatch> batch = ledger->TakeBatch(now)) {
+      EXPECT_TRUE(ledger->CommitBatch(*batch, ++step, true).ok());
+    }
+    now += absl::Milliseconds(100);
+  }
+  EXPECT_TRUE(ledger->Done());
+  return granted;
+}
+
+TEST(LedgerTest, FairSharesTwoActorsAskingInTurnGetNearEqualShares) {
+  for (bool deterministic : {false, true}) {
+    LedgerOptions o = Small(64, 4, 1);
+    o.deterministic = deterministic;
+    std::map<std::string, int64_t> granted = TakeTurns(o);
+    std::printf("deterministic %d: a %lld, b %lld of 64 leases\n", deterministic,
+                static_cast<long long>(granted["a"]), static_cast<long long>(granted["b"]));
+    EXPECT_EQ(granted["a"] + granted["b"], 64);
+    // "a" is alone in its first ask (the whole window, 8), then each holds
+    // its share of 4: 36 and 28.
+    EXPECT_GE(granted["a"], 64 * 4 / 10) << "deterministic " << deterministic;
+    EXPECT_GE(granted["b"], 64 * 4 / 10) << "deterministic " << deterministic;
+    // First come, first served: "a" takes every lease.
+    o.share_hold = absl::ZeroDuration();
+    granted = TakeTurns(o);
+    EXPECT_EQ(granted["a"], 64) << "deterministic " << deterministic;
+    EXPECT_EQ(granted["b"], 0);
+  }
+}
+
+TEST(LedgerTest, FairSharesSingleActorGetsTheWholeWindow) {
+  auto alone = *Ledger::Create(Small(64, 4, 1));
+  EXPECT_EQ(alone->Lease(100, 0, "a", kT0).size(), 8u);  // (K + 1) * P
+  // "b" asked for more than the window, kept 2 leases and went quiet for
+  // longer than share_hold: "a" is alone again.
+  auto ledger = *Ledger::Create(Small(64, 4, 1));
+  std::vector<LeaseGrant> b = ledger->Lease(100, 0, "b", kT0);
+  ASSERT_EQ(b.size(), 8u);
+  std::vector<std::string> release;
+  for (size_t i = 2; i < b.size(); ++i) release.push_back(b[i].lease_id);
+  ledger->Release(release, kT0);
+  EXPECT_EQ(ledger->Lease(100, 0, "a", kT0 + absl::Seconds(2)).size(), 6u);
+}
+
+TEST(LedgerTest, FairSharesADeadActorsShareReturns) {
+  for (bool forget : {false, true}) {
+    auto ledger = *Ledger::Create(Small(64, 4, 1));
+    std::vector<LeaseGrant> a = ledger->Lease(6, 0, "a", kT0);
+    ASSERT_EQ(a.size(), 6u);  // alone
+    // "b" gets the rest (2 of the 6 it asks for) and waits for its share.
+    ASSERT_EQ(ledger->Lease(6, 0, "b", kT0).size(), 2u);
+    for (int i = 0; i < 4; ++i) {
+      ASSERT_TRUE(ledger->Submit(a[i].lease_id, Good(), G(a[i]), kT0)->accepted);
+    }
+    std::optional<LedgerBatch> batch = ledger->TakeBatch(kT0);
+    ASSERT_TRUE(batch);
+    ASSERT_TRUE(ledger->CommitBatch(*batch, 1, true).ok());
+    // 4 free in the window: "a" holds 2 of its share of 4, "b" 2 of 4.
+    const absl::Time t1 = kT0 + absl::Milliseconds(500);
+    if (forget) ledger->ForgetActor("b");  // it left (or joined again)
+    std::vector<LeaseGrant> more = ledger->Lease(10, 1, "a", t1);
+    if (forget) {
+      EXPECT_EQ(more.size(), 4u) << "the share of an actor that left returns at once";
+      continue;
+    }
+    EXPECT_EQ(more.size(), 2u) << "b waits: a is capped at its share";
+    // "b" died: once it has not asked for share_hold, "a" takes the rest.
+    EXPECT_EQ(ledger->Lease(10, 1, "a", t1 + absl::Milliseconds(400)).size(), 0u);
+    EXPECT_EQ(ledger->Lease(10, 1, "a", kT0 + absl::Milliseconds(1100)).size(), 2u);
+  }
+}
+
+TEST(LedgerTest, FairSharesOnlyAnActorOnTheLatestVersionWaits) {
+  for (int64_t b_version : {1, 0}) {
+    auto ledger = *Ledger::Create(Small(64, 2, 2));  // window 6
+    std::vector<LeaseGrant> a = ledger->Lease(4, 0, "a", kT0);
+    ASSERT_EQ(a.size(), 4u);
+    for (int i = 0; i < 2; ++i) {
+      ASSERT_TRUE(ledger->Submit(a[i].lease_id, Good(), G(a[i]), kT0)->accepted);
+    }
+    std::optional<LedgerBatch> batch = ledger->TakeBatch(kT0);
+    ASSERT_TRUE(batch);
+    ASSERT_TRUE(ledger->CommitBatch(*batch, 1, true).ok());
+    ASSERT_EQ(ledger->Lease(2, 1, "a", kT0).size(), 2u);  // "a" holds 4
+    // On version 1, "b" gets the 2 left and waits for its share of 3; on
+    // version 0 it gets nothing (pacing) and waits for weights, not leases.
+    EXPECT_EQ(ledger->Lease(10, b_version, "b", kT0).size(), b_version == 1 ? 2u : 0u);
+    ledger->Release({a[2].lease_id, a[3].lease_id}, kT0);  // "a" holds 2
+    EXPECT_EQ(ledger->Lease(10, 1, "a", kT0).size(), b_version == 1 ? 1u : 4u)
+        << "b on version " << b_version;
+  }
+  // A wait started on the latest version outlasts asks from an old one (the
+  // actor fetches the new version) for share_hold, not longer.
+  auto ledger = *Ledger::Create(Small(64, 2, 1));  // window 4
+  std::vector<LeaseGrant> held = ledger->Lease(4, 0, "a", kT0);
+  ASSERT_EQ(held.size(), 4u);
+  EXPECT_TRUE(ledger->Lease(4, 0, "b", kT0).empty());  // waits, on the latest version
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_TRUE(ledger->Submit(held[i].lease_id, Good(), G(held[i]), kT0)->accepted);
+  }
+  std::optional<LedgerBatch> batch = ledger->TakeBatch(kT0);
+  ASSERT_TRUE(batch);
+  ASSERT_TRUE(ledger->CommitBatch(*batch, 1, true).ok());  // version 1
+  const absl::Time t = kT0 + absl::Milliseconds(500);
+  EXPECT_TRUE(ledger->Lease(4, 0, "b", t).empty());  // behind: nothing (pacing)
+  EXPECT_EQ(ledger->Lease(4, 1, "a", t).size(), 0u) << "a holds its share of 2; b still waits";
+  EXPECT_TRUE(ledger->Lease(4, 0, "b", kT0 + absl::Milliseconds(900)).empty());
+  EXPECT_EQ(ledger->Lease(4, 1, "a", kT0 + absl::Milliseconds(1100)).size(), 2u)
+      << "b's wait lapsed share_hold after its last ask on the latest version";
 }
 
 TEST(LedgerTest, RestoreRejectsOtherDataset) {
@@ -376,8 +510,9 @@ struct Sim {
       case 1:
       case 2: {  // an actor (maybe one version behind) leases
         int64_t actor_version = std::max<int64_t>(0, v - Rand(2));
+        const std::string actor(1, static_cast<char>('a' + Rand(3)));
         for (LeaseGrant& g :
-             ledger->Lease(static_cast<int>(1 + Rand(4)), actor_version, "a", now)) {
+             ledger->Lease(static_cast<int>(1 + Rand(4)), actor_version, actor, now)) {
           g.pinned_version = g.pinned_version;  // kept as granted
           held.push_back(g);
           held.back().seed = g.seed;
@@ -538,7 +673,10 @@ TEST(LedgerPropertyTest, DeterministicBatchesIndependentOfSchedule) {
       for (int round = 0; round < 20000 && !sim.ledger->Done(); ++round) {
         int64_t r = sim.Rand(10);
         if (r < 3) {
-          for (auto& g : sim.ledger->Lease(1 + sim.Rand(3), 0, "a", sim.now)) sim.held.push_back(g);
+          const std::string actor(1, static_cast<char>('a' + sim.Rand(3)));
+          for (auto& g : sim.ledger->Lease(1 + sim.Rand(3), 0, actor, sim.now)) {
+            sim.held.push_back(g);
+          }
         } else if (r < 7 && !sim.held.empty()) {
           size_t i = sim.Rand(sim.held.size());
           LeaseGrant g = sim.held[i];

@@ -319,6 +319,7 @@ grpc::Status LearnerService::Join(grpc::ServerContext*, const v1::JoinRequest* r
                                " (start the actor without a model, or with the run's)"));
   }
   LeaseStage stage = StageSnapshot();
+  std::string replaced;  // the id this name had before
   {
     absl::MutexLock lock(&mu_);
     std::string id = absl::StrCat("A", incarnation_, "-", next_actor_++);
@@ -341,6 +342,7 @@ grpc::Status LearnerService::Join(grpc::ServerContext*, const v1::JoinRequest* r
       } else {
         AddEngineTime(old.engine_time, &a.engine_time_earlier);
       }
+      replaced = prev->second;
       actors_.erase(prev->second);
     }
     ++a.joins;
@@ -348,6 +350,8 @@ grpc::Status LearnerService::Join(grpc::ServerContext*, const v1::JoinRequest* r
     by_name_[a.name] = id;
     resp->set_actor_id(id);
   }
+  // The old id asks no more: its fair share goes back to the others.
+  if (!replaced.empty() && stage.ledger != nullptr) stage.ledger->ForgetActor(replaced);
   resp->set_policy_version(std::max<int64_t>(0, store_->latest_version()));
   resp->set_group_size(stage.ledger != nullptr ? stage.group_size : options_.group_size);
   *resp->mutable_sampling() = stage.ledger != nullptr ? stage.sampling : options_.sampling;
@@ -421,12 +425,14 @@ grpc::Status LearnerService::LeasePrompts(grpc::ServerContext*, const v1::LeaseP
 grpc::Status LearnerService::Heartbeat(grpc::ServerContext*, const v1::HeartbeatRequest* req,
                                        v1::HeartbeatResponse* resp) {
   LeaseStage stage;
+  bool leaving;
   {
     absl::MutexLock lock(&mu_);
     absl::StatusOr<Actor*> actor = FindActorLocked(req->actor_id());
     if (!actor.ok()) return ToGrpcStatus(actor.status());
     (*actor)->version = req->policy_version();
     if (req->leaving()) (*actor)->leaving = true;
+    leaving = (*actor)->leaving;
     if (req->has_engine_time()) (*actor)->engine_time = req->engine_time();
     stage = stage_;
     resp->set_drain(draining_);
@@ -443,6 +449,8 @@ grpc::Status LearnerService::Heartbeat(grpc::ServerContext*, const v1::Heartbeat
     for (const auto& id : req->lease_ids()) resp->add_expired_lease_ids(id);
     return grpc::Status::OK;
   }
+  // A leaving actor asks for no more leases: its fair share goes back.
+  if (leaving) stage.ledger->ForgetActor(req->actor_id());
   std::vector<std::string> released(req->released_lease_ids().begin(),
                                     req->released_lease_ids().end());
   if (!released.empty()) stage.ledger->Release(released, now);

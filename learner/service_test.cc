@@ -6,6 +6,7 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -111,10 +112,10 @@ class LearnerServiceTest : public ::testing::Test {
 
   void TearDown() override { server_->Shutdown(absl::Seconds(2)); }
 
-  std::string Join() {
+  std::string Join(const std::string& name = "fake-actor") {
     grpc::ClientContext ctx;
     v1::JoinRequest req;
-    req.set_actor_name("fake-actor");
+    req.set_actor_name(name);
     req.set_slots(4);
     req.set_protocol_version(v1::LEARNER_PROTOCOL_CURRENT);
     v1::JoinResponse resp;
@@ -394,6 +395,80 @@ TEST_F(LearnerServiceTest, FetchPolicyFullThenDelta) {
 // current process, plus those of earlier processes of the same actor_name
 // (a restarted actor, another pid, starts again from 0); a rejoin of the
 // same process keeps its totals.
+// Fair shares through the RPCs: the window of (K + 1) * P = 4 leases is
+// split between the two actors that ask for it, and one that leaves gives
+// its share back at once.
+TEST_F(LearnerServiceTest, LeasePromptsSharesTheWindowBetweenActors) {
+  LedgerOptions lo;
+  lo.num_prompts = 4;
+  lo.epochs = 8;
+  lo.prompts_per_step = 2;
+  lo.max_staleness = 1;
+  lo.share_hold = absl::Seconds(60);  // every ask below is "recent", however slow the machine
+  auto ledger = std::shared_ptr<Ledger>(*Ledger::Create(lo));
+  LeaseStage stage;
+  stage.name = "grpo";
+  stage.ledger = ledger;
+  stage.prompts = std::make_shared<std::vector<StagePrompt>>(
+      4, StagePrompt{{1, 2, 3}, "what is 2+2", "math", "4", "{}", "uid"});
+  stage.group_size = 3;
+  service_->SetStage(stage);
+  auto lease = [&](const std::string& actor, int64_t version) {
+    grpc::ClientContext ctx;
+    v1::LeasePromptsRequest req;
+    req.set_actor_id(actor);
+    req.set_max_prompts(10);
+    req.set_policy_version(version);
+    v1::LeasePromptsResponse resp;
+    EXPECT_TRUE(stub_->LeasePrompts(&ctx, req, &resp).ok());
+    return std::vector<v1::Lease>(resp.leases().begin(), resp.leases().end());
+  };
+  auto heartbeat = [&](const std::string& actor, std::vector<v1::Lease> release, bool leaving) {
+    grpc::ClientContext ctx;
+    v1::HeartbeatRequest req;
+    req.set_actor_id(actor);
+    for (const v1::Lease& l : release) req.add_released_lease_ids(l.lease_id());
+    req.set_leaving(leaving);
+    v1::HeartbeatResponse resp;
+    EXPECT_TRUE(stub_->Heartbeat(&ctx, req, &resp).ok());
+  };
+  auto submit_and_train = [&](const std::string& actor, const std::vector<v1::Lease>& leases) {
+    for (const v1::Lease& l : leases) {
+      v1::SubmitGroupResponse resp;
+      ASSERT_TRUE(Submit(actor, Group(l, {1, 0, 1}), &resp).ok());
+      ASSERT_TRUE(resp.accepted()) << resp.reason();
+    }
+    std::optional<LedgerBatch> batch = ledger->TakeBatch(absl::Now());
+    ASSERT_TRUE(batch);
+    ASSERT_TRUE(ledger->CommitBatch(*batch, batch->index + 1, true).ok());
+  };
+  auto held = [&]() {
+    grpc::ClientContext ctx;
+    v1::RunStatus status;
+    EXPECT_TRUE(admin_stub_->GetStatus(&ctx, v1::GetStatusRequest(), &status).ok());
+    std::map<std::string, int32_t> out;
+    for (const v1::ActorInfo& a : status.actors()) out[a.actor_name()] = a.leases();
+    return out;
+  };
+  const std::string a = Join("actor-a"), b = Join("actor-b");
+  std::vector<v1::Lease> a1 = lease(a, 0);
+  ASSERT_EQ(a1.size(), 4u);             // alone so far: the whole window
+  EXPECT_TRUE(lease(b, 0).empty());     // the window is full: "b" waits
+  submit_and_train(a, {a1[0], a1[1]});  // version 1: 2 places free
+  EXPECT_TRUE(lease(a, 1).empty()) << "a holds its share (2) while b waits";
+  std::vector<v1::Lease> b1 = lease(b, 1);
+  EXPECT_EQ(b1.size(), 2u);
+  EXPECT_EQ(held(), (std::map<std::string, int32_t>{{"actor-a", 2}, {"actor-b", 2}}));
+  // "b" hands its leases back but still waits: its share stays free for it.
+  submit_and_train(a, {a1[2], a1[3]});  // version 2
+  heartbeat(b, b1, false);
+  EXPECT_EQ(lease(a, 2).size(), 2u);
+  // "b" leaves: "a" may take the whole window.
+  heartbeat(b, {}, true);
+  EXPECT_EQ(lease(a, 2).size(), 2u);
+  EXPECT_EQ(held(), (std::map<std::string, int32_t>{{"actor-a", 4}, {"actor-b", 0}}));
+}
+
 TEST_F(LearnerServiceTest, HeartbeatEngineTimeIsReportedPerActorName) {
   auto join = [&](int64_t pid) {
     grpc::ClientContext ctx;

@@ -41,6 +41,7 @@
 #include "core/rpc.h"
 #include "core/service.h"
 #include "core/tasks/addition.h"
+#include "tests/cluster_run.h"
 #include "tests/cluster_util.h"
 
 namespace cohort {
@@ -51,10 +52,15 @@ namespace v1 = ::cohort::v1;
 using ::cohort::cli::ChildProcess;
 using ::cohort::testing::Alive;
 using ::cohort::testing::Binary;
+using ::cohort::testing::GetRunStatus;
+using ::cohort::testing::Journals;
+using ::cohort::testing::LogTails;
 using ::cohort::testing::ReadFile;
+using ::cohort::testing::ReadJournals;
 using ::cohort::testing::TempDir;
 using ::cohort::testing::WaitForPortFile;
 using ::cohort::testing::WaitUntil;
+using ::cohort::testing::WriteAdditionTokenizer;
 using ::cohort::testing::WriteFile;
 using Json = nlohmann::json;
 
@@ -64,11 +70,9 @@ constexpr int kPromptsPerStep = 4;
 class ActorSubmitKillTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    fs::create_directories(dir_ / "tok");
     fs::create_directories(run_dir_);
     fs::create_directories(stall_dir_);
-    WriteFile(dir_ / "tok/tokenizer.json", tasks::AdditionTokenizerJson());
-    WriteFile(dir_ / "tok/tokenizer_config.json", tasks::AdditionTokenizerConfigJson());
+    WriteAdditionTokenizer(dir_ / "tok");
     WriteFile(dir_ / "token", std::string(kToken) + "\n");
   }
 
@@ -117,14 +121,9 @@ class ActorSubmitKillTest : public ::testing::Test {
   }
 
   // Starts `binary` as role `name` (port file and log in the run directory).
-  void Spawn(const std::string& name, const std::string& binary, std::vector<std::string> extra) {
-    std::vector<std::string> args = {"--config",    config_,       "--host",         "127.0.0.1",
-                                     "--port",      "0",           "--metrics_port", "0",
-                                     "--port_file", PortPath(name)};
-    args.insert(args.end(), extra.begin(), extra.end());
-    std::error_code ec;
-    fs::remove(PortPath(name), ec);
-    auto child = ChildProcess::Spawn(binary, args, Log(name));
+  void Spawn(const std::string& name, const std::string& binary,
+             const std::vector<std::string>& extra) {
+    auto child = ::cohort::testing::SpawnRole(binary, config_, 0, PortPath(name), Log(name), extra);
     ASSERT_TRUE(child.ok()) << child.status();
     pids_.insert((*child)->pid());
     roles_[name] = *std::move(child);
@@ -163,19 +162,7 @@ class ActorSubmitKillTest : public ::testing::Test {
           {"--learner", absl::StrCat("127.0.0.1:", learner_port_), "--name", name});
   }
 
-  absl::StatusOr<v1::RunStatus> GetStatus() {
-    ChannelOptions options;
-    options.bearer_token = kToken;
-    auto channel = MakeChannel(absl::StrCat("127.0.0.1:", learner_port_), options);
-    if (!channel.ok()) return channel.status();
-    auto stub = v1::Admin::NewStub(*channel);
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(3));
-    v1::RunStatus status;
-    grpc::Status s = stub->GetStatus(&ctx, v1::GetStatusRequest(), &status);
-    if (!s.ok()) return absl::UnavailableError(s.error_message());
-    return status;
-  }
+  absl::StatusOr<v1::RunStatus> GetStatus() { return GetRunStatus(learner_port_, kToken); }
   bool WaitForStatus(const std::function<bool(const v1::RunStatus&)>& done,
                      absl::Duration timeout) {
     return WaitUntil(
@@ -232,30 +219,21 @@ class ActorSubmitKillTest : public ::testing::Test {
   // Every prompt of the dataset in exactly one journal, once; the learner's
   // final counts agree.
   void Audit(const v1::RunStatus& status) {
-    std::map<int64_t, std::vector<std::string>> seen;
-    int64_t lines = 0;
-    for (const char* journal : {"trained", "filtered", "failed"}) {
-      std::istringstream in(ReadFile(absl::StrCat(run_dir_, "/", journal, ".jsonl")));
-      for (std::string line; std::getline(in, line);) {
-        if (line.empty()) continue;
-        Json o = Json::parse(line, nullptr, false);
-        ASSERT_TRUE(o.is_object() && o.contains("prompt_id") && o.contains("epoch")) << line;
-        EXPECT_EQ(o["epoch"].get<int64_t>(), 0) << line;
-        seen[o["prompt_id"].get<int64_t>()].push_back(journal);
-        ++lines;
-      }
-    }
+    Journals j = ReadJournals(run_dir_);
+    EXPECT_TRUE(j.malformed.empty()) << absl::StrJoin(j.malformed, "\n");
     std::vector<std::string> problems;
     for (int64_t p = 0; p < prompts_; ++p) {
-      auto it = seen.find(p);
-      const size_t n = it == seen.end() ? 0 : it->second.size();
+      auto it = j.items.find({p, 0});
+      const size_t n = it == j.items.end() ? 0 : it->second.size();
       if (n != 1) problems.push_back(absl::StrCat("prompt ", p, " settled ", n, " times"));
     }
-    for (const auto& [p, where] : seen) {
-      if (p < 0 || p >= prompts_) problems.push_back(absl::StrCat("unknown prompt ", p));
+    for (const auto& [key, where] : j.items) {
+      if (key.first < 0 || key.first >= prompts_ || key.second != 0) {
+        problems.push_back(absl::StrCat("unknown item (", key.first, ", ", key.second, ")"));
+      }
     }
     EXPECT_TRUE(problems.empty()) << absl::StrJoin(problems, "; ");
-    EXPECT_EQ(lines, prompts_);
+    EXPECT_EQ(j.trained + j.filtered + j.failed, prompts_);
     EXPECT_TRUE(status.done());
     v1::LedgerCounts l = status.ledger();
     for (const v1::StageStatus& st : status.stages()) {
@@ -269,15 +247,7 @@ class ActorSubmitKillTest : public ::testing::Test {
 
   std::string PortPath(const std::string& role) const { return run_dir_ + "/" + role + ".port"; }
   std::string Log(const std::string& role) const { return run_dir_ + "/" + role + ".log"; }
-  std::string Logs() const {
-    std::string all;
-    for (const char* role : {"learner", "reward", "actor-0", "actor-1"}) {
-      std::string text = ReadFile(Log(role));
-      if (text.size() > 6000) text = "..." + text.substr(text.size() - 6000);
-      absl::StrAppend(&all, "\n===== ", role, "\n", text);
-    }
-    return all;
-  }
+  std::string Logs() const { return LogTails(run_dir_); }
 
   // The journal lines that name `prompt_id`.
   int TrainedLines(int64_t prompt_id) {

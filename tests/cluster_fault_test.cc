@@ -48,6 +48,7 @@
 #include "core/rpc.h"
 #include "core/service.h"
 #include "core/tasks/addition.h"
+#include "tests/cluster_run.h"
 #include "tests/cluster_util.h"
 
 namespace cohort {
@@ -60,10 +61,15 @@ using ::cohort::cli::DescribeWaitStatus;
 using ::cohort::testing::Alive;
 using ::cohort::testing::Binary;
 using ::cohort::testing::CheckServing;
+using ::cohort::testing::GetRunStatus;
+using ::cohort::testing::Journals;
+using ::cohort::testing::LogTails;
 using ::cohort::testing::ReadFile;
+using ::cohort::testing::ReadJournals;
 using ::cohort::testing::TempDir;
 using ::cohort::testing::WaitForPortFile;
 using ::cohort::testing::WaitUntil;
+using ::cohort::testing::WriteAdditionTokenizer;
 using ::cohort::testing::WriteFile;
 using ::testing::HasSubstr;
 using Json = nlohmann::json;
@@ -81,49 +87,11 @@ struct RunSpec {
   int seed = 11;
   int max_new_tokens = 24;
   int lease_ttl_ms = 2000;
+  int slots = 8;  // actor.slots
   // Every scored sample gets exactly 1.0 (instead of accuracy plus a length
   // term that varies), so a sample scored 0 shows.
   bool constant_reward = false;
 };
-
-// The learner's journals, read back.
-struct Journals {
-  // (prompt_id, epoch) -> the journals it appears in, one entry per line.
-  std::map<std::pair<int64_t, int64_t>, std::vector<std::string>> items;
-  int64_t trained = 0, filtered = 0, failed = 0;
-  std::vector<std::string> malformed;
-  std::set<int64_t> steps;  // trained.jsonl's step values
-  // (prompt_id, epoch, step) of every trained line.
-  std::set<std::tuple<int64_t, int64_t, int64_t>> trained_steps;
-};
-
-Journals ReadJournals(const std::string& run_dir) {
-  Journals j;
-  for (const char* name : {"trained", "filtered", "failed"}) {
-    std::istringstream in(ReadFile(absl::StrCat(run_dir, "/", name, ".jsonl")));
-    for (std::string line; std::getline(in, line);) {
-      if (line.empty()) continue;
-      Json o = Json::parse(line, nullptr, /*allow_exceptions=*/false);
-      if (!o.is_object() || !o.contains("prompt_id") || !o.contains("epoch")) {
-        j.malformed.push_back(absl::StrCat(name, ": ", line));
-        continue;
-      }
-      const int64_t p = o["prompt_id"].get<int64_t>(), e = o["epoch"].get<int64_t>();
-      j.items[{p, e}].push_back(name);
-      if (std::string(name) == "trained") {
-        ++j.trained;
-        const int64_t step = o.value("step", int64_t{-1});
-        j.steps.insert(step);
-        j.trained_steps.insert({p, e, step});
-      } else if (std::string(name) == "filtered") {
-        ++j.filtered;
-      } else {
-        ++j.failed;
-      }
-    }
-  }
-  return j;
-}
 
 // The learner's last "run complete: T trained, F filtered, X failed" line.
 std::optional<std::array<int64_t, 3>> RunCompleteLine(const std::string& log) {
@@ -197,10 +165,8 @@ std::string CheckpointInProgress(const std::string& root, pid_t pid) {
 class ClusterFaultTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    fs::create_directories(dir_ / "tok");
     fs::create_directories(out_);
-    WriteFile(dir_ / "tok/tokenizer.json", tasks::AdditionTokenizerJson());
-    WriteFile(dir_ / "tok/tokenizer_config.json", tasks::AdditionTokenizerConfigJson());
+    WriteAdditionTokenizer(dir_ / "tok");
     WriteFile(dir_ / "token", std::string(kToken) + "\n");
     // What an operator hands a new actor: the security files, nothing else.
     WriteFile(dir_ / "actor-security.yaml",
@@ -245,26 +211,26 @@ class ClusterFaultTest : public ::testing::Test {
                            spec.max_new_tokens, "\n      cache_length: ", spec.max_new_tokens,
                            "\n");
     WriteFile(config_,
-              absl::StrCat("run:\n  name: faults\n  seed: ", spec.seed, "\n  out_dir: ", run_dir_,
-                           "\nmodel:\n  preset: tiny-quickstart\n  chat_template: plain\n"
-                           "  tokenizer: ",
-                           dir_ / "tok/tokenizer.json",
-                           "\nsampling:\n  group_size: 4\n  max_new_tokens: ", spec.max_new_tokens,
-                           "\ndata:\n  train: ", dir_ / "prompts.jsonl",
-                           "\n  id_key: id\n  task: math\n  epochs: ", spec.epochs,
-                           "\ngrpo:\n  prompts_per_step: ", spec.prompts_per_step,
-                           "\nlearner:\n  heartbeat_interval_ms: 250\n  lease_ttl_ms: ",
-                           spec.lease_ttl_ms, "\n  checkpoint_on_stop_seconds: 20\n  determinism: ",
-                           spec.deterministic ? "true" : "false",
-                           "\ncheckpoint:\n  every_steps: ", spec.checkpoint_every,
-                           "\n  keep_last: 2\nactor:\n  count: ", spec.actors,
-                           "\n  slots: 8\n  drain_grace_seconds: 3\n"
-                           "reward:\n  retry_seconds: 60\n  tasks:\n    math:\n"
-                           "      verifier: math\n",
-                           reward_task, "security:\n  token_file: ", dir_ / "token",
-                           "\nsupervisor:\n  max_restarts: 100\n  restart_window_seconds: 60\n"
-                           "  backoff_initial_ms: 100\n  backoff_max_ms: 400\n"
-                           "  stop_timeout_seconds: 5\n  ready_timeout_seconds: 60\n"));
+              absl::StrCat(
+                  "run:\n  name: faults\n  seed: ", spec.seed, "\n  out_dir: ", run_dir_,
+                  "\nmodel:\n  preset: tiny-quickstart\n  chat_template: plain\n"
+                  "  tokenizer: ",
+                  dir_ / "tok/tokenizer.json", "\nsampling:\n  group_size: 4\n  max_new_tokens: ",
+                  spec.max_new_tokens, "\ndata:\n  train: ", dir_ / "prompts.jsonl",
+                  "\n  id_key: id\n  task: math\n  epochs: ", spec.epochs,
+                  "\ngrpo:\n  prompts_per_step: ", spec.prompts_per_step,
+                  "\nlearner:\n  heartbeat_interval_ms: 250\n  lease_ttl_ms: ", spec.lease_ttl_ms,
+                  "\n  checkpoint_on_stop_seconds: 20\n  determinism: ",
+                  spec.deterministic ? "true" : "false",
+                  "\ncheckpoint:\n  every_steps: ", spec.checkpoint_every,
+                  "\n  keep_last: 2\nactor:\n  count: ", spec.actors, "\n  slots: ", spec.slots,
+                  "\n  drain_grace_seconds: 3\n"
+                  "reward:\n  retry_seconds: 60\n  tasks:\n    math:\n"
+                  "      verifier: math\n",
+                  reward_task, "security:\n  token_file: ", dir_ / "token",
+                  "\nsupervisor:\n  max_restarts: 100\n  restart_window_seconds: 60\n"
+                  "  backoff_initial_ms: 100\n  backoff_max_ms: 400\n"
+                  "  stop_timeout_seconds: 5\n  ready_timeout_seconds: 60\n"));
   }
 
   // --- `cohort run` ---------------------------------------------------------
@@ -312,15 +278,8 @@ class ClusterFaultTest : public ::testing::Test {
   // Starts it without waiting.
   void SpawnRole(const std::string& name, const std::string& binary, std::vector<std::string> extra,
                  const std::string& config = "", int port = 0) {
-    std::vector<std::string> args = {"--config",       config.empty() ? config_ : config,
-                                     "--host",         "127.0.0.1",
-                                     "--port",         absl::StrCat(port),
-                                     "--metrics_port", "0",
-                                     "--port_file",    PortPath(name)};
-    args.insert(args.end(), extra.begin(), extra.end());
-    std::error_code ec;
-    fs::remove(PortPath(name), ec);
-    auto child = ChildProcess::Spawn(binary, args, RoleLog(name));
+    auto child = ::cohort::testing::SpawnRole(binary, config.empty() ? config_ : config, port,
+                                              PortPath(name), RoleLog(name), extra);
     ASSERT_TRUE(child.ok()) << child.status();
     pids_seen_.insert((*child)->pid());
     roles_[name] = *std::move(child);
@@ -375,19 +334,7 @@ class ClusterFaultTest : public ::testing::Test {
 
   // --- the learner's status --------------------------------------------------
 
-  absl::StatusOr<v1::RunStatus> GetStatus() {
-    ChannelOptions options;
-    options.bearer_token = kToken;
-    auto channel = MakeChannel(absl::StrCat("127.0.0.1:", learner_port_), options);
-    if (!channel.ok()) return channel.status();
-    auto stub = v1::Admin::NewStub(*channel);
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(3));
-    v1::RunStatus status;
-    grpc::Status s = stub->GetStatus(&ctx, v1::GetStatusRequest(), &status);
-    if (!s.ok()) return absl::UnavailableError(s.error_message());
-    return status;
-  }
+  absl::StatusOr<v1::RunStatus> GetStatus() { return GetRunStatus(learner_port_, kToken); }
 
   // Polls GetStatus every 100 ms in the background, keeping the latest
   // answer and what was seen over the run.
@@ -398,6 +345,7 @@ class ClusterFaultTest : public ::testing::Test {
       last_status_ = v1::RunStatus();
       last_running_ = v1::RunStatus();
       actors_.clear();
+      groups_when_all_joined_.clear();
       max_leases_.clear();
       max_epoch_ = 0;
     }
@@ -412,9 +360,16 @@ class ClusterFaultTest : public ::testing::Test {
           // status of the running stage.
           if (s->ledger().prompts_total() > 0) last_running_ = *s;
           ++statuses_;
+          int live = 0;
           for (const v1::ActorInfo& a : s->actors()) {
             max_leases_[a.pid()] = std::max(max_leases_[a.pid()], a.leases());
             actors_[a.pid()] = a;
+            live += a.gone() ? 0 : 1;
+          }
+          if (groups_when_all_joined_.empty() && live == spec_.actors) {
+            for (const v1::ActorInfo& a : s->actors()) {
+              groups_when_all_joined_[a.pid()] = a.groups_submitted();
+            }
           }
           max_epoch_ = std::max(max_epoch_, s->epoch());
         }
@@ -438,6 +393,12 @@ class ClusterFaultTest : public ::testing::Test {
   std::map<int64_t, v1::ActorInfo> ActorsSeen() {
     absl::MutexLock lock(&status_mu_);
     return actors_;
+  }
+  // Groups each actor (by pid) had submitted when the first status showed
+  // all spec_.actors actors joined and live; empty if none did.
+  std::map<int64_t, int64_t> GroupsWhenAllJoined() {
+    absl::MutexLock lock(&status_mu_);
+    return groups_when_all_joined_;
   }
   int32_t MaxLeases(int64_t pid) {
     absl::MutexLock lock(&status_mu_);
@@ -534,17 +495,7 @@ class ClusterFaultTest : public ::testing::Test {
   std::string RoleLog(const std::string& role) const { return out_ + "/" + role + ".log"; }
   std::string RunLog() const { return dir_ / "cohort-run.log"; }
   std::string LearnerLog() const { return ReadFile(RoleLog("learner")); }
-  std::string Logs() const {
-    std::string all = ReadFile(RunLog());
-    std::error_code ec;
-    for (const auto& e : fs::directory_iterator(out_, ec)) {
-      if (e.path().extension() != ".log") continue;
-      std::string text = ReadFile(e.path().string());
-      if (text.size() > 6000) text = "..." + text.substr(text.size() - 6000);
-      absl::StrAppend(&all, "\n===== ", e.path().filename().string(), "\n", text);
-    }
-    return all;
-  }
+  std::string Logs() const { return ReadFile(RunLog()) + LogTails(out_); }
 
   TempDir dir_;
   // The run directory: run.out_dir (the learner's journals, metrics and
@@ -567,6 +518,7 @@ class ClusterFaultTest : public ::testing::Test {
   v1::RunStatus last_running_ ABSL_GUARDED_BY(status_mu_);
   int64_t statuses_ ABSL_GUARDED_BY(status_mu_) = 0;
   std::map<int64_t, v1::ActorInfo> actors_ ABSL_GUARDED_BY(status_mu_);  // by pid
+  std::map<int64_t, int64_t> groups_when_all_joined_ ABSL_GUARDED_BY(status_mu_);
   std::map<int64_t, int32_t> max_leases_ ABSL_GUARDED_BY(status_mu_);
   int32_t max_epoch_ ABSL_GUARDED_BY(status_mu_) = 0;
 };
@@ -579,6 +531,10 @@ TEST_F(ClusterFaultTest, TwoActorsTrainEveryPromptOnce) {
   // 48 prompts took 1.7 s on an idle machine, about as long as the second
   // actor takes to join: long enough that both contribute.
   spec.prompts = 160;
+  // Each actor asks for more than the window of (K + 1) * P = 8 leases (32
+  // slots: 9 groups in the engine and 8 ahead), so that the first to ask
+  // would take them all without fair shares.
+  spec.slots = 32;
   ASSERT_NO_FATAL_FAILURE(WriteRun(spec));
   ASSERT_NO_FATAL_FAILURE(StartServers());
   // Both at once, so that both are up before the run is over.
@@ -605,6 +561,30 @@ TEST_F(ClusterFaultTest, TwoActorsTrainEveryPromptOnce) {
   }
   EXPECT_EQ(contributors, (std::set<int64_t>{a0.pid, a1.pid}));
   EXPECT_GE(groups, j.trained);
+  // Fair shares of the lease window: from the moment both had joined, each
+  // actor submitted at least a fifth of the groups (first come, first served,
+  // one actor could hold every lease the window allows: one submitted 0 of
+  // 48 groups).
+  std::map<int64_t, int64_t> at_join = GroupsWhenAllJoined();
+  std::map<int64_t, int64_t> since_join;
+  int64_t total_since_join = 0;
+  for (const v1::ActorInfo& a : status->actors()) {
+    since_join[a.pid()] = a.groups_submitted() - at_join[a.pid()];
+    total_since_join += since_join[a.pid()];
+    std::printf("%s: %lld groups, %lld after both had joined\n", a.actor_name().c_str(),
+                static_cast<long long>(a.groups_submitted()),
+                static_cast<long long>(since_join[a.pid()]));
+  }
+  EXPECT_FALSE(at_join.empty()) << "no status showed both actors joined";
+  if (total_since_join >= 40) {
+    for (const auto& [pid, n] : since_join) {
+      EXPECT_GE(5 * n, total_since_join) << "actor pid " << pid << " submitted " << n << " of the "
+                                         << total_since_join << " groups after both had joined";
+    }
+  } else {
+    std::printf("only %lld groups after both actors had joined: shares not checked\n",
+                static_cast<long long>(total_since_join));
+  }
   // ActorInfo.leases is sampled by the status poll (every 50 ms); on an idle
   // machine the whole run takes ~3 s, so one actor may never be caught
   // holding a lease: at least one must be.
