@@ -46,8 +46,10 @@ void PrintLedger(const char* indent, const v1::LedgerCounts& l) {
 }
 
 void PrintTable(const v1::RunStatus& s) {
-  std::printf("run        %s%s%s%s\n", s.run_id().c_str(), s.done() ? " (done)" : "",
-              s.paused() ? " (paused)" : "", s.draining() ? " (draining)" : "");
+  std::printf("run        %s%s%s%s%s\n", s.run_id().c_str(), s.done() ? " (done)" : "",
+              s.failure().empty() ? "" : " (failed)", s.paused() ? " (paused)" : "",
+              s.draining() ? " (draining)" : "");
+  if (!s.failure().empty()) std::printf("failure    %s\n", s.failure().c_str());
   std::printf("stage      %s (%s)  step %lld  version %lld  epoch %d\n", s.stage().c_str(),
               s.stage_kind().c_str(), static_cast<long long>(s.step()),
               static_cast<long long>(s.policy_version()), s.epoch());
