@@ -22,6 +22,7 @@
 #include "core/safetensors.h"
 #include "core/status.h"
 #include "learner/advantages.h"
+#include "learner/served_weights.h"
 #include "model/checkpoint.h"
 #include "model/fused_ops.h"
 
@@ -696,19 +697,7 @@ absl::StatusOr<WeightSnapshot> Trainer::ExportWeights() {
     for (const std::string& name : names_) {
       // Converted (or copied) straight into the snapshot's buffer: the
       // training loop's one copy of the parameters.
-      const at::Tensor& w = policy_->weights().at(name);
-      const at::ScalarType type = bf16 ? at::kBFloat16 : at::kFloat;
-      WeightTensor wt;
-      wt.name = name;
-      wt.dtype = bf16 ? WeightDType::kBF16 : WeightDType::kF32;
-      wt.shape.assign(w.sizes().begin(), w.sizes().end());
-      wt.size = w.numel() * static_cast<int64_t>(c10::elementSize(type));
-      std::shared_ptr<uint8_t[]> bytes = AllocateWeightBytes(wt.size);
-      if (wt.size > 0) {
-        at::from_blob(bytes.get(), w.sizes(), at::TensorOptions().dtype(type)).copy_(w.detach());
-      }
-      wt.data = std::move(bytes);
-      snap.tensors.push_back(std::move(wt));
+      snap.tensors.push_back(ServedWeightTensor(name, policy_->weights().at(name), bf16));
     }
   } catch (const std::exception& e) {
     return TorchError("trainer: export weights", e);

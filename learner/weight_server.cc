@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/file.h"
 #include "core/status.h"
+#include "learner/served_weights.h"
 #include "model/aten.h"
 #include "model/checkpoint.h"
 #include "model/torch_error.h"
@@ -35,7 +36,6 @@ absl::StatusOr<std::unique_ptr<WeightServer>> WeightServer::Create(const model::
   for (const auto& [name, w] : weights) names.push_back(name);
   std::sort(names.begin(), names.end());
   const bool bf16 = serve_dtype == "bfloat16";
-  const at::ScalarType type = bf16 ? at::kBFloat16 : at::kFloat;
   try {
     at::NoGradGuard no_grad;
     for (const std::string& name : names) {
@@ -43,17 +43,7 @@ absl::StatusOr<std::unique_ptr<WeightServer>> WeightServer::Create(const model::
       // As Trainer::ExportWeights: fp32 first (the trainer's master copy),
       // then the served dtype, so the bytes are the same.
       at::Tensor w = it->second.to(at::kCPU, at::kFloat).contiguous();
-      WeightTensor wt;
-      wt.name = name;
-      wt.dtype = bf16 ? WeightDType::kBF16 : WeightDType::kF32;
-      wt.shape.assign(w.sizes().begin(), w.sizes().end());
-      wt.size = w.numel() * static_cast<int64_t>(c10::elementSize(type));
-      std::shared_ptr<uint8_t[]> bytes = AllocateWeightBytes(wt.size);
-      if (wt.size > 0) {
-        at::from_blob(bytes.get(), w.sizes(), at::TensorOptions().dtype(type)).copy_(w);
-      }
-      wt.data = std::move(bytes);
-      s->snapshot_.tensors.push_back(std::move(wt));
+      s->snapshot_.tensors.push_back(ServedWeightTensor(name, w, bf16));
       weights.erase(it);  // the source goes as soon as it is converted
     }
   } catch (const std::exception& e) {
