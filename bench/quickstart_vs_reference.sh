@@ -2,9 +2,10 @@
 # The quickstart against the single-process PyTorch reference
 # (../shared/reference/tiny_grpo.py, Debian python3-torch), one after the
 # other in this invocation, on the same machine: the same recipe (2-digit
-# addition, a cold-start SFT (cohort: 140 demonstrations x 600 steps, the
-# reference: 100 x 300), then GRPO with 16 prompts x G 8 (cohort: 250 steps,
-# the reference: 300)). Prints one JSON object per line:
+# addition, a cold-start SFT (cohort: 140 demonstrations x 600 steps from
+# one initial model for every seed, model.init_seed 5; the reference: 100 x
+# 300 from a model seeded by --seed), then GRPO with 16 prompts x G 8
+# (cohort: 250 steps, the reference: 300)). Prints one JSON object per line:
 #   {"system": "cohort"|"reference", "seed", "grpo_seconds", "grpo_steps",
 #    "accuracy_before", "accuracy_after", "gain", "tokens_per_s_generated",
 #    "tokens_per_s_trained", "generate_fraction", "train_fraction",

@@ -44,6 +44,7 @@ struct ModelSection {
   std::string tokenizer;                 // tokenizer.json; "" = <path>/tokenizer.json
   std::string dtype = "float32";         // float32 | bfloat16
   std::string chat_template = "chatml";  // chatml | llama3 | r1-zero | plain
+  int64_t init_seed = -1;                // the pipeline's random `base`; -1 = run.seed
 };
 
 struct SamplingSection {
@@ -232,6 +233,13 @@ struct PipelineStage {
   int samples = 0;      // generate: completions per prompt; 0 = sampling.group_size
   double threshold = 1.0;   // generate: keep completions with reward >= this
   int keep_per_prompt = 1;  // generate: most kept per prompt; >= 1
+  // sft: ends the stage early once greedy accuracy on `until_dataset` (its
+  // first until_problems prompts that are not among the stage's
+  // demonstrations) reaches until_accuracy, checked every until_every steps.
+  double until_accuracy = 0.0;  // in [0, 1]; 0 = always the full length
+  std::string until_dataset;    // a prompt set; never eval.dataset
+  int64_t until_problems = 200;
+  int until_every = 25;
   std::map<std::string, std::string> set;  // per-stage overrides, section.key -> value
 };
 

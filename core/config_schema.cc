@@ -41,6 +41,10 @@ void Bind(Binder& b, ModelSection& s) {
            "Weights and compute dtype (bf16 autocast on GPU).");
   b.String("chat_template", &s.chat_template, OneOf({"chatml", "llama3", "r1-zero", "plain"}),
            "How prompts are wrapped for the policy.");
+  b.Int64("init_seed", &s.init_seed, IntRule{-1, INT64_MAX},
+          "Seed of the pipeline's randomly initialised `base` model (a `preset`); -1 = "
+          "`run.seed`. Fixing it keeps one initial model across run seeds, which then change "
+          "the data order and sampling only.");
 }
 
 void Bind(Binder& b, SamplingSection& s) {
@@ -308,6 +312,18 @@ void Bind(Binder& b, PipelineStage& s) {
   b.Double("threshold", &s.threshold, {}, "generate: keep completions with reward >= this.");
   b.Int("keep_per_prompt", &s.keep_per_prompt, AtLeast(1),
         "generate: most completions kept per prompt.");
+  b.Double("until_accuracy", &s.until_accuracy, DoubleRule{0.0, false, 1.0, false},
+           "sft: end the stage once greedy accuracy on `until_dataset` reaches this (checked "
+           "every `until_every` steps; the length is then a maximum); 0 = always the full "
+           "length.");
+  b.String("until_dataset", &s.until_dataset, {},
+           "sft: prompt set `until_accuracy` is measured on (a task split or `datasets` entry, "
+           "never `eval.dataset`); its prompts that are demonstrations of the stage are "
+           "skipped.");
+  b.Int64("until_problems", &s.until_problems, AtLeast(1),
+          "sft: prompts of `until_dataset` measured (its first ones that are not "
+          "demonstrations).");
+  b.Int("until_every", &s.until_every, AtLeast(1), "sft: steps between `until_accuracy` checks.");
   b.StringMap("set", &s.set,
               "Overrides for this stage, `section.key: value` of `grpo`, `optim`, `data`, "
               "`sampling`, `eval`.");

@@ -136,6 +136,40 @@ absl::Status Plan(const RunConfig& config, const std::string& data_dir, Pipeline
         }
       }
     }
+    if (s.until_accuracy > 0) {
+      if (s.kind != "sft") {
+        return Bad(i, s, "until_accuracy", "only an sft stage ends at an accuracy target");
+      }
+      if (s.until_dataset.empty()) {
+        return Bad(i, s, "until_dataset",
+                   "`until_accuracy` needs the prompt set it is measured on (e.g. `train`)");
+      }
+      if (s.until_dataset == config.eval.dataset) {
+        return Bad(i, s, "until_dataset",
+                   absl::StrCat("\"", s.until_dataset,
+                                "\" is the held-out eval.dataset, which must not steer training; "
+                                "use training prompts (e.g. `train`)"));
+      }
+      auto it = plan->datasets.find(s.until_dataset);
+      if (it == plan->datasets.end()) {
+        std::vector<std::string> names;
+        for (const auto& [n, unused] : plan->datasets) names.push_back(n);
+        return Bad(i, s, "until_dataset",
+                   absl::StrCat("\"", s.until_dataset, "\" is made by no earlier stage and is ",
+                                "neither a task split nor a `datasets` entry (known here: ",
+                                Known(names), ")"));
+      }
+      const PipelineDataset& d = it->second;
+      if (!PromptSet(d) || d.spec.task.empty() || !config.reward.tasks.count(d.spec.task)) {
+        return Bad(i, s, "until_dataset",
+                   absl::StrCat("\"", s.until_dataset,
+                                "\" needs prompts with reference answers (`answer_key`) and a ",
+                                "reward task in reward.tasks"));
+      }
+      p.until = d;
+    } else if (!s.until_dataset.empty()) {
+      return Bad(i, s, "until_dataset", "set `until_accuracy` too (> 0), or drop this key");
+    }
     if (trains) {
       if ((s.steps > 0) == (s.epochs > 0)) {
         return Bad(i, s, "steps",
@@ -218,6 +252,23 @@ absl::StatusOr<PipelinePlan> PlanPipeline(const RunConfig& config, const std::st
 
 absl::Status CheckPipelineInputs(const PipelinePlan& plan) {
   for (const PlannedStage& p : plan.stages) {
+    if (!p.until.spec.path.empty() && p.until.made_by.empty()) {
+      const PipelineDataset& d = p.until;
+      std::string where = absl::StrCat(Where(p.index, p.stage), ": until_dataset \"",
+                                       p.stage.until_dataset, "\" (", d.spec.path, ")");
+      std::ifstream in(d.spec.path);
+      std::string line;
+      if (!in || !std::getline(in, line)) {
+        return absl::InvalidArgumentError(absl::StrCat(where, ": cannot read a line"));
+      }
+      nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+      for (const std::string& key : {d.spec.prompt_key, d.spec.answer_key}) {
+        if (!j.is_object() || !j.contains(key)) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(where, " line 1 has no key \"", key, "\" (the stage reads it)"));
+        }
+      }
+    }
     if (p.dataset.empty()) continue;
     const PipelineDataset& d = plan.datasets.at(p.dataset);
     if (!d.made_by.empty()) continue;  // written by an earlier stage

@@ -18,7 +18,11 @@
 //             answer) of the completions whose reward passes `threshold`
 //   eval      model (+ a prompt set; default `eval.dataset`); makes nothing
 // sft and grpo need `steps` or `epochs` (exactly one); generate runs one
-// pass unless `epochs` says otherwise.
+// pass unless `epochs` says otherwise. An sft stage with `until_accuracy`
+// ends early once greedy accuracy on `until_dataset` reaches it: a prompt
+// set with answers and a reward task, made at start or by an earlier stage,
+// and never the held-out `eval.dataset` (the held-out set must not steer
+// training).
 //
 // `set:` holds per-stage overrides of the grpo, optim, data, sampling and
 // eval sections, applied to a copy of the run config (the same parsing and checks
@@ -51,6 +55,9 @@ struct PlannedStage {
   std::string model;    // resolved input model name
   std::string dataset;  // resolved input dataset name ("" for eval without one)
   std::string output;   // resolved output name ("" for eval)
+  // sft with until_accuracy > 0: the prompt set it is measured on
+  // (stage.until_dataset resolved; its path is empty otherwise).
+  PipelineDataset until;
   // The run config with the stage's `set:` applied and `data.*` pointing at
   // the input dataset (path, keys, task).
   RunConfig config;

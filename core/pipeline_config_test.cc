@@ -112,6 +112,32 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"set_bad_value",
                 "  - {name: rl, kind: grpo, dataset: train, steps: 5, set: {optim.lr: -1}}",
                 "pipeline[0] (rl).set.optim.lr: "},
+        BadCase{"until_on_the_held_out_set",
+                "  - {name: s, kind: sft, dataset: sft, steps: 5, until_accuracy: 0.4, "
+                "until_dataset: eval}",
+                "pipeline[0] (s).until_dataset: \"eval\" is the held-out eval.dataset"},
+        BadCase{"until_without_dataset",
+                "  - {name: s, kind: sft, dataset: sft, steps: 5, until_accuracy: 0.4}",
+                "pipeline[0] (s).until_dataset: `until_accuracy` needs the prompt set"},
+        BadCase{"until_unknown_dataset",
+                "  - {name: s, kind: sft, dataset: sft, steps: 5, until_accuracy: 0.4, "
+                "until_dataset: dev}",
+                "pipeline[0] (s).until_dataset: \"dev\" is made by no earlier stage"},
+        BadCase{"until_without_answers",
+                "  - {name: s, kind: sft, dataset: sft, steps: 5, until_accuracy: 0.4, "
+                "until_dataset: gsm}",
+                "pipeline[0] (s).until_dataset: \"gsm\" needs prompts with reference answers"},
+        BadCase{"until_on_grpo",
+                "  - {name: rl, kind: grpo, dataset: train, steps: 5, until_accuracy: 0.4, "
+                "until_dataset: train}",
+                "pipeline[0] (rl).until_accuracy: only an sft stage"},
+        BadCase{"until_dataset_alone",
+                "  - {name: s, kind: sft, dataset: sft, steps: 5, until_dataset: train}",
+                "pipeline[0] (s).until_dataset: set `until_accuracy` too"},
+        BadCase{"until_above_one",
+                "  - {name: s, kind: sft, dataset: sft, steps: 5, until_accuracy: 1.5, "
+                "until_dataset: train}",
+                "until_accuracy"},
         BadCase{"set_unknown_key",
                 "  - {name: rl, kind: grpo, dataset: train, steps: 5, set: {optim.lrr: 1}}",
                 "unknown key (did you mean \"lr\"?)"}),
@@ -147,6 +173,28 @@ pipeline:
   ASSERT_TRUE(plan.ok());
   EXPECT_THAT(std::string(CheckPipelineInputs(*plan).message()), HasSubstr("cannot read"));
   std::filesystem::remove_all(dir);
+}
+
+TEST(PipelineConfigTest, AnSftStageEndsAtAnAccuracyTargetOnTrainingPrompts) {
+  auto config = ParseConfig(R"(
+task: {name: addition}
+reward: {tasks: {addition: {verifier: math}}}
+pipeline:
+  - {name: cold, kind: sft, dataset: sft, steps: 600, until_accuracy: 0.4, until_dataset: train,
+     until_problems: 300, until_every: 20}
+  - {name: rl, kind: grpo, dataset: train, steps: 5}
+)");
+  ASSERT_TRUE(config.ok()) << config.status();
+  auto plan = PlanPipeline(*config, "/run/data");
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->stages[0].until.spec.path, "/run/data/train.jsonl");
+  EXPECT_EQ(plan->stages[0].until.spec.task, "addition");
+  EXPECT_EQ(plan->stages[0].stage.until_problems, 300);
+  EXPECT_EQ(plan->stages[0].stage.until_every, 20);
+  EXPECT_TRUE(plan->stages[1].until.spec.path.empty());
+  auto again = ParseConfig(ConfigToYaml(*config));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_TRUE(*again == *config);
 }
 
 TEST(PipelineConfigTest, EvalDatasetMustExist) {

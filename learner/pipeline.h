@@ -135,7 +135,8 @@ class StageExecutor {
  public:
   virtual ~StageExecutor() = default;
   // A randomly initialised model of `config.model.preset` with the
-  // tokenizer files in `tokenizer_dir`, seeded by run.seed, into `out_dir`.
+  // tokenizer files in `tokenizer_dir`, seeded by model.init_seed (-1 =
+  // run.seed), into `out_dir`.
   virtual absl::Status InitModel(const RunConfig& config, const std::string& tokenizer_dir,
                                  const std::string& out_dir) = 0;
   // sft / grpo: trains `model_dir` on `dataset` for the stage's length and

@@ -7,6 +7,8 @@
 #include <fstream>
 #include <future>
 #include <map>
+#include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -281,7 +283,8 @@ absl::Status LocalExecutor::InitModel(const RunConfig& config, const std::string
   mc.bos_token_id = tok->bos_id() ? *tok->bos_id() : -1;
   mc.eos_token_ids.clear();
   if (tok->eos_id()) mc.eos_token_ids.push_back(*tok->eos_id());
-  model::TensorMap w = model::RandomInitWeights(mc, static_cast<uint64_t>(config.run.seed));
+  const int64_t init_seed = config.model.init_seed >= 0 ? config.model.init_seed : config.run.seed;
+  model::TensorMap w = model::RandomInitWeights(mc, static_cast<uint64_t>(init_seed));
   return model::SaveModelDir(out_dir, mc, w, SaveFrom(tokenizer_dir));
 }
 
@@ -309,6 +312,32 @@ absl::StatusOr<StageOutcome> LocalExecutor::Train(const PlannedStage& stage,
 
   if (sft) {
     Rng rng{seed};
+    // until_accuracy: the first until_problems prompts of until_dataset that
+    // are not demonstrations here, decoded greedily every until_every steps.
+    const PipelineStage& st = stage.stage;
+    const bool until = st.until_accuracy > 0 && !stage.until.spec.path.empty();
+    std::vector<Record> dev;
+    std::unique_ptr<model::Engine> dev_engine;
+    std::unique_ptr<reward::Scorer> dev_scorer;
+    RunConfig dev_config = c;
+    dev_config.eval.problems = 0;
+    dev_config.eval.sampled = false;
+    if (until) {
+      ASSIGN_OR_RETURN(std::vector<Record> all, ReadRecords(stage.until, false));
+      std::set<std::string> demos;
+      for (const Record& r : records) demos.insert(r.prompt);
+      for (Record& r : all) {
+        if (static_cast<int64_t>(dev.size()) >= st.until_problems) break;
+        if (!demos.count(r.prompt)) dev.push_back(std::move(r));
+      }
+      if (dev.empty()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("stage ", st.name, ": until_dataset \"", st.until_dataset,
+                         "\" has no prompt that is not a demonstration of the stage"));
+      }
+      ASSIGN_OR_RETURN(dev_scorer, MakeScorer(c));
+    }
+    double dev_accuracy = NAN;
     for (int64_t step = 1; step <= steps; ++step) {
       RETURN_IF_ERROR(CheckCancelled(stage));
       std::vector<TrainGroup> groups;
@@ -329,8 +358,35 @@ absl::StatusOr<StageOutcome> LocalExecutor::Train(const PlannedStage& stage,
       // Rewards mean nothing in SFT (demonstrations are not scored).
       r.metrics.erase("reward_mean");
       r.metrics.erase("accuracy");
+      bool reached = false;
+      if (until && (step % st.until_every == 0 || step == steps)) {
+        if (!dev_engine) {
+          ASSIGN_OR_RETURN(dev_engine, MakeEngine(l.config, trainer->PolicyWeights(),
+                                                  std::min<int64_t>(128, dev.size()),
+                                                  MaxLen(l.config, c, dev, l), step));
+        } else {
+          RETURN_IF_ERROR(dev_engine->SwapWeights(trainer->PolicyWeights(), step));
+        }
+        ASSIGN_OR_RETURN(EvalResult e, EvaluateEngine(*dev_engine, l, dev_config, *dev_scorer,
+                                                      stage.until.spec.task, dev));
+        dev_accuracy = e.accuracy;
+        r.metrics["until_accuracy"] = dev_accuracy;
+        reached = dev_accuracy >= st.until_accuracy;
+        COHORT_LOG(INFO) << "[" << st.name << "] step " << step << ": greedy accuracy "
+                         << dev_accuracy << " on " << dev.size() << " prompts of "
+                         << st.until_dataset << " (target " << st.until_accuracy << ")"
+                         << (reached ? ": reached, the stage ends" : "");
+      }
       if (cb.on_step) cb.on_step(step, steps, r.metrics);
       outcome.final_metrics = r.metrics;
+      if (reached) {
+        outcome.steps = step;
+        break;
+      }
+    }
+    if (until) {
+      outcome.final_metrics["until_accuracy"] = dev_accuracy;
+      outcome.final_metrics["until_reached"] = dev_accuracy >= st.until_accuracy ? 1.0 : 0.0;
     }
   } else {
     ASSIGN_OR_RETURN(auto scorer, MakeScorer(c));
