@@ -8,13 +8,18 @@
 // median of each is reported. Also the peak RSS of the 0.5B step (beta > 0)
 // against weights + grads + AdamW moments + reference (5 x params x 4 B).
 //
-// No arguments needed (under 15 minutes on 2 idle cores). Prints one JSON
-// object per line:
+// No arguments needed: 11 minutes on the 2-core development box at load
+// average 11 -> 5 (its measurement processes' CPU time: 7 minutes; the six
+// 0.5B processes are two thirds of it). Prints one JSON object per line:
 //   {"shape", "tokens_per_step", "cohort_tokens_per_s", "python_tokens_per_s",
 //    "ratio", "peak_rss_bytes", "python_peak_rss_bytes", "state_bytes",
-//    "rss_over_state", ...}
+//    "rss_over_state", "shape_wall_seconds", ...}
 // plus the same per process CPU-second ("*_tokens_per_cpu_s", "cpu_ratio"),
-// which is what to compare on a machine shared with other work.
+// which is what to compare on a machine shared with other work; then
+//   {"total": true, "wall_seconds", "children_cpu_seconds",
+//    "load_average_start", "load_average_end"}.
+// Measured there (docs/learner.md): tiny 1.61-1.72x Python per CPU-second,
+// qwen2.5-0.5b 1.19x (1.40x wall), the 0.5B step's peak RSS 1.10x its state.
 //
 //   learner_bench [--shapes tiny,tiny-varlen,quickstart,qwen2.5-0.5b] [--runs 3] [--threads 1]
 //                 [--checkpointing 1]
@@ -44,6 +49,7 @@
 #include <chrono>
 #include <ctime>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <random>
 #include <string>
@@ -99,6 +105,12 @@ double ProcessCpuSeconds() {
   timespec t;
   clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
   return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
+}
+
+// The 1-minute load average (-1 if unknown).
+double LoadAverage() {
+  double l[1];
+  return ::getloadavg(l, 1) == 1 ? l[0] : -1.0;
 }
 
 int64_t PeakRss() {
@@ -243,8 +255,11 @@ int Run(int argc, char** argv) {
   self[len] = '\0';
   const std::string script = COHORT_SOURCE_DIR "/bench/learner_bench.py";
   const bool have_python = ::system("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1") == 0;
+  const auto bench_start = Clock::now();
+  const double load_start = LoadAverage();
   for (const Shape& s : kShapes) {
     if (std::find(shapes.begin(), shapes.end(), s.name) == shapes.end()) continue;
+    const auto shape_start = Clock::now();
     absl::StatusOr<model::ModelConfig> config = model::PresetConfig(s.preset);
     if (!config.ok()) return 1;
     const std::string cfg_path =
@@ -364,9 +379,25 @@ int Run(int argc, char** argv) {
                               : "/usr/bin/python3 has no torch (apt-get install python3-torch)";
     }
     if (!error.empty()) j["error"] = error;
+    j["shape_wall_seconds"] = std::chrono::duration<double>(Clock::now() - shape_start).count();
     std::printf("%s\n", j.dump().c_str());
     std::fflush(stdout);
   }
+  // The whole run: wall seconds, and the CPU seconds of all measurement
+  // processes (each single-threaded with --threads 1, so about the wall
+  // time the run takes on an idle machine), with the load average.
+  struct rusage children;
+  getrusage(RUSAGE_CHILDREN, &children);
+  const double children_cpu =
+      static_cast<double>(children.ru_utime.tv_sec + children.ru_stime.tv_sec) +
+      1e-6 * static_cast<double>(children.ru_utime.tv_usec + children.ru_stime.tv_usec);
+  nlohmann::json total = {
+      {"total", true},
+      {"wall_seconds", std::chrono::duration<double>(Clock::now() - bench_start).count()},
+      {"children_cpu_seconds", children_cpu},
+      {"load_average_start", load_start},
+      {"load_average_end", LoadAverage()}};
+  std::printf("%s\n", total.dump().c_str());
   return 0;
 }
 

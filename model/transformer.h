@@ -103,9 +103,11 @@ class Transformer {
   at::Tensor StackLayer(int64_t i, const at::Tensor& hidden, const StackInputs& in) const;
   at::Tensor FinalNorm(const at::Tensor& hidden) const;  // throws as StackLayer
   // StackLayer and FinalNorm on fp32/fp64 CPU weights run the fused kernels
-  // of model/fused_ops.h (RMSNorm, q/k norm + RoPE, masked softmax,
-  // SiLU * up: one autograd node each) unless turned off here; they then
-  // equal the plain ATen ops up to rounding. Forward, Prefill, Decode and
+  // of model/fused_ops.h (RMSNorm, q/k norm + RoPE, attention (q.k^T, masked
+  // softmax, .v; up to head_dim 128 and 512 positions, else the masked
+  // softmax between batched matmuls), SiLU * up: one autograd node each)
+  // unless turned off here; they then equal the plain ATen ops up to
+  // rounding. Forward, Prefill, Decode and
   // PrefillBatch (the engine) always run the plain ops.
   void set_fused_stack(bool on) { fused_stack_ = on; }
   bool fused_stack() const { return fused_stack_; }
