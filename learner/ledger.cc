@@ -382,7 +382,27 @@ absl::StatusOr<SubmitOutcome> Ledger::Submit(const std::string& lease_id,
     out.reason = "the lease expired or was released and its prompt was leased again";
     return out;
   }
-  // Live, or expired/released but not leased again: accept.
+  // Live, or expired/released but not leased again: accept, unless a token
+  // is of a version only a dead learner published (its weights are not this
+  // run's) or too stale.
+  if (!options_.retired_versions.empty() && group != nullptr) {
+    for (const TrainSample& sample : group->samples) {
+      for (int64_t v : sample.versions) {
+        for (const auto& [first, last] : options_.retired_versions) {
+          if (v < first || v > last) continue;
+          if (it.state == State::kLeased) Requeue(s);
+          it.lease_id.clear();  // a resubmission of this lease is refused (re_leased)
+          out.reason_code = "retired_version";
+          out.reason = absl::StrCat("tokens of version ", v,
+                                    ", which a learner that died after its last checkpoint "
+                                    "published (versions ",
+                                    first, "..", last,
+                                    " are retired; fetch the latest version and generate again)");
+          return out;
+        }
+      }
+    }
+  }
   if (!options_.deterministic && verdict.min_version < VersionLocked() - options_.max_staleness) {
     if (it.state == State::kLeased) Requeue(s);
     it.lease_id.clear();  // a resubmission of this lease is refused (re_leased)
@@ -654,18 +674,21 @@ absl::StatusOr<std::string> Ledger::Serialize() const {
   return j.dump();
 }
 
-absl::Status Ledger::Restore(const std::string& state, absl::Time now) {
+absl::Status Ledger::Restore(const std::string& state, absl::Time now, int64_t version_shift) {
   nlohmann::json j = nlohmann::json::parse(state, nullptr, /*allow_exceptions=*/false);
   auto bad = [](const std::string& what) {
     return absl::InvalidArgumentError(absl::StrCat("ledger state: ", what));
   };
   if (!j.is_object() || j.value("format", 0) != kStateFormat) return bad("not a ledger state");
+  if (version_shift != 0 && options_.deterministic) {
+    return bad("a version shift in deterministic mode (its pins are version numbers)");
+  }
   try {
     if (j["num_prompts"].get<int64_t>() != options_.num_prompts ||
         j["epochs"].get<int32_t>() != options_.epochs ||
         j["prompts_per_step"].get<int64_t>() != options_.prompts_per_step ||
         j["deterministic"].get<bool>() != options_.deterministic ||
-        j["start_version"].get<int64_t>() != options_.start_version) {
+        j["start_version"].get<int64_t>() + version_shift != options_.start_version) {
       return bad(absl::StrCat("saved for ", j["num_prompts"].dump(), " prompts x ",
                               j["epochs"].dump(), " epochs, prompts_per_step ",
                               j["prompts_per_step"].dump(), ", deterministic ",

@@ -34,6 +34,8 @@
 //
 // Versions: a batch committed with advance_version moves the ledger's
 // version from v to v + 1 (the learner publishes one version per batch).
+// A restored ledger may continue from a higher base (Restore's
+// version_shift); tokens of retired_versions are refused.
 //
 // Checkpoints: Serialize() captures the state and the journals' byte sizes;
 // Restore() brings it back. Buffered and training groups (whose data is not
@@ -53,6 +55,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -83,6 +86,11 @@ struct LedgerOptions {
   bool dynamic_sampling = false;  // Submit's all_rewards_equal -> filtered
   uint64_t seed = 1;              // run.seed, for lease seeds
   int64_t start_version = 0;      // policy version when the stage starts
+  // Inclusive [first, last] ranges of version numbers a dead learner
+  // published after its last checkpoint (the loop continues the numbering
+  // past them on resume, see learner/loop.h): a group with a token of such
+  // a version is refused (retired_version) and its prompt queued again.
+  std::vector<std::pair<int64_t, int64_t>> retired_versions;
   // Directory for trained.jsonl, filtered.jsonl, failed.jsonl; "" = none.
   std::string journal_dir;
   // fsync the journals in Serialize() and after truncating them (tests
@@ -117,10 +125,11 @@ struct GroupVerdict {
 struct SubmitOutcome {
   bool accepted = false;
   bool duplicate = false;
-  bool retry = false;       // < 2 OK samples: leased again (or failed)
-  std::string reason_code;  // when !accepted: re_leased | settled | stale | stage_over
-  std::string reason;       // human-readable
-  std::string settled;      // "filtered" or "failed" when this submit settled the item
+  bool retry = false;  // < 2 OK samples: leased again (or failed)
+  // when !accepted: re_leased | settled | stale | retired_version | stage_over
+  std::string reason_code;
+  std::string reason;   // human-readable
+  std::string settled;  // "filtered" or "failed" when this submit settled the item
 };
 
 struct LedgerBatch {
@@ -221,7 +230,11 @@ class Ledger {
   // Replaces the state with `state` from Serialize() of a ledger with the
   // same options (INVALID_ARGUMENT otherwise), truncates the journals to the
   // sizes it recorded and gives restored leases deadline now + ttl.
-  absl::Status Restore(const std::string& state, absl::Time now);
+  // `version_shift`: the state was saved with start_version =
+  // options().start_version - version_shift (a resumed learner numbers its
+  // versions past those the dead one published; not in deterministic mode,
+  // whose pins are version numbers).
+  absl::Status Restore(const std::string& state, absl::Time now, int64_t version_shift = 0);
 
   const LedgerOptions& options() const { return options_; }
 

@@ -86,6 +86,55 @@ TEST(LedgerTest, LeasesByActorAndCurrentEpoch) {
   EXPECT_EQ(ledger->CurrentEpoch(), 1);  // the last epoch once all are settled
 }
 
+// A resumed learner numbers past the versions a dead one published after
+// the checkpoint: the restored ledger continues from the shifted base, and a
+// group with a token of a retired version is refused and queued again.
+TEST(LedgerTest, RestoreWithVersionShiftRefusesRetiredVersions) {
+  LedgerOptions o = Small(4, 2, 1);
+  o.start_version = 2;
+  auto ledger = *Ledger::Create(o);
+  std::vector<LeaseGrant> a = ledger->Lease(2, 2, "a", kT0);
+  ASSERT_EQ(a.size(), 2u);
+  std::string state = *ledger->Serialize();  // the checkpoint: version 2
+  // The dead learner went on to publish 3..5; the new one publishes 6.
+  LedgerOptions resumed = o;
+  resumed.start_version = 6;
+  resumed.retired_versions = {{3, 5}};
+  auto bad_shift = *Ledger::Create(resumed);
+  EXPECT_FALSE(bad_shift->Restore(state, kT0, 3).ok()) << "2 + 3 != 6";
+  auto r = *Ledger::Create(resumed);
+  ASSERT_TRUE(r->Restore(state, kT0, 4).ok());
+  EXPECT_EQ(r->version(), 6);
+  auto group = [](const LeaseGrant& g, std::vector<int64_t> versions) {
+    auto t = std::make_shared<TrainGroup>();
+    t->prompt_id = g.prompt_id;
+    t->epoch = g.epoch;
+    t->lease_id = g.lease_id;
+    TrainSample s;
+    s.tokens.assign(versions.size(), 1);
+    s.versions = versions;
+    t->samples = {s, s};
+    return t;
+  };
+  // Tokens of 6 and of retired 4: refused, the prompt queued again.
+  absl::StatusOr<SubmitOutcome> out = r->Submit(a[0].lease_id, Good(4), group(a[0], {6, 4}), kT0);
+  ASSERT_TRUE(out.ok());
+  EXPECT_FALSE(out->accepted);
+  EXPECT_EQ(out->reason_code, "retired_version");
+  EXPECT_NE(out->reason.find("3..5"), std::string::npos) << out->reason;
+  EXPECT_EQ(r->Counts().queued, 3);
+  // The same lease again: refused (its prompt is queued, not held by it).
+  EXPECT_EQ(r->Submit(a[0].lease_id, Good(6), group(a[0], {6}), kT0)->reason_code, "re_leased");
+  // Tokens of the new version: accepted.
+  EXPECT_TRUE(r->Submit(a[1].lease_id, Good(6), group(a[1], {6, 6}), kT0)->accepted);
+  // Deterministic mode keeps its numbering (pins are version numbers).
+  LedgerOptions det = Small(4, 2, 1);
+  det.deterministic = true;
+  std::string det_state = *(*Ledger::Create(det))->Serialize();
+  det.start_version = 1;
+  EXPECT_FALSE((*Ledger::Create(det))->Restore(det_state, kT0, 1).ok());
+}
+
 // Buffered groups of version 0 still need version 0: a restore queues them
 // again and their new leases pin it (a checkpoint must keep that version).
 TEST(LedgerTest, DeterministicMinPinnedVersionCountsBufferedGroups) {

@@ -8,6 +8,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "core/file.h"
@@ -104,6 +106,23 @@ void StagesFromJson(const nlohmann::json& j, std::vector<v1::StageStatus>* stage
     (*epochs)[s.name()] = e.value("epoch", int32_t{0});
     stages->push_back(std::move(s));
   }
+}
+
+// <run_dir>/published_version: the highest version ever published there.
+std::string PublishedVersionPath(const std::string& run_dir) {
+  return absl::StrCat(run_dir, "/published_version");
+}
+
+// The number in published_version; -1 when there is none.
+absl::StatusOr<int64_t> ReadPublishedHigh(const std::string& run_dir) {
+  const std::string path = PublishedVersionPath(run_dir);
+  if (!PathExists(path)) return int64_t{-1};
+  ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+  int64_t v = -1;
+  if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(text), &v) || v < 0) {
+    return absl::DataLossError(absl::StrCat(path, ": not a version number: \"", text, "\""));
+  }
+  return v;
 }
 
 nlohmann::json ActorsToJson(const std::map<std::string, ActorTotals>& actors) {
@@ -207,6 +226,18 @@ absl::Status LearnerLoop::Start() {
       RETURN_IF_ERROR(RemoveAll(absl::StrCat(options_.run_dir, "/", f)));
     }
     version_ = 0;
+    if (!options_.deterministic) {
+      // An earlier attempt that never checkpointed may have published
+      // versions actors still hold: number past them.
+      ASSIGN_OR_RETURN(published_high_, ReadPublishedHigh(options_.run_dir));
+      if (published_high_ >= 0) {
+        retired_.push_back({0, published_high_});
+        version_ = published_high_ + 1;
+        COHORT_LOG(INFO) << "versions 0.." << published_high_
+                         << " were published by an earlier attempt without a checkpoint: "
+                         << "numbering continues at " << version_;
+      }
+    }
     if (trainer_ != nullptr) RETURN_IF_ERROR(PublishCurrent());
     UpdateSnapshot();
     return absl::OkStatus();
@@ -241,6 +272,26 @@ absl::Status LearnerLoop::Start() {
     ASSIGN_OR_RETURN(std::string blob, ReadCheckpointBlob(*latest, absl::StrCat("version-", v)));
     ASSIGN_OR_RETURN(WeightSnapshot snap, ParseSnapshot(blob));
     RETURN_IF_ERROR(store_->Publish(v, std::move(snap)));
+  }
+  for (const auto& r : j.value("retired_versions", nlohmann::json::array())) {
+    if (r.is_array() && r.size() == 2)
+      retired_.push_back({r[0].get<int64_t>(), r[1].get<int64_t>()});
+  }
+  if (!options_.deterministic) {
+    ASSIGN_OR_RETURN(published_high_, ReadPublishedHigh(options_.run_dir));
+    if (published_high_ > version_) {
+      // The dead learner published version_+1..published_high_ after this
+      // checkpoint: those numbers name other weights, which actors may
+      // hold. The checkpoint's weights become a new version past them.
+      retired_.push_back({version_ + 1, published_high_});
+      resume_version_shift_ = published_high_ + 1 - version_;
+      COHORT_LOG(INFO) << "versions " << version_ + 1 << ".." << published_high_
+                       << " were published after the checkpoint (version " << version_
+                       << "): they are retired, and its weights are published as version "
+                       << published_high_ + 1;
+      version_ += resume_version_shift_;
+      stage_start_version_ += resume_version_shift_;
+    }
   }
   last_checkpoint_ = latest->path;
   last_checkpoint_step_ = step_;
@@ -284,6 +335,12 @@ bool LearnerLoop::has_trainer() const {
 
 absl::Status LearnerLoop::PublishCurrent() {
   ASSIGN_OR_RETURN(WeightSnapshot snap, trainer_->ExportWeights());
+  if (!options_.deterministic && version_ > published_high_) {
+    // Durable before any actor can see the version (see the file comment).
+    RETURN_IF_ERROR(
+        WriteFileAtomically(PublishedVersionPath(options_.run_dir), absl::StrCat(version_, "\n")));
+    published_high_ = version_;
+  }
   return store_->Publish(version_, std::move(snap));
 }
 
@@ -303,10 +360,12 @@ absl::StatusOr<LedgerCounts> LearnerLoop::RunLeaseStage(const LeaseStageSpec& sp
       RETURN_IF_ERROR(DropJournalLines(options_.run_dir, spec.name));
     }
     lo.start_version = stage_start_version_;
+    lo.retired_versions = retired_;
     ASSIGN_OR_RETURN(std::unique_ptr<Ledger> created, Ledger::Create(lo));
     ledger = std::move(created);
     if (resume) {
-      RETURN_IF_ERROR(ledger->Restore(resumed_ledger_, absl::Now()));
+      RETURN_IF_ERROR(ledger->Restore(resumed_ledger_, absl::Now(), resume_version_shift_));
+      resume_version_shift_ = 0;
       resumed_ledger_.clear();
       COHORT_LOG(INFO) << "stage " << spec.name << " resumed: " << ledger->Counts().trained
                        << " trained, " << ledger->Counts().queued << " queued";
@@ -490,6 +549,9 @@ absl::StatusOr<v1::CheckpointResponse> LearnerLoop::CheckpointLocked() {
                          {"stage_index", stage_index_},
                          {"stage_start_version", stage_start_version_},
                          {"run_id", options_.run_id}};
+  nlohmann::json retired = nlohmann::json::array();
+  for (const auto& [first, last] : retired_) retired.push_back({first, last});
+  loop["retired_versions"] = std::move(retired);
   {
     absl::MutexLock status_lock(&status_mu_);
     loop["stages"] = StagesToJson(stages_, stage_epochs_);

@@ -33,6 +33,18 @@
 // RunLeaseStage for the stage it was written in restores its ledger (the
 // journals are truncated to the checkpoint and the rest replayed).
 //
+// Version numbers are never reused for other weights (not deterministic):
+// before a version becomes visible its number is written durably to
+// <run_dir>/published_version. A learner that resumes from a checkpoint of
+// version V while that file says H > V (the dead learner published V+1..H
+// after the checkpoint, and actors may hold them) publishes the
+// checkpoint's weights as H + 1 and continues from there; the resumed
+// ledger's base moves by H + 1 - V, and V+1..H are retired (groups with a
+// token of them are refused: retired_version). A start without a
+// checkpoint after such a file continues past it too. Deterministic mode
+// keeps the checkpoint's numbering: its version v is the same weights in
+// every attempt, and its pins are version numbers.
+//
 // Thread-safety: RunLeaseStage runs on one thread (the training thread);
 // Stop(), CheckpointNow(), StartDrain() and FillStatus() may be called from
 // any thread (a checkpoint waits for the step in progress).
@@ -103,8 +115,9 @@ class LearnerLoop final : public LearnerControl {
               LearnerService* service);
 
   // Resumes from the newest complete checkpoint (trainer state, step,
-  // version) or, without one, removes stale journals and metrics.jsonl of
-  // an earlier run in run_dir; then publishes the current weights.
+  // version, moved past <run_dir>/published_version: see the file comment)
+  // or, without one, removes stale journals and metrics.jsonl of an earlier
+  // run in run_dir; then publishes the current weights.
   absl::Status Start();
   // The stage index and name the resumed checkpoint was written in; -1 /
   // "" when starting fresh. Stages before it are done.
@@ -192,6 +205,13 @@ class LearnerLoop final : public LearnerControl {
   int64_t last_checkpoint_step_ ABSL_GUARDED_BY(train_mu_) = -1;
 
   int64_t stage_start_version_ ABSL_GUARDED_BY(train_mu_) = 0;
+  // Not deterministic: the highest version ever published in run_dir (its
+  // published_version file), the version ranges a dead learner published
+  // after the checkpoint this run resumed from (and earlier resumes'), and
+  // how far the resumed stage's ledger base moved (for its Restore).
+  int64_t published_high_ ABSL_GUARDED_BY(train_mu_) = -1;
+  std::vector<std::pair<int64_t, int64_t>> retired_ ABSL_GUARDED_BY(train_mu_);
+  int64_t resume_version_shift_ ABSL_GUARDED_BY(train_mu_) = 0;
 
   // What FillStatus reports, refreshed after each step (so status never
   // waits for a step).

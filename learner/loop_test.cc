@@ -249,6 +249,137 @@ TEST(LearnerLoopTest, ResumesFromCheckpointWithoutLosingOrRepeating) {
   RemoveAll(dir).IgnoreError();
 }
 
+// A learner killed after publishing past its last checkpoint: the resumed
+// one never reuses a number the dead one published (it publishes the
+// checkpoint's weights as the next number past them), and a group
+// generated with such a dead version, under a lease the checkpoint kept,
+// is refused (retired_version) and its prompt trained exactly once later.
+TEST(LearnerLoopTest, ResumeNumbersPastVersionsPublishedAfterTheCheckpoint) {
+  std::string dir = TempDir();
+  LeaseStageSpec spec = Spec(12, 1);
+  spec.ledger.lease_ttl = absl::Seconds(60);  // the held lease outlives the restart
+  std::map<int64_t, uint32_t> crc_before;     // version -> weights' CRC (dead learner)
+  int64_t high = -1;
+  v1::Lease held;
+  {
+    Learner l(dir, false, 3);
+    ASSERT_TRUE(l.loop->Start().ok());
+    // An actor that takes one lease early and never submits it (it is
+    // live in the checkpoint at step 3).
+    std::atomic<int64_t> step_at_grant{-1};
+    std::thread holder([&] {
+      auto stub = v1::Learner::NewStub(*MakeChannel(l.server->address(), ChannelOptions()));
+      grpc::ClientContext jctx;
+      v1::JoinRequest join;
+      join.set_actor_name("holder");
+      join.set_slots(1);
+      join.set_protocol_version(v1::LEARNER_PROTOCOL_CURRENT);
+      v1::JoinResponse joined;
+      ASSERT_TRUE(stub->Join(&jctx, join, &joined).ok());
+      int64_t version = 0;
+      for (int i = 0; i < 5000; ++i) {
+        grpc::ClientContext ctx;
+        v1::LeasePromptsRequest req;
+        req.set_actor_id(joined.actor_id());
+        req.set_max_prompts(1);
+        req.set_policy_version(version);  // an actor behind gets no leases
+        v1::LeasePromptsResponse resp;
+        if (!stub->LeasePrompts(&ctx, req, &resp).ok()) continue;
+        version = resp.policy_version();
+        if (resp.leases_size() > 0) {
+          held = resp.leases(0);
+          step_at_grant = l.loop->step();
+          return;
+        }
+        absl::SleepFor(absl::Milliseconds(1));
+      }
+    });
+    absl::StatusOr<LedgerCounts> c = RunStage(l, spec, 2, 0.0, 4);
+    holder.join();
+    EXPECT_TRUE(absl::IsCancelled(c.status())) << c.status();
+    ASSERT_FALSE(held.lease_id().empty());
+    ASSERT_GE(step_at_grant.load(), 0);
+    ASSERT_LT(step_at_grant.load(), 3) << "the held lease must predate the checkpoint";
+    // Killed: no final checkpoint; the newest is step 3's (version 3), and
+    // versions up to 4 or 5 were visible to actors.
+    ASSERT_TRUE(l.store->WaitPublished(l.loop->version(), absl::Seconds(10)));
+    high = l.store->latest_version();
+    ASSERT_GT(high, 3);
+    for (int64_t v : l.store->kept_versions()) crc_before[v] = l.store->Get(v)->version_crc32c;
+    EXPECT_EQ(*ReadFile(dir + "/published_version"), absl::StrCat(high, "\n"));
+  }
+  Learner l2(dir, false, 3);
+  ASSERT_TRUE(l2.loop->Start().ok());
+  EXPECT_EQ(l2.loop->step(), 3);
+  EXPECT_EQ(l2.loop->version(), high + 1) << "the first version after the restart is new";
+  ASSERT_TRUE(l2.store->WaitPublished(high + 1, absl::Seconds(10)));
+  EXPECT_EQ(l2.store->kept_versions(), std::vector<int64_t>{high + 1});
+  // It is the checkpoint's weights (version 3 of the dead learner).
+  ASSERT_TRUE(crc_before.count(3));
+  EXPECT_EQ(l2.store->Get(high + 1)->version_crc32c, crc_before[3]);
+  EXPECT_EQ(*ReadFile(dir + "/published_version"), absl::StrCat(high + 1, "\n"));
+
+  // The held lease survived; its group, generated with the dead learner's
+  // version `high`, is refused.
+  v1::SubmitGroupResponse refused;
+  std::thread submitter([&] {
+    auto stub = v1::Learner::NewStub(*MakeChannel(l2.server->address(), ChannelOptions()));
+    grpc::ClientContext jctx;
+    v1::JoinRequest join;
+    join.set_actor_name("holder");
+    join.set_slots(1);
+    join.set_protocol_version(v1::LEARNER_PROTOCOL_CURRENT);
+    v1::JoinResponse joined;
+    ASSERT_TRUE(stub->Join(&jctx, join, &joined).ok());
+    for (int i = 0; i < 5000; ++i) {
+      v1::SubmitGroupRequest sub;
+      sub.set_actor_id(joined.actor_id());
+      v1::ScoredGroup* g = sub.mutable_group();
+      g->set_prompt_id(held.prompt_id());
+      g->set_epoch(held.epoch());
+      g->set_lease_id(held.lease_id());
+      for (int k = 0; k < held.group_size(); ++k) {
+        v1::Completion* c = g->add_completions();
+        c->add_token_ids(k + 1);
+        c->add_logprobs(-1.0f);
+        c->add_policy_versions(high);
+        c->mutable_reward()->set_status(v1::REWARD_STATUS_OK);
+        c->mutable_reward()->set_reward(k % 2);
+      }
+      grpc::ClientContext ctx;
+      refused.Clear();
+      grpc::Status s = stub->SubmitGroup(&ctx, sub, &refused);
+      ASSERT_TRUE(s.ok()) << s.error_message();
+      if (refused.reason_code() != "stage_over") return;  // the stage is running
+      absl::SleepFor(absl::Milliseconds(2));
+    }
+  });
+  absl::StatusOr<LedgerCounts> c = RunStage(l2, spec, 2, 0.0);
+  submitter.join();
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_FALSE(refused.accepted());
+  EXPECT_EQ(refused.reason_code(), "retired_version") << refused.reason();
+  v1::RunStatus status;
+  l2.service->FillStatus(&status);
+  EXPECT_GE(
+      status.refusals().count("retired_version") ? status.refusals().at("retired_version") : 0, 1);
+  EXPECT_EQ(c->trained + c->filtered + c->failed, 12);
+  ExpectExactlyOnce(dir, 12, 1);
+  // No trained group has a token of a retired version (4..high), and every
+  // version the resumed learner published is new.
+  absl::StatusOr<std::string> trained = ReadFile(dir + "/trained.jsonl");
+  ASSERT_TRUE(trained.ok());
+  for (absl::string_view line : absl::StrSplit(*trained, '\n', absl::SkipEmpty())) {
+    for (int64_t v : nlohmann::json::parse(line)["policy_versions"].get<std::vector<int64_t>>()) {
+      EXPECT_TRUE(v <= 3 || v > high) << line;
+    }
+  }
+  ASSERT_TRUE(l2.store->WaitPublished(l2.loop->version(), absl::Seconds(10)));
+  for (int64_t v : l2.store->kept_versions()) EXPECT_GT(v, high);
+  EXPECT_EQ(l2.loop->version(), high + 1 + (l2.loop->step() - 3));
+  RemoveAll(dir).IgnoreError();
+}
+
 // A pipeline: the loop is made without a trainer; each lease-driven stage
 // brings its own (UseTrainer), whose weights are published as the next
 // version, and a stage interrupted after a checkpoint resumes into a new
@@ -355,7 +486,6 @@ TEST(LearnerLoopTest, DeterministicWeightsIndependentOfActorsAndRestarts) {
   EXPECT_EQ(finals[0], finals[1]) << "1 actor vs 3 actors";
   EXPECT_EQ(finals[0], finals[2]) << "uninterrupted vs interrupted and resumed";
 }
-
 
 // What Admin/GetStatus shows: the loop's fields, then the service's.
 v1::RunStatus Status(Learner& l) {
