@@ -195,11 +195,14 @@ absl::Status Rollout::DoJoin() {
     joined_ = true;
     need_rejoin_ = false;
     if (new_run || (joined_before && response->policy_version() < swapped_version_)) {
-      // A learner that resumed from a checkpoint is behind the versions it
-      // published before it died, and numbers its next ones from there:
-      // take its version as the latest and fetch it (tokens of the newer
-      // versions would be refused as unpublished, and training would stall
-      // with every actor waiting for a version the learner never reaches).
+      // A learner behind this actor's version: in deterministic mode a
+      // learner that resumed from a checkpoint numbers its versions from the
+      // checkpoint's again (otherwise it numbers past every version it ever
+      // published, docs/learner.md), or another run's learner answers (a new
+      // run). Take its version as the latest and fetch it (tokens of the
+      // newer versions would be refused as unpublished, and training would
+      // stall with every actor waiting for a version the learner never
+      // reaches).
       if (!new_run) {
         COHORT_LOG(WARNING) << "the learner is at policy version " << response->policy_version()
                             << ", behind this actor's " << swapped_version_

@@ -165,7 +165,7 @@ absl::Status ClearRunDir(const std::string& dir) {
   for (const char* name :
        {"pipeline_state.json", "summary.json", "report.html", "evals.jsonl", "metrics.jsonl",
         "trained.jsonl", "filtered.jsonl", "failed.jsonl", "run_id", "checkpoints", "models",
-        "model", "data", "stages", "tensorboard", "run_failure.json"}) {
+        "model", "data", "stages", "tensorboard", "run_failure.json", "published_version"}) {
     std::error_code ec;
     fs::remove_all(fs::path(dir) / name, ec);
     if (ec) {
