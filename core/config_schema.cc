@@ -42,9 +42,9 @@ void Bind(Binder& b, ModelSection& s) {
   b.String("chat_template", &s.chat_template, OneOf({"chatml", "llama3", "r1-zero", "plain"}),
            "How prompts are wrapped for the policy.");
   b.Int64("init_seed", &s.init_seed, IntRule{-1, INT64_MAX},
-          "Seed of the pipeline's randomly initialised `base` model (a `preset`); -1 = "
-          "`run.seed`. Fixing it keeps one initial model across run seeds, which then change "
-          "the data order and sampling only.");
+          "Seed of a randomly initialised model (a `preset`: the pipeline's `base`, or the "
+          "policy of a run without `pipeline:`); -1 = `run.seed`. Fixing it keeps one initial "
+          "model across run seeds, which then change the data order and sampling only.");
 }
 
 void Bind(Binder& b, SamplingSection& s) {
