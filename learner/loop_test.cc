@@ -89,6 +89,17 @@ LeaseStageSpec Spec(int prompts, int epochs) {
 
 // A fake actor: leases, "generates" completions that depend only on the
 // lease (prompt, seed, version), submits; sometimes abandons a lease.
+// Joins as `name` offering `slots` slots.
+grpc::Status JoinAs(v1::Learner::Stub& stub, const std::string& name, int slots,
+                    v1::JoinResponse* out) {
+  grpc::ClientContext ctx;
+  v1::JoinRequest req;
+  req.set_actor_name(name);
+  req.set_slots(slots);
+  req.set_protocol_version(v1::LEARNER_PROTOCOL_CURRENT);
+  return stub.Join(&ctx, req, out);
+}
+
 void RunActor(const std::string& address, int id, std::atomic<bool>* stop, double abandon) {
   auto stub = v1::Learner::NewStub(*MakeChannel(address, ChannelOptions()));
   std::mt19937_64 rng(id);
@@ -96,13 +107,8 @@ void RunActor(const std::string& address, int id, std::atomic<bool>* stop, doubl
   int64_t version = 0;  // the version it "generates with": the latest it heard of
   while (!*stop) {
     if (actor_id.empty()) {
-      grpc::ClientContext ctx;
-      v1::JoinRequest req;
-      req.set_actor_name(absl::StrCat("actor-", id));
-      req.set_slots(2);
-      req.set_protocol_version(v1::LEARNER_PROTOCOL_CURRENT);
       v1::JoinResponse resp;
-      if (!stub->Join(&ctx, req, &resp).ok()) {
+      if (!JoinAs(*stub, absl::StrCat("actor-", id), 2, &resp).ok()) {
         absl::SleepFor(absl::Milliseconds(10));
         continue;
       }
@@ -269,13 +275,8 @@ TEST(LearnerLoopTest, ResumeNumbersPastVersionsPublishedAfterTheCheckpoint) {
     std::atomic<int64_t> step_at_grant{-1};
     std::thread holder([&] {
       auto stub = v1::Learner::NewStub(*MakeChannel(l.server->address(), ChannelOptions()));
-      grpc::ClientContext jctx;
-      v1::JoinRequest join;
-      join.set_actor_name("holder");
-      join.set_slots(1);
-      join.set_protocol_version(v1::LEARNER_PROTOCOL_CURRENT);
       v1::JoinResponse joined;
-      ASSERT_TRUE(stub->Join(&jctx, join, &joined).ok());
+      ASSERT_TRUE(JoinAs(*stub, "holder", 1, &joined).ok());
       int64_t version = 0;
       for (int i = 0; i < 5000; ++i) {
         grpc::ClientContext ctx;
@@ -324,13 +325,8 @@ TEST(LearnerLoopTest, ResumeNumbersPastVersionsPublishedAfterTheCheckpoint) {
   v1::SubmitGroupResponse refused;
   std::thread submitter([&] {
     auto stub = v1::Learner::NewStub(*MakeChannel(l2.server->address(), ChannelOptions()));
-    grpc::ClientContext jctx;
-    v1::JoinRequest join;
-    join.set_actor_name("holder");
-    join.set_slots(1);
-    join.set_protocol_version(v1::LEARNER_PROTOCOL_CURRENT);
     v1::JoinResponse joined;
-    ASSERT_TRUE(stub->Join(&jctx, join, &joined).ok());
+    ASSERT_TRUE(JoinAs(*stub, "holder", 1, &joined).ok());
     for (int i = 0; i < 5000; ++i) {
       v1::SubmitGroupRequest sub;
       sub.set_actor_id(joined.actor_id());
