@@ -112,16 +112,16 @@ absl::Status WeightAssembler::AppendDecoded(const v1::WeightChunk& chunk, HostTe
   };
   while (produced < want) {
     uint64_t zeros = 0, literal = 0;
+    bool read = true;
     // One-byte varints (runs under 128 bytes) are nearly all of them.
     if (end - p >= 2 && p[0] < 0x80 && p[1] < 0x80) {
       zeros = p[0];
       literal = p[1];
       p += 2;
-    } else if (!ReadVarint(&p, end, &zeros) || !ReadVarint(&p, end, &literal)) {
-      return Fail(absl::StrCat(t->name, ": malformed XOR_RLE delta at offset ",
-                               chunk.offset() + static_cast<int64_t>(produced)));
+    } else {
+      read = ReadVarint(&p, end, &zeros) && ReadVarint(&p, end, &literal);
     }
-    if (zeros > want - produced || literal > want - produced - zeros ||
+    if (!read || zeros > want - produced || literal > want - produced - zeros ||
         literal > static_cast<uint64_t>(end - p) || zeros + literal == 0) {
       return Fail(absl::StrCat(t->name, ": malformed XOR_RLE delta at offset ",
                                chunk.offset() + static_cast<int64_t>(produced)));

@@ -44,7 +44,7 @@ struct ModelSection {
   std::string tokenizer;                 // tokenizer.json; "" = <path>/tokenizer.json
   std::string dtype = "float32";         // float32 | bfloat16
   std::string chat_template = "chatml";  // chatml | llama3 | r1-zero | plain
-  int64_t init_seed = -1;                // the pipeline's random `base`; -1 = run.seed
+  int64_t init_seed = -1;                // a random preset model's; -1 = run.seed
 };
 
 struct SamplingSection {
@@ -281,6 +281,12 @@ struct RunConfig {
 };
 
 bool operator==(const RunConfig& a, const RunConfig& b);
+
+// The seed of a randomly initialised model (model.preset): model.init_seed,
+// or run.seed when it is -1.
+inline uint64_t ModelInitSeed(const RunConfig& c) {
+  return static_cast<uint64_t>(c.model.init_seed >= 0 ? c.model.init_seed : c.run.seed);
+}
 
 // Reads and parses `path`, applies `overrides` ("section.key=value", in
 // order), and validates. Errors name `path` (and the line) or the override.

@@ -250,40 +250,45 @@ absl::StatusOr<PipelinePlan> PlanPipeline(const RunConfig& config, const std::st
   return plan;
 }
 
+namespace {
+
+// The first line of `path` is a JSON object with every key in `keys`;
+// errors start with `where`.
+absl::Status CheckFirstLineKeys(const std::string& where, const std::string& path,
+                                const std::vector<std::string>& keys) {
+  std::ifstream in(path);
+  if (!in) return absl::InvalidArgumentError(absl::StrCat(where, ": cannot read the file"));
+  std::string line;
+  if (!std::getline(in, line)) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": the file is empty"));
+  }
+  nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object()) {
+    return absl::InvalidArgumentError(absl::StrCat(where, " line 1: not a JSON object"));
+  }
+  for (const std::string& key : keys) {
+    if (!j.contains(key)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, " line 1 has no key \"", key, "\" (the stage reads it)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::Status CheckPipelineInputs(const PipelinePlan& plan) {
   for (const PlannedStage& p : plan.stages) {
     if (!p.until.spec.path.empty() && p.until.made_by.empty()) {
       const PipelineDataset& d = p.until;
-      std::string where = absl::StrCat(Where(p.index, p.stage), ": until_dataset \"",
-                                       p.stage.until_dataset, "\" (", d.spec.path, ")");
-      std::ifstream in(d.spec.path);
-      std::string line;
-      if (!in || !std::getline(in, line)) {
-        return absl::InvalidArgumentError(absl::StrCat(where, ": cannot read a line"));
-      }
-      nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-      for (const std::string& key : {d.spec.prompt_key, d.spec.answer_key}) {
-        if (!j.is_object() || !j.contains(key)) {
-          return absl::InvalidArgumentError(
-              absl::StrCat(where, " line 1 has no key \"", key, "\" (the stage reads it)"));
-        }
-      }
+      RETURN_IF_ERROR(
+          CheckFirstLineKeys(absl::StrCat(Where(p.index, p.stage), ": until_dataset \"",
+                                          p.stage.until_dataset, "\" (", d.spec.path, ")"),
+                             d.spec.path, {d.spec.prompt_key, d.spec.answer_key}));
     }
     if (p.dataset.empty()) continue;
     const PipelineDataset& d = plan.datasets.at(p.dataset);
     if (!d.made_by.empty()) continue;  // written by an earlier stage
-    std::string where =
-        absl::StrCat(Where(p.index, p.stage), ": dataset \"", p.dataset, "\" (", d.spec.path, ")");
-    std::ifstream in(d.spec.path);
-    if (!in) return absl::InvalidArgumentError(absl::StrCat(where, ": cannot read the file"));
-    std::string line;
-    if (!std::getline(in, line)) {
-      return absl::InvalidArgumentError(absl::StrCat(where, ": the file is empty"));
-    }
-    nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (!j.is_object()) {
-      return absl::InvalidArgumentError(absl::StrCat(where, " line 1: not a JSON object"));
-    }
     std::vector<std::string> keys = {d.spec.prompt_key};
     if (p.stage.kind == "sft") {
       keys.push_back(d.spec.completion_key);
@@ -291,12 +296,9 @@ absl::Status CheckPipelineInputs(const PipelinePlan& plan) {
       keys.push_back(d.spec.answer_key);
     }
     if (!d.spec.id_key.empty()) keys.push_back(d.spec.id_key);
-    for (const std::string& key : keys) {
-      if (!j.contains(key)) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(where, " line 1 has no key \"", key, "\" (the stage reads it)"));
-      }
-    }
+    RETURN_IF_ERROR(CheckFirstLineKeys(
+        absl::StrCat(Where(p.index, p.stage), ": dataset \"", p.dataset, "\" (", d.spec.path, ")"),
+        d.spec.path, keys));
   }
   return absl::OkStatus();
 }

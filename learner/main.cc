@@ -138,8 +138,7 @@ absl::StatusOr<Setup> Load(const RunConfig& c) {
       mc.vocab_size = s.tokenizer->vocab_size();
       if (s.tokenizer->eos_id()) mc.eos_token_ids = {*s.tokenizer->eos_id()};
     }
-    const int64_t init_seed = c.model.init_seed >= 0 ? c.model.init_seed : c.run.seed;
-    weights = model::RandomInitWeights(mc, static_cast<uint64_t>(init_seed));
+    weights = model::RandomInitWeights(mc, ModelInitSeed(c));
     s.files.set_source("preset:" + c.model.preset);
   }
   at::Device device(at::kCPU);

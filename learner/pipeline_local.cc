@@ -283,8 +283,7 @@ absl::Status LocalExecutor::InitModel(const RunConfig& config, const std::string
   mc.bos_token_id = tok->bos_id() ? *tok->bos_id() : -1;
   mc.eos_token_ids.clear();
   if (tok->eos_id()) mc.eos_token_ids.push_back(*tok->eos_id());
-  const int64_t init_seed = config.model.init_seed >= 0 ? config.model.init_seed : config.run.seed;
-  model::TensorMap w = model::RandomInitWeights(mc, static_cast<uint64_t>(init_seed));
+  model::TensorMap w = model::RandomInitWeights(mc, ModelInitSeed(config));
   return model::SaveModelDir(out_dir, mc, w, SaveFrom(tokenizer_dir));
 }
 
