@@ -862,6 +862,12 @@ TEST_F(ClusterFaultTest, TwentyRandomActorKillsLoseNothing) {
   ASSERT_NO_FATAL_FAILURE(WriteRun(spec));
   ASSERT_NO_FATAL_FAILURE(StartRun());
   ASSERT_TRUE(WaitForTrained(4, absl::Seconds(90))) << Logs();
+  // cohort run has seen every role SERVING (a role killed before that is a
+  // failed start, not a crash to restart): actors can train before it has.
+  ASSERT_TRUE(WaitUntil(
+      [&] { return ReadFile(RunLog()).find("actor(s) SERVING") != std::string::npos; },
+      absl::Seconds(60)))
+      << Logs();
   std::mt19937 rng(20261201);
   const std::string checkpoints = run_dir_ + "/checkpoints";
   int kills = 0, during_checkpoint = 0, after_batch = 0;
