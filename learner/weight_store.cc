@@ -159,7 +159,55 @@ std::vector<ChunkRef> PublishedVersion::Plan(bool want_delta, int64_t base, int6
   return out;
 }
 
-WeightStore::WeightStore(WeightStoreOptions options) : options_(options) {
+int32_t PublishedVersion::ready_tensors() const {
+  absl::MutexLock lock(&mu_);
+  return ready_tensors_;
+}
+
+bool PublishedVersion::complete() const {
+  absl::MutexLock lock(&mu_);
+  return ready_tensors_ == static_cast<int32_t>(weights.tensors.size());
+}
+
+bool PublishedVersion::WhenReady(int32_t t, absl::AnyInvocable<void() &&> ready) const {
+  absl::MutexLock lock(&mu_);
+  if (t < ready_tensors_) return true;
+  waiters_.emplace_back(t, std::move(ready));
+  return false;
+}
+
+bool PublishedVersion::WaitReady(int32_t t, absl::Duration timeout) const {
+  absl::MutexLock lock(&mu_);
+  auto ready = [this, t]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return t < ready_tensors_; };
+  return mu_.AwaitWithTimeout(absl::Condition(&ready), timeout);
+}
+
+void PublishedVersion::MarkTensorReady(int32_t t, bool hold_last) {
+  std::vector<absl::AnyInvocable<void() &&>> due;
+  {
+    absl::MutexLock lock(&mu_);
+    tensor_done_[t] = 1;
+    const int32_t limit = static_cast<int32_t>(tensor_done_.size()) - (hold_last ? 1 : 0);
+    while (ready_tensors_ < limit && tensor_done_[ready_tensors_] != 0) ++ready_tensors_;
+    for (size_t i = 0; i < waiters_.size();) {
+      if (waiters_[i].first < ready_tensors_) {
+        due.push_back(std::move(waiters_[i].second));
+        waiters_[i] = std::move(waiters_.back());
+        waiters_.pop_back();
+      } else {
+        ++i;
+      }
+    }
+  }
+  for (auto& f : due) std::move(f)();
+}
+
+void PublishedVersion::MarkComplete() {
+  if (weights.tensors.empty()) return;
+  MarkTensorReady(static_cast<int32_t>(weights.tensors.size()) - 1, /*hold_last=*/false);
+}
+
+WeightStore::WeightStore(WeightStoreOptions options) : options_(std::move(options)) {
   worker_ = std::thread([this] { Run(); });
 }
 
@@ -186,16 +234,28 @@ absl::Status WeightStore::Publish(int64_t version, WeightSnapshot snapshot) {
         absl::StrCat("weights: version ", version, " published after version ", last_queued_));
   }
   last_queued_ = version;
-  pending_.emplace_back(version, std::move(snapshot));
+  // The layout is O(tensors + chunks), no pass over the bytes.
+  const PublishedVersion* prev = !building_.empty() ? building_.back().get()
+                                 : !kept_.empty()   ? kept_.back().get()
+                                                    : nullptr;
+  building_.push_back(Layout(version, std::move(snapshot), prev));
   return absl::OkStatus();
 }
 
 bool WeightStore::WaitPublished(int64_t version, absl::Duration timeout) {
-  absl::MutexLock lock(&mu_);
-  auto visible = [this, version]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return !kept_.empty() && kept_.back()->version >= version;
-  };
-  return mu_.AwaitWithTimeout(absl::Condition(&visible), timeout);
+  const absl::Time deadline = absl::Now() + timeout;
+  std::shared_ptr<const PublishedVersion> newest;
+  {
+    absl::MutexLock lock(&mu_);
+    auto visible = [this, version]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return !kept_.empty() && kept_.back()->version >= version;
+    };
+    if (!mu_.AwaitWithDeadline(absl::Condition(&visible), deadline)) return false;
+    newest = kept_.back();
+  }
+  // Visible; complete a moment later (Run). Versions complete in order.
+  const int32_t tensors = static_cast<int32_t>(newest->weights.tensors.size());
+  return tensors == 0 || newest->WaitReady(tensors - 1, deadline - absl::Now());
 }
 
 std::shared_ptr<const PublishedVersion> WeightStore::Get(int64_t version) const {
@@ -204,6 +264,22 @@ std::shared_ptr<const PublishedVersion> WeightStore::Get(int64_t version) const 
     if (v->version == version) return v;
   }
   return nullptr;
+}
+
+std::shared_ptr<const PublishedVersion> WeightStore::GetPublished(int64_t version) const {
+  absl::MutexLock lock(&mu_);
+  for (const auto& v : kept_) {
+    if (v->version == version) return v;
+  }
+  for (const auto& v : building_) {
+    if (v->version == version) return v;
+  }
+  return nullptr;
+}
+
+int64_t WeightStore::latest_published_version() const {
+  absl::MutexLock lock(&mu_);
+  return last_queued_;
 }
 
 std::shared_ptr<const PublishedVersion> WeightStore::Latest() const {
@@ -230,26 +306,34 @@ void WeightStore::SetMinNeeded(int64_t version) {
 
 void WeightStore::Run() {
   while (true) {
-    std::pair<int64_t, WeightSnapshot> job;
+    std::shared_ptr<PublishedVersion> v;
     std::shared_ptr<const PublishedVersion> prev;
     {
       absl::MutexLock lock(&mu_);
       auto ready = [this]()
-                       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stop_ || !pending_.empty(); };
+                       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stop_ || !building_.empty(); };
       mu_.Await(absl::Condition(&ready));
-      if (pending_.empty()) return;  // stop_ and nothing left
-      job = std::move(pending_.front());
-      pending_.pop_front();
-      prev = kept_.empty() ? nullptr : kept_.back();
+      if (building_.empty()) return;  // stop_ and nothing left
+      v = building_.front();
+      // Versions are built in order, so the one published before v is
+      // complete and the newest kept (keep_versions >= 1).
+      if (v->delta_base >= 0) prev = kept_.back();
+      if (prev != nullptr && prev->version != v->delta_base) std::abort();  // a bug: see above
     }
-    std::shared_ptr<PublishedVersion> built = Build(job.first, std::move(job.second), prev);
+    Build(v.get(), prev.get());
     prev.reset();
-    absl::MutexLock lock(&mu_);
-    kept_.push_back(std::move(built));
-    while (static_cast<int>(kept_.size()) > options_.keep_versions &&
-           (min_needed_ < 0 || kept_.front()->version < min_needed_)) {
-      kept_.pop_front();
+    {
+      absl::MutexLock lock(&mu_);
+      building_.pop_front();
+      kept_.push_back(v);
+      while (static_cast<int>(kept_.size()) > std::max(1, options_.keep_versions) &&
+             (min_needed_ < 0 || kept_.front()->version < min_needed_)) {
+        kept_.pop_front();
+      }
     }
+    // Visible to Get(): now the last tensor (and with it a stream's last
+    // chunk) may go out.
+    v->MarkComplete();
   }
 }
 
@@ -271,8 +355,8 @@ void ParallelFor(int64_t n, int threads, const F& work) {
 
 }  // namespace
 
-std::shared_ptr<PublishedVersion> WeightStore::Build(
-    int64_t version, WeightSnapshot snapshot, std::shared_ptr<const PublishedVersion> prev) const {
+std::shared_ptr<PublishedVersion> WeightStore::Layout(int64_t version, WeightSnapshot snapshot,
+                                                      const PublishedVersion* prev) const {
   auto v = std::make_shared<PublishedVersion>();
   v->version = version;
   std::sort(snapshot.tensors.begin(), snapshot.tensors.end(),
@@ -281,11 +365,9 @@ std::shared_ptr<PublishedVersion> WeightStore::Build(
   v->chunk_bytes = std::max<int64_t>(1, options_.chunk_bytes);
   const int64_t chunk = v->chunk_bytes;
   const auto& tensors = v->weights.tensors;
-  // The chunk layout first (cheap), then the per-chunk work in parallel.
-  std::vector<size_t> first_chunk;  // per tensor, index into v->full
   for (size_t t = 0; t < tensors.size(); ++t) {
     const WeightTensor& w = tensors[t];
-    first_chunk.push_back(v->full.size());
+    v->first_chunk.push_back(v->full.size());
     int64_t off = 0;
     do {
       ChunkRef c;
@@ -299,9 +381,13 @@ std::shared_ptr<PublishedVersion> WeightStore::Build(
     } while (off < w.size);
     v->full_bytes += w.size;
   }
-  first_chunk.push_back(v->full.size());
-
-  // The delta against the previous version, when the tensors line up.
+  v->first_chunk.push_back(v->full.size());
+  v->tensor_crc32c.assign(tensors.size(), 0);
+  {
+    absl::MutexLock lock(&v->mu_);
+    v->tensor_done_.assign(tensors.size(), 0);
+  }
+  // A delta against the previous version when the tensors line up.
   bool aligned =
       options_.compute_deltas && prev != nullptr && prev->weights.tensors.size() == tensors.size();
   for (size_t t = 0; aligned && t < tensors.size(); ++t) {
@@ -309,79 +395,105 @@ std::shared_ptr<PublishedVersion> WeightStore::Build(
     const WeightTensor& b = prev->weights.tensors[t];
     aligned = a.name == b.name && a.dtype == b.dtype && a.shape == b.shape && a.size == b.size;
   }
+  if (aligned) {
+    v->delta_base = prev->version;
+    v->delta = v->full;                 // raw until Build decides
+    v->encoded.resize(v->full.size());  // never resized again: delta entries point into it
+  }
+  return v;
+}
+
+void WeightStore::Build(PublishedVersion* v, const PublishedVersion* prev) const {
+  const auto& tensors = v->weights.tensors;
+  const bool aligned = v->delta_base >= 0;
+  const size_t chunks = v->full.size();
   // Per chunk: the CRC of its raw bytes and, with a base, its XOR_RLE
   // encoding (given up once it is not smaller than the raw bytes) and the
-  // CRC of that. Each chunk is independent, so the workers share nothing.
-  const size_t chunks = v->full.size();
-  std::vector<std::string> encoded(aligned ? chunks : 0);
-  std::vector<uint32_t> encoded_crc(encoded.size(), 0);
-  std::vector<uint8_t> paying(encoded.size(), 0);  // the chunk's encoding is < 7/8 raw
+  // CRC of that. Each chunk is independent; the worker that finishes a
+  // tensor's last chunk decides its encoding, combines its CRC and makes it
+  // ready, so a stream can send it while later tensors are computed.
+  std::vector<uint32_t> encoded_crc(aligned ? chunks : 0, 0);
+  std::vector<uint8_t> paying(encoded_crc.size(), 0);  // the chunk's encoding is < 7/8 raw
+  std::unique_ptr<std::atomic<int64_t>[]> remaining(new std::atomic<int64_t>[tensors.size()]);
+  for (size_t t = 0; t < tensors.size(); ++t) {
+    remaining[t].store(static_cast<int64_t>(v->first_chunk[t + 1] - v->first_chunk[t]));
+  }
+  auto finish_tensor = [&](size_t t) {
+    const size_t first = v->first_chunk[t], end = v->first_chunk[t + 1];
+    uint32_t tensor_crc = 0;
+    for (size_t i = first; i < end; ++i) {
+      tensor_crc = Crc32cCombine(tensor_crc, v->full[i].crc32c, v->full[i].size);
+    }
+    v->tensor_crc32c[t] = tensor_crc;
+    if (aligned) {
+      const int64_t size = tensors[t].size;
+      int64_t enc_bytes = 0;
+      bool all_paying = true;
+      for (size_t i = first; i < end; ++i) {
+        enc_bytes += static_cast<int64_t>(v->encoded[i].size());
+        all_paying = all_paying && paying[i] != 0;
+      }
+      const bool use_delta = size > 0 && all_paying && enc_bytes * 8 < size * 7;
+      for (size_t i = first; i < end; ++i) {
+        ChunkRef& ref = v->delta[i];  // only its payload fields change
+        if (use_delta) {
+          const std::string& e = v->encoded[i];
+          ref.delta = true;
+          ref.data = reinterpret_cast<const uint8_t*>(e.data());
+          ref.size = static_cast<int64_t>(e.size());
+          ref.crc32c = encoded_crc[i];
+        } else {
+          std::string().swap(v->encoded[i]);
+          ref.crc32c = v->full[i].crc32c;
+        }
+      }
+    }
+    v->MarkTensorReady(static_cast<int32_t>(t), /*hold_last=*/true);
+  };
   ParallelFor(static_cast<int64_t>(chunks), options_.threads, [&](int64_t i) {
+    if (options_.before_chunk) options_.before_chunk(v->version, i);
     ChunkRef& c = v->full[i];
     if (!aligned) {
       c.crc32c = Crc32c(c.data, c.size);
-      return;
-    }
-    const uint8_t* base = prev->weights.tensors[c.tensor_index].data.get() + c.offset;
-    std::string& e = encoded[i];
-    // Slice by slice: the CRC of the new bytes and their delta while the
-    // slice is in cache (one read of the bytes from memory); a dense change
-    // stops the encoding early (its chunk goes raw) instead of holding an
-    // encoding as large as the tensor, and the CRC goes on alone.
-    constexpr int64_t kSlice = 256 << 10;
-    uint32_t crc = 0;
-    bool encoding = true;
-    for (int64_t off = 0; off < c.size; off += kSlice) {
-      const int64_t n = std::min(kSlice, c.size - off);
-      crc = Crc32cExtend(crc, c.data + off, static_cast<size_t>(n));
-      if (!encoding) continue;
-      XorRleEncodeDiff(c.data + off, base + off, n, &e);
-      if (static_cast<int64_t>(e.size()) * 8 >= c.size * 7) {
-        std::string().swap(e);
-        encoding = false;
+    } else {
+      const uint8_t* base = prev->weights.tensors[c.tensor_index].data.get() + c.offset;
+      std::string& e = v->encoded[i];
+      // Slice by slice: the CRC of the new bytes and their delta while the
+      // slice is in cache (one read of the bytes from memory); a dense
+      // change stops the encoding early (its chunk goes raw) instead of
+      // holding an encoding as large as the tensor, and the CRC goes on
+      // alone.
+      constexpr int64_t kSlice = 256 << 10;
+      uint32_t crc = 0;
+      bool encoding = true;
+      for (int64_t off = 0; off < c.size; off += kSlice) {
+        const int64_t n = std::min(kSlice, c.size - off);
+        crc = Crc32cExtend(crc, c.data + off, static_cast<size_t>(n));
+        if (!encoding) continue;
+        XorRleEncodeDiff(c.data + off, base + off, n, &e);
+        if (static_cast<int64_t>(e.size()) * 8 >= c.size * 7) {
+          std::string().swap(e);
+          encoding = false;
+        }
       }
+      c.crc32c = crc;
+      paying[i] = encoding ? 1 : 0;
+      if (encoding) encoded_crc[i] = Crc32c(e.data(), e.size());
     }
-    c.crc32c = crc;
-    paying[i] = encoding ? 1 : 0;
-    if (encoding) encoded_crc[i] = Crc32c(e.data(), e.size());
+    // The last of the tensor's chunks to finish finishes the tensor (the
+    // acq_rel orders every chunk's results before it).
+    if (remaining[c.tensor_index].fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      finish_tensor(static_cast<size_t>(c.tensor_index));
+    }
   });
   uint32_t version_crc = 0;
   for (size_t t = 0; t < tensors.size(); ++t) {
-    uint32_t tensor_crc = 0;
-    for (size_t i = first_chunk[t]; i < first_chunk[t + 1]; ++i) {
-      tensor_crc = Crc32cCombine(tensor_crc, v->full[i].crc32c, v->full[i].size);
-    }
-    v->tensor_crc32c.push_back(tensor_crc);
-    version_crc = Crc32cCombine(version_crc, tensor_crc, tensors[t].size);
+    version_crc = Crc32cCombine(version_crc, v->tensor_crc32c[t], tensors[t].size);
   }
   v->version_crc32c = version_crc;
-  if (!aligned) return v;
-
-  v->delta_base = prev->version;
-  v->encoded.reserve(chunks);  // never reallocates: the chunks point into it
-  for (size_t t = 0; t < tensors.size(); ++t) {
-    const int64_t size = tensors[t].size;
-    int64_t enc_bytes = 0;
-    bool all_paying = true;
-    for (size_t i = first_chunk[t]; i < first_chunk[t + 1]; ++i) {
-      enc_bytes += static_cast<int64_t>(encoded[i].size());
-      all_paying = all_paying && paying[i] != 0;
-    }
-    const bool use_delta = size > 0 && all_paying && enc_bytes * 8 < size * 7;
-    for (size_t i = first_chunk[t]; i < first_chunk[t + 1]; ++i) {
-      ChunkRef ref = v->full[i];
-      if (use_delta) {
-        const std::string& e = v->encoded.emplace_back(std::move(encoded[i]));
-        ref.delta = true;
-        ref.data = reinterpret_cast<const uint8_t*>(e.data());
-        ref.size = static_cast<int64_t>(e.size());
-        ref.crc32c = encoded_crc[i];
-      }
-      v->delta_bytes += ref.size;
-      v->delta.push_back(ref);
-    }
+  if (aligned) {
+    for (const ChunkRef& ref : v->delta) v->delta_bytes += ref.size;
   }
-  return v;
 }
 
 }  // namespace cohort::learner

@@ -11,10 +11,21 @@
 // against the previous version, chunk by chunk on `threads` workers (the
 // per-tensor and per-version CRCs are combined from the chunks', with no
 // second pass over the bytes); only then does the version become visible to
-// Get()/Latest(). So publishing costs the training loop no more than the
-// copy the trainer made, and fetchers never touch the trainer.
+// Get()/Latest()/WaitPublished(). So publishing costs the training loop no
+// more than the copy the trainer made, and fetchers never touch the trainer.
 //
-// A PublishedVersion is immutable; readers hold it by shared_ptr, so a
+// Streaming while building: from Publish() on, GetPublished() returns the
+// version while it is still being built, and a FetchPolicy stream may send
+// its chunks as they become final: tensor t's chunks (their CRCs, their
+// encoding) and tensor_crc32c[t] are final once ready_tensors() > t
+// (WhenReady / WaitReady). The last tensor is made ready only after the
+// version is visible to Get()/Latest()/latest_version(), so the last chunk
+// of a stream (the one carrying version_crc32c, without which no client
+// swaps) is never sent for a version the store does not yet count as
+// published, and a version still being built is never complete().
+//
+// A PublishedVersion is immutable once complete (and its final fields never
+// change after they are made ready); readers hold it by shared_ptr, so a
 // version dropped from the store (beyond keep_versions) stays alive until
 // its last stream ends, and no lock is held while streaming.
 //
@@ -30,6 +41,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -37,6 +49,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
@@ -69,28 +82,67 @@ struct ChunkRef {
   bool tensor_last = false;
 };
 
+// One version as FetchPolicy streams it. Every field is fixed when the
+// store lays the version out in Publish(), except where a comment says
+// otherwise; those are written once by the store's workers and may be read
+// only after they are made ready (see the file comment).
 struct PublishedVersion {
   int64_t version = 0;
-  WeightSnapshot weights;
-  std::vector<uint32_t> tensor_crc32c;  // of each tensor's bytes
-  uint32_t version_crc32c = 0;          // of all tensors' bytes in order
-  int64_t full_bytes = 0;               // sum of tensor sizes
-  // Chunks of the full stream at chunk_bytes (precomputed CRCs).
+  WeightSnapshot weights;  // tensors sorted by name
+  std::vector<uint32_t>
+      tensor_crc32c;            // of each tensor's bytes; [t] final when ready_tensors() > t
+  uint32_t version_crc32c = 0;  // of all tensors' bytes in order; final when complete()
+  int64_t full_bytes = 0;       // sum of tensor sizes
+  // Chunks of the full stream at chunk_bytes (crc32c of chunk i final when
+  // its tensor is ready; the rest fixed).
   int64_t chunk_bytes = 0;
   std::vector<ChunkRef> full;
+  // full[first_chunk[t], first_chunk[t + 1]) are tensor t's chunks.
+  std::vector<size_t> first_chunk;
   // Delta against delta_base (= the previous published version, -1 = none):
-  // chunks in stream order, raw for tensors where the delta does not pay.
+  // one entry per entry of `full` (same tensor, offset, decoded_bytes), raw
+  // for tensors where the delta does not pay; entry i final when its tensor
+  // is ready.
   int64_t delta_base = -1;
   std::vector<ChunkRef> delta;
-  int64_t delta_bytes = 0;           // payload of the delta stream
-  std::vector<std::string> encoded;  // owns the delta chunks' bytes
+  int64_t delta_bytes = 0;           // payload of the delta stream; final when complete()
+  std::vector<std::string> encoded;  // owns the delta chunks' bytes (one per chunk)
 
   // The stream to send: `delta` when base == delta_base and the caller
   // accepts deltas, else the full stream; with a chunk size other than
   // chunk_bytes, the full stream is re-cut (CRCs computed on the fly, so
-  // prefer the default).
+  // prefer the default). The entries are copies: call it on a complete()
+  // version, or use full/delta by index after WhenReady.
   std::vector<ChunkRef> Plan(bool want_delta, int64_t base, int64_t chunk_bytes) const;
   bool HasDeltaFrom(int64_t base) const { return base >= 0 && base == delta_base; }
+
+  // Tensors [0, ready_tensors()) are final.
+  int32_t ready_tensors() const;
+  // All tensors final, version_crc32c and delta_bytes too; the store has
+  // made the version visible to Get().
+  bool complete() const;
+  // True if tensors [0, t] are final. Otherwise false, and `ready` is called
+  // exactly once when they are, on one of the store's worker threads, with
+  // no lock held; it must not block (it may delete its owner). A version
+  // whose build has started always finishes (the store's destructor
+  // finishes pending work), so every registered callback runs.
+  bool WhenReady(int32_t t, absl::AnyInvocable<void() &&> ready) const;
+  // Blocks until tensors [0, t] are final or the timeout passes.
+  bool WaitReady(int32_t t, absl::Duration timeout) const;
+
+ private:
+  friend class WeightStore;
+  // Marks tensor t final and makes ready every tensor before the first
+  // that is not, except the last tensor while `hold_last` (the store makes
+  // it ready once the version is visible). Runs the callbacks due.
+  void MarkTensorReady(int32_t t, bool hold_last);
+  void MarkComplete();
+
+  mutable absl::Mutex mu_;
+  std::vector<uint8_t> tensor_done_ ABSL_GUARDED_BY(mu_);
+  int32_t ready_tensors_ ABSL_GUARDED_BY(mu_) = 0;
+  mutable std::vector<std::pair<int32_t, absl::AnyInvocable<void() &&>>> waiters_
+      ABSL_GUARDED_BY(mu_);
 };
 
 struct WeightStoreOptions {
@@ -100,6 +152,9 @@ struct WeightStoreOptions {
   // Workers for a version's CRCs and delta (the store's thread included);
   // they run between publications only. >= 1.
   int threads = 2;
+  // Tests only: called by a worker before it computes chunk i (index into
+  // PublishedVersion::full) of `version`; may block to hold a build part-way.
+  std::function<void(int64_t version, int64_t chunk)> before_chunk;
 };
 
 class WeightStore {
@@ -111,27 +166,41 @@ class WeightStore {
   // otherwise, or for a tensor whose size does not match its shape and
   // dtype). Returns without waiting for the checksums.
   absl::Status Publish(int64_t version, WeightSnapshot snapshot);
-  // Blocks until `version` is visible (or a later one is), or the timeout.
+  // Blocks until `version` is visible and complete (or a later one is), or
+  // the timeout.
   bool WaitPublished(int64_t version, absl::Duration timeout);
 
-  // The kept version, or nullptr (not published yet, or dropped).
+  // The kept version, or nullptr (not published yet, or dropped). Only
+  // complete versions.
   std::shared_ptr<const PublishedVersion> Get(int64_t version) const;
   std::shared_ptr<const PublishedVersion> Latest() const;  // nullptr if none
   int64_t latest_version() const;                          // -1 if none
   std::vector<int64_t> kept_versions() const;              // oldest first
+  // A kept version, or one published and still being built (or queued to
+  // be): what FetchPolicy may stream as it is built. nullptr if neither.
+  std::shared_ptr<const PublishedVersion> GetPublished(int64_t version) const;
+  // The newest version Publish() accepted, built or not; -1 if none.
+  int64_t latest_published_version() const;
   // Versions that must not be dropped (deterministic leases pin them): the
   // store keeps versions >= `version` beyond keep_versions while needed.
   void SetMinNeeded(int64_t version);
 
  private:
   void Run();
-  std::shared_ptr<PublishedVersion> Build(int64_t version, WeightSnapshot snapshot,
-                                          std::shared_ptr<const PublishedVersion> prev) const;
+  // The version's layout (sorted tensors, chunk ranges, whether a delta
+  // against `prev` is possible); no pass over the bytes.
+  std::shared_ptr<PublishedVersion> Layout(int64_t version, WeightSnapshot snapshot,
+                                           const PublishedVersion* prev) const;
+  // Computes the CRCs and the delta, making tensors ready as they finish
+  // (all but the last).
+  void Build(PublishedVersion* v, const PublishedVersion* prev) const;
 
   const WeightStoreOptions options_;
 
   mutable absl::Mutex mu_;
-  std::deque<std::pair<int64_t, WeightSnapshot>> pending_ ABSL_GUARDED_BY(mu_);
+  // Published and not complete yet, oldest first; the front is being built
+  // (its delta against kept_.back(), the version published before it).
+  std::deque<std::shared_ptr<PublishedVersion>> building_ ABSL_GUARDED_BY(mu_);
   std::deque<std::shared_ptr<const PublishedVersion>> kept_ ABSL_GUARDED_BY(mu_);
   int64_t last_queued_ ABSL_GUARDED_BY(mu_) = -1;
   int64_t min_needed_ ABSL_GUARDED_BY(mu_) = -1;

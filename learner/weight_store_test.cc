@@ -3,12 +3,15 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <functional>
 #include <random>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
+
+#include "absl/synchronization/mutex.h"
 
 #include "core/crc32c.h"
 
@@ -318,6 +321,174 @@ TEST(WeightStoreTest, ReadersNeverBlockPublishing) {
   for (auto& t : readers) t.join();
   EXPECT_GT(verified.load(), 0);
   EXPECT_EQ(store.latest_version(), 19);
+}
+
+// Holds a build at a chunk: before_chunk blocks version `version`'s workers
+// at chunk `at` until Release().
+class BuildGate {
+ public:
+  BuildGate(int64_t version, int64_t at) : version_(version), at_(at) {}
+  std::function<void(int64_t, int64_t)> Hook() {
+    return [this](int64_t version, int64_t chunk) {
+      if (version != version_ || chunk < at_) return;
+      absl::MutexLock lock(&mu_);
+      reached_ = true;
+      mu_.Await(absl::Condition(&released_));
+    };
+  }
+  void WaitReached() {
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(&reached_));
+  }
+  void Release() {
+    absl::MutexLock lock(&mu_);
+    released_ = true;
+  }
+
+ private:
+  const int64_t version_, at_;
+  absl::Mutex mu_;
+  bool reached_ ABSL_GUARDED_BY(mu_) = false;
+  bool released_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+// Tensors t0..t7 of 4 chunks each (256 B, chunks of 64 B); version 1
+// changes a few bytes of each, so every tensor goes as a delta.
+WeightSnapshot EightTensors(std::mt19937_64& rng, std::vector<std::vector<uint8_t>>* bytes,
+                            bool change) {
+  if (bytes->empty()) {
+    for (int t = 0; t < 8; ++t) bytes->push_back(RandomBytes(rng, 256));
+  }
+  WeightSnapshot s;
+  for (int t = 0; t < 8; ++t) {
+    if (change) (*bytes)[t][rng() % 256] ^= 0x10;
+    s.tensors.push_back(Tensor("t" + std::to_string(t), (*bytes)[t]));
+  }
+  return s;
+}
+
+// A version is streamable from Publish() on, tensor by tensor as its build
+// finishes them; it is not Get()-able, complete() or sendable to its end
+// until the build is done and the version is visible.
+TEST(WeightStoreTest, StreamsAVersionWhileItIsBuilt) {
+  BuildGate gate(/*version=*/1, /*at=*/13);  // tensors 0-2 finish (chunks 0-11), 3 does not
+  WeightStore store(
+      {.keep_versions = 2, .chunk_bytes = 64, .threads = 1, .before_chunk = gate.Hook()});
+  std::mt19937_64 rng(5);
+  std::vector<std::vector<uint8_t>> bytes;
+  ASSERT_TRUE(store.Publish(0, EightTensors(rng, &bytes, false)).ok());
+  ASSERT_TRUE(store.WaitPublished(0, absl::Seconds(10)));
+  std::vector<std::vector<uint8_t>> base = bytes;
+  ASSERT_TRUE(store.Publish(1, EightTensors(rng, &bytes, true)).ok());
+  std::shared_ptr<const PublishedVersion> v = store.GetPublished(1);
+  ASSERT_NE(v, nullptr);  // at once, before its build started or finished
+  EXPECT_EQ(store.latest_published_version(), 1);
+  gate.WaitReached();
+  EXPECT_EQ(store.Get(1), nullptr);
+  EXPECT_EQ(store.latest_version(), 0);
+  EXPECT_FALSE(store.WaitPublished(1, absl::Milliseconds(50)));
+  EXPECT_FALSE(v->complete());
+  EXPECT_EQ(v->ready_tensors(), 3);
+  EXPECT_EQ(v->delta_base, 0);
+  EXPECT_TRUE(v->WhenReady(2, [] { std::abort(); }));  // ready: not called
+  EXPECT_FALSE(v->WaitReady(3, absl::Milliseconds(50)));
+  // A reader that arrives mid-build: the ready tensors are final now.
+  for (int t = 0; t < 3; ++t) {
+    EXPECT_EQ(v->tensor_crc32c[t], Crc32c(bytes[t].data(), bytes[t].size()));
+    std::vector<uint8_t> rebuilt = base[t];
+    for (size_t i = v->first_chunk[t]; i < v->first_chunk[t + 1]; ++i) {
+      const ChunkRef& c = v->delta[i];
+      ASSERT_TRUE(c.delta);
+      EXPECT_EQ(c.crc32c, Crc32c(c.data, c.size));
+      EXPECT_EQ(v->full[i].crc32c, Crc32c(v->full[i].data, v->full[i].size));
+      ASSERT_TRUE(XorRleApply(std::string_view(reinterpret_cast<const char*>(c.data), c.size),
+                              rebuilt.data() + c.offset, c.decoded_bytes)
+                      .ok());
+    }
+    EXPECT_EQ(rebuilt, bytes[t]);
+  }
+  // Callbacks for later tensors run once each, when their tensor is final;
+  // the last tensor's only once the version is visible.
+  std::atomic<int> called[8] = {};
+  std::atomic<bool> last_saw_visible{false};
+  for (int32_t t = 3; t < 8; ++t) {
+    EXPECT_FALSE(v->WhenReady(t, [&, t] {
+      called[t]++;
+      if (v->ready_tensors() <= t) std::abort();
+      if (t == 7) last_saw_visible = store.Get(1) != nullptr && v->complete();
+    }));
+  }
+  for (int t = 3; t < 8; ++t) EXPECT_EQ(called[t].load(), 0);
+  gate.Release();
+  ASSERT_TRUE(store.WaitPublished(1, absl::Seconds(10)));
+  EXPECT_TRUE(v->complete());
+  // The callbacks run right after the tensors are marked ready.
+  for (int i = 0; i < 1000 && called[7].load() == 0; ++i) absl::SleepFor(absl::Milliseconds(10));
+  for (int t = 3; t < 8; ++t) EXPECT_EQ(called[t].load(), 1) << t;
+  EXPECT_TRUE(last_saw_visible.load());
+  EXPECT_EQ(store.Get(1), v);
+  std::string all;
+  for (const auto& b : bytes) all.append(b.begin(), b.end());
+  EXPECT_EQ(v->version_crc32c, Crc32c(all));
+  int64_t delta_bytes = 0;
+  for (const ChunkRef& c : v->delta) delta_bytes += c.size;
+  EXPECT_EQ(v->delta_bytes, delta_bytes);
+}
+
+// Versions queued behind one being built are streamable too, each with its
+// delta against the one published before it.
+TEST(WeightStoreTest, QueuedVersionsAreStreamableInOrder) {
+  BuildGate gate(/*version=*/1, /*at=*/0);
+  WeightStore store({.keep_versions = 3, .chunk_bytes = 64, .before_chunk = gate.Hook()});
+  std::mt19937_64 rng(6);
+  std::vector<std::vector<uint8_t>> bytes;
+  ASSERT_TRUE(store.Publish(0, EightTensors(rng, &bytes, false)).ok());
+  ASSERT_TRUE(store.Publish(1, EightTensors(rng, &bytes, true)).ok());
+  ASSERT_TRUE(store.Publish(2, EightTensors(rng, &bytes, true)).ok());
+  gate.WaitReached();
+  auto v2 = store.GetPublished(2);
+  ASSERT_NE(v2, nullptr);
+  EXPECT_EQ(v2->delta_base, 1);
+  EXPECT_EQ(v2->ready_tensors(), 0);
+  EXPECT_EQ(store.GetPublished(3), nullptr);
+  gate.Release();
+  ASSERT_TRUE(store.WaitPublished(2, absl::Seconds(10)));
+  EXPECT_TRUE(v2->complete());
+  EXPECT_EQ(store.kept_versions(), (std::vector<int64_t>{0, 1, 2}));
+}
+
+// keep_versions drops a version from the store, not from under a reader:
+// a stream holding it reads every chunk intact after it was dropped.
+TEST(WeightStoreTest, EvictionDuringAStreamKeepsItsVersion) {
+  WeightStore store({.keep_versions = 1, .chunk_bytes = 64});
+  std::mt19937_64 rng(7);
+  std::vector<std::vector<uint8_t>> bytes;
+  ASSERT_TRUE(store.Publish(0, EightTensors(rng, &bytes, false)).ok());
+  ASSERT_TRUE(store.WaitPublished(0, absl::Seconds(10)));
+  std::shared_ptr<const PublishedVersion> streaming = store.GetPublished(0);
+  const std::vector<std::vector<uint8_t>> v0 = bytes;
+  // Half the stream, then two newer versions evict it.
+  uint32_t crc = 0;
+  const size_t half = streaming->full.size() / 2;
+  for (size_t i = 0; i < half; ++i) {
+    const ChunkRef& c = streaming->full[i];
+    ASSERT_EQ(Crc32c(c.data, c.size), c.crc32c);
+    crc = Crc32cExtend(crc, c.data, c.size);
+  }
+  for (int64_t version = 1; version <= 2; ++version) {
+    ASSERT_TRUE(store.Publish(version, EightTensors(rng, &bytes, true)).ok());
+    ASSERT_TRUE(store.WaitPublished(version, absl::Seconds(10)));
+  }
+  EXPECT_EQ(store.kept_versions(), std::vector<int64_t>{2});
+  EXPECT_EQ(store.Get(0), nullptr);
+  EXPECT_EQ(store.GetPublished(0), nullptr);
+  for (size_t i = half; i < streaming->full.size(); ++i) {
+    const ChunkRef& c = streaming->full[i];
+    ASSERT_EQ(Crc32c(c.data, c.size), c.crc32c);
+    EXPECT_EQ(std::memcmp(c.data, v0[c.tensor_index].data() + c.offset, c.size), 0);
+    crc = Crc32cExtend(crc, c.data, c.size);
+  }
+  EXPECT_EQ(crc, streaming->version_crc32c);
 }
 
 }  // namespace
