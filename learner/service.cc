@@ -545,43 +545,129 @@ grpc::Status LearnerService::SubmitGroup(grpc::ServerContext*, const v1::SubmitG
 }
 
 // ---------------------------------------------------------------------------
-// FetchPolicy: one reactor per stream; one chunk in flight at a time.
+// FetchPolicy: one reactor per stream; one chunk in flight at a time. A
+// version still being built is streamed as it is built: before each chunk
+// the reactor asks the version whether the chunk's tensor is final, and if
+// not, the store's worker that finishes it resumes the stream (StartWrite
+// from that thread). The stream's last chunk, which carries version_crc32c,
+// is final only once the version is complete and visible to Get().
 
 namespace {
 
 class FetchReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
-  FetchReactor(std::shared_ptr<const PublishedVersion> version, std::vector<ChunkRef> plan,
-               bool delta, Counter* bytes, Counter* fetches)
+  // `recut`: a full stream re-cut to another chunk size (entries own their
+  // CRCs; tensor and version CRCs still wait for the version); empty: the
+  // version's own `delta` (when `delta`) or `full` entries, read by index
+  // once their tensor is ready.
+  FetchReactor(std::shared_ptr<const PublishedVersion> version, bool delta,
+               std::vector<ChunkRef> recut, Counter* bytes, Counter* fetches)
       : version_(std::move(version)),
-        plan_(std::move(plan)),
         delta_(delta),
+        recut_(std::move(recut)),
+        count_(recut_.empty() ? version_->full.size() : recut_.size()),
         bytes_(bytes),
         fetches_(fetches) {
-    for (const ChunkRef& c : plan_) stream_bytes_ += c.size;
+    if (!recut_.empty()) {
+      for (const ChunkRef& c : recut_) stream_bytes_ += c.size;
+    } else if (!delta_) {
+      stream_bytes_ = version_->full_bytes;
+    } else if (version_->complete()) {
+      stream_bytes_ = version_->delta_bytes;
+    }  // else a delta still being built: its size is not known (0)
     Next();
   }
 
   void OnWriteDone(bool ok) override {
     if (!ok) {
-      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "the client went away"));
+      FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, "the client went away"));
       return;
     }
     Next();
   }
-  void OnDone() override { delete this; }
-  void OnCancel() override {}
+  void OnCancel() override {
+    {
+      absl::MutexLock lock(&mu_);
+      cancelled_ = true;
+      // A write in flight ends with OnWriteDone(false); Next() checks
+      // cancelled_. Only a stream waiting for the build is ended here.
+      if (!waiting_) return;
+    }
+    FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, "the client went away"));
+  }
+  void OnDone() override {
+    {
+      absl::MutexLock lock(&mu_);
+      done_ = true;
+      if (waiting_) return;  // the store's callback deletes it
+    }
+    delete this;
+  }
 
  private:
   static void Unref(void* p) { delete static_cast<std::shared_ptr<const PublishedVersion>*>(p); }
 
+  const ChunkRef& Entry(size_t i) const {
+    if (!recut_.empty()) return recut_[i];
+    return delta_ ? version_->delta[i] : version_->full[i];
+  }
+
+  void FinishOnce(grpc::Status status) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (finished_) return;
+      finished_ = true;
+    }
+    Finish(std::move(status));
+  }
+
+  // With no write in flight: sends the next chunk, or waits for its tensor.
   void Next() {
-    if (next_ == plan_.size()) {
+    if (next_ == count_) {
       fetches_->Increment();
-      Finish(grpc::Status::OK);
+      FinishOnce(grpc::Status::OK);
       return;
     }
-    const ChunkRef& c = plan_[next_];
+    // Fixed at layout (never written by the build): safe to read now.
+    const int32_t tensor =
+        recut_.empty() ? version_->full[next_].tensor_index : recut_[next_].tensor_index;
+    bool cancelled = false;
+    {
+      absl::MutexLock lock(&mu_);
+      cancelled = cancelled_;
+      if (!cancelled && !version_->WhenReady(tensor, [this] { OnReady(); })) {
+        waiting_ = true;  // OnReady takes mu_ first, so it sees this
+        return;
+      }
+    }
+    if (cancelled) {
+      FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, "the client went away"));
+      return;
+    }
+    Send();
+  }
+
+  // Called by the store (on its worker thread) once the next chunk's tensor
+  // is final.
+  void OnReady() {
+    bool remove = false, cancelled = false;
+    {
+      absl::MutexLock lock(&mu_);
+      waiting_ = false;
+      remove = done_;
+      cancelled = cancelled_;
+    }
+    if (remove) {
+      delete this;  // OnCancel finished the stream while it waited
+    } else if (cancelled) {
+      FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, "the client went away"));
+    } else {
+      Send();  // a cancel from now on ends the write with OnWriteDone(false)
+    }
+  }
+
+  void Send() {
+    const ChunkRef& c = Entry(next_);
     const WeightTensor& t = version_->weights.tensors[c.tensor_index];
     v1::WeightChunk h;
     h.set_version(version_->version);
@@ -600,10 +686,10 @@ class FetchReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
       h.set_tensor_last(true);
       h.set_tensor_crc32c(version_->tensor_crc32c[c.tensor_index]);
     }
-    if (next_ == 0) h.set_stream_bytes(stream_bytes_);
-    if (next_ + 1 == plan_.size()) {
+    if (next_ == 0 && stream_bytes_ > 0) h.set_stream_bytes(stream_bytes_);
+    if (next_ + 1 == count_) {
       h.set_last(true);
-      h.set_version_crc32c(version_->version_crc32c);
+      h.set_version_crc32c(version_->version_crc32c);  // final: the last tensor is ready
     }
     std::string header = h.SerializeAsString();
     if (c.size > 0) {
@@ -630,14 +716,23 @@ class FetchReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
     StartWrite(&buffer_);
   }
 
+  // Constant after construction.
   const std::shared_ptr<const PublishedVersion> version_;
-  const std::vector<ChunkRef> plan_;
   const bool delta_;
+  const std::vector<ChunkRef> recut_;
+  const size_t count_;
   Counter* const bytes_;
   Counter* const fetches_;
   int64_t stream_bytes_ = 0;
+  // Used by one thread at a time (the write and the wait alternate).
   size_t next_ = 0;
   grpc::ByteBuffer buffer_;  // the write in flight
+
+  absl::Mutex mu_;
+  bool waiting_ ABSL_GUARDED_BY(mu_) = false;  // a store callback is registered
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;  // Finish called
+  bool done_ ABSL_GUARDED_BY(mu_) = false;      // OnDone called
 };
 
 class ErrorReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
@@ -664,8 +759,11 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* LearnerService::FetchPolicy(
   // exact_version names that version, 0 (the initial weights) included: a
   // deterministic actor's lease may pin version 0 after a restart, when the
   // latest is newer.
-  std::shared_ptr<const PublishedVersion> v =
-      req.version() > 0 || req.exact_version() ? store_->Get(req.version()) : store_->Latest();
+  // An exact version may still be being built (streamed as it is built);
+  // "the latest" is the latest complete one.
+  std::shared_ptr<const PublishedVersion> v = req.version() > 0 || req.exact_version()
+                                                  ? store_->GetPublished(req.version())
+                                                  : store_->Latest();
   if (v == nullptr) {
     return new ErrorReactor(
         grpc::Status(grpc::StatusCode::NOT_FOUND,
@@ -678,8 +776,9 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* LearnerService::FetchPolicy(
   }
   int64_t chunk = req.chunk_bytes() <= 0 ? 0 : std::min(req.chunk_bytes(), options_.chunk_bytes);
   bool delta = req.delta() && req.version() > 0 && v->HasDeltaFrom(req.base_version());
-  std::vector<ChunkRef> plan = v->Plan(delta, req.base_version(), delta ? 0 : chunk);
-  return new FetchReactor(std::move(v), std::move(plan), delta, weight_bytes_, fetches_);
+  std::vector<ChunkRef> recut;
+  if (!delta && chunk > 0 && chunk != v->chunk_bytes) recut = v->Plan(false, 0, chunk);
+  return new FetchReactor(std::move(v), delta, std::move(recut), weight_bytes_, fetches_);
 }
 
 // ---------------------------------------------------------------------------
