@@ -139,6 +139,18 @@ void Ledger::SetState(int64_t seq, State s) {
   if (s == State::kTrained || s == State::kFiltered || s == State::kFailed) ++it.settles;
 }
 
+int64_t StepsBetween(int64_t from, int64_t to,
+                     const std::vector<std::pair<int64_t, int64_t>>& retired) {
+  if (from > to) return -StepsBetween(to, from, retired);
+  int64_t steps = to - from;
+  for (const auto& [first, last] : retired) {
+    // The numbers first..last + 1 that lie in (from, to] carry no step.
+    const int64_t lo = std::max(first, from + 1), hi = std::min(last + 1, to);
+    if (hi >= lo) steps -= hi - lo + 1;
+  }
+  return steps;
+}
+
 void Ledger::Requeue(int64_t seq) {
   Item& it = items_[seq];
   it.lease_live = false;
@@ -257,7 +269,8 @@ std::vector<LeaseGrant> Ledger::Lease(int max, int64_t actor_version, const std:
     }
   } else {
     int64_t v_eff = VersionLocked() + (training_ ? 1 : 0);
-    int64_t lag = std::max<int64_t>(0, v_eff - std::min(actor_version, VersionLocked()));
+    int64_t lag = std::max<int64_t>(
+        0, StepsBetween(std::min(actor_version, VersionLocked()), v_eff, options_.retired_versions));
     int64_t in_flight =
         state_count_[static_cast<int>(State::kLeased)] + static_cast<int64_t>(buffered_.size());
     int64_t capacity = (K + 1 - lag) * P - in_flight;
@@ -403,13 +416,16 @@ absl::StatusOr<SubmitOutcome> Ledger::Submit(const std::string& lease_id,
       }
     }
   }
-  if (!options_.deterministic && verdict.min_version < VersionLocked() - options_.max_staleness) {
+  if (!options_.deterministic &&
+      StepsBetween(verdict.min_version, VersionLocked(), options_.retired_versions) >
+          options_.max_staleness) {
     if (it.state == State::kLeased) Requeue(s);
     it.lease_id.clear();  // a resubmission of this lease is refused (re_leased)
     ++events_.stale;
     out.reason_code = "stale";
     out.reason = absl::StrCat("tokens of version ", verdict.min_version, " are more than ",
-                              options_.max_staleness, " versions older than ", VersionLocked());
+                              options_.max_staleness, " training steps older than version ",
+                              VersionLocked());
     return out;
   }
   out.accepted = true;
@@ -468,7 +484,8 @@ std::optional<LedgerBatch> Ledger::TakeBatchLocked() {
     // Staleness at assembly: the batch trains at version().
     for (auto it = buffered_.begin(); it != buffered_.end();) {
       int64_t s = *it++;
-      if (items_[s].min_version < VersionLocked() - options_.max_staleness) {
+      if (StepsBetween(items_[s].min_version, VersionLocked(), options_.retired_versions) >
+          options_.max_staleness) {
         items_[s].lease_id.clear();
         items_[s].accepted_lease.clear();
         Requeue(s);

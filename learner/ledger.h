@@ -103,6 +103,14 @@ struct LedgerOptions {
   absl::Duration share_hold = absl::Seconds(1);
 };
 
+// Training steps between the weights of version `from` and those of
+// version `to`: to - from, less the numbers a restart skipped. A retired
+// range [first, last] was published by a dead learner, and the resumed one
+// published the weights of version first - 1 again as last + 1; so from
+// first - 1 to last + 1 is no step. Negative when from > to.
+int64_t StepsBetween(int64_t from, int64_t to,
+                     const std::vector<std::pair<int64_t, int64_t>>& retired);
+
 struct LeaseGrant {
   std::string lease_id;
   int64_t prompt_id = 0;

@@ -89,6 +89,26 @@ TEST(LedgerTest, LeasesByActorAndCurrentEpoch) {
 // A resumed learner numbers past the versions a dead one published after
 // the checkpoint: the restored ledger continues from the shifted base, and a
 // group with a token of a retired version is refused and queued again.
+TEST(LedgerTest, StepsBetweenSkipsWhatARestartRenumbered) {
+  EXPECT_EQ(StepsBetween(3, 7, {}), 4);
+  EXPECT_EQ(StepsBetween(7, 3, {}), -4);
+  EXPECT_EQ(StepsBetween(5, 5, {}), 0);
+  // Checkpoint of 2, the dead learner published 3..5, 6 = the weights of 2.
+  const std::vector<std::pair<int64_t, int64_t>> once = {{3, 5}};
+  EXPECT_EQ(StepsBetween(2, 6, once), 0);
+  EXPECT_EQ(StepsBetween(1, 6, once), 1);
+  EXPECT_EQ(StepsBetween(1, 8, once), 3);
+  EXPECT_EQ(StepsBetween(6, 8, once), 2);
+  EXPECT_EQ(StepsBetween(8, 1, once), -3);
+  EXPECT_EQ(StepsBetween(0, 2, once), 2);
+  // Twice: then a checkpoint of 7, the dead one published 8..9, 10 = 7.
+  const std::vector<std::pair<int64_t, int64_t>> twice = {{3, 5}, {8, 9}};
+  EXPECT_EQ(StepsBetween(1, 11, twice), 1 + 1 + 1);  // 1->2, 6->7, 10->11
+  // A start without a checkpoint after versions 0..4: 5 is the fresh
+  // initial weights again.
+  EXPECT_EQ(StepsBetween(5, 7, {{0, 4}}), 2);
+}
+
 TEST(LedgerTest, RestoreWithVersionShiftRefusesRetiredVersions) {
   LedgerOptions o = Small(4, 2, 1);
   o.start_version = 2;
@@ -125,8 +145,16 @@ TEST(LedgerTest, RestoreWithVersionShiftRefusesRetiredVersions) {
   EXPECT_EQ(r->Counts().queued, 3);
   // The same lease again: refused (its prompt is queued, not held by it).
   EXPECT_EQ(r->Submit(a[0].lease_id, Good(6), group(a[0], {6}), kT0)->reason_code, "re_leased");
-  // Tokens of the new version: accepted.
-  EXPECT_TRUE(r->Submit(a[1].lease_id, Good(6), group(a[1], {6, 6}), kT0)->accepted);
+  // Version 1 is one step behind 6 (= the weights of 2; 3..5 and 6 carry
+  // no step): accepted with K = 1, as it was before the restart.
+  EXPECT_TRUE(r->Submit(a[1].lease_id, Good(1), group(a[1], {1, 6}), kT0)->accepted);
+  // Version 0 is two steps behind: stale. Its prompt is queued again.
+  std::vector<LeaseGrant> b = r->Lease(1, 6, "a", kT0);
+  ASSERT_EQ(b.size(), 1u);
+  out = r->Submit(b[0].lease_id, Good(0), group(b[0], {0}), kT0);
+  EXPECT_EQ(out->reason_code, "stale");
+  EXPECT_NE(out->reason.find("more than 1 training steps older than version 6"), std::string::npos)
+      << out->reason;
   // Deterministic mode keeps its numbering (pins are version numbers).
   LedgerOptions det = Small(4, 2, 1);
   det.deterministic = true;

@@ -465,15 +465,17 @@ std::pair<double, double> LearnerLoop::WriteMetrics(const LeaseStageSpec& spec, 
   double staleness_sum = 0;
   Histogram* staleness = metrics_->GetHistogram(
       "cohort_learner_trained_token_staleness",
-      "Versions between the trained policy and the version that produced each trained token.",
+      "Training steps between the trained policy and the version that produced each trained "
+      "token.",
       Histogram::LinearBuckets(0, 1, 8));
   int64_t trained_version = version_ - (spec.kind == "grpo" ? 1 : 0);
   for (const auto& g : batch.groups) {
     for (const TrainSample& s : g->samples) {
       tokens += static_cast<int64_t>(s.tokens.size());
       for (int64_t v : s.versions) {
-        staleness->Observe(static_cast<double>(trained_version - v));
-        staleness_sum += static_cast<double>(trained_version - v);
+        const double steps = static_cast<double>(StepsBetween(v, trained_version, retired_));
+        staleness->Observe(steps);
+        staleness_sum += steps;
       }
     }
   }

@@ -210,7 +210,7 @@ LearnerService::LearnerService(LearnerServiceOptions options, WeightStore* store
       metrics_->GetCounter("cohort_learner_weight_fetches_total", "FetchPolicy streams completed.");
   staleness_ = metrics_->GetHistogram(
       "cohort_learner_submitted_token_staleness",
-      "Versions between the latest policy and each accepted token's version.",
+      "Training steps between the latest policy and each accepted token's version.",
       Histogram::LinearBuckets(0, 1, 8));
 }
 
@@ -533,7 +533,8 @@ grpc::Status LearnerService::SubmitGroup(grpc::ServerContext*, const v1::SubmitG
   for (const TrainSample& s : checked->group->samples) {
     tokens += static_cast<int64_t>(s.tokens.size());
     for (int64_t v : s.versions) {
-      staleness_->Observe(static_cast<double>(latest - v));
+      staleness_->Observe(
+          static_cast<double>(StepsBetween(v, latest, stage.ledger->options().retired_versions)));
       if (actor != actors_.end()) actor->second.versions_seen.insert(v);
     }
   }
