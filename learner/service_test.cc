@@ -299,6 +299,31 @@ TEST_F(LearnerServiceTest, LeaseSubmitRefusalsAndStatus) {
   EXPECT_TRUE(hresp.drain());
 }
 
+// Verifies one streamed chunk's CRCs and applies it to `tensors` (a delta
+// chunk XORs into the tensor's bytes), appending each finished tensor to
+// `all`; on the last chunk checks the whole version's CRC. Returns whether
+// the chunk was a delta.
+bool ApplyChunk(const v1::WeightChunk& c, std::map<std::string, std::string>* tensors,
+                std::string* all) {
+  EXPECT_EQ(Crc32c(c.data()), c.crc32c());
+  std::string& t = (*tensors)[c.tensor_name()];
+  t.resize(c.tensor_bytes());
+  const bool delta = c.encoding() == v1::WEIGHT_ENCODING_XOR_RLE;
+  if (delta) {
+    EXPECT_TRUE(
+        XorRleApply(c.data(), reinterpret_cast<uint8_t*>(t.data()) + c.offset(), c.decoded_bytes())
+            .ok());
+  } else {
+    std::memcpy(t.data() + c.offset(), c.data().data(), c.data().size());
+  }
+  if (c.tensor_last()) {
+    EXPECT_EQ(Crc32c(t), c.tensor_crc32c()) << c.tensor_name();
+    *all += t;
+  }
+  if (c.last()) EXPECT_EQ(Crc32c(*all), c.version_crc32c());
+  return delta;
+}
+
 // Streams a version, verifying every CRC, and rebuilds the tensors.
 std::map<std::string, std::string> Fetch(v1::Learner::Stub* stub, int64_t version, bool delta,
                                          int64_t base,
@@ -316,26 +341,11 @@ std::map<std::string, std::string> Fetch(v1::Learner::Stub* stub, int64_t versio
   bool last = false;
   *delta_chunks = 0;
   while (reader->Read(&c)) {
-    EXPECT_EQ(Crc32c(c.data()), c.crc32c());
-    std::string& t = out[c.tensor_name()];
-    t.resize(c.tensor_bytes());
-    if (c.encoding() == v1::WEIGHT_ENCODING_XOR_RLE) {
+    if (ApplyChunk(c, &out, &all)) {
       ++*delta_chunks;
       EXPECT_EQ(c.base_version(), base);
-      EXPECT_TRUE(XorRleApply(c.data(), reinterpret_cast<uint8_t*>(t.data()) + c.offset(),
-                              c.decoded_bytes())
-                      .ok());
-    } else {
-      std::memcpy(t.data() + c.offset(), c.data().data(), c.data().size());
     }
-    if (c.tensor_last()) {
-      EXPECT_EQ(Crc32c(t), c.tensor_crc32c()) << c.tensor_name();
-      all += t;
-    }
-    if (c.last()) {
-      EXPECT_EQ(Crc32c(all), c.version_crc32c());
-      last = true;
-    }
+    last |= c.last();
   }
   grpc::Status s = reader->Finish();
   EXPECT_TRUE(s.ok()) << s.error_message();
@@ -638,23 +648,8 @@ class FetchWhileBuildingTest : public ::testing::Test {
       v1::WeightChunk c;
       std::string all;
       while (reader->Read(&c)) {
-        EXPECT_EQ(Crc32c(c.data()), c.crc32c());
-        EXPECT_EQ(c.encoding() == v1::WEIGHT_ENCODING_XOR_RLE, delta);
-        std::string& t = st->tensors[c.tensor_name()];
-        t.resize(c.tensor_bytes());
-        if (c.encoding() == v1::WEIGHT_ENCODING_XOR_RLE) {
-          EXPECT_TRUE(XorRleApply(c.data(), reinterpret_cast<uint8_t*>(t.data()) + c.offset(),
-                                  c.decoded_bytes())
-                          .ok());
-        } else {
-          std::memcpy(t.data() + c.offset(), c.data().data(), c.data().size());
-        }
-        if (c.tensor_last()) {
-          EXPECT_EQ(Crc32c(t), c.tensor_crc32c()) << c.tensor_name();
-          all += t;
-        }
+        EXPECT_EQ(ApplyChunk(c, &st->tensors, &all), delta);
         if (c.last()) {
-          EXPECT_EQ(Crc32c(all), c.version_crc32c());
           if (store_->Get(version) == nullptr) st->last_before_visible = true;
           st->last = true;
         }
