@@ -1,8 +1,13 @@
 #include "actor/learner_client.h"
 
+#include <string>
 #include <utility>
+#include <vector>
 
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/impl/rpc_method.h>
+#include <grpcpp/support/byte_buffer.h>
+#include <grpcpp/support/sync_stream.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -23,7 +28,11 @@ absl::Status CallStatus(const char* rpc, const grpc::Status& status) {
 class GrpcLearnerClient final : public LearnerClient {
  public:
   GrpcLearnerClient(std::shared_ptr<grpc::Channel> channel, GrpcLearnerClientOptions options)
-      : stub_(v1::Learner::NewStub(channel)), options_(options) {}
+      : channel_(channel),
+        stub_(v1::Learner::NewStub(channel)),
+        options_(options),
+        fetch_method_name_(absl::StrCat("/", v1::Learner::service_full_name(), "/FetchPolicy")),
+        fetch_method_(fetch_method_name_.c_str(), grpc::internal::RpcMethod::SERVER_STREAMING) {}
 
   absl::StatusOr<v1::JoinResponse> Join(const v1::JoinRequest& request) override {
     return Unary<v1::JoinResponse>("Join", [&](grpc::ClientContext* c, v1::JoinResponse* r) {
@@ -51,17 +60,36 @@ class GrpcLearnerClient final : public LearnerClient {
                                           });
   }
 
-  absl::Status FetchPolicy(
-      const v1::FetchPolicyRequest& request,
-      const std::function<absl::Status(const v1::WeightChunk&)>& on_chunk) override {
+  absl::Status FetchPolicy(const v1::FetchPolicyRequest& request,
+                           const std::function<absl::Status(const ChunkView&)>& on_chunk) override {
     grpc::ClientContext context;
     context.set_deadline(absl::ToChronoTime(absl::Now() + options_.fetch_timeout));
-    std::unique_ptr<grpc::ClientReader<v1::WeightChunk>> reader =
-        stub_->FetchPolicy(&context, request);
-    v1::WeightChunk chunk;
+    // The stub's method, read as raw messages (the generated stub would
+    // parse each chunk into a WeightChunk, copying its payload).
+    std::unique_ptr<grpc::ClientReader<grpc::ByteBuffer>> reader(
+        grpc::internal::ClientReaderFactory<grpc::ByteBuffer>::Create(channel_.get(), fetch_method_,
+                                                                      &context, request));
+    grpc::ByteBuffer message;
+    std::vector<grpc::Slice> slices;
+    std::vector<absl::string_view> pieces, payload;
+    v1::WeightChunk meta;
     absl::Status callback_status;
-    while (reader->Read(&chunk)) {
-      callback_status = on_chunk(chunk);
+    while (reader->Read(&message)) {
+      slices.clear();
+      pieces.clear();
+      callback_status = FromGrpcStatus(message.Dump(&slices));
+      if (callback_status.ok()) {
+        for (const grpc::Slice& s : slices) {
+          pieces.emplace_back(reinterpret_cast<const char*>(s.begin()), s.size());
+        }
+        meta.Clear();
+        callback_status = ParseWeightChunk(pieces, &meta, &payload);
+        if (!callback_status.ok()) {
+          callback_status =
+              absl::DataLossError(absl::StrCat("Learner.FetchPolicy: ", callback_status.message()));
+        }
+      }
+      if (callback_status.ok()) callback_status = on_chunk(ChunkView(meta, payload));
       if (!callback_status.ok()) {
         context.TryCancel();
         break;
@@ -83,8 +111,11 @@ class GrpcLearnerClient final : public LearnerClient {
     return response;
   }
 
+  const std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Learner::Stub> stub_;
   const GrpcLearnerClientOptions options_;
+  const std::string fetch_method_name_;
+  const grpc::internal::RpcMethod fetch_method_;  // names fetch_method_name_
 };
 
 }  // namespace

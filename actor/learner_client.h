@@ -4,7 +4,10 @@
 // reconnect; FAILED_PRECONDITION on Join: refused, exit).
 //
 // GrpcLearnerClient speaks gRPC over a channel (core/rpc.h MakeChannel, so
-// TLS and the bearer token apply); FakeLearner (actor/testing/fakes.h) is
+// TLS and the bearer token apply). Its FetchPolicy reads each chunk as raw
+// bytes and hands the payload over as views into the received slices
+// (ParseWeightChunk): a chunk's bytes are not copied before the callback
+// reads them. FakeLearner (actor/testing/fakes.h) is
 // an in-memory learner for tests.
 //
 // Thread-safety: implementations are thread-safe (the heartbeat, weight
@@ -20,6 +23,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "actor/chunk_view.h"
 #include "cohort/v1/learner.pb.h"
 
 namespace cohort::actor {
@@ -36,10 +40,11 @@ class LearnerClient {
   virtual absl::StatusOr<cohort::v1::SubmitGroupResponse> SubmitGroup(
       const cohort::v1::SubmitGroupRequest& request) = 0;
   // Streams a version; `on_chunk` is called for each chunk in order and may
-  // return an error to cancel the stream (that error is returned).
+  // return an error to cancel the stream (that error is returned). The view
+  // (actor/chunk_view.h) is valid only during the call.
   virtual absl::Status FetchPolicy(
       const cohort::v1::FetchPolicyRequest& request,
-      const std::function<absl::Status(const cohort::v1::WeightChunk&)>& on_chunk) = 0;
+      const std::function<absl::Status(const ChunkView&)>& on_chunk) = 0;
 };
 
 struct GrpcLearnerClientOptions {

@@ -24,12 +24,13 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/notification.h"
-#include "core/blas_threads.h"
 #include "actor/engine_generator.h"
 #include "actor/learner_client.h"
 #include "actor/reward_client.h"
 #include "actor/rollout.h"
+#include "core/blas_threads.h"
 #include "core/logging.h"
+#include "core/malloc_tuning.h"
 #include "core/metrics.h"
 #include "core/rpc.h"
 #include "core/service.h"
@@ -111,6 +112,8 @@ std::vector<std::string> RewardAddresses(const std::string& flag, const cohort::
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Weight streams: gRPC's read buffers are reused, not faulted in afresh.
+  cohort::KeepLargeAllocations();
   cohort::ServiceMain service(
       "actor", "cohort-actor",
       "A cohort actor: joins the learner (its address is all it needs), fetches the policy's "

@@ -58,19 +58,21 @@ bool ReadVarint(const uint8_t** p, const uint8_t* end, uint64_t* value) {
 // bytes written are CRC'd while they are still in cache.
 constexpr size_t kSlice = 64 << 10;
 
-absl::Status WeightAssembler::AppendDecoded(const v1::WeightChunk& chunk, HostTensor* t,
-                                            uint32_t* crc) {
-  const std::string& data = chunk.data();
+absl::Status WeightAssembler::AppendDecoded(const ChunkView& view, HostTensor* t, uint32_t* crc) {
+  const v1::WeightChunk& chunk = view.meta();
   // Every append below stays within the capacity reserved for the tensor
   // (Add checked the sizes), so t->data never moves.
   if (chunk.encoding() == v1::WEIGHT_ENCODING_RAW) {
     // The CRC of the copied bytes, which Add compares with the chunk's: it
-    // verifies the payload and the buffer in one pass.
+    // verifies the payload and the buffer in one pass. The payload's pieces
+    // (views into the received message) are copied straight into the tensor.
     uint32_t c = 0;
-    for (size_t off = 0; off < data.size(); off += kSlice) {
-      const size_t n = std::min(kSlice, data.size() - off);
-      t->data.append(data, off, n);
-      c = Crc32cExtend(c, t->data.data() + t->data.size() - n, n);
+    for (absl::string_view piece : view.data()) {
+      for (size_t off = 0; off < piece.size(); off += kSlice) {
+        const size_t n = std::min(kSlice, piece.size() - off);
+        t->data.append(piece.data() + off, n);
+        c = Crc32cExtend(c, t->data.data() + t->data.size() - n, n);
+      }
     }
     *crc = c;
     return absl::OkStatus();
@@ -78,6 +80,9 @@ absl::Status WeightAssembler::AppendDecoded(const v1::WeightChunk& chunk, HostTe
   if (chunk.encoding() != v1::WEIGHT_ENCODING_XOR_RLE) {
     return Fail(absl::StrCat(t->name, ": unknown encoding ", chunk.encoding()));
   }
+  // A delta is decoded from one contiguous payload (a message received in
+  // several slices is joined first: deltas are the small streams).
+  const absl::string_view data = view.Flatten(&scratch_);
   saw_delta_ = true;
   const size_t index = weights_.tensors.size() - 1;
   if (base_ == nullptr || chunk.base_version() != base_->version) {
@@ -146,7 +151,8 @@ absl::Status WeightAssembler::AppendDecoded(const v1::WeightChunk& chunk, HostTe
   return absl::OkStatus();
 }
 
-absl::Status WeightAssembler::Add(const v1::WeightChunk& chunk) {
+absl::Status WeightAssembler::Add(const ChunkView& view) {
+  const v1::WeightChunk& chunk = view.meta();
   if (done_) return Fail("chunk after the last one");
   if (!started_) {
     if (want_version_ >= 0 && chunk.version() != want_version_) {
@@ -166,22 +172,19 @@ absl::Status WeightAssembler::Add(const v1::WeightChunk& chunk) {
     return Fail(
         absl::StrCat("tensor_count changed from ", tensor_count_, " to ", chunk.tensor_count()));
   }
-  const std::string& data = chunk.data();
+  const size_t size = view.size();
   const bool raw = chunk.encoding() == v1::WEIGHT_ENCODING_RAW;
   auto mismatch = [&] {
     return Fail(absl::StrCat("checksum mismatch in ", chunk.tensor_name(), " at offset ",
-                             chunk.offset(), " (", data.size(), " bytes)"));
+                             chunk.offset(), " (", size, " bytes)"));
   };
   // An encoded payload is checked before it is decoded; a raw one as it is
   // copied into the tensor (below), which checks the copy too.
-  if (!raw && Crc32c(data) != chunk.crc32c()) return mismatch();
-  const int64_t decoded = chunk.encoding() == v1::WEIGHT_ENCODING_RAW
-                              ? static_cast<int64_t>(data.size())
-                              : chunk.decoded_bytes();
-  if (chunk.encoding() == v1::WEIGHT_ENCODING_RAW && chunk.decoded_bytes() != 0 &&
-      chunk.decoded_bytes() != decoded) {
+  if (!raw && view.Crc32c() != chunk.crc32c()) return mismatch();
+  const int64_t decoded = raw ? static_cast<int64_t>(size) : chunk.decoded_bytes();
+  if (raw && chunk.decoded_bytes() != 0 && chunk.decoded_bytes() != decoded) {
     return Fail(absl::StrCat(chunk.tensor_name(), ": decoded_bytes ", chunk.decoded_bytes(),
-                             " for ", data.size(), " raw bytes"));
+                             " for ", size, " raw bytes"));
   }
   const int32_t next_index = static_cast<int32_t>(weights_.tensors.size());
   HostTensor* t = weights_.tensors.empty() ? nullptr : &weights_.tensors.back();
@@ -242,14 +245,14 @@ absl::Status WeightAssembler::Add(const v1::WeightChunk& chunk) {
   }
   const size_t begin = t->data.size();
   uint32_t fresh_crc = 0;  // of the bytes just written into the tensor
-  RETURN_IF_ERROR(AppendDecoded(chunk, t, &fresh_crc));
+  RETURN_IF_ERROR(AppendDecoded(view, t, &fresh_crc));
   const size_t fresh_size = t->data.size() - begin;
   if (raw && fresh_crc != chunk.crc32c()) return mismatch();
   tensor_crc_ = Crc32cCombine(tensor_crc_, fresh_crc, static_cast<int64_t>(fresh_size));
   if (static_cast<int64_t>(t->data.size()) == tensor_bytes_) {
     running_crc_ = Crc32cCombine(running_crc_, tensor_crc_, tensor_bytes_);  // tensor complete
   }
-  bytes_ += static_cast<int64_t>(data.size());
+  bytes_ += static_cast<int64_t>(size);
   if (chunk.tensor_last()) {
     if (static_cast<int64_t>(t->data.size()) != tensor_bytes_) {
       return Fail(absl::StrCat(t->name, ": tensor_last after ", t->data.size(), " of ",
@@ -332,8 +335,8 @@ absl::StatusOr<HostWeights> WeightClient::FetchOnce(int64_t version, bool exact,
     request.set_delta(true);
     request.set_base_version(base->version);
   }
-  absl::Status status = learner_->FetchPolicy(
-      request, [&](const v1::WeightChunk& chunk) { return assembler.Add(chunk); });
+  absl::Status status =
+      learner_->FetchPolicy(request, [&](const ChunkView& chunk) { return assembler.Add(chunk); });
   *bytes = assembler.bytes_received();
   *delta = assembler.saw_delta();
   *recycled = assembler.reused_bytes() > 0;

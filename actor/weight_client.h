@@ -43,11 +43,13 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "actor/chunk_view.h"
 #include "actor/learner_client.h"
 #include "actor/weights.h"
 #include "cohort/v1/learner.pb.h"
@@ -62,7 +64,8 @@ class WeightAssembler {
   // delta was asked for; a delta chunk then fails).
   explicit WeightAssembler(int64_t version, std::shared_ptr<const HostWeights> base = nullptr)
       : want_version_(version), base_(std::move(base)) {}
-  absl::Status Add(const cohort::v1::WeightChunk& chunk);
+  absl::Status Add(const ChunkView& chunk);
+  absl::Status Add(const cohort::v1::WeightChunk& chunk) { return Add(ChunkView(chunk)); }
   // After the last chunk: the verified weights. DATA_LOSS if the stream
   // ended early.
   absl::StatusOr<HostWeights> Finish();
@@ -85,7 +88,7 @@ class WeightAssembler {
 
   // Appends the chunk's decoded bytes to t; *crc = their CRC-32C, computed
   // from the bytes in t.
-  absl::Status AppendDecoded(const cohort::v1::WeightChunk& chunk, HostTensor* t, uint32_t* crc);
+  absl::Status AppendDecoded(const ChunkView& chunk, HostTensor* t, uint32_t* crc);
 
   const int64_t want_version_;
   const std::shared_ptr<const HostWeights> base_;
@@ -100,6 +103,7 @@ class WeightAssembler {
   uint32_t running_crc_ = 0;  // over all complete tensors' decoded bytes
   int64_t bytes_ = 0;         // payload received
   bool saw_delta_ = false;
+  std::string scratch_;  // a delta payload received in several pieces, joined
 };
 
 struct WeightClientOptions {

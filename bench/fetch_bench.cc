@@ -5,12 +5,17 @@
 //     concurrent clients, each on its own connection, verifying every
 //     chunk's CRC-32C as it streams and discarding the bytes, against a
 //     plain TCP stream of the same chunks (same chunk size, a small header
-//     per chunk, the same CRC check on the client). Lines:
+//     per chunk, the same CRC check on the client). The gRPC clients use
+//     the actor's receive path (GrpcLearnerClient: raw messages, payload
+//     views into the received slices). Lines:
 //       {"clients": N, "grpc_gbytes_per_s": x, "tcp_gbytes_per_s": y, "ratio": x/y,
-//        "pair_ratios": [...], "grpc_cpu_s_per_gb": ..., "tcp_cpu_s_per_gb": ...}
+//        "pair_ratios": [...], "grpc_cpu_s_per_gb": ..., "tcp_cpu_s_per_gb": ...,
+//        "grpc_parsed_gbytes_per_s": z}
 //     (aggregate over the clients; x and y the medians of 3 interleaved
 //     gRPC/TCP pairs, pair_ratios each pair's ratio; *_cpu_s_per_gb the
-//     benchmark process's CPU seconds, server and clients, per GB streamed).
+//     benchmark process's CPU seconds, server and clients, per GB streamed;
+//     z the median rate through the generated stub, which parses each chunk
+//     into a WeightChunk and so copies its payload, run before each pair).
 //  2. Bytes per version, full vs delta, after one AdamW update of fp32
 //     master weights (Adam's first step moves each weight by lr = 1e-6)
 //     rounded to bf16.
@@ -85,6 +90,7 @@
 #include "actor/weight_client.h"
 #include "cohort/v1/learner.grpc.pb.h"
 #include "core/crc32c.h"
+#include "core/malloc_tuning.h"
 #include "core/rpc.h"
 #include "learner/service.h"
 #include "learner/weight_store.h"
@@ -186,8 +192,29 @@ std::shared_ptr<grpc::Channel> OwnChannel(const std::string& address) {
   return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
 }
 
-// One client: streams `version`, verifies chunk CRCs; returns payload bytes.
+// One client: streams `version` through the actor's own receive path
+// (GrpcLearnerClient::FetchPolicy: raw messages, the payload as views into
+// the received slices), verifies each chunk's CRC-32C; returns payload bytes.
 int64_t GrpcFetch(const std::string& address, int64_t version) {
+  std::unique_ptr<actor::LearnerClient> client = actor::MakeGrpcLearnerClient(OwnChannel(address));
+  v1::FetchPolicyRequest req;
+  req.set_version(version);
+  int64_t bytes = 0;
+  absl::Status s = client->FetchPolicy(req, [&](const actor::ChunkView& c) {
+    if (c.Crc32c() != c.meta().crc32c()) {
+      std::fprintf(stderr, "CRC mismatch\n");
+      std::abort();
+    }
+    bytes += static_cast<int64_t>(c.size());
+    return absl::OkStatus();
+  });
+  if (!s.ok()) std::abort();
+  return bytes;
+}
+
+// The same through the generated stub, which parses each chunk into a
+// WeightChunk (copying its payload): what GrpcFetch saves.
+int64_t GrpcParsedFetch(const std::string& address, int64_t version) {
   auto stub = v1::Learner::NewStub(OwnChannel(address));
   grpc::ClientContext ctx;
   v1::FetchPolicyRequest req;
@@ -354,7 +381,7 @@ SwapTimes DeltaSwap(actor::LearnerClient* client, int64_t version,
   const double cpu0 = ThreadCpuSeconds();
   absl::Time first = absl::InfiniteFuture();
   absl::Duration in_add;
-  absl::Status status = client->FetchPolicy(req, [&](const v1::WeightChunk& c) {
+  absl::Status status = client->FetchPolicy(req, [&](const actor::ChunkView& c) {
     const absl::Time now = absl::Now();
     if (first == absl::InfiniteFuture()) first = now;
     absl::Status s = assembler.Add(c);
@@ -436,9 +463,11 @@ int Main() {
   // 0.46-0.75 at unchanged code), the median of interleaved pairs much less.
   constexpr int kPairs = 3;
   for (int clients : {1, 4, 8}) {
-    std::vector<double> grpc_rates, tcp_rates, ratios, grpc_cpu, tcp_cpu;
+    std::vector<double> grpc_rates, tcp_rates, ratios, grpc_cpu, tcp_cpu, parsed_rates;
     const double gb = static_cast<double>(bytes) * clients / 1e9;
     for (int pair = 0; pair < kPairs; ++pair) {
+      parsed_rates.push_back(TimeClients(
+          clients, [&] { return GrpcParsedFetch(address, 0); }, bytes));
       double cpu0 = ProcessCpuSeconds();
       grpc_rates.push_back(TimeClients(
           clients, [&] { return GrpcFetch(address, 0); }, bytes));
@@ -467,9 +496,11 @@ int Main() {
     std::printf(
         "{\"clients\": %d, \"grpc_gbytes_per_s\": %.3f, \"tcp_gbytes_per_s\": %.3f, "
         "\"ratio\": %.3f, \"pair_ratios\": [%s], \"grpc_cpu_s_per_gb\": %.3f, "
-        "\"tcp_cpu_s_per_gb\": %.3f, \"version_bytes\": %lld, \"chunk_bytes\": %lld}\n",
+        "\"tcp_cpu_s_per_gb\": %.3f, \"grpc_parsed_gbytes_per_s\": %.3f, \"version_bytes\": "
+        "%lld, \"chunk_bytes\": %lld}\n",
         clients, grpc_rate, tcp_rate, grpc_rate / tcp_rate, pairs.c_str(), median(grpc_cpu),
-        median(tcp_cpu), static_cast<long long>(bytes), static_cast<long long>(kChunk));
+        median(tcp_cpu), median(parsed_rates), static_cast<long long>(bytes),
+        static_cast<long long>(kChunk));
     std::fflush(stdout);
   }
 
@@ -651,4 +682,7 @@ int Main() {
 }  // namespace
 }  // namespace cohort::learner
 
-int main() { return cohort::learner::Main(); }
+int main() {
+  cohort::KeepLargeAllocations();  // as cohort-actor does (core/malloc_tuning.h)
+  return cohort::learner::Main();
+}

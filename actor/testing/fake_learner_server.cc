@@ -1,5 +1,6 @@
 #include "actor/testing/fake_learner_server.h"
 
+#include <string>
 #include <utility>
 
 #include <grpcpp/grpcpp.h>
@@ -33,7 +34,11 @@ class FakeLearnerServer::Service final : public v1::Learner::Service {
   }
   grpc::Status FetchPolicy(grpc::ServerContext*, const v1::FetchPolicyRequest* request,
                            grpc::ServerWriter<v1::WeightChunk>* writer) override {
-    return ToGrpcStatus(ledger_->FetchPolicy(*request, [&](const v1::WeightChunk& chunk) {
+    std::string scratch;
+    return ToGrpcStatus(ledger_->FetchPolicy(*request, [&](const ChunkView& view) {
+      v1::WeightChunk chunk = view.meta();
+      const absl::string_view data = view.Flatten(&scratch);
+      chunk.set_data(data.data(), data.size());
       return writer->Write(chunk) ? absl::OkStatus() : absl::CancelledError("client went away");
     }));
   }

@@ -502,7 +502,7 @@ absl::StatusOr<v1::SubmitGroupResponse> FakeLearner::SubmitGroup(
 
 absl::Status FakeLearner::FetchPolicy(
     const v1::FetchPolicyRequest& request,
-    const std::function<absl::Status(const v1::WeightChunk&)>& on_chunk) {
+    const std::function<absl::Status(const ChunkView&)>& on_chunk) {
   int64_t version;
   bool corrupt, delta;
   {
@@ -526,7 +526,12 @@ absl::Status FakeLearner::FetchPolicy(
     std::string* data = chunks[chunks.size() / 2].mutable_data();
     if (!data->empty()) (*data)[0] ^= 0x10;  // in flight: the chunk CRC no longer matches
   }
-  for (const v1::WeightChunk& c : chunks) RETURN_IF_ERROR(on_chunk(c));
+  for (const v1::WeightChunk& c : chunks) {
+    const absl::string_view d = c.data();
+    const size_t a = d.size() / 3, b = d.size() - d.size() / 5;
+    const absl::string_view pieces[3] = {d.substr(0, a), d.substr(a, b - a), d.substr(b)};
+    RETURN_IF_ERROR(on_chunk(ChunkView(c, pieces)));
+  }
   return absl::OkStatus();
 }
 

@@ -150,9 +150,10 @@ class FakeLearner final : public LearnerClient {
       const cohort::v1::HeartbeatRequest& request) override;
   absl::StatusOr<cohort::v1::SubmitGroupResponse> SubmitGroup(
       const cohort::v1::SubmitGroupRequest& request) override;
-  absl::Status FetchPolicy(
-      const cohort::v1::FetchPolicyRequest& request,
-      const std::function<absl::Status(const cohort::v1::WeightChunk&)>& on_chunk) override;
+  // Each chunk's payload is handed over in three uneven pieces, as a
+  // message received in several slices is.
+  absl::Status FetchPolicy(const cohort::v1::FetchPolicyRequest& request,
+                           const std::function<absl::Status(const ChunkView&)>& on_chunk) override;
 
   // Faults and control.
   void SetUnavailable(bool unavailable);
