@@ -443,7 +443,13 @@ grpc::Status LearnerService::Heartbeat(grpc::ServerContext*, const v1::Heartbeat
       ->GetCounter("cohort_learner_actor_generated_tokens_total",
                    "Tokens actors reported generating (Heartbeat).")
       ->Increment(static_cast<double>(std::max<int64_t>(0, req->generated_tokens())));
-  resp->set_latest_policy_version(std::max<int64_t>(0, store_->latest_version()));
+  // The newest version Publish() accepted, complete or not: an actor asks
+  // for it (version > 0, so WeightStore::GetPublished) and streams it while
+  // the store builds it; the stream's last chunk (version_crc32c, which the
+  // actor needs to install it) goes out only once the version is complete,
+  // so an actor never runs a version latest_version() does not count.
+  // Leases and staleness stay on the complete latest_version().
+  resp->set_latest_policy_version(std::max<int64_t>(0, store_->latest_published_version()));
   absl::Time now = absl::Now();
   if (stage.ledger == nullptr) {
     for (const auto& id : req->lease_ids()) resp->add_expired_lease_ids(id);

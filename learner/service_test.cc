@@ -591,6 +591,7 @@ class FetchWhileBuildingTest : public ::testing::Test {
     LearnerServiceOptions o;
     o.metrics = &registry_;
     o.chunk_bytes = kChunkBytes;
+    o.model.set_model_fingerprint("fp-building");  // a model to Join (for Heartbeat)
     service_ = std::make_unique<LearnerService>(o, store_.get());
     server_ = *RpcServer::Start(ServerOptions(), {service_.get()});
     channel_ = *MakeChannel(server_->address(), ChannelOptions());
@@ -617,7 +618,8 @@ class FetchWhileBuildingTest : public ::testing::Test {
   }
 
   // One client streaming a version on its own thread: it checks every
-  // checksum as Fetch() does and counts the chunks it has.
+  // checksum as Fetch() does and counts the chunks it has. `exact`: as a
+  // pinned fetch; false: as an actor asking for the latest it was told of.
   struct Stream {
     grpc::ClientContext ctx;
     std::atomic<int> chunks{0};
@@ -631,17 +633,18 @@ class FetchWhileBuildingTest : public ::testing::Test {
     }
   };
   std::unique_ptr<Stream> StartStream(int64_t version, bool delta,
-                                      const std::vector<std::vector<uint8_t>>& base) {
+                                      const std::vector<std::vector<uint8_t>>& base,
+                                      bool exact = true) {
     auto s = std::make_unique<Stream>();
     for (size_t t = 0; t < base.size(); ++t) {
       s->tensors["t" + std::to_string(t)] = std::string(base[t].begin(), base[t].end());
     }
     Stream* st = s.get();
-    s->thread = std::thread([this, st, version, delta] {
+    s->thread = std::thread([this, st, version, delta, exact] {
       auto stub = v1::Learner::NewStub(channel_);
       v1::FetchPolicyRequest req;
       req.set_version(version);
-      req.set_exact_version(true);
+      req.set_exact_version(exact);
       req.set_delta(delta);
       req.set_base_version(0);
       auto reader = stub->FetchPolicy(&st->ctx, req);
@@ -713,6 +716,59 @@ TEST_F(FetchWhileBuildingTest, StreamsTensorsAsTheyAreBuiltAndEndsWhenComplete) 
   auto missing = StartStream(2, false, {});
   missing->thread.join();
   EXPECT_EQ(missing->status.error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+// Heartbeat announces a version from Publish() on, while the store still
+// builds it (latest_version() is the previous one): an actor told of it
+// fetches it as it does any latest version (not exact, a delta against the
+// version it holds), gets the final tensors at once, and its stream ends,
+// every checksum verified, only once the version is complete and visible.
+TEST_F(FetchWhileBuildingTest, HeartbeatAnnouncesAVersionBeingBuiltAndItsFetchCompletes) {
+  auto stub = v1::Learner::NewStub(channel_);
+  std::string actor;
+  {
+    grpc::ClientContext ctx;
+    v1::JoinRequest req;
+    req.set_actor_name("told-at-publish");
+    req.set_slots(1);
+    req.set_protocol_version(v1::LEARNER_PROTOCOL_CURRENT);
+    v1::JoinResponse resp;
+    grpc::Status s = stub->Join(&ctx, req, &resp);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    EXPECT_EQ(resp.policy_version(), 0);
+    actor = resp.actor_id();
+  }
+  auto heartbeat = [&]() -> int64_t {
+    grpc::ClientContext ctx;
+    v1::HeartbeatRequest req;
+    req.set_actor_id(actor);
+    v1::HeartbeatResponse resp;
+    grpc::Status s = stub->Heartbeat(&ctx, req, &resp);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return resp.latest_policy_version();
+  };
+  EXPECT_EQ(heartbeat(), 0);
+
+  ASSERT_TRUE(store_->Publish(1, Snapshot(v1_)).ok());
+  WaitReached();  // version 1 is held part-way: tensor 3 is not final
+  ASSERT_EQ(store_->latest_version(), 0);
+  ASSERT_EQ(store_->Get(1), nullptr);
+  const int64_t announced = heartbeat();
+  EXPECT_EQ(announced, 1) << "Heartbeat announces the version being built";
+  EXPECT_EQ(store_->latest_version(), 0);  // still not complete
+
+  auto fetch = StartStream(announced, /*delta=*/true, v0_, /*exact=*/false);
+  ASSERT_TRUE(WaitChunks(*fetch, 12));  // tensors 0-2 while the build is held
+  EXPECT_FALSE(fetch->last.load());
+  Release();
+  fetch->thread.join();
+  EXPECT_TRUE(fetch->status.ok()) << fetch->status.error_message();
+  EXPECT_TRUE(fetch->last.load());
+  EXPECT_FALSE(fetch->last_before_visible.load());
+  EXPECT_EQ(fetch->chunks.load(), 32);
+  for (int t = 0; t < 8; ++t) EXPECT_EQ(fetch->tensors["t" + std::to_string(t)], Bytes(v1_[t]));
+  EXPECT_EQ(store_->latest_version(), 1);
+  EXPECT_EQ(heartbeat(), 1);
 }
 
 // A stream waiting for a build whose server shuts down, then the build
