@@ -136,7 +136,11 @@ TEST_F(RolloutTest, NewVersionsAreSwappedInWhileGenerating) {
   ASSERT_TRUE(WaitFor([&] { return learner_->trained().size() >= 10; }));
   learner_->Publish(2);
   ASSERT_TRUE(WaitFor([&] { return rollout_->policy_version() == 2; }));
+  // Work remains for version 3 however slow the swap (leases held until it).
+  learner_->HoldLeases(true);
   learner_->Publish(3);
+  ASSERT_TRUE(WaitFor([&] { return rollout_->policy_version() == 3; }));
+  learner_->HoldLeases(false);
   ASSERT_TRUE(WaitFor([&] { return rollout_->stats().policy_versions_seen.count(3) > 0; }));
   rollout_->RequestDrain();
   ASSERT_TRUE(Finish().ok());

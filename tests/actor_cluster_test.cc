@@ -198,8 +198,14 @@ TEST_F(ActorClusterTest, KilledActorLosesNothingAndVersionsAdvance) {
       << Logs();
   ASSERT_TRUE(WaitUntil([&] { return ledger_->trained().size() >= 6; }, absl::Seconds(60)))
       << Logs();
+  // No new work until the survivor runs version 2 (under load it could
+  // otherwise generate every remaining prompt with version 1 first).
+  ledger_->HoldLeases(true);
   a->Signal(SIGKILL);
   ledger_->Publish(2);
+  ASSERT_TRUE(WaitUntil([&] { return ledger_->max_reported_version() >= 2; }, absl::Seconds(60)))
+      << Logs();
+  ledger_->HoldLeases(false);
   ASSERT_TRUE(WaitUntil([&] { return ledger_->done(); }, absl::Seconds(90))) << Logs();
   ExpectExactlyOnce(160);
   bool v2 = false;

@@ -386,7 +386,7 @@ absl::StatusOr<v1::LeasePromptsResponse> FakeLearner::LeasePrompts(
   r.set_policy_version(latest_);
   r.set_drain(drain_);
   if (drain_) return r;
-  while (!queue_.empty() && r.leases_size() < request.max_prompts()) {
+  while (!hold_leases_ && !queue_.empty() && r.leases_size() < request.max_prompts()) {
     const int64_t prompt = queue_.front();
     queue_.pop_front();
     if (settled_.count(prompt) > 0) continue;
@@ -423,6 +423,7 @@ absl::StatusOr<v1::HeartbeatResponse> FakeLearner::Heartbeat(const v1::Heartbeat
   if (!s.ok()) return s;
   ExpireLocked();
   if (request.has_engine_time()) engine_time_ = request.engine_time();
+  max_reported_version_ = std::max(max_reported_version_, request.policy_version());
   v1::HeartbeatResponse r;
   r.set_latest_policy_version(latest_);
   r.set_drain(drain_);
@@ -533,6 +534,16 @@ absl::Status FakeLearner::FetchPolicy(
     RETURN_IF_ERROR(on_chunk(ChunkView(c, pieces)));
   }
   return absl::OkStatus();
+}
+
+void FakeLearner::HoldLeases(bool hold) {
+  absl::MutexLock lock(&mu_);
+  hold_leases_ = hold;
+}
+
+int64_t FakeLearner::max_reported_version() const {
+  absl::MutexLock lock(&mu_);
+  return max_reported_version_;
 }
 
 void FakeLearner::SetUnavailable(bool unavailable) {

@@ -164,6 +164,9 @@ class FakeLearner final : public LearnerClient {
   void Publish(int64_t version);
   void SetDrain(bool drain);
   void SetPinnedVersion(int64_t version);  // deterministic mode: version leases pin
+  // While held, LeasePrompts grants nothing (retry_after_ms 20): a test
+  // makes sure work remains for after an event (a swap) it waits for.
+  void HoldLeases(bool hold);
 
   // Accounting.
   std::map<int64_t, int> trained() const;  // prompt id -> accepted submissions
@@ -178,6 +181,8 @@ class FakeLearner final : public LearnerClient {
   int64_t joins() const;
   int64_t full_fetches() const;
   int64_t delta_fetches() const;
+  // The highest HeartbeatRequest.policy_version any actor reported.
+  int64_t max_reported_version() const;
   bool done() const;  // every prompt settled
 
  private:
@@ -193,6 +198,8 @@ class FakeLearner final : public LearnerClient {
   mutable absl::Mutex mu_;
   bool unavailable_ ABSL_GUARDED_BY(mu_) = false;
   bool drain_ ABSL_GUARDED_BY(mu_) = false;
+  bool hold_leases_ ABSL_GUARDED_BY(mu_) = false;
+  int64_t max_reported_version_ ABSL_GUARDED_BY(mu_) = 0;
   int corrupt_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t latest_ ABSL_GUARDED_BY(mu_) = 1;
   int64_t pinned_ ABSL_GUARDED_BY(mu_) = 1;
