@@ -37,10 +37,11 @@
 //                               GetPublished); the stream's last chunk
 //                               waits for the version to be complete
 //       "told": "when_visible"  the client asks once the version is
-//                               visible (WaitPublished), as an actor does
-//                               that learns of versions from Heartbeat's
-//                               latest_policy_version (the latest complete
-//                               version), not counting the heartbeat wait
+//                               visible (WaitPublished), as an actor did
+//                               when Heartbeat's latest_policy_version
+//                               announced complete versions only (it now
+//                               announces a version at Publish(), as
+//                               at_publish), not counting the heartbeat wait
 //     Times, all from the Publish() call, split by stage:
 //       publish_s       Publish() until the version is visible (the store's
 //                       CRC and delta work on WeightStoreOptions::threads)
