@@ -20,7 +20,9 @@
 // arena stays mapped (resident once touched). Returns whether both were set
 // (false on a C library other than glibc: a no-op).
 //
-// Used by cohort-actor (weight streams) and bench/fetch_bench.
+// Used by cohort-actor (weight streams), bench/fetch_bench and the learner's
+// Trainer (TrainerOptions::keep_freed_memory, with 1 GiB: a training step
+// frees and reallocates the same activations every step).
 //
 // Thread-safety: call once at start-up, before threads allocate.
 #ifndef COHORT_CORE_MALLOC_TUNING_H_
