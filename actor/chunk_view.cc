@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/crc32c.h"
+#include "core/varint.h"
 
 namespace cohort::actor {
 
@@ -100,14 +101,6 @@ class Cursor {
   size_t offset_ = 0;
   size_t position_ = 0;
 };
-
-void AppendVarint(uint64_t v, std::string* out) {
-  while (v >= 0x80) {
-    out->push_back(static_cast<char>((v & 0x7F) | 0x80));
-    v >>= 7;
-  }
-  out->push_back(static_cast<char>(v));
-}
 
 }  // namespace
 

@@ -82,7 +82,6 @@ class GrpcLearnerClient final : public LearnerClient {
         for (const grpc::Slice& s : slices) {
           pieces.emplace_back(reinterpret_cast<const char*>(s.begin()), s.size());
         }
-        meta.Clear();
         callback_status = ParseWeightChunk(pieces, &meta, &payload);
         if (!callback_status.ok()) {
           callback_status =

@@ -10,6 +10,7 @@
 #include "core/crc32c.h"
 #include "core/logging.h"
 #include "core/status.h"
+#include "core/varint.h"
 
 namespace cohort::actor {
 
@@ -35,24 +36,6 @@ int64_t DTypeBytes(v1::DType dtype) {
 absl::Status WeightAssembler::Fail(const std::string& what) const {
   return absl::DataLossError(absl::StrCat("weights version ", weights_.version, ": ", what));
 }
-
-namespace {
-
-// Reads one LEB128 varint from [*p, end).
-bool ReadVarint(const uint8_t** p, const uint8_t* end, uint64_t* value) {
-  uint64_t v = 0;
-  for (int shift = 0; shift < 64 && *p < end; shift += 7) {
-    const uint8_t b = *(*p)++;
-    v |= static_cast<uint64_t>(b & 0x7F) << shift;
-    if ((b & 0x80) == 0) {
-      *value = v;
-      return true;
-    }
-  }
-  return false;
-}
-
-}  // namespace
 
 // Decoding works through a chunk in slices of this many bytes, so that the
 // bytes written are CRC'd while they are still in cache.

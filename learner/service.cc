@@ -13,6 +13,7 @@
 #include "core/grpc_status.h"
 #include "core/logging.h"
 #include "core/rpc.h"
+#include "core/varint.h"
 
 namespace cohort::learner {
 namespace {
@@ -700,15 +701,10 @@ class FetchReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
     }
     std::string header = h.SerializeAsString();
     if (c.size > 0) {
-      // Field 7 (data), wire type 2, then its length; the bytes follow as
+      // The data field's tag (wire type 2) and its length; the bytes follow as
       // their own slice.
-      header.push_back(static_cast<char>((7 << 3) | 2));
-      uint64_t n = static_cast<uint64_t>(c.size);
-      while (n >= 0x80) {
-        header.push_back(static_cast<char>((n & 0x7F) | 0x80));
-        n >>= 7;
-      }
-      header.push_back(static_cast<char>(n));
+      AppendVarint((v1::WeightChunk::kDataFieldNumber << 3) | 2, &header);
+      AppendVarint(static_cast<uint64_t>(c.size), &header);
       grpc::Slice slices[2] = {
           grpc::Slice(header),
           grpc::Slice(const_cast<uint8_t*>(c.data), static_cast<size_t>(c.size), &Unref,

@@ -7,21 +7,18 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/crc32c.h"
+#include "core/varint.h"
 
 namespace cohort::learner {
 namespace {
 
+// ReadVarint at in[*pos], advancing *pos.
 bool GetVarint(std::string_view in, size_t* pos, uint64_t* v) {
-  uint64_t result = 0;
-  for (int shift = 0; shift < 64 && *pos < in.size(); shift += 7) {
-    uint8_t b = static_cast<uint8_t>(in[(*pos)++]);
-    result |= static_cast<uint64_t>(b & 0x7F) << shift;
-    if ((b & 0x80) == 0) {
-      *v = result;
-      return true;
-    }
-  }
-  return false;
+  const uint8_t* begin = reinterpret_cast<const uint8_t*>(in.data());
+  const uint8_t* p = begin + *pos;
+  const bool ok = ReadVarint(&p, begin + in.size(), v);
+  *pos = static_cast<size_t>(p - begin);
+  return ok;
 }
 
 // Equal bytes of a and b from i (at most n - i), 8 at a time.

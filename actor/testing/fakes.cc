@@ -8,6 +8,7 @@
 #include "absl/time/clock.h"
 #include "core/crc32c.h"
 #include "core/status.h"
+#include "core/varint.h"
 
 namespace cohort::actor::testing {
 
@@ -237,14 +238,6 @@ HostWeights FakeWeights(int64_t version, int tensors, int64_t elements) {
 
 namespace {
 
-void PutVarint(uint64_t v, std::string* out) {
-  while (v >= 0x80) {
-    out->push_back(static_cast<char>((v & 0x7F) | 0x80));
-    v >>= 7;
-  }
-  out->push_back(static_cast<char>(v));
-}
-
 // XOR_RLE of `now` against `base` over [begin, end).
 std::string EncodeDelta(const std::string& base, const std::string& now, size_t begin, size_t end) {
   std::string out;
@@ -256,8 +249,8 @@ std::string EncodeDelta(const std::string& base, const std::string& now, size_t 
     while (i + zeros + literal < end && base[i + zeros + literal] != now[i + zeros + literal]) {
       ++literal;
     }
-    PutVarint(zeros, &out);
-    PutVarint(literal, &out);
+    AppendVarint(zeros, &out);
+    AppendVarint(literal, &out);
     for (size_t k = 0; k < literal; ++k) {
       out.push_back(static_cast<char>(base[i + zeros + k] ^ now[i + zeros + k]));
     }
